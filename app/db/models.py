@@ -1,0 +1,200 @@
+"""SQLAlchemy 2 models: the data model of ARCHITECTURE.md. Migrations in ``migrations/`` mirror it.
+
+All ids are UUIDs, all times timezone-aware UTC. Types are portable so the embedded mode runs the same
+models on SQLite.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {
+        dict[str, Any]: JSON,
+        datetime: DateTime(timezone=True),
+        uuid.UUID: Uuid,
+    }
+
+
+class BatchStatus(enum.StrEnum):
+    validating = "validating"
+    accepted = "accepted"
+    rejected = "rejected"
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+def _pk() -> Mapped[uuid.UUID]:
+    return mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(default=utcnow)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[uuid.UUID] = _pk()
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = _created()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[uuid.UUID] = _pk()
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)  # first characters, for lookup
+    key_hash: Mapped[str] = mapped_column(String(128))  # sha256 of the whole key; the key is shown once
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[uuid.UUID] = _pk()
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    label_map: Mapped[dict[str, Any]] = mapped_column()  # {"0": "background", "1": "polyp", ...}
+    image_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created()
+    samples: Mapped[list[Sample]] = relationship(back_populates="dataset", cascade="all, delete-orphan")
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+    __table_args__ = (UniqueConstraint("dataset_id", "sha256"), UniqueConstraint("dataset_id", "file_name"))
+    id: Mapped[uuid.UUID] = _pk()
+    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    object_key: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer, default=3)
+    file_name: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = _created()
+    dataset: Mapped[Dataset] = relationship(back_populates="samples")
+
+
+class AnnotationBatch(Base):
+    __tablename__ = "annotation_batches"
+    id: Mapped[uuid.UUID] = _pk()
+    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    annotator: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[BatchStatus] = mapped_column(Enum(BatchStatus, name="batch_status"))
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created()
+
+
+class Annotation(Base):
+    """One mask version. Never overwritten: a new batch adds a new row."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (UniqueConstraint("batch_id", "sample_id"),)
+    id: Mapped[uuid.UUID] = _pk()
+    sample_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("annotation_batches.id", ondelete="CASCADE"), index=True
+    )
+    object_key: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _created()
+
+
+class TrainingJob(Base):
+    __tablename__ = "training_jobs"
+    id: Mapped[uuid.UUID] = _pk()
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    batch_ids: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"batches": [...]} or {"latest": true}
+    config: Mapped[dict[str, Any]] = mapped_column()  # gtcorrect.TrainConfig.to_dict()
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, name="job_status"), index=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)  # phase, epoch, round, metrics, noise rate
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    checkpoint_key: Mapped[str | None] = mapped_column(String(500), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = _created()
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class NoiseFlag(Base):
+    __tablename__ = "noise_flags"
+    __table_args__ = (UniqueConstraint("job_id", "sample_id"),)
+    id: Mapped[uuid.UUID] = _pk()
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"), index=True)
+    sample_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"))
+    annotation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("annotations.id", ondelete="CASCADE"))
+    clean_probability: Mapped[float] = mapped_column(Float, index=True)
+    flagged: Mapped[bool] = mapped_column(Boolean)
+    loss: Mapped[float] = mapped_column(Float)
+    round_decided: Mapped[int] = mapped_column(Integer)
+
+
+class CorrectedMask(Base):
+    __tablename__ = "corrected_masks"
+    __table_args__ = (UniqueConstraint("job_id", "sample_id"),)
+    id: Mapped[uuid.UUID] = _pk()
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"), index=True)
+    sample_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"))
+    object_key: Mapped[str] = mapped_column(String(500))
+    changed_fraction: Mapped[float] = mapped_column(Float)
+
+
+class Model(Base):
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+    id: Mapped[uuid.UUID] = _pk()
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"), unique=True)
+    weights_key: Mapped[str] = mapped_column(String(500))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created()

@@ -1,0 +1,38 @@
+"""The ``ObjectStore`` port: every blob (images, masks, checkpoints, plots, models) goes through it.
+
+Adapters: ``app.storage.s3.S3Store`` (MinIO/S3 via the minio SDK) and
+``app.storage.local.LocalStore`` (a directory, for the embedded mode). One contract test suite runs
+against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+
+class ObjectNotFound(KeyError):
+    """The key does not exist in the store."""
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write ``data`` at ``key``, replacing any previous object (keys are deterministic)."""
+
+    def get(self, key: str) -> bytes:
+        """Read the whole object; raise ``ObjectNotFound`` if absent."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Delete one object; deleting a missing key is not an error."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix``; return how many were deleted."""
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under ``prefix``, sorted."""
+
+    def ping(self) -> None:
+        """Raise if the store cannot be reached (used by ``/readyz``)."""

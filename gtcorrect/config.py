@@ -1,0 +1,169 @@
+"""Training configuration: frozen dataclasses that round-trip to JSON.
+
+The service stores ``TrainConfig.to_dict()`` with every job, so every field must be a JSON scalar,
+a tuple of scalars or a nested config. Defaults follow ``ALGORITHM.md``; every choice that the paper
+(Gao et al., Med Biol Eng Comput 2024, doi 10.1007/s11517-024-03170-4) does not state is a field here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+Method = Literal["gt", "noisy", "clean", "gmm_select", "coteaching"]
+SampleLoss = Literal["ce+dice", "ce", "dice"]
+EarlyLearning = Literal["curve", "fixed", "none"]
+Correction = Literal["hard", "soft", "none"]
+KeepModel = Literal["teacher", "student"]
+
+METHODS: tuple[str, ...] = typing.get_args(Method)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """MONAI ``UNet`` (2-D). ``channels``/``strides`` as in ``monai.networks.nets.UNet``."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 2
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation; never applied when scoring samples or at inference."""
+
+    enabled: bool = True
+    flip: bool = True
+    affine_degrees: float = 10.0
+    affine_scale: float = 0.1
+    intensity: float = 0.1  # max relative brightness/contrast jitter
+
+
+@dataclass(frozen=True)
+class GStageConfig:
+    """G stage: GMM split of the per-sample loss, iterated as positive feedback (ALGORITHM.md)."""
+
+    warmup_epochs: int = 10
+    sample_loss: SampleLoss = "ce+dice"
+    rounds_max: int = 5
+    epochs_per_round: int = 5
+    feedback: bool = True  # False: one GMM fit after warm-up (ablation)
+    tau: float = 0.5  # clean set C = {w_i > tau}
+    stop_change_frac: float = 0.01  # stop when fewer than this fraction of images change side
+    gmm_max_iter: int = 10
+    gmm_tol: float = 1e-2
+    gmm_reg_covar: float = 5e-4
+    histogram_bins: int = 50
+
+
+@dataclass(frozen=True)
+class TStageConfig:
+    """T stage: mean teacher, early-learning switch, confident correcting (ALGORITHM.md)."""
+
+    epochs: int = 20
+    ema_decay: float = 0.99
+    flagged_fraction: float = 0.5  # share of each batch drawn from the flagged set
+    consistency_noise_std: float = 0.1
+    consistency_noise_clip: float = 0.2
+    lambda_max: float = 0.1  # sigmoid ramp-up target of lambda(t)
+    rampup_epochs: int = 5
+    flagged_weight: float = 5.0
+    early_learning: EarlyLearning = "curve"
+    early_learning_fixed_epochs: int = 5  # fallback, and the switch for early_learning="fixed"
+    early_learning_slope_frac: float = 0.1  # ADELE: correct once slope < 10 % of the initial slope
+    correction: Correction = "hard"
+    confidence_floor: float = 0.8
+    threshold_ema: float = 0.0  # 0: per-class thresholds from the whole flagged set each epoch
+    elr: bool = False
+    elr_beta: float = 0.7
+    elr_lambda: float = 3.0
+    keep: KeepModel = "teacher"
+
+
+@dataclass(frozen=True)
+class CoteachingConfig:
+    forget_rate: float | None = None  # None: the G stage's estimated noise rate is not known, use 0.3
+    num_gradual: int = 10
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``gtcorrect.fit`` needs besides the data. Round-trips through ``to_dict``/``from_dict``."""
+
+    method: Method = "gt"
+    seed: int = 0
+    image_size: int = 128
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 40  # total epochs for the baselines; G-T uses warm-up + rounds + T epochs
+    num_workers: int = 0
+    net: NetConfig = field(default_factory=NetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    g: GStageConfig = field(default_factory=GStageConfig)
+    t: TStageConfig = field(default_factory=TStageConfig)
+    coteaching: CoteachingConfig = field(default_factory=CoteachingConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
+        if self.image_size < 16 or self.image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16 and >= 16, got {self.image_size}.")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}.")
+        if not 0.0 < self.g.tau < 1.0:
+            raise ValueError(f"g.tau must lie in (0, 1), got {self.g.tau}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return cls.from_dict(json.loads(text))
+
+
+_T = TypeVar("_T")
+
+
+def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
+    """Build a (nested) frozen dataclass from plain JSON data, rejecting unknown keys by name."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} expects an object, got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}.")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            kwargs[name] = _from_dict(hint, value)
+        elif _is_tuple(hint):
+            if not isinstance(value, list | tuple):
+                raise ValueError(f"{cls.__name__}.{name} expects a list, got {value!r}.")
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _is_tuple(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(typing.get_origin(a) is tuple for a in typing.get_args(hint))
+    return False

@@ -1,0 +1,126 @@
+"""Data passed into and out of ``gtcorrect.fit``.
+
+Shape legend: N images, C image channels, K classes (K = 2 for binary masks; 0 = background),
+S the square training size (``TrainConfig.image_size``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Class index -> name. Index 0 is the background."""
+
+    names: tuple[str, ...] = ("background", "foreground")
+
+    def __post_init__(self) -> None:
+        if len(self.names) < 2:
+            raise ValueError(f"a label map needs at least 2 classes (background + one), got {self.names}.")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict[str, str]:
+        return {str(i): n for i, n in enumerate(self.names)}
+
+    @classmethod
+    def from_dict(cls, mapping: dict[str | int, str]) -> LabelMap:
+        keys = sorted(int(k) for k in mapping)
+        if keys != list(range(len(keys))):
+            raise ValueError(f"label map indices must be 0..K-1 without gaps, got {keys}.")
+        return cls(tuple(mapping[k] if k in mapping else mapping[str(k)] for k in keys))  # type: ignore[index]
+
+
+@dataclass
+class TrainingData:
+    """Training (and optional validation) arrays at the training size.
+
+    images: (N, C, S, S) float32, normalised; masks: (N, S, S) int64 class indices (the given,
+    possibly noisy masks); ids: N sample identifiers (file stems or database ids).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    ids: list[str]
+    label_map: LabelMap = field(default_factory=LabelMap)
+    val_images: np.ndarray | None = None
+    val_masks: np.ndarray | None = None
+    original_sizes: list[tuple[int, int]] | None = None  # (height, width) per training image
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be (N, C, S, S), got shape {self.images.shape}.")
+        n = self.images.shape[0]
+        if n == 0:
+            raise ValueError("training data is empty: got 0 images.")
+        if self.masks.shape != (n, *self.images.shape[2:]):
+            raise ValueError(
+                f"masks must be (N, S, S) = {(n, *self.images.shape[2:])}, got {self.masks.shape}."
+            )
+        if len(self.ids) != n:
+            raise ValueError(f"got {len(self.ids)} ids for {n} images.")
+        bad = np.unique(self.masks[(self.masks < 0) | (self.masks >= self.label_map.num_classes)])
+        if bad.size:
+            raise ValueError(
+                f"mask values {bad.tolist()} lie outside the label map 0..{self.label_map.num_classes - 1}."
+            )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What callbacks receive: one event per epoch (and one per G round)."""
+
+    phase: str  # "warmup", "g_round", "t_early", "t_correct", "train", "done"
+    epoch: int  # global epoch counter, 1-based, continues across phases and resumes
+    total_epochs: int
+    round: int | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+    estimated_noise_rate: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GmmRound:
+    """One GMM fit of the G stage (user-visible, not debug output)."""
+
+    round: int  # 0 = after warm-up
+    means: tuple[float, float]  # (clean, noisy) component means on min-max normalised losses
+    variances: tuple[float, float]
+    weights: tuple[float, float]
+    separation: float  # S = (mu_noisy - mu_clean) / sqrt(var_clean + var_noisy)
+    hist_counts: tuple[int, ...]
+    hist_edges: tuple[float, ...]
+    n_flagged: int
+    n_changed: int  # images that changed side since the previous round
+
+
+@dataclass
+class FitResult:
+    """Everything ``fit`` returns. Per-sample arrays are aligned with ``TrainingData.ids``.
+
+    corrected: sample index -> corrected mask at the training size, (S, S) int64 for hard correction,
+    or (K, S, S) float32 soft targets for soft correction. Only flagged images appear.
+    model: a ``gtcorrect.inference.ModelBundle`` (kept as Any here to avoid an import cycle).
+    """
+
+    ids: list[str]
+    clean_prob: np.ndarray  # (N,) float
+    flagged: np.ndarray  # (N,) bool
+    round_decided: np.ndarray  # (N,) int
+    sample_loss: np.ndarray  # (N,) float, the last G-stage score
+    rounds: list[GmmRound]
+    corrected: dict[int, np.ndarray]
+    model: Any
+    history: list[Progress]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[Progress], None]
+StopCheck = Callable[[], bool]
