@@ -35,7 +35,7 @@ class LabelMap:
         keys = sorted(int(k) for k in mapping)
         if keys != list(range(len(keys))):
             raise ValueError(f"label map indices must be 0..K-1 without gaps, got {keys}.")
-        return cls(tuple(mapping[k] if k in mapping else mapping[str(k)] for k in keys))  # type: ignore[index]
+        return cls(tuple(mapping[k] if k in mapping else mapping[str(k)] for k in keys))
 
 
 @dataclass
