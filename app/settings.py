@@ -1,0 +1,118 @@
+"""Service settings from ``GTC_*`` environment variables (pydantic-settings), documented in ``.env.example``.
+
+``get_settings()`` builds them once per process and validates them at start-up; nothing is built at
+import time, so tests construct ``Settings(...)`` directly. With no variables set the service runs
+embedded: SQLite, a local object directory and a filesystem Celery broker, all under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", ""})
+FILESYSTEM_BROKER = "filesystem://"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GTC_", extra="ignore", frozen=True)
+
+    environment: str = "development"
+    data_dir: Path = Path(".gtcorrect")
+
+    database_url: str | None = None
+    broker_url: str | None = None
+
+    storage: Literal["local", "s3"] = "local"
+    local_dir: Path | None = None
+    s3_endpoint: str = "localhost:9000"
+    s3_access_key: str = "gtcorrect"
+    s3_secret_key: str = "change-me"
+    s3_bucket: str = "gtcorrect"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+
+    # Above the longest job: Redis redelivers an unacked task after this, so a shorter value runs it twice.
+    visibility_timeout_s: int = Field(default=43200, gt=0)
+    heartbeat_stale_s: int = Field(default=600, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=50_000_000, gt=0)
+    max_zip_entries: int = Field(default=10_000, gt=0)
+    max_zip_ratio: int = Field(default=100, gt=0)
+    model_cache_size: int = Field(default=4, ge=1)
+
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        placeholder = self.s3_secret_key.strip().lower() in PLACEHOLDER_SECRETS
+        if placeholder and self.environment != "development" and self.storage == "s3":
+            raise ValueError(
+                f"GTC_S3_SECRET_KEY is the placeholder {self.s3_secret_key!r}; "
+                f"set a real secret when GTC_ENVIRONMENT={self.environment!r}"
+            )
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"GTC_DEVICE must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        return self
+
+    # The resolved values below are what every consumer should read; the raw fields may be None.
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir}/gtcorrect.db"
+
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or FILESYSTEM_BROKER
+
+    def resolved_local_dir(self) -> Path:
+        return self.local_dir if self.local_dir is not None else self.data_dir / "objects"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Where the embedded filesystem broker keeps its message files."""
+        return self.data_dir / "broker"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.resolved_database_url().startswith("sqlite")
+
+    @property
+    def uses_filesystem_broker(self) -> bool:
+        return self.resolved_broker_url().startswith("filesystem")
+
+    @property
+    def is_embedded(self) -> bool:
+        """SQLite and a filesystem broker: one machine, one command, no external services."""
+        return self.uses_sqlite and self.uses_filesystem_broker
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Celery ``broker_transport_options`` for the resolved broker.
+
+        For the filesystem broker this creates the folders (kombu does not) and points producer and
+        consumer at the same queue folder, so the API and the embedded worker share one queue.
+        """
+        if self.uses_filesystem_broker:
+            queue = self.broker_dir / "queue"
+            processed = self.broker_dir / "processed"
+            control = self.broker_dir / "control"
+            for folder in (queue, processed, control):
+                folder.mkdir(parents=True, exist_ok=True)
+            return {
+                "data_folder_in": str(queue),
+                "data_folder_out": str(queue),
+                "processed_folder": str(processed),
+                "control_folder": str(control),
+                "store_processed": False,
+            }
+        return {"visibility_timeout": self.visibility_timeout_s}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
