@@ -1,0 +1,346 @@
+"""Reading images and masks, and bringing them to the training size.
+
+Shape legend: H, W original height and width; C image channels (1 grey or 3 RGB); K classes
+(0 = background); S the square training size; N images.
+
+Resize/pad policy. Training arrays are a plain resize of every image to S x S: bilinear for images,
+nearest neighbour for masks. The aspect ratio is *not* kept and nothing is padded, as is common for
+polyp and cell benchmarks (Kvasir-SEG, BU-BIL), because padding wastes most of the network's field of
+view on wide frames. Outputs go back to the original size with ``restore_probabilities`` (bilinear per
+class) and ``restore_mask`` (one-hot, bilinear, argmax), so restored boundaries are smooth rather than
+blocky.
+
+Normalisation "zscore" (``normalise``): images are scaled to [0, 1], then every image and channel is
+shifted to zero mean and unit variance. Its name is stored in the model file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gtcorrect.types import LabelMap, TrainingData
+
+MaskMode = Literal["index", "binary"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MAX_PIXELS = 100_000_000
+_EPS = 1e-6
+
+
+def _label(src: str | Path | bytes, name: str | None) -> str:
+    if name is not None:
+        return name
+    return "<bytes>" if isinstance(src, bytes) else str(src)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Integer data that fits stays as is (index masks in 16-bit files); wider data is stretched."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.integer) and arr.min(initial=0) >= 0 and arr.max(initial=0) <= 255:
+        return arr.astype(np.uint8)
+    # 16-bit or float microscopy: stretch the data range to 8 bit.
+    f = arr.astype(np.float64)
+    lo, hi = float(f.min()), float(f.max())
+    return np.round(np.zeros_like(f) if hi <= lo else (f - lo) / (hi - lo) * 255.0).astype(np.uint8)
+
+
+class _TooLarge(ValueError):
+    """Raised before decoding pixels; kept apart from decoder errors, which get a generic message."""
+
+
+def _check_pixels(label: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise _TooLarge(f"{label}: image of {width}x{height} pixels exceeds max_pixels={max_pixels}.")
+
+
+def _read_tiff(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        _check_pixels(label, int(page.shape[1]), int(page.shape[0]), max_pixels)
+        arr = page.asarray()
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) TIFF
+    return _to_uint8(arr)
+
+
+def _read_pil(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        _check_pixels(label, im.width, im.height, max_pixels)
+        if im.mode in ("P", "PA"):
+            return np.asarray(im.convert("RGBA"))
+        if im.mode in ("1", "L", "LA", "RGB", "RGBA"):
+            return np.asarray(im.convert(im.mode.replace("1", "L")))
+        if im.mode.startswith("I") or im.mode == "F":
+            return _to_uint8(np.asarray(im))
+        return np.asarray(im.convert("RGB"))
+
+
+def read_image(
+    src: str | Path | bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Decode a PNG, JPEG, TIFF or BMP into (H, W, C) uint8 with C in {1, 3}.
+
+    Grey stays 1 channel, RGBA drops alpha, palette images are converted. Raises ``ValueError`` naming
+    the file and the reason when the input is unreadable, unsupported or larger than ``max_pixels``.
+    """
+    label = _label(src, name)
+    if isinstance(src, bytes):
+        data = src
+    else:
+        try:
+            data = Path(src).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{label}: cannot read file ({exc.strerror or exc}).") from exc
+    if not data:
+        raise ValueError(f"{label}: file is empty.")
+    try:
+        if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            arr = _read_tiff(data, label, max_pixels)
+        else:
+            arr = _read_pil(data, label, max_pixels)
+    except _TooLarge:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{label}: image exceeds the decompression bomb limit ({exc}).") from exc
+    except Exception as exc:  # PIL and tifffile raise many types for corrupt files
+        raise ValueError(f"{label}: not a readable image ({type(exc).__name__}: {exc}).") from exc
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"{label}: unsupported image layout {arr.shape}.")
+    if arr.shape[2] == 2:  # grey + alpha
+        arr = arr[:, :, :1]
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{label}: image has zero size {arr.shape[:2]}.")
+    return np.array(arr, dtype=np.uint8, order="C")  # a writable copy, never a view on PIL memory
+
+
+def read_mask(
+    src: str | Path | bytes,
+    *,
+    num_classes: int,
+    mode: MaskMode = "index",
+    threshold: int = 127,
+    invert: bool = False,
+    name: str | None = None,
+) -> np.ndarray:
+    """Decode a mask into (H, W) int64 class indices.
+
+    binary: grey > threshold -> 1 (Kvasir-SEG JPEG masks); with ``invert`` grey <= threshold -> 1
+    (BU-BIL, where the cell is black). index: values must lie in 0..num_classes-1; a 0/255 PNG is
+    accepted when num_classes == 2 (255 -> 1) because annotation tools export that.
+    """
+    label = _label(src, name)
+    if mode not in ("index", "binary"):
+        raise ValueError(f"mask mode must be 'index' or 'binary', got {mode!r}.")
+    img = read_image(src, name=label)
+    grey = img[:, :, 0] if img.shape[2] == 1 else to_channels(img, 1)[:, :, 0]
+    if (
+        img.shape[2] == 3
+        and mode == "index"
+        and not (np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2]))
+    ):
+        raise ValueError(f"{label}: an index mask must be single-channel, got a colour image.")
+    if mode == "binary":
+        fg = grey <= threshold if invert else grey > threshold
+        return fg.astype(np.int64)
+    values = grey.astype(np.int64)
+    present = np.unique(values)
+    if num_classes == 2 and set(present.tolist()) <= {0, 255}:
+        values = (values == 255).astype(np.int64)
+    else:
+        bad = present[present >= num_classes]
+        if bad.size:
+            raise ValueError(
+                f"{label}: mask values {bad.tolist()[:10]} lie outside the label map 0..{num_classes - 1}."
+            )
+    if invert:
+        if num_classes != 2:
+            raise ValueError(f"{label}: invert only applies to binary masks, got num_classes={num_classes}.")
+        values = 1 - values
+    return values
+
+
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, C) -> (H, W, channels): grey is replicated, RGB becomes ITU-R 601 luminance."""
+    if img.ndim != 3 or img.shape[2] not in (1, 3):
+        raise ValueError(f"image must be (H, W, 1) or (H, W, 3), got shape {img.shape}.")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}.")
+    c = img.shape[2]
+    if c == channels:
+        return img
+    if channels == 3:
+        return np.repeat(img, 3, axis=2)
+    lum = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return np.clip(np.round(lum), 0, 255).astype(img.dtype)[:, :, None]
+
+
+def _resize_image(img: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, C) uint8 -> (C, S, S) float32 in [0, 1], bilinear."""
+    t = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32)).div_(255.0)[None]
+    out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out[0].clamp_(0.0, 1.0).numpy()
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) int -> (S, S) int64, nearest neighbour."""
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    out = F.interpolate(t, size=(size, size), mode="nearest-exact")
+    return out[0, 0].numpy().astype(np.int64)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """(C, S, S) float in [0, 1] -> (C, S, S) float32, zero mean and unit variance per channel."""
+    if x.ndim != 3:
+        raise ValueError(f"normalise expects (C, S, S), got shape {x.shape}.")
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    std = x.std(axis=(1, 2), keepdims=True)
+    return ((x - mean) / np.maximum(std, _EPS)).astype(np.float32)
+
+
+def restore_probabilities(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(K, S, S) float -> (K, H, W) float32, bilinear; classes still sum to 1 per pixel."""
+    if prob.ndim != 3:
+        raise ValueError(f"probabilities must be (K, S, S), got shape {prob.shape}.")
+    t = torch.from_numpy(np.ascontiguousarray(prob, dtype=np.float32))[None]
+    out = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return out.numpy()
+
+
+def restore_mask(mask: np.ndarray, size: tuple[int, int], num_classes: int | None = None) -> np.ndarray:
+    """(S, S) int -> (H, W) int64 via one-hot, bilinear, argmax (smooth, not blocky boundaries)."""
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (S, S), got shape {mask.shape}.")
+    k = int(mask.max(initial=0)) + 1 if num_classes is None else num_classes
+    k = max(k, 2)
+    onehot = np.eye(k, dtype=np.float32)[mask.astype(np.int64)].transpose(2, 0, 1)
+    return restore_probabilities(onehot, size).argmax(axis=0).astype(np.int64)
+
+
+def prepare_images(images: Sequence[np.ndarray], *, size: int, channels: int) -> np.ndarray:
+    """N images (H, W, C) uint8 -> (N, channels, S, S) float32, resized and normalised."""
+    if not images:
+        raise ValueError("no images given.")
+    out = np.empty((len(images), channels, size, size), dtype=np.float32)
+    for i, img in enumerate(images):
+        if img.ndim == 2:
+            img = img[:, :, None]
+        out[i] = normalise(_resize_image(to_channels(img, channels), size))
+    return out
+
+
+def prepare(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    ids: Sequence[str],
+    *,
+    label_map: LabelMap,
+    size: int,
+    channels: int | None = None,
+) -> TrainingData:
+    """Images (H, W, C) and masks (H, W) -> ``TrainingData`` at S x S with ``original_sizes`` filled.
+
+    channels None: 3 if any image is RGB, else 1.
+    """
+    if not (len(images) == len(masks) == len(ids)):
+        raise ValueError(f"got {len(images)} images, {len(masks)} masks and {len(ids)} ids.")
+    if not images:
+        raise ValueError("training data is empty: got 0 images.")
+    for img, mask, sid in zip(images, masks, ids, strict=True):
+        if img.shape[:2] != mask.shape[:2]:
+            raise ValueError(
+                f"{sid}: image size {img.shape[1]}x{img.shape[0]} differs from mask size "
+                f"{mask.shape[1]}x{mask.shape[0]} (width x height)."
+            )
+    if channels is None:
+        channels = 3 if any(img.ndim == 3 and img.shape[2] == 3 for img in images) else 1
+    x = prepare_images(images, size=size, channels=channels)
+    y = np.stack([resize_mask(m, size) for m in masks])
+    return TrainingData(
+        images=x,
+        masks=y,
+        ids=list(ids),
+        label_map=label_map,
+        original_sizes=[(int(img.shape[0]), int(img.shape[1])) for img in images],
+    )
+
+
+def _index_dir(folder: Path, prefix: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a directory.")
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        stem = p.stem.lower()
+        if prefix:
+            if not stem.startswith(prefix.lower()):
+                continue
+            stem = stem[len(prefix) :]
+        if stem in found:
+            raise ValueError(f"{folder}: two files share the stem {stem!r}: {found[stem].name}, {p.name}.")
+        found[stem] = p
+    return found
+
+
+def load_folder(
+    images_dir: str | Path,
+    masks_dir: str | Path,
+    *,
+    num_classes: int = 2,
+    mask_mode: MaskMode = "index",
+    invert: bool = False,
+    threshold: int = 127,
+    mask_prefix: str = "",
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Pair image and mask files by stem (case-insensitive, optional mask prefix) and read them.
+
+    Returns images (H, W, C) uint8, masks (H, W) int64 and ids (the image file stems), sorted by id.
+    Unpaired files raise ``ValueError`` listing them.
+    """
+    imgs = _index_dir(Path(images_dir), "")
+    msks = _index_dir(Path(masks_dir), mask_prefix)
+    only_img = sorted(imgs[k].name for k in set(imgs) - set(msks))
+    only_msk = sorted(msks[k].name for k in set(msks) - set(imgs))
+    if only_img or only_msk:
+        raise ValueError(
+            f"unpaired files: images without a mask {only_img}; masks without an image {only_msk}."
+        )
+    if not imgs:
+        raise ValueError(f"{images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}).")
+    images, masks, ids = [], [], []
+    for key in sorted(imgs):
+        images.append(read_image(imgs[key]))
+        masks.append(
+            read_mask(msks[key], num_classes=num_classes, mode=mask_mode, threshold=threshold, invert=invert)
+        )
+        ids.append(imgs[key].stem)
+    return images, masks, ids
+
+
+def split_indices(
+    n: int, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle 0..n-1 with ``seed`` and cut into train/val/test index arrays (sizes rounded, sum n)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}.")
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}.")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_train = int(round(fractions[0] * n))
+    n_val = min(int(round(fractions[1] * n)), n - n_train)
+    return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]

@@ -1,0 +1,132 @@
+"""Segment images of any size with a trained ``ModelBundle``, and encode masks for export.
+
+Shape legend: H, W original height and width; C image channels; K classes (0 = background);
+S the bundle's training size; B a batch.
+
+Images are converted to the bundle's channels, resized to S x S, normalised (``gtcorrect.data``),
+run through the eval-mode network under ``torch.inference_mode`` and the softmax probabilities are
+restored to the original size (bilinear), so masks have smooth boundaries at full resolution.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gtcorrect.data import prepare_images, read_mask, restore_probabilities
+from gtcorrect.model import ModelBundle
+from gtcorrect.types import LabelMap
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """probabilities (K, H, W) float32 at the original size; mask (H, W) int64 argmax;
+    mean_confidence: mean over pixels of the winning class's probability."""
+
+    probabilities: np.ndarray
+    mask: np.ndarray
+    mean_confidence: float
+
+
+class Predictor:
+    """Holds one eval-mode network built from a ``ModelBundle``; reuse it for many requests."""
+
+    def __init__(self, bundle: ModelBundle, device: str | torch.device = "cpu") -> None:
+        if bundle.normalisation != "zscore":
+            raise ValueError(f"unsupported normalisation {bundle.normalisation!r} in the model file.")
+        if bundle.in_channels not in (1, 3):
+            raise ValueError(f"model expects {bundle.in_channels} input channels; only 1 or 3 are supported.")
+        self.bundle = bundle
+        self.device = torch.device(device)
+        self.network = bundle.build(self.device)
+
+    @property
+    def label_map(self) -> LabelMap:
+        return self.bundle.label_map
+
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[Prediction]:
+        """N images (H, W, C) or (H, W) uint8 of any size -> N predictions at their own sizes."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        for i, img in enumerate(images):
+            if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
+                raise ValueError(f"image {i} must be (H, W), (H, W, 1) or (H, W, 3), got shape {img.shape}.")
+        out: list[Prediction] = []
+        size, channels = self.bundle.image_size, self.bundle.in_channels
+        for start in range(0, len(images), batch_size):
+            chunk = list(images[start : start + batch_size])
+            x = torch.from_numpy(prepare_images(chunk, size=size, channels=channels)).to(self.device)
+            with torch.inference_mode():
+                prob = torch.softmax(self.network(x).float(), dim=1).cpu().numpy()
+            for img, p in zip(chunk, prob, strict=True):
+                full = restore_probabilities(p, (int(img.shape[0]), int(img.shape[1])))
+                mask = full.argmax(axis=0).astype(np.int64)
+                out.append(Prediction(full, mask, float(full.max(axis=0).mean())))
+        return out
+
+
+def predict(
+    bundle: ModelBundle,
+    images: Sequence[np.ndarray],
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+) -> list[Prediction]:
+    """One-shot ``Predictor(bundle, device).predict(images, batch_size)``."""
+    return Predictor(bundle, device).predict(images, batch_size=batch_size)
+
+
+def mask_to_rle(mask: np.ndarray, cls: int) -> dict[str, object]:
+    """(H, W) class indices -> COCO uncompressed RLE of ``mask == cls``.
+
+    ``{"size": [H, W], "counts": [...]}``: run lengths in column-major (Fortran) order, starting
+    with a run of zeros (possibly of length 0), as ``pycocotools`` expects.
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}.")
+    flat = (mask == cls).ravel(order="F").astype(np.int8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0] == 1:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def rle_to_mask(rle: dict[str, object]) -> np.ndarray:
+    """COCO uncompressed RLE -> (H, W) uint8 binary mask (1 where the class is)."""
+    size, counts = rle.get("size"), rle.get("counts")
+    if not isinstance(size, list | tuple) or len(size) != 2 or not isinstance(counts, list | tuple):
+        raise ValueError(f"RLE needs 'size' [H, W] and a list of 'counts', got keys {sorted(rle)}.")
+    h, w = int(size[0]), int(size[1])
+    runs = np.asarray(counts, dtype=np.int64)
+    if runs.size and (runs.min() < 0 or runs.sum() != h * w):
+        raise ValueError(f"RLE counts sum to {int(runs.sum())}, expected H*W = {h * w}.")
+    values = np.arange(runs.size) % 2
+    flat = np.repeat(values, runs).astype(np.uint8)
+    return flat.reshape((h, w), order="F")
+
+
+def mask_to_png(mask: np.ndarray, label_map: LabelMap) -> bytes:
+    """(H, W) class indices -> 8-bit grey PNG; binary label maps write 0/255 so masks are visible."""
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}.")
+    k = label_map.num_classes
+    if k > 256:
+        raise ValueError(f"an 8-bit PNG holds at most 256 classes, the label map has {k}.")
+    if mask.size and (mask.min() < 0 or mask.max() >= k):
+        raise ValueError(f"mask values {int(mask.min())}..{int(mask.max())} lie outside 0..{k - 1}.")
+    pixels = mask.astype(np.uint8) * (255 if k == 2 else 1)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_to_mask(data: bytes, label_map: LabelMap) -> np.ndarray:
+    """Inverse of ``mask_to_png``: PNG bytes -> (H, W) int64 class indices."""
+    return read_mask(data, num_classes=label_map.num_classes, mode="index", name="<png mask>")

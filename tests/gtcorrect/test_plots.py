@@ -1,0 +1,49 @@
+"""G-stage plots render to valid PNGs (gtcorrect.plots)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gtcorrect.plots import gmm_histogram_png
+from gtcorrect.types import GmmRound
+
+
+def _round(k: int = 2) -> GmmRound:
+    rng = np.random.default_rng(0)
+    losses = np.concatenate([rng.normal(0.2, 0.05, 60), rng.normal(0.7, 0.1, 40)]).clip(0, 1)
+    counts, edges = np.histogram(losses, bins=20, range=(0, 1))
+    return GmmRound(
+        round=k,
+        means=(0.2, 0.7),
+        variances=(0.0025, 0.01),
+        weights=(0.6, 0.4),
+        separation=(0.7 - 0.2) / np.sqrt(0.0125),
+        hist_counts=tuple(int(c) for c in counts),
+        hist_edges=tuple(float(e) for e in edges),
+        n_flagged=40,
+        n_changed=3,
+    )
+
+
+def test_gmm_histogram_is_a_png_of_sensible_size() -> None:
+    data = gmm_histogram_png(_round(), tau=0.5)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    img = Image.open(io.BytesIO(data))
+    assert img.size == (640, 400)
+    assert 5_000 < len(data) < 500_000
+    pixels = np.asarray(img.convert("RGB"))
+    assert (pixels[..., 1] > pixels[..., 0] + 40).any()  # the green clean component is drawn
+    assert (pixels[..., 0] > pixels[..., 1] + 40).any()  # and the red noisy one
+
+
+def test_empty_histogram_still_renders_and_bad_edges_raise() -> None:
+    r = _round(0)
+    empty = GmmRound(**{**r.__dict__, "hist_counts": (0,) * 20})
+    assert gmm_histogram_png(empty)[:4] == b"\x89PNG"
+    bad = GmmRound(**{**r.__dict__, "hist_edges": (0.0, 1.0)})
+    with pytest.raises(ValueError, match="len\\(edges\\) == len\\(counts\\) \\+ 1, got 2 and 20"):
+        gmm_histogram_png(bad)
