@@ -1,0 +1,67 @@
+"""/v1/datasets/{id}/annotation-batches: upload masks from one annotator, all or nothing."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from app.api.deps import DatasetDep, Limit, LimitsDep, Multipart, Offset, SessionDep, StoreDep, read_uploads
+from app.db.models import BatchStatus
+from app.schemas.annotations import BatchOut
+from app.schemas.common import Page
+from app.services import annotations as batches
+
+router = APIRouter(prefix="/v1/datasets/{dataset_id}/annotation-batches", tags=["annotations"])
+
+
+@router.post(
+    "",
+    dependencies=[Multipart],
+    status_code=201,
+    summary="Upload an annotation batch (mask files or one zip, optional manifest.csv/json)",
+    response_model=BatchOut,
+    responses={
+        422: {
+            "description": "Some masks are invalid; `invalid_files` names each with the reason. "
+            "Nothing was stored."
+        },
+        413: {"description": "The upload is larger than the limit."},
+    },
+)
+def create_batch(
+    dataset: DatasetDep,
+    session: SessionDep,
+    store: StoreDep,
+    limits: LimitsDep,
+    response: Response,
+    annotator: Annotated[str, Form(min_length=1, max_length=200, description="Who drew the masks.")],
+    files: Annotated[list[UploadFile], File(description="Mask PNGs named like their images, or one zip.")],
+    source: Annotated[str, Form(max_length=2000, description="Free note: vendor, tool, round.")] = "",
+) -> BatchOut:
+    batch = batches.create_batch(
+        session, store, dataset, annotator=annotator, source=source, files=read_uploads(files), limits=limits
+    )
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}/annotation-batches/{batch.id}"
+    return BatchOut.model_validate(batch)
+
+
+@router.get("", summary="List annotation batches", response_model=Page[BatchOut])
+def list_batches(
+    dataset: DatasetDep,
+    session: SessionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    annotator: str | None = None,
+    status: BatchStatus | None = None,
+) -> Page[BatchOut]:
+    rows, total = batches.list_batches(
+        session, dataset, annotator=annotator, status=status, limit=limit, offset=offset
+    )
+    return Page(items=[BatchOut.model_validate(b) for b in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{batch_id}", summary="Get an annotation batch with its report", response_model=BatchOut)
+def get_batch(dataset: DatasetDep, batch_id: uuid.UUID, session: SessionDep) -> BatchOut:
+    return BatchOut.model_validate(batches.get_batch(session, dataset, batch_id))

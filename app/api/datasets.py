@@ -1,0 +1,118 @@
+"""/v1/datasets: datasets, their samples and image uploads."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Response, UploadFile
+
+from app.api.deps import (
+    DatasetDep,
+    Limit,
+    LimitsDep,
+    Multipart,
+    Offset,
+    ProjectDep,
+    SessionDep,
+    StoreDep,
+    read_uploads,
+)
+from app.schemas.common import FileOutcome, Page
+from app.schemas.datasets import DatasetCreate, DatasetOut, ImageUploadOut, SampleOut
+from app.services import datasets, images
+from app.services.objects import read_object
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def _out(session: SessionDep, dataset: datasets.Dataset) -> DatasetOut:
+    out = DatasetOut.model_validate(dataset)
+    out.sample_count = datasets.sample_count(session, dataset.id)
+    return out
+
+
+@router.post("", status_code=201, summary="Create a dataset", response_model=DatasetOut)
+def create_dataset(
+    body: DatasetCreate, session: SessionDep, project: ProjectDep, response: Response
+) -> DatasetOut:
+    dataset = datasets.create_dataset(session, project, body.name, body.label_map, body.image_settings)
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return _out(session, dataset)
+
+
+@router.get("", summary="List datasets", response_model=Page[DatasetOut])
+def list_datasets(
+    session: SessionDep, project: ProjectDep, limit: Limit = 50, offset: Offset = 0, name: str | None = None
+) -> Page[DatasetOut]:
+    rows, total = datasets.list_datasets(session, project, name=name, limit=limit, offset=offset)
+    return Page(items=[_out(session, d) for d in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{dataset_id}", summary="Get a dataset", response_model=DatasetOut)
+def get_dataset(dataset: DatasetDep, session: SessionDep) -> DatasetOut:
+    return _out(session, dataset)
+
+
+@router.delete(
+    "/{dataset_id}", status_code=204, summary="Delete a dataset with its samples, masks and results"
+)
+def delete_dataset(dataset: DatasetDep, session: SessionDep, store: StoreDep) -> Response:
+    datasets.delete_dataset(session, store, dataset)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{dataset_id}/images",
+    dependencies=[Multipart],
+    status_code=201,
+    summary="Upload images (multipart files or one zip); all or nothing",
+    response_model=ImageUploadOut,
+    responses={
+        422: {"description": "Some files are not valid images; `invalid_files` names each with the reason."},
+        413: {"description": "The upload is larger than the limit."},
+    },
+)
+def upload_images(
+    dataset: DatasetDep,
+    session: SessionDep,
+    store: StoreDep,
+    limits: LimitsDep,
+    files: Annotated[list[UploadFile], File(description="Image files (PNG, JPEG, TIFF, BMP) or one zip.")],
+) -> ImageUploadOut:
+    outcomes = images.upload_images(session, store, dataset, read_uploads(files), limits)
+    return ImageUploadOut(
+        created=sum(o.status == "created" for o in outcomes),
+        duplicates=sum(o.status == "duplicate" for o in outcomes),
+        files=[FileOutcome.model_validate(o) for o in outcomes],
+    )
+
+
+@router.get("/{dataset_id}/samples", summary="List samples", response_model=Page[SampleOut])
+def list_samples(
+    dataset: DatasetDep,
+    session: SessionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    file_name: str | None = None,
+) -> Page[SampleOut]:
+    rows, total = images.list_samples(session, dataset, file_name=file_name, limit=limit, offset=offset)
+    return Page(items=[SampleOut.model_validate(s) for s in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{dataset_id}/samples/{sample_id}", summary="Get a sample", response_model=SampleOut)
+def get_sample(dataset: DatasetDep, sample_id: uuid.UUID, session: SessionDep) -> SampleOut:
+    return SampleOut.model_validate(images.get_sample(session, dataset, sample_id))
+
+
+@router.get(
+    "/{dataset_id}/samples/{sample_id}/image",
+    summary="The stored image (PNG)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_sample_image(
+    dataset: DatasetDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep
+) -> Response:
+    sample = images.get_sample(session, dataset, sample_id)
+    return Response(read_object(store, sample.object_key), media_type="image/png")

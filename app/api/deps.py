@@ -1,0 +1,129 @@
+"""Request dependencies as typed ``Annotated`` aliases; state comes from ``app.state`` (built in
+``create_app``), never from import-time globals."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Annotated
+
+from fastapi import Depends, Query, Request, UploadFile
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.db.models import Dataset, Project, TrainingJob
+from app.errors import Unauthorized, UnsupportedMediaType
+from app.services import datasets, jobs, projects, unit
+from app.services.inference import ModelCache
+from app.services.queue import TaskQueue
+from app.services.uploads import Blob, UploadLimits
+from app.settings import Settings
+from app.storage.base import ObjectStore
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer gtc_...`.")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One unit of work per request: commit after the route, roll back (and undo object writes) on error."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+        session.commit()
+        unit.forget_cleanups(session)
+    except BaseException:
+        session.rollback()
+        unit.run_cleanups(session)
+        raise
+    finally:
+        session.close()
+
+
+def get_store(request: Request) -> ObjectStore:
+    store: ObjectStore = request.app.state.store
+    return store
+
+
+def get_queue(request: Request) -> TaskQueue:
+    queue: TaskQueue = request.app.state.queue
+    return queue
+
+
+def get_model_cache(request: Request) -> ModelCache:
+    cache: ModelCache = request.app.state.model_cache
+    return cache
+
+
+def get_limits(settings: Annotated[Settings, Depends(get_settings)]) -> UploadLimits:
+    return UploadLimits.from_settings(settings)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+# scope="function": commit before the response is sent, so a failed commit is the client's error too.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+QueueDep = Annotated[TaskQueue, Depends(get_queue)]
+ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+LimitsDep = Annotated[UploadLimits, Depends(get_limits)]
+
+
+def get_project(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Project:
+    if credentials is None:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'.")
+    return projects.authenticate(session, credentials.credentials)
+
+
+ProjectDep = Annotated[Project, Depends(get_project)]
+
+
+def get_dataset(dataset_id: uuid.UUID, session: SessionDep, project: ProjectDep) -> Dataset:
+    return datasets.get_dataset(session, project, dataset_id)
+
+
+def get_job(job_id: uuid.UUID, session: SessionDep, project: ProjectDep) -> TrainingJob:
+    return jobs.get_job(session, project, job_id)
+
+
+DatasetDep = Annotated[Dataset, Depends(get_dataset)]
+JobDep = Annotated[TrainingJob, Depends(get_job)]
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+
+
+def read_uploads(files: list[UploadFile]) -> list[Blob]:
+    """Multipart parts -> named blobs; names are base names (some clients send a path)."""
+    blobs = []
+    for i, part in enumerate(files):
+        name = PurePosixPath((part.filename or f"file{i}").replace("\\", "/")).name or f"file{i}"
+        blobs.append(Blob(name, part.file.read()))
+    return blobs
+
+
+def _require_content_type(request: Request, allowed: tuple[str, ...]) -> None:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(allowed):
+        raise UnsupportedMediaType(
+            f"expected a {' or '.join(allowed)} body, got content type {content_type or 'none'!r}."
+        )
+
+
+def require_multipart(request: Request) -> None:
+    """File uploads are multipart forms; anything else is refused with 415 instead of a confusing 422."""
+    _require_content_type(request, ("multipart/form-data",))
+
+
+def require_form(request: Request) -> None:
+    """A form that may carry a file (multipart) or only fields (urlencoded)."""
+    _require_content_type(request, ("multipart/form-data", "application/x-www-form-urlencoded"))
+
+
+Multipart = Depends(require_multipart)
+FormBody = Depends(require_form)

@@ -1,0 +1,38 @@
+"""Liveness and readiness probes (no authentication)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.schemas.health import Readiness
+from app.services.health import readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez", summary="The process is up", response_model=Readiness)
+def livez() -> Readiness:
+    return Readiness(status="ok", checks={})
+
+
+@router.get(
+    "/readyz",
+    summary="Database, broker and object store are reachable",
+    response_model=Readiness,
+    responses={503: {"description": "A check failed; the failing check is named."}},
+)
+def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    checks = readiness(state.engine, state.queue, state.store)
+    failed = [name for name, result in checks.items() if result != "ok"]
+    if failed:
+        body = {
+            "type": "https://gtcorrect.dev/problems/unavailable",
+            "title": "Service unavailable",
+            "status": 503,
+            "detail": f"not ready: {', '.join(failed)} check failed.",
+            "checks": checks,
+        }
+        return JSONResponse(body, status_code=503, media_type="application/problem+json")
+    return JSONResponse(Readiness(status="ok", checks=checks).model_dump())

@@ -1,0 +1,65 @@
+"""/v1/jobs: start, watch and cancel training."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response
+
+from app.api.deps import JobDep, Limit, Offset, ProjectDep, QueueDep, SessionDep
+from app.db.models import JobStatus
+from app.schemas.common import Page
+from app.schemas.jobs import JobCreate, JobOut
+from app.services import datasets, jobs
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Start a training job",
+    response_model=JobOut,
+    responses={
+        422: {"description": "Invalid config (the field is named) or no annotated samples."},
+        503: {"description": "The broker did not take the job; the job is marked failed."},
+    },
+)
+def create_job(
+    body: JobCreate, session: SessionDep, project: ProjectDep, queue: QueueDep, response: Response
+) -> JobOut:
+    dataset = datasets.get_dataset(session, project, body.dataset_id)
+    job = jobs.create_job(session, project, dataset, body.batch_ids, body.config)
+    jobs.submit(session, queue, job)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.from_row(job)
+
+
+@router.get("", summary="List jobs", response_model=Page[JobOut])
+def list_jobs(
+    session: SessionDep,
+    project: ProjectDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    dataset_id: uuid.UUID | None = None,
+    status: JobStatus | None = None,
+) -> Page[JobOut]:
+    rows, total = jobs.list_jobs(
+        session, project, dataset_id=dataset_id, status=status, limit=limit, offset=offset
+    )
+    return Page(items=[JobOut.from_row(j) for j in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", summary="Get a job: status, phase, epoch, round, metrics", response_model=JobOut)
+def get_job(job: JobDep) -> JobOut:
+    return JobOut.from_row(job)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    summary="Cancel a job (a queued job at once, a running one at its next check)",
+    response_model=JobOut,
+    responses={409: {"description": "The job already finished."}},
+)
+def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
+    return JobOut.from_row(jobs.cancel_job(session, job))

@@ -1,0 +1,65 @@
+"""Refuse request bodies above ``max_upload_bytes`` with a 413 problem, before they fill memory or disk.
+
+A pure ASGI middleware: a declared ``Content-Length`` above the limit is refused without reading the
+body; a streamed (chunked) body is counted as it arrives and cut off once it passes the limit.
+Starlette's own limiter answers in plain text, so it is not used.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge
+
+
+async def _send_413(send: Send, limit: int, path: str) -> None:
+    problem = PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes.", limit=limit)
+    body = json.dumps(problem.to_problem(instance=path)).encode()
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_413(send, self.max_bytes, scope.get("path", ""))
+            return
+        received = 0
+        exceeded = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # To the app the client went away; the client gets our 413 below.
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not exceeded:
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded:
+            await _send_413(send, self.max_bytes, scope.get("path", ""))

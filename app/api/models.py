@@ -1,0 +1,88 @@
+"""/v1/models: trained models and segmentation with them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from app.api.deps import (
+    DatasetDep,
+    FormBody,
+    Limit,
+    LimitsDep,
+    ModelCacheDep,
+    Offset,
+    ProjectDep,
+    SessionDep,
+    StoreDep,
+    read_uploads,
+)
+from app.schemas.common import Page
+from app.schemas.results import ModelOut, SegmentationOut
+from app.services import inference, models
+from app.services.uploads import Blob
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", summary="List trained models", response_model=Page[ModelOut])
+def list_models(
+    session: SessionDep,
+    project: ProjectDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    dataset_id: uuid.UUID | None = None,
+) -> Page[ModelOut]:
+    rows, total = models.list_models(session, project, dataset_id=dataset_id, limit=limit, offset=offset)
+    return Page(items=[ModelOut.model_validate(m) for m in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/v1/models/{model_id}", summary="Get a model", response_model=ModelOut)
+def get_model(model_id: uuid.UUID, session: SessionDep, project: ProjectDep) -> ModelOut:
+    return ModelOut.model_validate(models.get_model(session, project, model_id))
+
+
+@router.get(
+    "/v1/datasets/{dataset_id}/models/latest",
+    summary="The latest model of a dataset",
+    response_model=ModelOut,
+)
+def latest_model(dataset: DatasetDep, session: SessionDep, project: ProjectDep) -> ModelOut:
+    return ModelOut.model_validate(models.latest_model(session, project, dataset.id))
+
+
+@router.post(
+    "/v1/models/{model_ref}/segment",
+    dependencies=[FormBody],
+    summary="Segment an uploaded image or a stored sample",
+    description="`format`: png (class-index mask at the original size; binary masks as 0/255), json (RLE and "
+    "pixel area per class, mean confidence), probabilities (foreground probability as 8-bit grey PNG), npy "
+    "((K, H, W) float32 probabilities).",
+    response_model=SegmentationOut,
+    responses={200: {"content": {"image/png": {}, "application/x-npy": {}}}},
+)
+def segment(
+    model_ref: str,
+    session: SessionDep,
+    project: ProjectDep,
+    store: StoreDep,
+    cache: ModelCacheDep,
+    limits: LimitsDep,
+    dataset_id: uuid.UUID | None = None,
+    format: Literal["png", "json", "probabilities", "npy"] = "png",  # the public query parameter name
+    file: Annotated[UploadFile | None, File(description="The image to segment.")] = None,
+    sample_id: Annotated[uuid.UUID | None, Form(description="Or: a stored sample of this project.")] = None,
+) -> Response:
+    model = models.resolve_model(session, project, model_ref, dataset_id)
+    upload: Blob | None = read_uploads([file])[0] if file is not None else None
+    image = inference.input_image(
+        session, store, project, upload=upload, sample_id=sample_id, max_pixels=limits.max_image_pixels
+    )
+    predictor = cache.get(store, model)
+    encoded = inference.encode(inference.segment(predictor, image), predictor, model.id, format)
+    if encoded.payload is not None:
+        return JSONResponse(encoded.payload)
+    return Response(encoded.body, media_type=encoded.media_type)

@@ -1,0 +1,97 @@
+"""/v1/jobs/{id}/...: results of a succeeded job (noise report, corrected masks, GMM plots)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import JobDep, Limit, Offset, SessionDep, StoreDep
+from app.schemas.common import Page
+from app.schemas.results import NoiseFlagOut, PlotOut
+from app.services import reports
+
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "The job has not succeeded; results exist only for succeeded jobs."}
+}
+_PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}}}
+
+
+@router.get(
+    "/noise-report",
+    summary="Which annotations look wrong: clean probability per sample (JSON page or CSV download)",
+    response_model=Page[NoiseFlagOut],
+    responses={**_CONFLICT, 200: {"content": {"text/csv": {}}}},
+)
+def noise_report(
+    job: JobDep,
+    session: SessionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    flagged: bool | None = None,
+    sort: Annotated[
+        str, Query(description="clean_probability, loss, file_name or round_decided; '-' = desc")
+    ] = "clean_probability",
+    format: Literal["json", "csv"] = "json",  # the public query parameter name
+) -> Page[NoiseFlagOut] | Response:
+    if format == "csv":
+        rows, _ = reports.noise_report(session, job, flagged=flagged, sort=sort, limit=None)
+        return Response(
+            reports.report_csv(rows),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="noise-report-{job.id}.csv"'},
+        )
+    rows, total = reports.noise_report(session, job, flagged=flagged, sort=sort, limit=limit, offset=offset)
+    items = [NoiseFlagOut.model_validate(r, from_attributes=True) for r in rows]
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/corrected-masks.zip",
+    summary="All corrected masks as one zip (streamed)",
+    response_class=StreamingResponse,
+    responses={**_CONFLICT, 200: {"content": {"application/zip": {}}}},
+)
+def corrected_masks_zip(job: JobDep, session: SessionDep, store: StoreDep) -> StreamingResponse:
+    entries = reports.corrected_entries(session, job)  # read now: the session closes before streaming
+    return StreamingResponse(
+        reports.stream_zip(store, entries),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="corrected-masks-{job.id}.zip"'},
+    )
+
+
+@router.get(
+    "/corrected-masks/{sample_id}",
+    summary="One corrected mask (PNG, class indices)",
+    response_class=Response,
+    responses={**_CONFLICT, **_PNG},
+)
+def corrected_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
+    return Response(reports.corrected_mask(session, store, job, sample_id), media_type="image/png")
+
+
+@router.get(
+    "/plots/gmm-rounds",
+    summary="The GMM fit of each G-stage round",
+    response_model=list[PlotOut],
+    responses=_CONFLICT,
+)
+def gmm_rounds(job: JobDep, store: StoreDep) -> list[PlotOut]:
+    return [
+        PlotOut(round=k, url=f"/v1/jobs/{job.id}/plots/gmm-rounds/{k}.png")
+        for k in reports.plot_rounds(store, job)
+    ]
+
+
+@router.get(
+    "/plots/gmm-rounds/{round_k}.png",
+    summary="One GMM round plot (PNG)",
+    response_class=Response,
+    responses={**_CONFLICT, **_PNG},
+)
+def gmm_round_png(job: JobDep, round_k: int, store: StoreDep) -> Response:
+    return Response(reports.plot_png(store, job, round_k), media_type="image/png")

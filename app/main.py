@@ -1,0 +1,64 @@
+"""The FastAPI application: ``uvicorn app.main:create_app --factory``.
+
+Everything stateful (engine, sessions, object store, queue client, model cache) is built from the
+settings when the app starts (lifespan), never at import time, so tests build apps from their own
+``Settings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import annotations as annotation_routes
+from app.api import datasets, health, jobs, models, problems, results
+from app.api.limits import BodySizeLimit
+from app.db.session import make_engine, make_session_factory
+from app.services.inference import ModelCache
+from app.services.queue import CeleryQueue
+from app.settings import Settings, get_settings
+from app.storage import make_store
+
+DESCRIPTION = """Train segmentation models on noisy annotations with G-T correcting, read which masks look
+wrong, export corrected masks and segment new images. Every `/v1` endpoint needs
+`Authorization: Bearer <API key>`. Errors are RFC 9457 `application/problem+json`."""
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.resolved_database_url())
+        queue = CeleryQueue(settings.resolved_broker_url(), settings.broker_transport_options())
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        app.state.store = make_store(settings)
+        app.state.queue = queue
+        app.state.model_cache = ModelCache(settings.model_cache_size, settings.device)
+        try:
+            yield
+        finally:
+            app.state.model_cache.clear()
+            queue.close()
+            engine.dispose()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: ``get_settings()`` from ``GTC_*`` variables)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="gtcorrect",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings),
+        form_limits={"max_files": settings.max_zip_entries},
+    )
+    problems.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    for module in (health, datasets, annotation_routes, jobs, results, models):
+        app.include_router(module.router)
+    return app

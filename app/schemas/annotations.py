@@ -1,0 +1,40 @@
+"""Annotation batches: one upload of masks by one annotator."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.models import BatchStatus
+
+
+class BatchOut(BaseModel):
+    """An accepted batch; ``report`` lists each mask file and the sample it was matched to."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b2e...",
+                    "dataset_id": "6f1c...",
+                    "annotator": "vendor-a",
+                    "source": "round 1",
+                    "status": "accepted",
+                    "report": {"accepted": 1, "files": [{"file": "img01.png", "sample": "img01.jpg"}]},
+                    "created_at": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+
+    id: uuid.UUID
+    dataset_id: uuid.UUID
+    annotator: str
+    source: str
+    status: BatchStatus
+    report: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime

@@ -1,0 +1,29 @@
+"""Shared response shapes: pages of items, per-file upload outcomes."""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; ``total`` counts every item matching the filters."""
+
+    items: list[T]
+    total: int = Field(examples=[42])
+    limit: int = Field(examples=[50])
+    offset: int = Field(examples=[0])
+
+
+class FileOutcome(BaseModel):
+    """What happened to one uploaded file."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    file: str = Field(examples=["img01.jpg"])
+    status: Literal["created", "duplicate", "rejected"]
+    id: str | None = Field(default=None, description="The created row (sample or annotation).")
+    reason: str | None = None

@@ -1,0 +1,223 @@
+"""Annotation batches: match masks to samples, validate them all, then store them all (or nothing)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db.models import Annotation, AnnotationBatch, BatchStatus, Dataset, Sample
+from app.errors import InvalidInput, NotFound
+from app.services import unit
+from app.services.datasets import label_map_of
+from app.services.images import encode_png
+from app.services.uploads import Blob, UploadLimits, duplicate_names, expand, reason
+from app.storage import keys
+from app.storage.base import ObjectStore
+from gtcorrect.data import read_mask
+
+MANIFEST_NAMES = ("manifest.csv", "manifest.json")
+
+
+@dataclass(frozen=True)
+class _Match:
+    blob: Blob
+    sample: Sample
+    mask: np.ndarray  # (H, W) int64 class indices
+
+
+def _stem(name: str) -> str:
+    return PurePosixPath(name).stem.lower()
+
+
+def parse_manifest(blob: Blob) -> dict[str, str]:
+    """mask file name (lower case) -> sample file name, from ``manifest.csv`` (columns mask,sample) or
+    ``manifest.json`` ({"mask.png": "image.jpg"} or [{"mask": ..., "sample": ...}])."""
+    try:
+        text = blob.data.decode("utf-8-sig")
+        if blob.name.lower().endswith(".json"):
+            data = json.loads(text)
+            pairs = list(data.items()) if isinstance(data, dict) else [(d["mask"], d["sample"]) for d in data]
+        else:
+            pairs = [(row["mask"], row["sample"]) for row in csv.DictReader(io.StringIO(text))]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidInput(
+            f"{blob.name}: unreadable manifest; expected mask,sample pairs.",
+            invalid_files=[
+                {"file": blob.name, "reason": f"unreadable manifest ({type(exc).__name__}: {exc})"}
+            ],
+        ) from exc
+    return {str(m).strip().lower(): str(s).strip() for m, s in pairs}
+
+
+def _find_sample(
+    name: str, manifest: dict[str, str], by_name: dict[str, Sample], by_stem: dict[str, list[Sample]]
+) -> Sample | str:
+    """The sample a mask belongs to, or the reason there is none."""
+    if name.lower() in manifest:
+        target = manifest[name.lower()]
+        return (
+            by_name.get(target.lower())
+            or f"the manifest names sample {target!r}, which is not in the dataset"
+        )
+    candidates = by_stem.get(_stem(name), [])
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        names = ", ".join(sorted(s.file_name for s in candidates))
+        return f"the file stem matches several samples ({names}); add a manifest"
+    return f"no sample in the dataset matches the stem {_stem(name)!r}"
+
+
+def _validate(
+    blobs: list[Blob], manifest: dict[str, str], dataset: Dataset, samples: list[Sample]
+) -> list[_Match]:
+    num_classes = label_map_of(dataset).num_classes
+    by_name = {s.file_name.lower(): s for s in samples}
+    by_stem: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_stem.setdefault(_stem(s.file_name), []).append(s)
+    problems = duplicate_names(blobs)
+    matches: list[_Match] = []
+    for blob in blobs:
+        found = _find_sample(blob.name, manifest, by_name, by_stem)
+        if isinstance(found, str):
+            problems.append({"file": blob.name, "reason": found})
+            continue
+        try:
+            mask = read_mask(blob.data, num_classes=num_classes, name=blob.name)
+        except ValueError as exc:
+            problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
+            continue
+        if mask.shape != (found.height, found.width):
+            problems.append(
+                {
+                    "file": blob.name,
+                    "reason": f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
+                    f"{found.file_name} size {found.width}x{found.height}",
+                }
+            )
+            continue
+        matches.append(_Match(blob, found, mask))
+    per_sample: dict[uuid.UUID, list[str]] = {}
+    for m in matches:
+        per_sample.setdefault(m.sample.id, []).append(m.blob.name)
+    for m in matches:
+        others = per_sample[m.sample.id]
+        if len(others) > 1:
+            problems.append(
+                {"file": m.blob.name, "reason": f"{len(others)} masks match sample {m.sample.file_name}"}
+            )
+    if problems:
+        raise InvalidInput(
+            f"{len(problems)} problem(s) in the batch of {len(blobs)} masks; nothing was stored.",
+            invalid_files=problems,
+        )
+    return matches
+
+
+def create_batch(
+    session: Session,
+    store: ObjectStore,
+    dataset: Dataset,
+    *,
+    annotator: str,
+    source: str,
+    files: list[Blob],
+    limits: UploadLimits,
+) -> AnnotationBatch:
+    """Validate every mask of the upload and store the batch, its annotations and mask PNGs."""
+    if not annotator.strip():
+        raise InvalidInput("annotator must not be empty.", field="annotator")
+    blobs = expand(files, limits)
+    manifests = [b for b in blobs if b.name.lower() in MANIFEST_NAMES]
+    masks = [b for b in blobs if b.name.lower() not in MANIFEST_NAMES]
+    if not masks:
+        raise InvalidInput("the batch holds no mask files.")
+    manifest: dict[str, str] = {}
+    for m in manifests:
+        manifest.update(parse_manifest(m))
+    samples = list(session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all())
+    matches = _validate(masks, manifest, dataset, samples)
+    batch = AnnotationBatch(
+        id=uuid.uuid4(),
+        dataset_id=dataset.id,
+        annotator=annotator.strip(),
+        source=source,
+        status=BatchStatus.accepted,
+    )
+    session.add(batch)
+    session.flush()  # annotations reference the batch; without ORM relationships the insert order is ours
+    report = _add_annotations(session, store, dataset, batch, matches)
+    batch.report = {
+        "accepted": len(report),
+        "samples_without_mask": len(samples) - len(report),
+        "files": report,
+    }
+    session.flush()
+    return batch
+
+
+def _add_annotations(
+    session: Session, store: ObjectStore, dataset: Dataset, batch: AnnotationBatch, matches: list[_Match]
+) -> list[dict[str, str]]:
+    """Annotation rows (flushed) and their mask PNGs (removed again if the request fails)."""
+    report: list[dict[str, str]] = []
+    pending: list[tuple[str, bytes]] = []
+    for match in matches:
+        ann_id = uuid.uuid4()
+        key = keys.annotation(dataset.project_id, dataset.id, ann_id)
+        digest = hashlib.sha256(match.blob.data).hexdigest()
+        session.add(
+            Annotation(id=ann_id, sample_id=match.sample.id, batch_id=batch.id, object_key=key, sha256=digest)
+        )
+        pending.append((key, encode_png(match.mask.astype(np.uint8))))
+        report.append(
+            {
+                "file": match.blob.name,
+                "sample": match.sample.file_name,
+                "sample_id": str(match.sample.id),
+                "annotation_id": str(ann_id),
+            }
+        )
+    session.flush()
+    unit.delete_on_rollback(session, store, [k for k, _ in pending])
+    for key, data in pending:
+        store.put(key, data, content_type="image/png")
+    return report
+
+
+def get_batch(session: Session, dataset: Dataset, batch_id: uuid.UUID) -> AnnotationBatch:
+    batch = session.get(AnnotationBatch, batch_id)
+    if batch is None or batch.dataset_id != dataset.id:
+        raise NotFound(f"annotation batch {batch_id} not found in dataset {dataset.id}.")
+    return batch
+
+
+def list_batches(
+    session: Session,
+    dataset: Dataset,
+    *,
+    annotator: str | None,
+    status: BatchStatus | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[AnnotationBatch], int]:
+    query = select(AnnotationBatch).where(AnnotationBatch.dataset_id == dataset.id)
+    if annotator:
+        query = query.where(AnnotationBatch.annotator == annotator)
+    if status:
+        query = query.where(AnnotationBatch.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(AnnotationBatch.created_at, AnnotationBatch.id).limit(limit).offset(offset)
+    )
+    return list(rows.all()), total

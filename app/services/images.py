@@ -1,0 +1,145 @@
+"""Samples: validate uploaded images, store them as PNG, report each file.
+
+Policy: all or nothing. Every file is decoded before anything is written; one bad file rejects the
+upload with a 422 naming each bad file, and no row or object is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.models import Dataset, Sample
+from app.errors import Conflict, InvalidInput, NotFound
+from app.services import unit
+from app.services.uploads import Blob, UploadLimits, duplicate_names, expand, reason
+from app.storage import keys
+from app.storage.base import ObjectStore
+from gtcorrect.data import read_image
+
+
+@dataclass(frozen=True)
+class Outcome:
+    file: str
+    status: str  # "created" or "duplicate"
+    id: str
+    reason: str | None = None
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """(H, W, C) or (H, W) uint8 -> PNG bytes (C = 1 is stored as grey)."""
+    img = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
+    buffer = io.BytesIO()
+    Image.fromarray(img).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _decode_all(blobs: list[Blob], limits: UploadLimits) -> dict[str, np.ndarray]:
+    """Decode every file; raise one ``InvalidInput`` naming every bad file. Result: name -> (H, W, C)."""
+    problems = duplicate_names(blobs)
+    decoded: dict[str, np.ndarray] = {}
+    for blob in blobs:
+        try:
+            decoded[blob.name] = read_image(blob.data, name=blob.name, max_pixels=limits.max_image_pixels)
+        except ValueError as exc:
+            problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
+    if problems:
+        raise InvalidInput(
+            f"{len(problems)} of {len(blobs)} files were rejected; nothing was stored.",
+            invalid_files=problems,
+        )
+    return decoded
+
+
+def upload_images(
+    session: Session, store: ObjectStore, dataset: Dataset, files: list[Blob], limits: UploadLimits
+) -> list[Outcome]:
+    """Add the images in ``files`` (plain files or zips) to ``dataset``; duplicates of stored content are
+    reported, not stored again. A file name already used by different content is rejected."""
+    blobs = expand(files, limits)
+    decoded = _decode_all(blobs, limits)
+    existing = {
+        row.sha256: row
+        for row in session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all()
+    }
+    digests = {b.name: hashlib.sha256(b.data).hexdigest() for b in blobs}
+    _check_name_clashes(blobs, digests, existing)
+    outcomes: list[Outcome] = []
+    pending: list[tuple[str, bytes]] = []
+    for blob in blobs:
+        digest = digests[blob.name]
+        if digest in existing:
+            prior = existing[digest]
+            outcomes.append(
+                Outcome(blob.name, "duplicate", str(prior.id), f"same content as {prior.file_name}")
+            )
+            continue
+        image = decoded[blob.name]
+        sample = Sample(
+            id=uuid.uuid4(),
+            dataset_id=dataset.id,
+            sha256=digest,
+            file_name=blob.name,
+            height=int(image.shape[0]),
+            width=int(image.shape[1]),
+            channels=int(image.shape[2]),
+            object_key="",
+        )
+        sample.object_key = keys.sample(dataset.project_id, dataset.id, sample.id)
+        session.add(sample)
+        existing[digest] = sample
+        pending.append((sample.object_key, encode_png(image)))
+        outcomes.append(Outcome(blob.name, "created", str(sample.id)))
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent upload stored the same content or name first
+        raise Conflict("another upload added some of these images at the same time; retry.") from exc
+    _write_objects(session, store, pending)
+    return outcomes
+
+
+def _check_name_clashes(blobs: list[Blob], digests: dict[str, str], existing: dict[str, Sample]) -> None:
+    """Reject files whose name is taken in the dataset by different content (same content = duplicate)."""
+    taken = {s.file_name.lower(): s for s in existing.values()}
+    clashes = [
+        {"file": b.name, "reason": f"a different image named {taken[b.name.lower()].file_name!r} exists"}
+        for b in blobs
+        if b.name.lower() in taken and taken[b.name.lower()].sha256 != digests[b.name]
+    ]
+    if clashes:
+        raise InvalidInput(
+            f"{len(clashes)} file names are already used in this dataset.", invalid_files=clashes
+        )
+
+
+def _write_objects(session: Session, store: ObjectStore, pending: list[tuple[str, bytes]]) -> None:
+    """Write objects after the rows flushed; remove them again if this unit of work fails."""
+    unit.delete_on_rollback(session, store, [key for key, _ in pending])
+    for key, data in pending:
+        store.put(key, data, content_type="image/png")
+
+
+def get_sample(session: Session, dataset: Dataset, sample_id: uuid.UUID) -> Sample:
+    sample = session.get(Sample, sample_id)
+    if sample is None or sample.dataset_id != dataset.id:
+        raise NotFound(f"sample {sample_id} not found in dataset {dataset.id}.")
+    return sample
+
+
+def list_samples(
+    session: Session, dataset: Dataset, *, file_name: str | None, limit: int, offset: int
+) -> tuple[list[Sample], int]:
+    query = select(Sample).where(Sample.dataset_id == dataset.id)
+    if file_name:
+        query = query.where(Sample.file_name.ilike(f"%{file_name}%"))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Sample.file_name).limit(limit).offset(offset)).all()
+    return list(rows), total

@@ -1,0 +1,164 @@
+"""Training jobs: create (validated), submit (commit, then enqueue), read, list, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import (
+    TERMINAL_STATUSES,
+    Annotation,
+    AnnotationBatch,
+    BatchStatus,
+    Dataset,
+    JobStatus,
+    Project,
+    Sample,
+    TrainingJob,
+    utcnow,
+)
+from app.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from app.services.queue import QueueError, TaskQueue
+from gtcorrect.config import TrainConfig
+
+
+def parse_config(config: dict[str, Any]) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(config)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"config: {exc}", field="config") from exc
+
+
+def _check_batches(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID]) -> None:
+    if not batch_ids:
+        raise InvalidInput(
+            "batch_ids must name at least one batch, or be null for the latest masks.", field="batch_ids"
+        )
+    found = set(
+        session.scalars(
+            select(AnnotationBatch.id).where(
+                AnnotationBatch.dataset_id == dataset.id,
+                AnnotationBatch.status == BatchStatus.accepted,
+                AnnotationBatch.id.in_(batch_ids),
+            )
+        ).all()
+    )
+    missing = [str(b) for b in batch_ids if b not in found]
+    if missing:
+        raise InvalidInput(
+            f"batch_ids: no accepted batch {', '.join(missing)} in dataset {dataset.id}.", field="batch_ids"
+        )
+
+
+def count_annotated(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID] | None) -> tuple[int, int]:
+    """(samples with an annotation in the chosen batches, all samples of the dataset)."""
+    annotated = (
+        select(func.count(func.distinct(Annotation.sample_id)))
+        .join(AnnotationBatch, AnnotationBatch.id == Annotation.batch_id)
+        .where(AnnotationBatch.dataset_id == dataset.id, AnnotationBatch.status == BatchStatus.accepted)
+    )
+    if batch_ids is not None:
+        annotated = annotated.where(Annotation.batch_id.in_(batch_ids))
+    total = session.scalar(select(func.count()).where(Sample.dataset_id == dataset.id)) or 0
+    return session.scalar(annotated) or 0, total
+
+
+def create_job(
+    session: Session,
+    project: Project,
+    dataset: Dataset,
+    batch_ids: list[uuid.UUID] | None,
+    config: dict[str, Any],
+) -> TrainingJob:
+    """A queued job row (flushed, not committed). Samples without a chosen annotation are left out."""
+    cfg = parse_config(config)
+    if batch_ids is not None:
+        batch_ids = list(dict.fromkeys(batch_ids))
+        _check_batches(session, dataset, batch_ids)
+    used, total = count_annotated(session, dataset, batch_ids)
+    if used == 0:
+        raise InvalidInput(
+            f"dataset {dataset.id} has no annotated samples in the chosen batches "
+            f"({total} samples in all); upload an annotation batch first."
+        )
+    selection: dict[str, Any] = (
+        {"latest": True} if batch_ids is None else {"batches": [str(b) for b in batch_ids]}
+    )
+    selection.update(samples_used=used, samples_left_out=total - used)
+    job = TrainingJob(
+        project_id=project.id,
+        dataset_id=dataset.id,
+        batch_ids=selection,
+        config=cfg.to_dict(),
+        status=JobStatus.queued,
+        progress={"phase": "queued"},
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def submit(session: Session, queue: TaskQueue, job: TrainingJob) -> None:
+    """Commit the job, then send its task: a worker must never receive an id it cannot read yet.
+
+    The one place a service commits, because the order matters (ARCHITECTURE.md, "enqueue only after
+    commit"). If the broker refuses, the job is marked failed so it is never queued forever.
+    """
+    session.commit()
+    try:
+        queue.send_train(job.id)
+    except QueueError as exc:
+        job.status = JobStatus.failed
+        job.error = str(exc)
+        job.finished_at = utcnow()
+        session.commit()
+        raise ServiceUnavailable(f"job {job.id} was not queued: {exc}", job_id=str(job.id)) from exc
+
+
+def get_job(session: Session, project: Project, job_id: uuid.UUID) -> TrainingJob:
+    job = session.get(TrainingJob, job_id)
+    if job is None or job.project_id != project.id:
+        raise NotFound(f"job {job_id} not found.")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    project: Project,
+    *,
+    dataset_id: uuid.UUID | None,
+    status: JobStatus | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[TrainingJob], int]:
+    query = select(TrainingJob).where(TrainingJob.project_id == project.id)
+    if dataset_id:
+        query = query.where(TrainingJob.dataset_id == dataset_id)
+    if status:
+        query = query.where(TrainingJob.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(TrainingJob.created_at.desc(), TrainingJob.id).limit(limit).offset(offset)
+    )
+    return list(rows.all()), total
+
+
+def cancel_job(session: Session, job: TrainingJob) -> TrainingJob:
+    """Ask the job to stop. A queued job is cancelled at once; a running one stops at its next check."""
+    if job.status in TERMINAL_STATUSES:
+        raise Conflict(
+            f"job {job.id} is already {job.status.value}; only queued or running jobs can be cancelled."
+        )
+    job.cancel_requested = True
+    session.flush()
+    # Conditional: a worker may claim the job (queued -> running) between our read and this write.
+    session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job.id, TrainingJob.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, finished_at=utcnow())
+    )
+    session.refresh(job)
+    return job

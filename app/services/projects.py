@@ -1,0 +1,57 @@
+"""Projects and API keys. A key is shown once; only its sha256 and a lookup prefix are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import ApiKey, Project
+from app.errors import Conflict, InvalidInput, Unauthorized
+
+KEY_PREFIX = "gtc_"
+# "gtc_" plus 8 token characters: unique enough to find the row, too short to guess the key.
+LOOKUP_CHARS = 12
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_project(session: Session, name: str) -> tuple[Project, str]:
+    """Create a project with one API key; return the project and the plaintext key (shown once)."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput("project name must not be empty.")
+    if session.scalar(select(Project).where(Project.name == name)) is not None:
+        raise Conflict(f"a project named {name!r} already exists.")
+    project = Project(name=name)
+    session.add(project)
+    session.flush()
+    return project, issue_key(session, project)
+
+
+def issue_key(session: Session, project: Project, name: str = "default") -> str:
+    """Add another API key to ``project`` and return its plaintext."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(project_id=project.id, prefix=key[:LOOKUP_CHARS], key_hash=_hash(key), name=name))
+    session.flush()
+    return key
+
+
+def authenticate(session: Session, key: str) -> Project:
+    """Return the project owning ``key``; raise ``Unauthorized`` for unknown, wrong or revoked keys."""
+    if not key.startswith(KEY_PREFIX) or len(key) <= LOOKUP_CHARS:
+        raise Unauthorized("the API key is malformed: expected 'gtc_...'.")
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == key[:LOOKUP_CHARS]))
+    if row is None or not hmac.compare_digest(row.key_hash, _hash(key)):
+        raise Unauthorized("the API key is not valid.")
+    if row.revoked_at is not None:
+        raise Unauthorized("the API key has been revoked.")
+    project = session.get(Project, row.project_id)
+    if project is None:
+        raise Unauthorized("the API key's project no longer exists.")
+    return project

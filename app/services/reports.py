@@ -1,0 +1,180 @@
+"""Reading a succeeded job's results: noise report, corrected masks, GMM round plots.
+
+Recording them is the worker's side (``app.services.results``); this module only reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
+from pathlib import PurePosixPath
+
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.orm import Session
+
+from app.db.models import CorrectedMask, JobStatus, NoiseFlag, Sample, TrainingJob
+from app.errors import Conflict, InvalidInput, NotFound
+from app.services.objects import read_object
+from app.storage import keys
+from app.storage.base import ObjectNotFound, ObjectStore
+
+SORTS = {
+    "clean_probability": NoiseFlag.clean_probability,
+    "loss": NoiseFlag.loss,
+    "file_name": Sample.file_name,
+    "round_decided": NoiseFlag.round_decided,
+}
+_PLOT = re.compile(r"gmm_round_(\d+)\.png$")
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    sample_id: uuid.UUID
+    file_name: str
+    annotation_id: uuid.UUID
+    clean_probability: float
+    flagged: bool
+    loss: float
+    round_decided: int
+    changed_fraction: float | None
+
+
+def require_succeeded(job: TrainingJob) -> None:
+    if job.status != JobStatus.succeeded:
+        raise Conflict(
+            f"job {job.id} is {job.status.value}; results exist only for succeeded jobs.",
+            job_status=job.status.value,
+        )
+
+
+def _report_query(job: TrainingJob, flagged: bool | None) -> Select[NoiseFlag, str, float]:
+    query = (
+        select(NoiseFlag, Sample.file_name, CorrectedMask.changed_fraction)
+        .join(Sample, Sample.id == NoiseFlag.sample_id)
+        .outerjoin(
+            CorrectedMask,
+            and_(CorrectedMask.job_id == job.id, CorrectedMask.sample_id == NoiseFlag.sample_id),
+        )
+        .where(NoiseFlag.job_id == job.id)
+    )
+    return query if flagged is None else query.where(NoiseFlag.flagged == flagged)
+
+
+def noise_report(
+    session: Session, job: TrainingJob, *, flagged: bool | None, sort: str, limit: int | None, offset: int = 0
+) -> tuple[list[ReportRow], int]:
+    """Rows of the noise report; ``sort`` is a key of ``SORTS``, prefixed with '-' for descending."""
+    require_succeeded(job)
+    column = SORTS.get(sort.lstrip("-"))
+    if column is None:
+        raise InvalidInput(
+            f"sort must be one of {sorted(SORTS)} (optionally '-'-prefixed), got {sort!r}.", field="sort"
+        )
+    query = _report_query(job, flagged)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    order = column.desc() if sort.startswith("-") else column.asc()
+    query = query.order_by(order, Sample.file_name).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = [
+        ReportRow(
+            f.sample_id, name, f.annotation_id, f.clean_probability, f.flagged, f.loss, f.round_decided, frac
+        )
+        for f, name, frac in session.execute(query).all()
+    ]
+    return rows, total
+
+
+def report_csv(rows: list[ReportRow]) -> str:
+    buffer = io.StringIO()
+    fields = [f.name for f in dataclass_fields(ReportRow)]
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(asdict(row))
+    return buffer.getvalue()
+
+
+def corrected_mask(session: Session, store: ObjectStore, job: TrainingJob, sample_id: uuid.UUID) -> bytes:
+    require_succeeded(job)
+    row = session.scalar(
+        select(CorrectedMask).where(CorrectedMask.job_id == job.id, CorrectedMask.sample_id == sample_id)
+    )
+    if row is None:
+        raise NotFound(
+            f"job {job.id} has no corrected mask for sample {sample_id} (only flagged samples are corrected)."
+        )
+    return read_object(store, row.object_key)
+
+
+def corrected_entries(session: Session, job: TrainingJob) -> list[tuple[str, str]]:
+    """(archive entry name, object key) for every corrected mask; names are sample stems + '.png'."""
+    require_succeeded(job)
+    rows = session.execute(
+        select(Sample.file_name, Sample.id, CorrectedMask.object_key)
+        .join(CorrectedMask, CorrectedMask.sample_id == Sample.id)
+        .where(CorrectedMask.job_id == job.id)
+        .order_by(Sample.file_name)
+    ).all()
+    entries: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for file_name, sample_id, key in rows:
+        name = f"{PurePosixPath(file_name).stem}.png"
+        if name in used:  # img.jpg and img.png both corrected: keep both, told apart by id
+            name = f"{PurePosixPath(file_name).stem}_{sample_id}.png"
+        used.add(name)
+        entries.append((name, key))
+    return entries
+
+
+class _Sink:
+    """A write-only, unseekable file for ``zipfile``: the chunks written so far are taken with ``take``."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._pos = 0
+
+    def write(self, data: bytes) -> int:
+        self._chunks.append(bytes(data))
+        self._pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        return None
+
+    def take(self) -> bytes:
+        data, self._chunks = b"".join(self._chunks), []
+        return data
+
+
+def stream_zip(store: ObjectStore, entries: list[tuple[str, str]]) -> Iterator[bytes]:
+    """A zip archive of the objects, produced one entry at a time (never the whole archive in memory)."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
+        for name, key in entries:
+            archive.writestr(name, read_object(store, key))
+            yield sink.take()
+    yield sink.take()
+
+
+def plot_rounds(store: ObjectStore, job: TrainingJob) -> list[int]:
+    require_succeeded(job)
+    prefix = f"{keys.job_prefix(job.project_id, job.id)}plots/"
+    return sorted(int(m.group(1)) for key in store.list(prefix) if (m := _PLOT.search(key)))
+
+
+def plot_png(store: ObjectStore, job: TrainingJob, round_k: int) -> bytes:
+    require_succeeded(job)
+    try:
+        return store.get(keys.plot(job.project_id, job.id, f"gmm_round_{round_k}"))
+    except ObjectNotFound as exc:
+        raise NotFound(f"job {job.id} has no GMM plot for round {round_k}.") from exc

@@ -1,0 +1,122 @@
+"""Fixtures for API tests: the app on real Postgres, Redis and S3 (C's ``settings``), a project with a key,
+and helpers that build images, masks and zips in memory."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import Base
+from app.db.session import session_scope
+from app.main import create_app
+from app.services.projects import create_project
+from app.settings import Settings
+from app.storage import ObjectStore, make_store
+from gtcorrect.config import NetConfig, TrainConfig
+from gtcorrect.model import ModelBundle
+from gtcorrect.networks import build_network
+from gtcorrect.types import LabelMap
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """(H, W) or (H, W, 3) uint8 -> PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_png(height: int, width: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    return png_bytes(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
+
+
+def mask_png(height: int, width: int, value: int = 1) -> bytes:
+    """A 0/``value`` index mask with a filled square in the middle."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = value
+    return png_bytes(mask)
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def files_part(entries: dict[str, bytes], field: str = "files") -> list[Any]:
+    """Multipart file parts, all under the form field ``field``."""
+    return [(field, (name, data, "application/octet-stream")) for name, data in entries.items()]
+
+
+def tiny_bundle() -> ModelBundle:
+    """A real, untrained 2-class UNet small enough to run in milliseconds on a CPU."""
+    torch.manual_seed(0)
+    config = TrainConfig(image_size=32, net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0))
+    net = build_network(config.net, 3, 2)
+    return ModelBundle(config, LabelMap(("background", "polyp")), 3, net.state_dict(), metrics={"dice": 0.5})
+
+
+@pytest.fixture
+def store(settings: Settings) -> ObjectStore:  # overrides the parametrised port fixture for these tests
+    return make_store(settings)
+
+
+@pytest.fixture
+def client(settings: Settings, db_session_factory: sessionmaker[Session]) -> Iterator[TestClient]:
+    # db_session_factory: every table is truncated after the test.
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _new_key(factory: sessionmaker[Session], name: str) -> str:
+    with session_scope(factory) as session:
+        _, key = create_project(session, name)
+    return key
+
+
+@pytest.fixture
+def auth(db_session_factory: sessionmaker[Session]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_new_key(db_session_factory, 'clinic-a')}"}
+
+
+@pytest.fixture
+def other_auth(db_session_factory: sessionmaker[Session]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_new_key(db_session_factory, 'clinic-b')}"}
+
+
+@pytest.fixture
+def dataset_id(client: TestClient, auth: dict[str, str]) -> str:
+    body = {"name": "polyps", "label_map": {"0": "background", "1": "polyp"}}
+    response = client.post("/v1/datasets", json=body, headers=auth)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def count_rows(factory: sessionmaker[Session], model: type[Base]) -> int:
+    with session_scope(factory) as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def assert_problem(response: Any, status: int, *names: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with ``status`` whose ``invalid_files`` name each of ``names``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert {"type", "title", "status", "detail"} <= set(body)
+    assert body["status"] == status
+    named = {entry["file"] for entry in body.get("invalid_files", [])}
+    for name in names:
+        assert name in named, f"{name} not named in {body}"
+    return body

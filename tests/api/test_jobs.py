@@ -1,0 +1,214 @@
+"""Training jobs: create (committed, then really sent to Redis), validation, listing, cancel."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import JobStatus, TrainingJob
+from app.db.session import session_scope
+from app.main import create_app
+from app.settings import Settings
+from tests.api.conftest import assert_problem, count_rows, files_part, image_png, mask_png
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def batch_id(client: TestClient, auth: dict[str, str], dataset_id: str) -> str:
+    images = {"a.png": image_png(32, 32, 1), "b.png": image_png(32, 32, 2), "c.png": image_png(32, 32, 3)}
+    assert client.post(f"/v1/datasets/{dataset_id}/images", files=files_part(images), headers=auth).is_success
+    masks = {"a.png": mask_png(32, 32), "b.png": mask_png(32, 32)}  # c.png stays unannotated
+    response = client.post(
+        f"/v1/datasets/{dataset_id}/annotation-batches",
+        data={"annotator": "x"},
+        files=files_part(masks),
+        headers=auth,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+@pytest.fixture
+def train_queue(settings: Settings) -> Callable[[], list[dict[str, Any]]]:
+    """Reads the messages waiting in the Redis ``train`` queue; empty at the start of each test (the Redis
+    database lives for the whole session)."""
+    assert settings.broker_url is not None
+    client = redis.Redis.from_url(settings.broker_url)
+    client.delete("train")
+
+    def messages() -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in client.lrange("train", 0, -1)]
+
+    return messages
+
+
+def test_create_job_commits_then_sends_the_task(
+    client: TestClient,
+    auth: dict[str, str],
+    dataset_id: str,
+    batch_id: str,
+    train_queue: Callable[[], list[dict[str, Any]]],
+) -> None:
+    body = {"dataset_id": dataset_id, "batch_ids": [batch_id], "config": {"image_size": 32, "epochs": 2}}
+    response = client.post("/v1/jobs", json=body, headers=auth)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["config"]["image_size"] == 32
+    assert (job["samples_used"], job["samples_left_out"]) == (2, 1)
+    messages = train_queue()
+    assert len(messages) == 1
+    assert messages[0]["headers"]["task"] == "gtcorrect.train"
+    assert job["id"] in messages[0]["headers"]["argsrepr"]
+    fetched = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+    assert fetched["batch_ids"] == [batch_id] and fetched["phase"] == "queued"
+
+
+class WorkerViewQueue:
+    """A ``TaskQueue`` that does what a worker does first: read the job row in its own session."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+        self.seen: list[JobStatus | None] = []
+
+    def send_train(self, job_id: uuid.UUID) -> None:
+        with session_scope(self.factory) as session:
+            row = session.get(TrainingJob, job_id)
+            self.seen.append(row.status if row is not None else None)
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def test_job_row_is_committed_before_the_task_is_sent(
+    client: TestClient,
+    auth: dict[str, str],
+    dataset_id: str,
+    batch_id: str,
+    db_session_factory: sessionmaker[Session],
+) -> None:
+    queue = WorkerViewQueue(db_session_factory)
+    client.app.state.queue = queue  # type: ignore[attr-defined]
+    assert client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=auth).status_code == 202
+    assert queue.seen == [JobStatus.queued]
+
+
+def test_latest_selection_and_listing(
+    client: TestClient, auth: dict[str, str], dataset_id: str, batch_id: str
+) -> None:
+    created = client.post("/v1/jobs", json={"dataset_id": dataset_id, "batch_ids": None}, headers=auth)
+    assert created.status_code == 202, created.text
+    assert created.json()["batch_ids"] is None
+    assert client.get("/v1/jobs", params={"dataset_id": dataset_id}, headers=auth).json()["total"] == 1
+    assert client.get("/v1/jobs", params={"status": "running"}, headers=auth).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"image_size": 30}, "image_size"),
+        ({"learning_rate": 0.1}, "learning_rate"),
+        ({"g": {"tau": 2.0}}, "g.tau"),
+        ({"method": "magic"}, "method"),
+    ],
+)
+def test_invalid_config_is_422_naming_the_field(
+    client: TestClient,
+    auth: dict[str, str],
+    dataset_id: str,
+    batch_id: str,
+    train_queue: Callable[[], list[dict[str, Any]]],
+    db_session_factory: sessionmaker[Session],
+    config: dict[str, Any],
+    needle: str,
+) -> None:
+    response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "config": config}, headers=auth)
+    body = assert_problem(response, 422)
+    assert needle in body["detail"]
+    assert count_rows(db_session_factory, TrainingJob) == 0
+    assert train_queue() == []
+
+
+def test_no_annotated_samples_is_422(client: TestClient, auth: dict[str, str], dataset_id: str) -> None:
+    body = assert_problem(client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=auth), 422)
+    assert "no annotated samples" in body["detail"]
+
+
+def test_unknown_batch_is_422(
+    client: TestClient, auth: dict[str, str], dataset_id: str, batch_id: str
+) -> None:
+    unknown = "00000000-0000-0000-0000-000000000001"
+    body = {"dataset_id": dataset_id, "batch_ids": [batch_id, unknown]}
+    assert unknown in assert_problem(client.post("/v1/jobs", json=body, headers=auth), 422)["detail"]
+
+
+def test_cancel_queued_job_then_conflict(
+    client: TestClient, auth: dict[str, str], other_auth: dict[str, str], dataset_id: str, batch_id: str
+) -> None:
+    job = client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=auth).json()
+    assert_problem(client.post(f"/v1/jobs/{job['id']}/cancel", headers=other_auth), 404)
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancel_requested"] is True
+    assert cancelled.json()["finished_at"] is not None
+    again = assert_problem(client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth), 409)
+    assert "cancelled" in again["detail"]
+
+
+def test_cancel_running_job_only_sets_the_flag(
+    client: TestClient,
+    auth: dict[str, str],
+    dataset_id: str,
+    batch_id: str,
+    db_session_factory: sessionmaker[Session],
+) -> None:
+    job = client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=auth).json()
+    with session_scope(db_session_factory) as session:
+        row = session.get(TrainingJob, uuid.UUID(job["id"]))
+        assert row is not None
+        row.status = JobStatus.running
+    response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth).json()
+    assert response["status"] == "running" and response["cancel_requested"] is True
+
+
+def test_broker_down_marks_the_job_failed(
+    settings: Settings, auth: dict[str, str], db_session_factory: sessionmaker[Session]
+) -> None:
+    broken = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(broken)) as test_client:
+        dataset = test_client.post("/v1/datasets", json={"name": "d"}, headers=auth).json()["id"]
+        test_client.post(
+            f"/v1/datasets/{dataset}/images", files=files_part({"a.png": image_png(8, 8)}), headers=auth
+        )
+        test_client.post(
+            f"/v1/datasets/{dataset}/annotation-batches",
+            data={"annotator": "x"},
+            files=files_part({"a.png": mask_png(8, 8)}),
+            headers=auth,
+        )
+        response = test_client.post("/v1/jobs", json={"dataset_id": dataset}, headers=auth)
+        body = assert_problem(response, 503)
+        job = test_client.get(f"/v1/jobs/{body['job_id']}", headers=auth).json()
+    assert job["status"] == "failed" and "broker" in job["error"]
+
+
+def test_dataset_with_an_unfinished_job_cannot_be_deleted(
+    client: TestClient, auth: dict[str, str], dataset_id: str, batch_id: str
+) -> None:
+    job = client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=auth).json()
+    body = assert_problem(client.delete(f"/v1/datasets/{dataset_id}", headers=auth), 409)
+    assert job["id"] in body["detail"]
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth).json()["status"] == "cancelled"
+    assert client.delete(f"/v1/datasets/{dataset_id}", headers=auth).status_code == 204
+    assert_problem(client.get(f"/v1/jobs/{job['id']}", headers=auth), 404)

@@ -1,0 +1,242 @@
+"""Results of a succeeded job and inference with its model.
+
+The worker's side is played by the test: objects are written to the store and rows recorded with
+``app.services.results.record_results``, exactly as the worker records them; a real (untrained, tiny)
+``ModelBundle`` stands in for the trained network.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import JobStatus, TrainingJob
+from app.db.session import session_scope
+from app.services.results import CorrectedRecord, JobResults, SampleVerdict, model_id_for_job, record_results
+from app.storage import ObjectStore, keys
+from tests.api.conftest import assert_problem, files_part, image_png, mask_png, png_bytes, tiny_bundle
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Finished:
+    job_id: str
+    model_id: str
+    samples: dict[str, str]  # file name -> sample id
+
+
+def _queued_job(client: TestClient, auth: dict[str, str], dataset_id: str) -> tuple[str, dict[str, str]]:
+    images = {"a.png": image_png(30, 50, 1), "b.jpg.png": image_png(30, 50, 2), "c.png": image_png(30, 50, 3)}
+    upload = client.post(f"/v1/datasets/{dataset_id}/images", files=files_part(images), headers=auth).json()
+    masks = {name: mask_png(30, 50) for name in images}
+    batch = client.post(
+        f"/v1/datasets/{dataset_id}/annotation-batches",
+        data={"annotator": "x"},
+        files=files_part(masks),
+        headers=auth,
+    )
+    assert batch.status_code == 201, batch.text
+    job = client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=auth)
+    assert job.status_code == 202, job.text
+    return str(job.json()["id"]), {f["file"]: f["id"] for f in upload["files"]}
+
+
+@pytest.fixture
+def finished(
+    client: TestClient,
+    auth: dict[str, str],
+    dataset_id: str,
+    store: ObjectStore,
+    db_session_factory: sessionmaker[Session],
+) -> Finished:
+    job_id, samples = _queued_job(client, auth, dataset_id)
+    batch = client.get(f"/v1/datasets/{dataset_id}/annotation-batches", headers=auth).json()["items"][0]
+    annotation = {f["sample_id"]: f["annotation_id"] for f in batch["report"]["files"]}
+    job_uuid = uuid.UUID(job_id)
+    with session_scope(db_session_factory) as session:
+        job = session.get(TrainingJob, job_uuid)
+        assert job is not None
+        job.status, job.attempt = JobStatus.running, 1
+        project = job.project_id
+    # What the worker writes: corrected masks for flagged samples, one plot per G round, the model.
+    corrected_mask = np.zeros((30, 50), dtype=np.uint8)
+    corrected_mask[5:10, 5:10] = 1
+    flagged = [samples["a.png"], samples["b.jpg.png"]]
+    records = []
+    for sid in flagged:
+        key = keys.corrected(project, job_uuid, uuid.UUID(sid))
+        store.put(key, png_bytes(corrected_mask), "image/png")
+        records.append(CorrectedRecord(uuid.UUID(sid), key, 0.25))
+    for k in (0, 1):
+        store.put(keys.plot(project, job_uuid, f"gmm_round_{k}"), png_bytes(np.full((4, 4), k, np.uint8)))
+    weights_key = keys.model(project, model_id_for_job(job_uuid))
+    store.put(weights_key, tiny_bundle().to_bytes())
+    probability = {samples["a.png"]: 0.1, samples["b.jpg.png"]: 0.3, samples["c.png"]: 0.9}
+    verdicts = [
+        SampleVerdict(uuid.UUID(sid), uuid.UUID(annotation[sid]), p, p < 0.5, 1.0 - p, 1)
+        for sid, p in probability.items()
+    ]
+    with session_scope(db_session_factory) as session:
+        model = record_results(
+            session,
+            job_uuid,
+            1,
+            JobResults(
+                verdicts,
+                records,
+                weights_key,
+                {"dice": 0.5},
+                {"phase": "done", "estimated_noise_rate": 2 / 3},
+            ),
+        )
+        model_id = str(model.id)
+    return Finished(job_id, model_id, samples)
+
+
+def test_noise_report_pages_filters_and_sorts(
+    client: TestClient, auth: dict[str, str], finished: Finished
+) -> None:
+    url = f"/v1/jobs/{finished.job_id}/noise-report"
+    page = client.get(url, params={"limit": 2}, headers=auth).json()
+    assert page["total"] == 3
+    assert [r["file_name"] for r in page["items"]] == ["a.png", "b.jpg.png"]  # least likely clean first
+    assert page["items"][0]["changed_fraction"] == 0.25
+    flagged = client.get(url, params={"flagged": "true", "sort": "-clean_probability"}, headers=auth).json()
+    assert [r["file_name"] for r in flagged["items"]] == ["b.jpg.png", "a.png"]
+    clean = client.get(url, params={"flagged": "false"}, headers=auth).json()["items"]
+    assert clean[0]["changed_fraction"] is None
+    bad = assert_problem(client.get(url, params={"sort": "colour"}, headers=auth), 422)
+    assert "colour" in bad["detail"]
+    job = client.get(f"/v1/jobs/{finished.job_id}", headers=auth).json()
+    assert job["status"] == "succeeded" and job["estimated_noise_rate"] == pytest.approx(2 / 3)
+
+
+def test_noise_report_csv(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
+    response = client.get(f"/v1/jobs/{finished.job_id}/noise-report", params={"format": "csv"}, headers=auth)
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [r["file_name"] for r in rows] == ["a.png", "b.jpg.png", "c.png"]
+    assert rows[0]["flagged"] == "True" and float(rows[2]["clean_probability"]) == pytest.approx(0.9)
+
+
+def test_corrected_masks_single_and_zip(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
+    one = client.get(f"/v1/jobs/{finished.job_id}/corrected-masks/{finished.samples['a.png']}", headers=auth)
+    assert one.headers["content-type"] == "image/png"
+    assert np.asarray(Image.open(io.BytesIO(one.content))).shape == (30, 50)
+    missing = client.get(
+        f"/v1/jobs/{finished.job_id}/corrected-masks/{finished.samples['c.png']}", headers=auth
+    )
+    assert_problem(missing, 404)
+    archive = client.get(f"/v1/jobs/{finished.job_id}/corrected-masks.zip", headers=auth)
+    assert archive.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+        assert sorted(z.namelist()) == ["a.png", "b.jpg.png"]
+        assert z.read("a.png") == one.content
+
+
+def test_gmm_round_plots(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
+    rounds = client.get(f"/v1/jobs/{finished.job_id}/plots/gmm-rounds", headers=auth).json()
+    assert [r["round"] for r in rounds] == [0, 1]
+    png = client.get(rounds[1]["url"], headers=auth)
+    assert png.headers["content-type"] == "image/png"
+    assert np.asarray(Image.open(io.BytesIO(png.content)))[0, 0] == 1
+    assert_problem(client.get(f"/v1/jobs/{finished.job_id}/plots/gmm-rounds/7.png", headers=auth), 404)
+
+
+def test_results_of_unfinished_job_are_409(client: TestClient, auth: dict[str, str], dataset_id: str) -> None:
+    job_id, samples = _queued_job(client, auth, dataset_id)
+    for path in (
+        "noise-report",
+        "corrected-masks.zip",
+        "plots/gmm-rounds",
+        f"corrected-masks/{samples['a.png']}",
+    ):
+        body = assert_problem(client.get(f"/v1/jobs/{job_id}/{path}", headers=auth), 409)
+        assert "queued" in body["detail"]
+
+
+def test_models_listing_and_latest(
+    client: TestClient, auth: dict[str, str], other_auth: dict[str, str], dataset_id: str, finished: Finished
+) -> None:
+    listed = client.get("/v1/models", params={"dataset_id": dataset_id}, headers=auth).json()
+    assert [m["id"] for m in listed["items"]] == [finished.model_id]
+    latest = client.get(f"/v1/datasets/{dataset_id}/models/latest", headers=auth).json()
+    assert (
+        latest["id"] == finished.model_id and latest["version"] == 1 and latest["job_id"] == finished.job_id
+    )
+    assert_problem(client.get(f"/v1/models/{finished.model_id}", headers=other_auth), 404)
+
+
+def test_segment_upload_in_every_format(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
+    url = f"/v1/models/{finished.model_id}/segment"
+    upload = files_part({"new.png": image_png(37, 61, 9)}, "file")
+    mask = client.post(url, files=upload, headers=auth)
+    assert mask.status_code == 200, mask.text
+    assert mask.headers["content-type"] == "image/png"
+    pixels = np.asarray(Image.open(io.BytesIO(mask.content)))
+    assert pixels.shape == (37, 61) and set(np.unique(pixels).tolist()) <= {0, 255}
+
+    as_json = client.post(url, params={"format": "json"}, files=upload, headers=auth).json()
+    assert (as_json["width"], as_json["height"]) == (61, 37)
+    assert sum(c["area"] for c in as_json["classes"]) == 37 * 61
+    assert as_json["classes"][1]["area"] == int((pixels == 255).sum())
+    assert 0.5 <= as_json["mean_confidence"] <= 1.0
+
+    prob = client.post(url, params={"format": "probabilities"}, files=upload, headers=auth)
+    assert np.asarray(Image.open(io.BytesIO(prob.content))).shape == (37, 61)
+    npy = np.load(io.BytesIO(client.post(url, params={"format": "npy"}, files=upload, headers=auth).content))
+    assert npy.shape == (2, 37, 61) and np.allclose(npy.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_segment_sample_with_latest_model(
+    client: TestClient, auth: dict[str, str], dataset_id: str, finished: Finished
+) -> None:
+    response = client.post(
+        "/v1/models/latest/segment",
+        params={"dataset_id": dataset_id, "format": "json"},
+        data={"sample_id": finished.samples["c.png"]},
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["width"], response.json()["height"]) == (50, 30)
+    assert response.json()["model_id"] == finished.model_id
+
+
+def test_segment_bad_input(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
+    url = f"/v1/models/{finished.model_id}/segment"
+    body = assert_problem(
+        client.post(url, files=files_part({"x.png": b"garbage"}, "file"), headers=auth), 422, "x.png"
+    )
+    assert "not a readable image" in body["invalid_files"][0]["reason"]
+    both = client.post(
+        url,
+        data={"sample_id": finished.samples["a.png"]},
+        files=files_part({"x.png": image_png(8, 8)}, "file"),
+        headers=auth,
+    )
+    assert "exactly one" in assert_problem(both, 422)["detail"]
+    assert_problem(client.post(url, headers=auth), 415)
+    assert_problem(
+        client.post(
+            "/v1/models/latest/segment", files=files_part({"x.png": image_png(8, 8)}, "file"), headers=auth
+        ),
+        422,
+    )
+    assert_problem(
+        client.post(
+            "/v1/models/not-a-model/segment",
+            files=files_part({"x.png": image_png(8, 8)}, "file"),
+            headers=auth,
+        ),
+        422,
+    )

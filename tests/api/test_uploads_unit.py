@@ -1,0 +1,86 @@
+"""Zip handling and the model cache, without services."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+
+import pytest
+
+from app.db.models import Model
+from app.errors import InvalidInput, PayloadTooLarge
+from app.services.inference import ModelCache
+from app.services.uploads import Blob, UploadLimits, expand
+from app.storage.local import LocalStore
+from tests.api.conftest import tiny_bundle
+
+LIMITS = UploadLimits(max_upload_bytes=100_000, max_zip_entries=3, max_zip_ratio=50, max_image_pixels=10_000)
+
+
+def _zip(entries: dict[str, bytes]) -> Blob:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return Blob("upload.zip", buffer.getvalue())
+
+
+def test_plain_files_pass_and_zips_are_unpacked_to_base_names() -> None:
+    blobs = expand(
+        [Blob("a.png", b"a"), _zip({"d/b.png": b"b", "d/": b"", "__MACOSX/d/._b.png": b"x"})], LIMITS
+    )
+    assert [(b.name, b.data) for b in blobs] == [("a.png", b"a"), ("b.png", b"b")]
+
+
+def test_too_many_entries() -> None:
+    with pytest.raises(InvalidInput, match="4 entries, above the limit of 3"):
+        expand([_zip({f"{i}.png": b"x" for i in range(4)})], LIMITS)
+
+
+def test_uncompressed_total_above_the_upload_limit_is_413() -> None:
+    random_bytes = uuid.uuid4().bytes * 3_500  # 56 kB of poorly compressible data, twice
+    with pytest.raises(PayloadTooLarge, match="uncompressed"):
+        expand([_zip({"a.png": random_bytes + b"1", "b.png": random_bytes + b"2"})], LIMITS)
+
+
+def test_compressed_upload_above_the_limit_is_413() -> None:
+    with pytest.raises(PayloadTooLarge, match="100000"):
+        expand([Blob("a.png", bytes(100_001))], LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "needle"),
+    [
+        ("../x.png", b"x", "escapes"),
+        ("C:/x.png", b"x", "escapes"),
+        ("x.tar.gz", b"x", "nested"),
+        ("x.png", bytes(60_000), "compression ratio"),
+    ],
+)
+def test_unsafe_entries_are_named(name: str, data: bytes, needle: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        expand([_zip({name: data})], LIMITS)
+    assert info.value.extra["invalid_files"][0]["file"] == name
+    assert needle in info.value.extra["invalid_files"][0]["reason"]
+
+
+def test_broken_zip_is_named() -> None:
+    with pytest.raises(InvalidInput, match="broken.zip: not a readable zip"):
+        expand([Blob("broken.zip", b"PK\x03\x04garbage")], LIMITS)
+
+
+def test_model_cache_keeps_the_most_recent(tmp_path: object) -> None:
+    store = LocalStore(str(tmp_path))
+    rows = []
+    for i in range(3):
+        key = f"p/models/{i}.pt"
+        store.put(key, tiny_bundle().to_bytes())
+        rows.append(Model(id=uuid.uuid4(), weights_key=key))
+    cache = ModelCache(size=2)
+    first = cache.get(store, rows[0])
+    cache.get(store, rows[1])
+    assert cache.get(store, rows[0]) is first  # a hit refreshes recency
+    cache.get(store, rows[2])
+    assert rows[0].id in cache and rows[2].id in cache and rows[1].id not in cache
+    assert len(cache) == 2
