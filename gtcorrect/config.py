@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 Method = Literal["gt", "noisy", "clean", "gmm_select", "coteaching"]
-SampleLoss = Literal["ce+dice", "ce", "dice"]
+# "ce+dice"/"ce"/"dice": the paper-style per-image loss (reference). "confident": disagreement between the
+# given mask and the network's own confident prediction. "trajectory": "ce+dice" averaged over the last
+# GStageConfig.trajectory_epochs epochs (see gtcorrect.gstage).
+SampleLoss = Literal["ce+dice", "ce", "dice", "confident", "trajectory"]
+ScoreTransform = Literal["none", "log"]
 EarlyLearning = Literal["curve", "fixed", "none"]
 Correction = Literal["hard", "soft", "none"]
 KeepModel = Literal["teacher", "student"]
@@ -59,6 +63,16 @@ class GStageConfig:
     gmm_tol: float = 1e-2
     gmm_reg_covar: float = 5e-4
     histogram_bins: int = 50
+    trajectory_epochs: int = 5  # sample_loss="trajectory": epochs averaged (scored every epoch)
+    confident_floor: float = 0.8  # sample_loss="confident": min. max-probability of a counted pixel
+    # 2 = the paper/DivideMix split. More components model several noise types (e.g. shifted masks far
+    # above dilated ones); clean is then the lowest-mean component and noisy all the others.
+    # 0: choose 2, 3 or 4 components by BIC.
+    gmm_components: int = 2
+    # "log": fit the GMM to log(normalised score + 0.01). Noisy scores are often spread over several
+    # modes (one per corruption type) far above a tight clean mode; the log compresses the noisy side
+    # so two components fit clean vs noisy instead of splitting the noisy modes. "none": the paper.
+    score_transform: ScoreTransform = "none"
 
 
 @dataclass(frozen=True)

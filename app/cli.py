@@ -1,0 +1,215 @@
+"""The ``gtcorrect`` console script: run the service, a worker, migrations, admin tasks and the engine.
+
+``gtcorrect serve`` is the embedded mode: with no configuration it keeps everything under
+``.gtcorrect/`` (SQLite, local objects, a filesystem Celery broker), starts one worker subprocess
+running the same task code as production, and serves the API in the foreground.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.db.session import make_engine, make_session_factory, session_scope, upgrade
+from app.errors import AppError
+from app.settings import Settings, get_settings
+
+LOCAL_PROJECT = "local"
+API_KEY_FILE = "api_key"
+WORKER_STOP_TIMEOUT_S = 20.0
+
+
+def worker_command(pool: str, concurrency: int, queues: str = "train", loglevel: str = "INFO") -> list[str]:
+    """The Celery worker command line; ``serve`` and the tests start exactly this."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        f"--pool={pool}",
+        "-c",
+        str(concurrency),
+        f"--loglevel={loglevel}",
+        # One worker per queue here: gossip, mingle and remote-control heartbeats only add broker traffic.
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
+def _migrate(settings: Settings) -> None:
+    upgrade(settings.resolved_database_url())
+
+
+def _write_key(path: Path, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start, so the key is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+
+
+def ensure_local_project(settings: Settings) -> tuple[str | None, Path]:
+    """Create project "local" with a key on first start; return (new key or None, key file path).
+
+    A new key is also issued when the project exists but its key file was deleted.
+    """
+    from sqlalchemy import select
+
+    from app.db.models import Project
+    from app.services.projects import create_project, issue_key
+
+    key_path = settings.data_dir / API_KEY_FILE
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            project = session.scalar(select(Project).where(Project.name == LOCAL_PROJECT))
+            if project is not None and key_path.is_file():
+                return None, key_path
+            if project is None:
+                _, key = create_project(session, LOCAL_PROJECT)
+            else:
+                key = issue_key(session, project, name="serve")
+            _write_key(key_path, key)
+            return key, key_path
+    finally:
+        engine.dispose()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()  # Celery's warm shutdown: the current task finishes or is redelivered
+    try:
+        proc.wait(timeout=WORKER_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class _StopServing(Exception):
+    """SIGINT or SIGTERM arrived: leave the server loop and stop the worker."""
+
+
+def _raise_stop(_signum: int, _frame: object) -> None:
+    raise _StopServing
+
+
+def _resend_unfinished(settings: Settings) -> int:
+    from worker.celery_app import celery_app
+    from worker.recover import resend_unfinished
+
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        return resend_unfinished(celery_app, make_session_factory(engine), settings.heartbeat_stale_s)
+    finally:
+        engine.dispose()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _migrate(settings)
+    key, key_path = ensure_local_project(settings)
+    if key is not None:
+        print(f"Created project {LOCAL_PROJECT!r}. API key (shown once, also saved to {key_path}):\n  {key}")
+    else:
+        print(f"Project {LOCAL_PROJECT!r}: the API key is in {key_path}")
+    resent = _resend_unfinished(settings)
+    if resent:
+        print(f"Re-queued {resent} unfinished job(s) from the previous run.")
+    sys.stdout.flush()
+    # uvicorn re-raises the signal that stopped it after restoring these handlers; ours turn it into an
+    # exception, so the worker below is always stopped (the default SIGTERM action would orphan it).
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    worker = subprocess.Popen(worker_command("solo", 1))
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    except _StopServing:
+        pass
+    finally:
+        _stop(worker)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from worker.celery_app import celery_app
+
+    argv = worker_command("prefork", args.concurrency, args.queues, args.loglevel)[5:]
+    celery_app.worker_main(argv=argv)
+    return 0
+
+
+def _migrate_cmd(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    _migrate(settings)
+    print(f"database at {settings.resolved_database_url()} is at the latest schema")
+    return 0
+
+
+def _create_project(args: argparse.Namespace) -> int:
+    from app.services.projects import create_project
+
+    engine = make_engine(get_settings().resolved_database_url())
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            project, key = create_project(session, args.name)
+    finally:
+        engine.dispose()
+    print(f"project {project.name!r} ({project.id}); API key (shown once):\n{key}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gtcorrect.cli import add_commands
+
+    parser = argparse.ArgumentParser(prog="gtcorrect", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run API + one embedded worker (zero configuration)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_serve)
+    worker = sub.add_parser("worker", help="run a production Celery worker (prefork, one job at a time)")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--queues", default="train")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=_worker)
+    sub.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(
+        func=_migrate_cmd
+    )
+    admin = sub.add_parser("admin", help="administration").add_subparsers(dest="admin_command", required=True)
+    create = admin.add_parser("create-project", help="create a project and print its API key")
+    create.add_argument("name")
+    create.set_defaults(func=_create_project)
+    add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gtcorrect``; returns the exit status (2 for bad input or configuration)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (AppError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The one training API: ``fit`` runs any method of ``TrainConfig.method`` on ``TrainingData``.
+
+Methods (same network, schedule and data): "gt" (G-T correcting, ``gtcorrect.gt``), "noisy"/"clean"
+(plain L_seg on the given masks), "gmm_select" and "coteaching" (``gtcorrect.methods``).
+Shape legend: N images, C channels, S size (``TrainConfig.image_size``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from gtcorrect.checkpoint import Checkpoint
+from gtcorrect.config import TrainConfig
+from gtcorrect.errors import InvalidTrainingInput
+from gtcorrect.gt import run_gt
+from gtcorrect.loop import Run
+from gtcorrect.methods import run_coteaching, run_gmm_select, run_plain
+from gtcorrect.types import FitResult, ProgressCallback, StopCheck, TrainingData
+
+_RUNNERS: dict[str, Callable[[Run, Checkpoint | None], str]] = {
+    "gt": run_gt,
+    "noisy": run_plain,
+    "clean": run_plain,
+    "gmm_select": run_gmm_select,
+    "coteaching": run_coteaching,
+}
+
+
+def fit(
+    config: TrainConfig,
+    data: TrainingData,
+    *,
+    device: str | torch.device = "cpu",
+    callbacks: Sequence[ProgressCallback] = (),
+    should_stop: StopCheck | None = None,
+    checkpoint: Callable[[Checkpoint], None] | None = None,
+    resume: Checkpoint | None = None,
+) -> FitResult:
+    """Train ``config.method`` on ``data`` and return the split, corrections and model.
+
+    callbacks get one ``Progress`` per epoch; ``should_stop`` is polled before every batch and raises
+    ``gtcorrect.errors.TrainingStopped``; ``checkpoint`` receives a ``Checkpoint`` after every epoch,
+    and ``fit(..., resume=ckpt)`` with the same config and data continues where it was taken (bit-exact
+    on CPU; on CUDA up to the nondeterminism of cuDNN kernels).
+    ``FitResult.model`` is the T-stage teacher for "gt" (``config.t.keep="student"`` keeps the student)
+    and the (first) network otherwise. ``metrics["val_dice"]`` is present when validation data is given.
+    For "noisy"/"clean": clean_prob 1, nothing flagged, no rounds; "gmm_select": the last split;
+    "coteaching": the small-loss ranking of the first network (``gtcorrect.methods.run_coteaching``).
+    """
+    validate_inputs(config, data)
+    dev = torch.device(device)
+    # Epochs reseed torch's global RNG (dropout); fork it so the caller's RNG stream is left alone.
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        run = Run(config, data, dev, callbacks, should_stop, checkpoint)
+        keep = _RUNNERS[config.method](run, resume)
+    metrics = run.val_metrics(keep)
+    state = run.state
+    return FitResult(
+        ids=list(data.ids),
+        clean_prob=np.asarray(state.clean_prob, dtype=np.float64),
+        flagged=np.asarray(state.flagged, dtype=bool),
+        round_decided=np.asarray(state.round_decided, dtype=np.int64),
+        sample_loss=np.asarray(state.sample_loss, dtype=np.float64),
+        rounds=list(state.rounds),
+        corrected=dict(state.corrections),
+        model=run.bundle(keep, metrics),
+        history=list(state.history),
+        metrics=metrics,
+    )
+
+
+def validate_inputs(config: TrainConfig, data: TrainingData) -> None:
+    """Reject what ``TrainingData`` does not already check, naming the value."""
+    n, size = data.images.shape[0], config.image_size
+    if data.images.shape[2:] != (size, size):
+        raise InvalidTrainingInput(
+            f"images are {data.images.shape[2]}x{data.images.shape[3]} but config.image_size is {size}."
+        )
+    if n < config.batch_size:
+        raise InvalidTrainingInput(f"got {n} training images, fewer than batch_size {config.batch_size}.")
+    if not np.all(np.isfinite(data.images)):
+        raise InvalidTrainingInput("images contain NaN or infinite values.")
+    if (data.val_images is None) != (data.val_masks is None):
+        raise InvalidTrainingInput("val_images and val_masks must be given together.")
+    if data.val_images is not None and data.val_masks is not None:
+        v = data.val_images.shape
+        if len(v) != 4 or v[1:] != data.images.shape[1:] or data.val_masks.shape != (v[0], *v[2:]):
+            raise InvalidTrainingInput(
+                f"validation arrays {v} / {data.val_masks.shape} do not match "
+                f"training images {data.images.shape}."
+            )
+    _validate_config(config)
+
+
+def _validate_config(config: TrainConfig) -> None:
+    """Config values ``TrainConfig`` does not check itself (JSON from users may hold any value)."""
+    g, t = config.g, config.t
+    checks = [
+        (
+            config.method in ("gt", "gmm_select") and g.warmup_epochs < 1,
+            f"g.warmup_epochs must be >= 1, got {g.warmup_epochs}",
+        ),
+        (g.epochs_per_round < 1, f"g.epochs_per_round must be >= 1, got {g.epochs_per_round}"),
+        (g.rounds_max < 0, f"g.rounds_max must be >= 0, got {g.rounds_max}"),
+        (g.trajectory_epochs < 1, f"g.trajectory_epochs must be >= 1, got {g.trajectory_epochs}"),
+        (config.method != "gt" and config.epochs < 1, f"epochs must be >= 1, got {config.epochs}"),
+        (t.epochs < 0, f"t.epochs must be >= 0, got {t.epochs}"),
+        (
+            not 0.0 < t.flagged_fraction < 1.0,
+            f"t.flagged_fraction must lie in (0, 1), got {t.flagged_fraction}",
+        ),
+        (not 0.0 <= t.ema_decay < 1.0, f"t.ema_decay must lie in [0, 1), got {t.ema_decay}"),
+        (not 0.0 <= t.threshold_ema < 1.0, f"t.threshold_ema must lie in [0, 1), got {t.threshold_ema}"),
+        (config.lr <= 0, f"lr must be > 0, got {config.lr}"),
+    ]
+    choices = [
+        ("g.sample_loss", g.sample_loss, ("ce+dice", "ce", "dice", "confident", "trajectory")),
+        ("g.score_transform", g.score_transform, ("none", "log")),
+        ("t.early_learning", t.early_learning, ("curve", "fixed", "none")),
+        ("t.correction", t.correction, ("hard", "soft", "none")),
+        ("t.keep", t.keep, ("teacher", "student")),
+    ]
+    for name, value, allowed in choices:
+        if value not in allowed:
+            raise InvalidTrainingInput(f"{name} must be one of {allowed}, got {value!r}.")
+    checks.append(
+        (g.gmm_components < 0, f"g.gmm_components must be >= 0 (0 = by BIC), got {g.gmm_components}")
+    )
+    rate = config.coteaching.forget_rate
+    checks.append(
+        (rate is not None and not 0.0 <= rate < 1.0, f"coteaching.forget_rate must lie in [0, 1), got {rate}")
+    )
+    for bad, message in checks:
+        if bad:
+            raise InvalidTrainingInput(message + ".")

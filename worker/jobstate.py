@@ -1,0 +1,163 @@
+"""Job state transitions the worker makes, each a conditional UPDATE in its own short transaction.
+
+Ownership: a worker owns a job while the row is ``running`` with the ``attempt`` number its claim
+set. Every later write (heartbeat, checkpoint key, final status) is conditional on that pair, so a
+worker whose job was reclaimed after its heartbeat went stale cannot overwrite the new owner's work.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+import numpy as np
+from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.db.models import JobStatus, TrainingJob, utcnow
+from app.db.session import session_scope
+
+Factory = sessionmaker[Session]
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What the runner needs from the job row after a successful claim."""
+
+    id: uuid.UUID
+    attempt: int
+    project_id: uuid.UUID
+    dataset_id: uuid.UUID
+    config: dict[str, Any]
+    selection: dict[str, Any]
+    checkpoint_key: str | None
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _claimable(stale_after_s: float) -> ColumnElement[bool]:
+    # Queued, or running with a heartbeat so old that its worker must be gone (a killed worker whose
+    # message was redelivered, or lost by an embedded broker and re-sent).
+    stale_before = utcnow() - timedelta(seconds=stale_after_s)
+    return or_(
+        TrainingJob.status == JobStatus.queued,
+        and_(
+            TrainingJob.status == JobStatus.running,
+            or_(TrainingJob.heartbeat_at.is_(None), TrainingJob.heartbeat_at < stale_before),
+        ),
+    )
+
+
+def claim_job(
+    factory: Factory, job_id: uuid.UUID, *, stale_after_s: float, max_attempts: int
+) -> ClaimedJob | None:
+    """Take ownership of ``job_id``, or return None when this worker must not run it.
+
+    None when the job is missing, terminal, owned by a live worker (fresh heartbeat), cancelled before
+    it started (it becomes ``cancelled``) or past ``max_attempts`` (it becomes ``failed``).
+    """
+    now = utcnow()
+    with session_scope(factory) as session:
+        session.execute(
+            update(TrainingJob)
+            .where(
+                TrainingJob.id == job_id, TrainingJob.cancel_requested.is_(True), _claimable(stale_after_s)
+            )
+            .values(status=JobStatus.cancelled, finished_at=now)
+        )
+        claimed = session.execute(
+            update(TrainingJob)
+            .where(
+                TrainingJob.id == job_id, TrainingJob.cancel_requested.is_(False), _claimable(stale_after_s)
+            )
+            .values(
+                status=JobStatus.running,
+                attempt=TrainingJob.attempt + 1,
+                heartbeat_at=now,
+                started_at=func.coalesce(TrainingJob.started_at, now),
+                error=None,
+            )
+        )
+        if _rowcount(claimed) != 1:
+            return None
+        job = session.execute(select(TrainingJob).where(TrainingJob.id == job_id)).scalar_one()
+        if job.attempt > max_attempts:
+            # A job that kills its worker every time (out of memory) would otherwise loop forever.
+            job.status = JobStatus.failed
+            job.finished_at = now
+            job.error = (
+                f"the job was started {job.attempt - 1} times without finishing (max_attempts="
+                f"{max_attempts}); its worker was probably killed, e.g. out of memory."
+            )
+            return None
+        return ClaimedJob(
+            id=job.id,
+            attempt=job.attempt,
+            project_id=job.project_id,
+            dataset_id=job.dataset_id,
+            config=dict(job.config),
+            selection=dict(job.batch_ids or {}),
+            checkpoint_key=job.checkpoint_key,
+        )
+
+
+def _owned(job: ClaimedJob) -> ColumnElement[bool]:
+    return and_(
+        TrainingJob.id == job.id,
+        TrainingJob.attempt == job.attempt,
+        TrainingJob.status == JobStatus.running,
+    )
+
+
+def heartbeat(factory: Factory, job: ClaimedJob, progress: dict[str, Any] | None = None) -> bool:
+    """Refresh the heartbeat (and progress); False when this worker no longer owns the job."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress is not None:
+        values["progress"] = json_safe(progress)
+    with session_scope(factory) as session:
+        return _rowcount(session.execute(update(TrainingJob).where(_owned(job)).values(**values))) == 1
+
+
+def set_checkpoint_key(factory: Factory, job: ClaimedJob, key: str) -> bool:
+    """Record the latest checkpoint; False when this worker no longer owns the job."""
+    with session_scope(factory) as session:
+        result = session.execute(
+            update(TrainingJob).where(_owned(job)).values(checkpoint_key=key, heartbeat_at=utcnow())
+        )
+        return _rowcount(result) == 1
+
+
+def cancel_requested(factory: Factory, job_id: uuid.UUID) -> bool:
+    with session_scope(factory) as session:
+        flag = session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id))
+        return bool(flag)
+
+
+def finish(factory: Factory, job: ClaimedJob, status: JobStatus, error: str | None = None) -> bool:
+    """End an owned job as failed or cancelled; False when another worker owns it now."""
+    with session_scope(factory) as session:
+        result = session.execute(
+            update(TrainingJob)
+            .where(_owned(job))
+            .values(status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
+        )
+        return _rowcount(result) == 1
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON: numpy scalars become Python numbers, NaN and infinities None (Postgres rejects them)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

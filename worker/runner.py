@@ -1,0 +1,207 @@
+"""The job runner: claim, fetch, train, push, record. Safe to run twice for the same job.
+
+``run_job`` is what the Celery task calls. Every step is idempotent: the claim is a conditional
+UPDATE, objects go to deterministic keys, and the results replace the job's rows in one transaction.
+A job never stays ``running`` because of an exception: it ends ``failed`` with a readable error, or
+``cancelled`` when the user asked; only a killed process leaves it ``running``, and then its stale
+heartbeat lets the redelivered task reclaim it and resume from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import JobStatus
+from app.db.session import make_engine, make_session_factory, session_scope
+from app.services.results import JobNotOwned, JobResults, record_results
+from app.settings import Settings
+from app.storage import ObjectStore, make_store
+from app.storage import keys as object_keys
+from app.storage.base import ObjectNotFound
+from gtcorrect.checkpoint import Checkpoint
+from gtcorrect.config import TrainConfig
+from gtcorrect.errors import TrainingStopped
+from gtcorrect.trainer import fit
+from gtcorrect.types import FitResult, Progress
+from worker import jobstate
+from worker.fetch import JobInputs, fetch_inputs
+from worker.jobstate import ClaimedJob
+from worker.push import push_corrected, push_model, push_plots, remove_stale, verdicts
+
+log = logging.getLogger(__name__)
+
+
+class LostOwnership(RuntimeError):
+    """Another worker reclaimed the job (our heartbeat went stale) or it finished meanwhile."""
+
+
+@dataclass
+class RunnerContext:
+    """Process-wide resources of a worker: settings, database sessions, object store."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    store: ObjectStore
+    cancel_poll_s: float = 1.0  # should_stop reads cancel_requested at most this often
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunnerContext:
+        engine = make_engine(settings.resolved_database_url())
+        return cls(settings, make_session_factory(engine), make_store(settings))
+
+
+def choose_device(setting: str) -> str:
+    """``GTC_DEVICE``: "auto" takes CUDA when present; an explicit "cuda" without CUDA is an error."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"GTC_DEVICE={setting!r} but CUDA is not available on this worker.")
+    return setting
+
+
+def progress_dict(progress: Progress) -> dict[str, Any]:
+    """The job row's progress JSON (what ``GET /v1/jobs/{id}`` shows)."""
+    return jobstate.json_safe(asdict(progress))
+
+
+class _Hooks:
+    """fit's callbacks: progress + heartbeat per epoch, throttled cancel checks, checkpoint upload."""
+
+    def __init__(self, ctx: RunnerContext, job: ClaimedJob) -> None:
+        self.ctx, self.job = ctx, job
+        self.checkpoint_key = job.checkpoint_key
+        self.cancelled = False
+        self._last_poll = 0.0
+        self._last_beat = time.monotonic()
+
+    def on_progress(self, progress: Progress) -> None:
+        if not jobstate.heartbeat(self.ctx.session_factory, self.job, progress_dict(progress)):
+            raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
+        self._last_beat = time.monotonic()
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_poll < self.ctx.cancel_poll_s:
+            return self.cancelled
+        self._last_poll = now
+        self.cancelled = jobstate.cancel_requested(self.ctx.session_factory, self.job.id)
+        # A long epoch must not look like a dead worker: beat between epochs too, well before stale.
+        if now - self._last_beat > self.ctx.settings.heartbeat_stale_s / 4:
+            if not jobstate.heartbeat(self.ctx.session_factory, self.job):
+                raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
+            self._last_beat = now
+        return self.cancelled
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        key = object_keys.checkpoint(self.job.project_id, self.job.id, checkpoint.epoch)
+        self.ctx.store.put(key, checkpoint.to_bytes())
+        if not jobstate.set_checkpoint_key(self.ctx.session_factory, self.job, key):
+            raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
+        previous, self.checkpoint_key = self.checkpoint_key, key
+        self._last_beat = time.monotonic()
+        if previous and previous != key:
+            self.ctx.store.delete(previous)  # only the latest is ever resumed from
+
+
+def _resume_point(ctx: RunnerContext, job: ClaimedJob) -> Checkpoint | None:
+    if job.checkpoint_key is None:
+        return None
+    try:
+        data = ctx.store.get(job.checkpoint_key)
+    except ObjectNotFound:
+        log.warning("job %s: checkpoint %s is missing; training from scratch", job.id, job.checkpoint_key)
+        return None
+    log.info("job %s attempt %d resumes from %s", job.id, job.attempt, job.checkpoint_key)
+    return Checkpoint.from_bytes(data)
+
+
+def _train(ctx: RunnerContext, job: ClaimedJob, config: TrainConfig, inputs: JobInputs) -> FitResult:
+    hooks = _Hooks(ctx, job)
+    try:
+        return fit(
+            config,
+            inputs.data,
+            device=choose_device(ctx.settings.device),
+            callbacks=[hooks.on_progress],
+            should_stop=hooks.should_stop,
+            checkpoint=hooks.save_checkpoint,
+            resume=_resume_point(ctx, job),
+        )
+    except TrainingStopped:
+        if hooks.cancelled:
+            raise
+        raise RuntimeError("training stopped although no cancellation was requested.") from None
+
+
+def _final_progress(result: FitResult) -> dict[str, Any]:
+    last = result.history[-1] if result.history else None
+    progress: dict[str, Any] = progress_dict(last) if last is not None else {}
+    progress.update(
+        phase="done",
+        metrics=jobstate.json_safe(dict(result.metrics)),
+        estimated_noise_rate=float(result.flagged.mean()) if len(result.flagged) else 0.0,
+    )
+    return progress
+
+
+def _run_claimed(ctx: RunnerContext, job: ClaimedJob) -> JobStatus:
+    config = TrainConfig.from_dict(job.config)
+    with session_scope(ctx.session_factory) as session:
+        inputs = fetch_inputs(session, ctx.store, job.dataset_id, job.selection, config.image_size)
+    result = _train(ctx, job, config, inputs)
+    corrected = push_corrected(ctx.store, job, inputs, result)
+    plots = push_plots(ctx.store, job, result, config)
+    weights_key = push_model(ctx.store, job, result)
+    metrics = {**result.metrics, "samples": len(inputs.refs), "flagged": int(result.flagged.sum())}
+    results = JobResults(
+        verdicts=verdicts(inputs, result),
+        corrected=corrected,
+        weights_key=weights_key,
+        metrics=jobstate.json_safe(metrics),
+        progress=_final_progress(result),
+    )
+    try:
+        with session_scope(ctx.session_factory) as session:
+            record_results(session, job.id, job.attempt, results)
+    except JobNotOwned as exc:
+        raise LostOwnership(str(exc)) from exc
+    # Checkpoints and an earlier attempt's leftovers are garbage once the results are committed.
+    remove_stale(ctx.store, job.id, job.project_id, [c.object_key for c in corrected] + plots)
+    return JobStatus.succeeded
+
+
+def run_job(job_id: uuid.UUID, ctx: RunnerContext) -> JobStatus | None:
+    """Run training job ``job_id`` to a terminal status; return it, or None when this call did not run it
+    (missing, terminal, owned by a live worker, cancelled before start, out of attempts, or reclaimed)."""
+    settings = ctx.settings
+    job = jobstate.claim_job(
+        ctx.session_factory,
+        job_id,
+        stale_after_s=settings.heartbeat_stale_s,
+        max_attempts=settings.max_attempts,
+    )
+    if job is None:
+        log.info("job %s: not claimed (missing, finished, cancelled or owned by a live worker)", job_id)
+        return None
+    log.info("job %s: claimed, attempt %d", job_id, job.attempt)
+    try:
+        return _run_claimed(ctx, job)
+    except LostOwnership as exc:
+        log.warning("job %s: stopped, %s", job_id, exc)
+        return None
+    except TrainingStopped:
+        jobstate.finish(ctx.session_factory, job, JobStatus.cancelled)
+        log.info("job %s: cancelled", job_id)
+        return JobStatus.cancelled
+    except Exception as exc:
+        log.exception("job %s: failed", job_id)
+        error = f"{type(exc).__name__}: {exc}"
+        jobstate.finish(ctx.session_factory, job, JobStatus.failed, error[:4000])
+        return JobStatus.failed
