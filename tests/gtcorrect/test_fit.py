@@ -132,7 +132,11 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(config: TrainConfig, st
 def test_resume_rejects_foreign_checkpoints() -> None:
     data = make_noisy_set(8, 32, seed=3).training_data()
     saved: list[Checkpoint] = []
-    fit(tiny("noisy", epochs=1), data, checkpoint=saved.append)
+    full = fit(tiny("noisy", epochs=1), data, checkpoint=saved.append)
+    # Resuming from the final checkpoint (a job that died before recording) trains nothing more.
+    again = fit(tiny("noisy", epochs=1), data, resume=saved[0])
+    assert all(torch.equal(v, again.model.state_dict[k]) for k, v in full.model.state_dict.items())
+    assert again.history == full.history
     with pytest.raises(CheckpointError, match="config differs"):
         fit(tiny("noisy", epochs=2), data, resume=saved[0])
     other = TrainingData(data.images, data.masks, [f"x{i}" for i in range(8)])
