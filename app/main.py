@@ -7,6 +7,9 @@ settings when the app starts (lifespan), never at import time, so tests build ap
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -18,12 +21,34 @@ from app.api.limits import BodySizeLimit
 from app.db.session import make_engine, make_session_factory
 from app.services.inference import ModelCache
 from app.services.queue import CeleryQueue
+from app.services.sweeper import Sweeper, SweepPolicy
 from app.settings import Settings, get_settings
 from app.storage import make_store
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """Train segmentation models on noisy annotations with G-T correcting, read which masks look
 wrong, export corrected masks and segment new images. Every `/v1` endpoint needs
 `Authorization: Bearer <API key>`. Errors are RFC 9457 `application/problem+json`."""
+
+
+async def _sweep_forever(sweeper: Sweeper, interval_s: float) -> None:
+    """Sweep every ``interval_s`` until cancelled; the first pass waits one interval (``gtcorrect serve``
+    re-sends at start already) and a failing pass is logged, never fatal."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(sweeper.sweep_once)
+        except Exception:
+            log.exception("job sweep failed; retrying in %.0f s", interval_s)
+
+
+def _start_sweeper(app: FastAPI, settings: Settings) -> asyncio.Task[None] | None:
+    if settings.sweep_interval_s <= 0:
+        return None
+    policy = SweepPolicy(settings.heartbeat_stale_s, settings.queued_resend_s, settings.max_attempts)
+    app.state.sweeper = Sweeper(app.state.session_factory, app.state.queue, policy)
+    return asyncio.create_task(_sweep_forever(app.state.sweeper, settings.sweep_interval_s))
 
 
 def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -37,9 +62,14 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         app.state.store = make_store(settings)
         app.state.queue = queue
         app.state.model_cache = ModelCache(settings.model_cache_size, settings.device)
+        sweeping = _start_sweeper(app, settings)
         try:
             yield
         finally:
+            if sweeping is not None:
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
             app.state.model_cache.clear()
             queue.close()
             engine.dispose()

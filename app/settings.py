@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=43200, gt=0)
     heartbeat_stale_s: int = Field(default=600, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # The API's sweeper re-sends lost or orphaned jobs this often (seconds); 0 turns it off.
+    sweep_interval_s: float = Field(default=30.0, ge=0)
+    # A queued job nobody claimed for this long is sent again (its message may have been lost).
+    queued_resend_s: int = Field(default=900, gt=0)
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=50_000_000, gt=0)

@@ -84,7 +84,10 @@ class _Hooks:
     def on_progress(self, progress: Progress) -> None:
         if not jobstate.heartbeat(self.ctx.session_factory, self.job, progress_dict(progress)):
             raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
-        self._last_beat = time.monotonic()
+        self._last_beat = self._last_poll = time.monotonic()
+        # Read the flag at every epoch end whatever the throttle says, so a cancelled job stops at the
+        # first batch of the next epoch: a cancel costs at most the epoch in flight.
+        self.cancelled = jobstate.cancel_requested(self.ctx.session_factory, self.job.id)
 
     def should_stop(self) -> bool:
         now = time.monotonic()

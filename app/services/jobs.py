@@ -1,7 +1,9 @@
-"""Training jobs: create (validated), submit (commit, then enqueue), read, list, cancel."""
+"""Training jobs: create (validated), submit (commit, then enqueue; the row is the outbox), read, list,
+cancel."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -20,9 +22,12 @@ from app.db.models import (
     TrainingJob,
     utcnow,
 )
-from app.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from app.errors import Conflict, InvalidInput, NotFound
 from app.services.queue import QueueError, TaskQueue
+from app.services.sweeper import mark_pending
 from gtcorrect.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def parse_config(config: dict[str, Any]) -> TrainConfig:
@@ -101,21 +106,29 @@ def create_job(
     return job
 
 
-def submit(session: Session, queue: TaskQueue, job: TrainingJob) -> None:
+def submit(session: Session, queue: TaskQueue, job: TrainingJob) -> bool:
     """Commit the job, then send its task: a worker must never receive an id it cannot read yet.
 
     The one place a service commits, because the order matters (ARCHITECTURE.md, "enqueue only after
-    commit"). If the broker refuses, the job is marked failed so it is never queued forever.
+    commit"). The committed row is the outbox: if the broker refuses, the job stays ``queued`` with a
+    ``dispatch: pending`` marker and the sweeper (``app.services.sweeper``) sends it once the broker is
+    back. Returns whether the message was sent now.
     """
     session.commit()
     try:
         queue.send_train(job.id)
     except QueueError as exc:
-        job.status = JobStatus.failed
-        job.error = str(exc)
-        job.finished_at = utcnow()
+        log.warning("job %s committed but not sent (the sweeper will send it): %s", job.id, exc)
+        # Conditional: a sweeper in another process may have sent it and a worker claimed it already.
+        session.execute(
+            update(TrainingJob)
+            .where(TrainingJob.id == job.id, TrainingJob.status == JobStatus.queued)
+            .values(progress=mark_pending(job.progress, str(exc)))
+        )
         session.commit()
-        raise ServiceUnavailable(f"job {job.id} was not queued: {exc}", job_id=str(job.id)) from exc
+        session.refresh(job)
+        return False
+    return True
 
 
 def get_job(session: Session, project: Project, job_id: uuid.UUID) -> TrainingJob:

@@ -64,7 +64,7 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float = JOB_TIMEO
     raise AssertionError(f"job {job_id} did not finish within {timeout_s}s; last state: {job}")
 
 
-def _upload(client: httpx.Client, seed: int) -> tuple[str, str, frozenset[str]]:
+def upload_dataset(client: httpx.Client, seed: int) -> tuple[str, str, frozenset[str]]:
     data = make_set(N_IMAGES, N_CORRUPTED, height=HEIGHT, width=WIDTH, seed=seed)
     dataset = _ok(
         client.post(
@@ -120,7 +120,7 @@ def _check_outputs(client: httpx.Client, job_id: str, dataset_id: str, report: l
 
 def run_flow(client: httpx.Client, seed: int = 0) -> FlowOutcome:
     """The acceptance flow; ``client`` has the base URL and the API key set."""
-    dataset_id, batch_id, corrupted = _upload(client, seed)
+    dataset_id, batch_id, corrupted = upload_dataset(client, seed)
     created = client.post(
         "/v1/jobs", json={"dataset_id": dataset_id, "batch_ids": [batch_id], "config": e2e_config(seed)}
     )
