@@ -19,10 +19,13 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     "",
     status_code=202,
     summary="Start a training job",
+    description=(
+        "The job row is committed `queued` before its task is sent. If the broker is down the job stays "
+        "`queued` (progress.dispatch = pending) and the API's sweeper sends it once the broker is back."
+    ),
     response_model=JobOut,
     responses={
         422: {"description": "Invalid config (the field is named) or no annotated samples."},
-        503: {"description": "The broker did not take the job; the job is marked failed."},
     },
 )
 def create_job(

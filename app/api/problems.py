@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import AppError, InvalidInput, Unauthorized
@@ -62,6 +63,19 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(body, dict(exc.headers) if exc.headers else None)
 
 
+async def data_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database refuses (a NUL character, a too long text) is the client's input, not a 500.
+
+    Services validate what they can name; this is the net for text fields they do not check.
+    """
+    assert isinstance(exc, DataError)
+    log.info("database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+    problem = InvalidInput(
+        "a value in the request cannot be stored (control characters such as NUL, or too long).",
+    ).to_problem(instance=request.url.path)
+    return problem_response(problem)
+
+
 async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     body = {
@@ -84,8 +98,84 @@ _TITLES = {
 }
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details; extra members name what was wrong.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "invalid_files": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["file", "reason"],
+                "properties": {"file": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+        "errors": {"type": "array", "items": {"type": "object"}},
+        "field": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+_DESCRIPTIONS = {
+    "400": "Malformed request (for example an unreadable multipart body).",
+    "401": "Missing or unknown API key.",
+    "404": "A resource named in the path does not exist in this project.",
+    "409": "The resource is not in a state that allows this.",
+    "413": "The request body is larger than the limit.",
+    "415": "The body has the wrong content type.",
+    "422": "The request is well-formed but its content is not valid.",
+}
+
+
+def _problem_codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
+    """The problem statuses an operation can answer, from what every route shares (auth, path ids, a body)."""
+    codes = ["422"]
+    if path.startswith("/v1/"):
+        codes += ["401", "404"]  # 404 without path ids too: a body or query can name a missing resource
+    if method in ("post", "put", "patch", "delete"):
+        codes.append("409")
+    if "requestBody" in operation:
+        codes += ["400", "413", "415"]
+    return codes
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the problem+json error responses to every operation of an OpenAPI ``schema`` (in place).
+
+    Errors are rendered in one place (this module), so they are documented in one place too; FastAPI's
+    own 422 (``HTTPValidationError``) is replaced because the handler above answers problem+json.
+    """
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            for code in _problem_codes(path, method, operation):
+                entry = responses.setdefault(code, {"description": _DESCRIPTIONS[code]})
+                entry["content"] = content
+            if "503" in responses:
+                responses["503"]["content"] = content
+    return schema
+
+
+def _openapi_with_problems(app: FastAPI) -> Any:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    return openapi
+
+
 def install(app: FastAPI) -> None:
+    app.openapi = _openapi_with_problems(app)  # type: ignore[method-assign]
     app.add_exception_handler(AppError, app_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(DataError, data_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)

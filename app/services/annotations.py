@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -19,7 +20,7 @@ from app.errors import InvalidInput, NotFound
 from app.services import unit
 from app.services.datasets import label_map_of
 from app.services.images import encode_png
-from app.services.uploads import Blob, UploadLimits, duplicate_names, expand, reason
+from app.services.uploads import Blob, UploadLimits, duplicate_names, expand, header_problem, reason
 from app.storage import keys
 from app.storage.base import ObjectStore
 from gtcorrect.data import read_mask
@@ -78,7 +79,7 @@ def _find_sample(
 
 
 def _validate(
-    blobs: list[Blob], manifest: dict[str, str], dataset: Dataset, samples: list[Sample]
+    blobs: list[Blob], manifest: dict[str, str], dataset: Dataset, samples: list[Sample], max_pixels: int
 ) -> list[_Match]:
     num_classes = label_map_of(dataset).num_classes
     by_name = {s.file_name.lower(): s for s in samples}
@@ -91,6 +92,10 @@ def _validate(
         found = _find_sample(blob.name, manifest, by_name, by_stem)
         if isinstance(found, str):
             problems.append({"file": blob.name, "reason": found})
+            continue
+        refused = header_problem(blob, max_pixels)
+        if refused is not None:  # read_mask has no pixel limit of its own; refuse before decoding
+            problems.append({"file": blob.name, "reason": refused})
             continue
         try:
             mask = read_mask(blob.data, num_classes=num_classes, name=blob.name)
@@ -124,6 +129,16 @@ def _validate(
     return matches
 
 
+def _check_text(field: str, value: str, *, allow_newlines: bool) -> None:
+    """Free-text form fields: not empty (annotator) and no control characters (Postgres refuses NUL)."""
+    if field == "annotator" and not value.strip():
+        raise InvalidInput("annotator must not be empty.", field=field)
+    allowed = "\n\r\t" if allow_newlines else ""
+    bad = sorted({repr(ch) for ch in value if unicodedata.category(ch) == "Cc" and ch not in allowed})
+    if bad:
+        raise InvalidInput(f"{field} contains control characters {', '.join(bad)}.", field=field)
+
+
 def create_batch(
     session: Session,
     store: ObjectStore,
@@ -135,8 +150,8 @@ def create_batch(
     limits: UploadLimits,
 ) -> AnnotationBatch:
     """Validate every mask of the upload and store the batch, its annotations and mask PNGs."""
-    if not annotator.strip():
-        raise InvalidInput("annotator must not be empty.", field="annotator")
+    _check_text("annotator", annotator, allow_newlines=False)
+    _check_text("source", source, allow_newlines=True)
     blobs = expand(files, limits)
     manifests = [b for b in blobs if b.name.lower() in MANIFEST_NAMES]
     masks = [b for b in blobs if b.name.lower() not in MANIFEST_NAMES]
@@ -146,7 +161,7 @@ def create_batch(
     for m in manifests:
         manifest.update(parse_manifest(m))
     samples = list(session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all())
-    matches = _validate(masks, manifest, dataset, samples)
+    matches = _validate(masks, manifest, dataset, samples, limits.max_image_pixels)
     batch = AnnotationBatch(
         id=uuid.uuid4(),
         dataset_id=dataset.id,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Dataset, Sample
 from app.errors import Conflict, InvalidInput, NotFound
 from app.services import unit
-from app.services.uploads import Blob, UploadLimits, duplicate_names, expand, reason
+from app.services.uploads import Blob, UploadLimits, duplicate_names, expand, header_problem, reason
 from app.storage import keys
 from app.storage.base import ObjectStore
 from gtcorrect.data import read_image
@@ -47,6 +47,10 @@ def _decode_all(blobs: list[Blob], limits: UploadLimits) -> dict[str, np.ndarray
     problems = duplicate_names(blobs)
     decoded: dict[str, np.ndarray] = {}
     for blob in blobs:
+        refused = header_problem(blob, limits.max_image_pixels)
+        if refused is not None:
+            problems.append({"file": blob.name, "reason": refused})
+            continue
         try:
             decoded[blob.name] = read_image(blob.data, name=blob.name, max_pixels=limits.max_image_pixels)
         except ValueError as exc:

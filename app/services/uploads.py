@@ -1,17 +1,43 @@
-"""Uploaded files: limits, and safe extraction of zip archives (shared by images and masks)."""
+"""Uploaded files: limits, file names, and safe extraction of zip archives (shared by images and masks)."""
 
 from __future__ import annotations
 
 import io
+import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from PIL import Image
+
 from app.errors import InvalidInput, PayloadTooLarge
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")
 ZIP_MAGIC = b"PK\x03\x04"
+# Other archive and compressed formats, recognised by content whatever their name says.
+ARCHIVE_MAGIC = (
+    b"\x1f\x8b",
+    b"BZh",
+    b"\xfd7zXZ\x00",
+    b"7z\xbc\xaf\x27\x1c",
+    b"Rar!\x1a\x07",
+    b"\x28\xb5\x2f\xfd",
+)
+MAX_NAME_CHARS = 255  # one path segment on common file systems; the column is wider
+UTF8_FLAG = 0x800
+IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "MPO"})  # MPO: JPEG from cameras
+# Reading an entry can fail in many ways for a corrupt or exotic archive; each is the client's file.
+_ENTRY_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -43,11 +69,34 @@ def is_zip(blob: Blob) -> bool:
     return blob.name.lower().endswith(".zip") or blob.data[:4] == ZIP_MAGIC
 
 
+def is_other_archive(name: str, data: bytes) -> bool:
+    """A tar, gzip, bzip2, xz, 7z, rar or zstd file (by name or content); zip is handled apart."""
+    tar = len(data) > 262 and data[257:262] == b"ustar"
+    lowered = name.lower()
+    return (
+        (lowered.endswith(ARCHIVE_SUFFIXES) and not lowered.endswith(".zip"))
+        or tar
+        or (data.startswith(ARCHIVE_MAGIC))
+    )
+
+
+def name_problem(name: str) -> str | None:
+    """Why a (base) file name cannot be stored, or None: control characters, empty, too long."""
+    if not name.strip():
+        return "empty file name"
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        return "file name contains control characters"
+    if len(name) > MAX_NAME_CHARS:
+        return f"file name of {len(name)} characters, above the limit of {MAX_NAME_CHARS}"
+    return None
+
+
 def expand(blobs: list[Blob], limits: UploadLimits) -> list[Blob]:
-    """Check total size, unpack zip archives and return the plain files.
+    """Check total size and names, unpack zip archives and return the plain files.
 
     Raises ``PayloadTooLarge`` above ``max_upload_bytes`` (compressed or uncompressed) and
-    ``InvalidInput`` with ``invalid_files`` for unsafe or broken archives.
+    ``InvalidInput`` with ``invalid_files`` for bad names, other archive formats and unsafe, broken or
+    empty zip archives.
     """
     total = sum(len(b.data) for b in blobs)
     if total > limits.max_upload_bytes:
@@ -56,21 +105,52 @@ def expand(blobs: list[Blob], limits: UploadLimits) -> list[Blob]:
         )
     if not blobs:
         raise InvalidInput("the upload holds no files: send multipart 'files' or one zip archive.")
+    problems = [{"file": b.name, "reason": p} for b in blobs if (p := name_problem(b.name)) is not None]
+    problems += [
+        {"file": b.name, "reason": "only zip archives are accepted (tar, gz, 7z, rar... are not)"}
+        for b in blobs
+        if not is_zip(b) and is_other_archive(b.name, b.data)
+    ]
+    if problems:
+        raise InvalidInput(
+            f"{len(problems)} files were rejected; nothing was stored.", invalid_files=problems
+        )
     out: list[Blob] = []
     for blob in blobs:
         out.extend(unzip(blob, limits) if is_zip(blob) else [blob])
     return out
 
 
+def entry_name(info: zipfile.ZipInfo) -> str | None:
+    """The entry's name as its author meant it, or None when its bytes are not readable text.
+
+    Zip names without the UTF-8 flag are CP437 by the spec, but most tools that omit the flag write
+    UTF-8 (macOS, old Info-ZIP) or a local code page; a name that is neither ASCII nor UTF-8 would be
+    stored as mojibake and never match its image, so it is refused.
+    """
+    if info.flag_bits & UTF8_FLAG or info.filename.isascii():
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
+
+
 def _entry_problem(info: zipfile.ZipInfo, limits: UploadLimits) -> str | None:
-    name = info.filename
+    name = entry_name(info)
+    if name is None:
+        return "entry name is not valid UTF-8; re-create the archive with UTF-8 names"
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return "absolute path escapes the archive root"
     if ".." in parts:
         return "path with '..' escapes the archive root"
+    if (problem := name_problem(parts[-1])) is not None:
+        return problem
     if name.lower().endswith(ARCHIVE_SUFFIXES):
         return "nested archives are not accepted"
+    if info.flag_bits & 0x1:
+        return "encrypted entries are not accepted"
     if info.file_size and (
         info.compress_size == 0 or info.file_size / info.compress_size > limits.max_zip_ratio
     ):
@@ -84,43 +164,79 @@ def _ignored(info: zipfile.ZipInfo) -> bool:
     return info.is_dir() or path.parts[:1] == ("__MACOSX",) or path.name.startswith(".")
 
 
-def unzip(blob: Blob, limits: UploadLimits) -> list[Blob]:
-    """Extract a zip archive in memory, refusing unsafe entries; entries are named by their base name."""
+def _open_zip(blob: Blob) -> zipfile.ZipFile:
     try:
-        archive = zipfile.ZipFile(io.BytesIO(blob.data))
-    except zipfile.BadZipFile as exc:
+        return zipfile.ZipFile(io.BytesIO(blob.data))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise InvalidInput(
             f"{blob.name}: not a readable zip archive.",
-            invalid_files=[{"file": blob.name, "reason": str(exc)}],
+            invalid_files=[{"file": blob.name, "reason": f"not a readable zip archive ({exc})"}],
         ) from exc
-    with archive:
+
+
+def _check_archive(blob: Blob, infos: list[zipfile.ZipInfo], limits: UploadLimits) -> None:
+    if not infos:
+        raise InvalidInput(
+            f"{blob.name}: the archive holds no files.",
+            invalid_files=[{"file": blob.name, "reason": "the archive holds no files"}],
+        )
+    if len(infos) > limits.max_zip_entries:
+        raise InvalidInput(
+            f"{blob.name}: {len(infos)} entries, above the limit of {limits.max_zip_entries}.",
+            invalid_files=[{"file": blob.name, "reason": "too many entries"}],
+        )
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_upload_bytes:
+        raise PayloadTooLarge(
+            f"{blob.name}: {total} bytes uncompressed, above the limit of {limits.max_upload_bytes}."
+        )
+    problems = [
+        {"file": i.filename, "reason": p} for i in infos if (p := _entry_problem(i, limits)) is not None
+    ]
+    if problems:
+        raise InvalidInput(f"{blob.name}: {len(problems)} unsafe archive entries.", invalid_files=problems)
+
+
+def unzip(blob: Blob, limits: UploadLimits) -> list[Blob]:
+    """Extract a zip archive in memory, refusing unsafe entries; entries are named by their base name."""
+    with _open_zip(blob) as archive:
         infos = [i for i in archive.infolist() if not _ignored(i)]
-        if len(infos) > limits.max_zip_entries:
-            raise InvalidInput(
-                f"{blob.name}: {len(infos)} entries, above the limit of {limits.max_zip_entries}.",
-                invalid_files=[{"file": blob.name, "reason": "too many entries"}],
-            )
-        total = sum(i.file_size for i in infos)
-        if total > limits.max_upload_bytes:
-            raise PayloadTooLarge(
-                f"{blob.name}: {total} bytes uncompressed, above the limit of {limits.max_upload_bytes}."
-            )
-        problems = [
-            {"file": i.filename, "reason": p} for i in infos if (p := _entry_problem(i, limits)) is not None
-        ]
-        if problems:
-            raise InvalidInput(
-                f"{blob.name}: {len(problems)} unsafe archive entries.", invalid_files=problems
-            )
+        _check_archive(blob, infos, limits)
+        problems: list[dict[str, str]] = []
         files: list[Blob] = []
         for info in infos:
-            data = archive.read(info)
-            if data[:4] == ZIP_MAGIC:
+            try:
+                # zipfile stops at the declared size and checks the CRC, so a lying header fails here.
+                data = archive.read(info)
+            except _ENTRY_ERRORS as exc:
+                problems.append({"file": info.filename, "reason": f"corrupt archive entry ({exc})"})
+                continue
+            if data[:4] == ZIP_MAGIC or is_other_archive("", data):
                 problems.append({"file": info.filename, "reason": "nested archives are not accepted"})
-            files.append(Blob(PurePosixPath(info.filename.replace("\\", "/")).name, data))
+            name = entry_name(info) or info.filename
+            files.append(Blob(PurePosixPath(name.replace("\\", "/")).name, data))
         if problems:
-            raise InvalidInput(f"{blob.name}: nested archives.", invalid_files=problems)
+            raise InvalidInput(
+                f"{blob.name}: {len(problems)} unreadable or nested entries.", invalid_files=problems
+            )
     return files
+
+
+def header_problem(blob: Blob, max_pixels: int) -> str | None:
+    """Why an image is refused from its header alone (format, declared size), without decoding pixels.
+
+    None when the header is acceptable or unreadable: the decoder then reports its own reason.
+    """
+    try:
+        with Image.open(io.BytesIO(blob.data)) as im:
+            fmt, (width, height) = im.format, im.size
+    except Exception:  # PIL raises many types for garbage; the decoder names the reason
+        return None
+    if fmt not in IMAGE_FORMATS:
+        return f"unsupported image format {fmt}; send PNG, JPEG, TIFF or BMP"
+    if width * height > max_pixels:
+        return f"image of {width}x{height} pixels exceeds max_pixels={max_pixels}"
+    return None
 
 
 def duplicate_names(blobs: list[Blob]) -> list[dict[str, str]]:
