@@ -64,14 +64,17 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def data_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """A value the database refuses (a NUL character, a too long text) is the client's input, not a 500.
+    """A value the database refuses (a NUL character, a too long text, a number out of range) is the
+    client's input, not a 500.
 
-    Services validate what they can name; this is the net for text fields they do not check.
+    Services and schemas validate what they can name; this is the net for the fields they do not check.
+    Only the first line of the driver's message is shown: it names the problem, never the SQL.
     """
     assert isinstance(exc, DataError)
     log.info("database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
     problem = InvalidInput(
-        "a value in the request cannot be stored (control characters such as NUL, or too long).",
+        f"a value in the request cannot be stored or compared by the database: {reason}.", reason=reason
     ).to_problem(instance=request.url.path)
     return problem_response(problem)
 
