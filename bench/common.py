@@ -1,0 +1,254 @@
+"""Shared pieces of the quality benchmarks: data splits, one training run and its scoring, the JSON log.
+
+Shape legend: N images, C channels, S the training size (square), K classes (K = 2 here).
+Every figure is computed at the training size S: test images and masks are resized like the training
+data (``gtcorrect.data.prepare``) and the network runs on them directly, so test Dice/IoU/HD95 are in
+S x S pixels, not at the original resolution.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from gtcorrect.config import TrainConfig
+from gtcorrect.metrics import correction_metrics, recognition_metrics, segmentation_metrics
+from gtcorrect.trainer import fit
+from gtcorrect.types import FitResult, TrainingData
+
+OUT_DIR = Path(__file__).resolve().parent / "out"
+
+
+@dataclass
+class Split:
+    """A train/val/test split at size S with clean masks.
+
+    train_images, val_images, test_images: (N*, C, S, S) float32 z-scored; *_masks: (N*, S, S) int64.
+    """
+
+    name: str
+    train_images: np.ndarray
+    train_masks: np.ndarray
+    train_ids: list[str]
+    val_images: np.ndarray
+    val_masks: np.ndarray
+    test_images: np.ndarray
+    test_masks: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.train_images.shape[-1])
+
+
+def synthetic_split(n_train: int, n_val: int, n_test: int, size: int = 32, seed: int = 0) -> Split:
+    """Seeded ellipses on smooth textured backgrounds (for ``--smoke`` and the harness tests)."""
+    n = n_train + n_val + n_test
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    images = np.empty((n, 3, size, size), dtype=np.float32)
+    masks = np.empty((n, size, size), dtype=np.int64)
+    for i in range(n):
+        cy, cx = rng.uniform(0.3, 0.7, 2) * size
+        ry, rx = rng.uniform(0.15, 0.3, 2) * size
+        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+        for ch in range(3):
+            texture = ndimage.gaussian_filter(rng.normal(size=(size, size)), 1.5)
+            images[i, ch] = 2.0 * texture + mask * rng.uniform(0.8, 1.2)
+        masks[i] = mask
+    images -= images.mean(axis=(2, 3), keepdims=True)
+    images /= images.std(axis=(2, 3), keepdims=True) + 1e-6
+    a, b = n_train, n_train + n_val
+    return Split(
+        "synthetic",
+        images[:a],
+        masks[:a],
+        [f"syn{i:04d}" for i in range(a)],
+        images[a:b],
+        masks[a:b],
+        images[b:],
+        masks[b:],
+    )
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+@torch.no_grad()
+def predict_masks(model: Any, images: np.ndarray, device: str, batch_size: int = 16) -> np.ndarray:
+    """Argmax masks (N, S, S) int64 of a ``ModelBundle`` on prepared images (N, C, S, S)."""
+    net = model.build(device)
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = torch.as_tensor(images[start : start + batch_size], device=device)
+        out.append(net(x).argmax(1).cpu().numpy())
+    return np.concatenate(out).astype(np.int64)
+
+
+def recognition(truth: np.ndarray, result: FitResult) -> dict[str, float]:
+    """Image-level recognition from the method's own flags (N,) bool; AUROC from 1 - clean_prob.
+
+    The thresholded figures use ``result.flagged`` rather than clean_prob <= 0.5 because Co-teaching's
+    clean_prob is a rank and its flags come from the forget rate.
+    """
+    flags = np.asarray(result.flagged, dtype=bool)
+    out = recognition_metrics(truth, np.where(flags, 0.0, 1.0))
+    out["auroc"] = recognition_metrics(truth, result.clean_prob)["auroc"]
+    return out
+
+
+def correction(
+    result: FitResult, given: np.ndarray, clean: np.ndarray, only: np.ndarray | None = None
+) -> dict[str, float] | None:
+    """Correction quality on the flagged images that got a corrected mask; None when there are none.
+
+    given, clean: (N, S, S) int64 training masks; only: (N,) bool, restrict to these images (e.g. the
+    truly corrupted ones). Soft corrections (K, S, S) are scored by their argmax.
+    """
+    idx = [i for i in sorted(result.corrected) if only is None or only[i]]
+    if not idx:
+        return None
+    corrected = [m.argmax(0) if m.ndim == 3 else m for m in (result.corrected[i] for i in idx)]
+    out = correction_metrics(
+        [given[i] for i in idx], [np.asarray(c) for c in corrected], [clean[i] for i in idx]
+    )
+    out["n_corrected"] = float(len(idx))
+    return out
+
+
+def nan_to_none(value: Any) -> Any:
+    """JSON has no NaN; undefined figures become null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_to_none(v) for v in value]
+    return value
+
+
+def train_and_score(
+    config: TrainConfig,
+    split: Split,
+    given: np.ndarray,
+    truth: np.ndarray | None,
+    device: str,
+) -> dict[str, Any]:
+    """Train ``config`` on the split's images with masks ``given`` (N, S, S); score on the clean test set.
+
+    truth: (N,) bool, which training masks are wrong (None: recognition is not scored).
+    Returns a JSON-ready record (NaN -> null).
+    """
+    data = TrainingData(
+        split.train_images,
+        given,
+        list(split.train_ids),
+        val_images=split.val_images,
+        val_masks=split.val_masks,
+    )
+    start = time.perf_counter()
+    result = fit(config, data, device=device)
+    wall = time.perf_counter() - start
+    pred = predict_masks(result.model, split.test_images, device)
+    record: dict[str, Any] = {
+        "wall_s": wall,
+        "epochs": len(result.history),
+        "test": segmentation_metrics(list(pred), list(split.test_masks), num_classes=2),
+        "val_dice": result.metrics.get("val_dice"),
+        "rounds": [
+            {"round": r.round, "separation": r.separation, "n_flagged": r.n_flagged, "n_changed": r.n_changed}
+            for r in result.rounds
+        ],
+        "n_flagged": int(np.count_nonzero(result.flagged)),
+        "recognition": None,
+        "correction": None,
+    }
+    has_split = config.method in ("gt", "gmm_select", "coteaching")
+    if truth is not None and has_split:
+        record["recognition"] = recognition(truth, result)
+    if config.method == "gt":
+        record["correction"] = correction(result, given, split.train_masks)
+        if truth is not None:
+            # Flagged clean masks can only get worse; this isolates what correction does to real errors.
+            record["correction_true_noisy"] = correction(result, given, split.train_masks, truth)
+    return nan_to_none(record)
+
+
+class ResultLog:
+    """The benchmark's JSON file: settings, machine and one record per run key, rewritten after each run.
+
+    Opening an existing file resumes it: runs whose key is present are skipped. Settings must match,
+    so that a resumed run never mixes schedules.
+    """
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"settings": settings, "machine": machine(), "runs": {}}
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("settings") != settings:
+                raise ValueError(
+                    f"{path}: its settings differ from this run's; start a new file or pass the same "
+                    f"options (file: {old.get('settings')}, now: {settings})."
+                )
+            self.data["runs"] = old.get("runs", {})
+
+    def has(self, key: str) -> bool:
+        if key not in self.data["runs"] and self.path.exists():
+            self.data["runs"].update(json.loads(self.path.read_text()).get("runs", {}))
+        return key in self.data["runs"]
+
+    def add(self, key: str, record: dict[str, Any]) -> None:
+        """Store one run. Runs that other processes added to the file meanwhile are kept (file lock)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.exists():
+                self.data["runs"].update(json.loads(self.path.read_text()).get("runs", {}))
+            self.data["runs"][key] = record
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+            tmp.replace(self.path)  # atomic, so a killed run never leaves half a file
+
+    @property
+    def runs(self) -> dict[str, dict[str, Any]]:
+        return dict(self.data["runs"])
+
+
+def run_all(
+    jobs: Sequence[tuple[str, Callable[[], dict[str, Any]]]],
+    log: ResultLog,
+    report: Callable[[str], None] = print,
+) -> int:
+    """Run each (key, thunk) not yet in ``log``; return how many were run."""
+    done = 0
+    for i, (key, thunk) in enumerate(jobs, 1):
+        if log.has(key):
+            report(f"[{i}/{len(jobs)}] {key}: in the log, skipped")
+            continue
+        record = thunk()
+        log.add(key, record)
+        done += 1
+        test = record["test"]
+        report(f"[{i}/{len(jobs)}] {key}: test dice {test['dice']:.3f}, {record['wall_s']:.0f} s")
+    return done

@@ -1,0 +1,196 @@
+"""Quality benchmark: G-T correcting against its peers on Kvasir-SEG with simulated noise (and BU-BIL).
+
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184 python -m bench.quality --quick
+
+Every method trains the same network with the same schedule on the same noisy files; validation and
+test masks stay clean. Results go to bench/out/quality-<timestamp>.json (``--resume FILE`` continues a
+killed run, skipping the runs already in it) and a mean ± std table into BENCHMARKS.md. See
+bench/README.md for the plans, the budgets and what every column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.common import OUT_DIR, ResultLog, Split, run_all, synthetic_split, train_and_score
+from bench.plan import (
+    ABLATIONS,
+    SCHEDULES,
+    VARIANTS,
+    RunSpec,
+    Schedule,
+    default_plan,
+    expand,
+    make_config,
+    quick_plan,
+)
+from bench.report import BENCHMARKS, section, table, write_section
+from gtcorrect.noise import PRESETS, simulate_noise
+
+
+@dataclasses.dataclass
+class Noisy:
+    """The noisy training masks of one (regime, alpha, seed): masks (N, S, S) and truth (N,) bool."""
+
+    masks: np.ndarray
+    truth: np.ndarray
+    summary: dict[str, Any]
+
+
+def make_noise(split: Split, regime: str, alpha: float, seed: int) -> Noisy:
+    """Corrupt the training masks at the training size (NoiseSpec lengths are at 128 px and scale)."""
+    if regime == "none" or alpha == 0:
+        n = split.train_masks.shape[0]
+        return Noisy(
+            split.train_masks.copy(), np.zeros(n, dtype=bool), {"mean_pixel_noise": None, "n_corrupted": 0}
+        )
+    if regime not in PRESETS:
+        raise ValueError(f"unknown noise regime {regime!r}; choose from {sorted(PRESETS)}.")
+    result = simulate_noise(list(split.train_masks), PRESETS[regime](alpha), seed)
+    truth = np.array([t.flag for t in result.truth])
+    by_type: dict[str, list[float]] = {}
+    for t in result.truth:
+        if t.flag and t.type is not None:
+            by_type.setdefault(t.type, []).append(t.pixel_noise)
+    noise = [t.pixel_noise for t in result.truth if t.flag]
+    summary = {
+        "mean_pixel_noise": float(np.mean(noise)) if noise else None,
+        "n_corrupted": int(truth.sum()),
+        "by_type": {k: {"n": len(v), "pixel_noise": float(np.mean(v))} for k, v in sorted(by_type.items())},
+    }
+    return Noisy(np.stack(result.masks).astype(np.int64), truth, summary)
+
+
+def jobs_for(
+    plan: Sequence[RunSpec], split: Split, schedule: Schedule, device: str
+) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """One thunk per run; the noise of a (regime, alpha, seed) is simulated once and shared."""
+    cache: dict[tuple[str, float, int], Noisy] = {}
+
+    def noise(spec: RunSpec) -> Noisy:
+        key = (spec.regime, spec.alpha, spec.seed)
+        if key not in cache:
+            cache[key] = make_noise(split, spec.regime, spec.alpha, spec.seed)
+        return cache[key]
+
+    def thunk(spec: RunSpec) -> Callable[[], dict[str, Any]]:
+        def go() -> dict[str, Any]:
+            noisy = noise(spec)
+            given = split.train_masks if spec.method == "clean" else noisy.masks
+            config = make_config(spec, schedule, split.size)
+            record = train_and_score(config, split, given, noisy.truth, device)
+            record.update(spec=dataclasses.asdict(spec), noise=noisy.summary, config=config.to_dict())
+            return record
+
+        return go
+
+    return [(spec.key, thunk(spec)) for spec in plan]
+
+
+def build_plan(args: argparse.Namespace) -> list[RunSpec]:
+    variants = list(args.variants) + (list(ABLATIONS) if args.ablations else [])
+    if args.regimes or args.alphas or args.methods:
+        return expand(
+            args.regimes or ["strong"],
+            args.alphas if args.alphas is not None else [0.5],
+            args.methods or ["clean", "noisy", "gmm_select", "coteaching", "gt"],
+            args.seeds,
+            variants,
+        )
+    return (quick_plan if args.plan == "quick" else default_plan)(args.seeds, variants)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="quick plan and schedule (about 10 min), 1 seed")
+    p.add_argument("--smoke", action="store_true", help="synthetic 32 px data, seconds; for the tests")
+    p.add_argument("--bu-bil", action="store_true", help="the BU-BIL real-annotator experiment instead")
+    p.add_argument("--size", type=int, default=None, help="training size (default 128; 64 for --bu-bil)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 (0 with --quick)")
+    p.add_argument("--regimes", nargs="+", choices=sorted(PRESETS), help="custom grid: noise regimes")
+    p.add_argument("--alphas", type=float, nargs="+", help="custom grid: noise rates")
+    p.add_argument("--methods", nargs="+", choices=["clean", "noisy", "gmm_select", "coteaching", "gt"])
+    p.add_argument("--ablations", action="store_true", help="add the G-T ablations at alpha 0.5")
+    p.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS), help="more G-T variants")
+    p.add_argument("--schedule", choices=sorted(SCHEDULES), help="override the plan's schedule")
+    p.add_argument("--n-train", type=int, help="override the schedule's training-set size")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    p.add_argument("--out", type=Path, help="JSON file (default bench/out/quality-<timestamp>.json)")
+    p.add_argument("--resume", type=Path, help="continue this JSON file, skipping runs already in it")
+    p.add_argument("--benchmarks", type=Path, default=BENCHMARKS, help="markdown file to update")
+    p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
+    p.add_argument("--section", help="markdown section name (default: smoke, quick, default or custom)")
+    args = p.parse_args(argv)
+    args.plan = "quick" if args.quick else "default"
+    custom = bool(args.regimes or args.alphas or args.methods)
+    args.section = args.section or ("smoke" if args.smoke else "custom" if custom else args.plan)
+    if args.seeds is None:
+        args.seeds = [0] if (args.quick or args.smoke) else [0, 1]
+    if args.smoke and args.schedule is None:
+        args.schedule = "smoke"
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.bu_bil:
+        from bench.bu_bil import main_bu_bil
+
+        return main_bu_bil(args, argv)
+    schedule = SCHEDULES[args.schedule or args.plan]
+    if args.n_train:
+        schedule = dataclasses.replace(schedule, n_train=args.n_train)
+    size = args.size or (32 if args.smoke else 128)
+    if args.smoke:
+        split = synthetic_split(schedule.n_train, 8, 12, size=size)
+    else:
+        from bench.kvasir import kvasir_split
+
+        split = kvasir_split(size, schedule.n_train)
+    settings = {"dataset": split.name, "size": size, **dataclasses.asdict(schedule)}
+    path = args.resume or args.out or OUT_DIR / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    log = ResultLog(path, settings)
+    plan = build_plan(args)
+    print(f"{len(plan)} runs, log {path}", flush=True)
+    run_all(jobs_for(plan, split, schedule, args.device), log, lambda s: print(s, flush=True))
+    keys = {spec.key for spec in plan}
+    body = table({k: v for k, v in log.runs.items() if k in keys})
+    print(body)
+    if not args.no_markdown:
+        command = _command(argv, path)
+        title = "Smoke (synthetic data)" if args.smoke else f"Kvasir-SEG: {args.section}"
+        notes = [f"JSON: `{_rel(path)}`. Test figures at the training size ({size} px)."]
+        text = section(title, command, log.data, body, notes)
+        write_section(f"quality-{args.section}", text, args.benchmarks)
+    return 0
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(BENCHMARKS.parent))
+    except ValueError:
+        return str(path)
+
+
+def _command(argv: Sequence[str] | None, path: Path) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--resume" not in args and "--out" not in args:
+        args += ["--out", _rel(path)]
+    env = "MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184"
+    return f"{env} python -m bench.quality {shlex.join(args)}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Markdown tables (mean ± std over seeds) from the benchmark's JSON log, and BENCHMARKS.md updating."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+METHOD_ORDER = {"clean": 0, "noisy": 1, "gmm_select": 2, "coteaching": 3, "gt": 4}
+
+Getter = Callable[[dict[str, Any]], float | None]
+
+
+def _get(*path: str) -> Getter:
+    def get(rec: dict[str, Any]) -> float | None:
+        value: Any = rec
+        for p in path:
+            if not isinstance(value, dict) or value.get(p) is None:
+                return None
+            value = value[p]
+        return float(value)
+
+    return get
+
+
+def mean_std(values: Sequence[float | None], digits: int = 3) -> str:
+    """'0.781 ± 0.004' over the defined values (sample std), '0.781' for one value, '–' for none."""
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f}"
+
+
+def _separations(recs: list[dict[str, Any]]) -> str:
+    """Mean separation S per G round over seeds, 'S0→S1→…'."""
+    per_round: dict[int, list[float]] = {}
+    for r in recs:
+        for rnd in r.get("rounds") or []:
+            if rnd.get("separation") is not None:
+                per_round.setdefault(int(rnd["round"]), []).append(float(rnd["separation"]))
+    if not per_round or all(len(v) == 0 for v in per_round.values()):
+        return "–"
+    keys = sorted(per_round)
+    if len(keys) > 6:  # gmm_select re-splits every epoch: show first, middle, last
+        keys = [keys[0], keys[len(keys) // 2], keys[-1]]
+    return "→".join(f"{np.mean(per_round[k]):.2f}" for k in keys)
+
+
+def _col(get: Getter, digits: int) -> Callable[[list[dict[str, Any]]], str]:
+    return lambda recs: mean_std([get(r) for r in recs], digits)
+
+
+def _pair(a: Getter, b: Getter, digits: int) -> Callable[[list[dict[str, Any]]], str]:
+    return lambda recs: f"{mean_std([a(r) for r in recs], digits)} → {mean_std([b(r) for r in recs], digits)}"
+
+
+COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
+    ("test Dice", _col(_get("test", "dice"), 3)),
+    ("test IoU", _col(_get("test", "iou"), 3)),
+    ("HD95 px", _col(_get("test", "hd95"), 1)),
+    ("rec. acc", _col(_get("recognition", "accuracy"), 3)),
+    ("AUROC", _col(_get("recognition", "auroc"), 3)),
+    ("F1", _col(_get("recognition", "f1"), 3)),
+    ("est. / true noise", _pair(_get("recognition", "estimated_noise_rate"), _get("spec", "alpha"), 2)),
+    (
+        "Dice noisy → corrected (flagged)",
+        _pair(_get("correction", "dice_noisy"), _get("correction", "dice_corrected"), 3),
+    ),
+    (
+        "same, truly noisy flagged",
+        _pair(
+            _get("correction_true_noisy", "dice_noisy"), _get("correction_true_noisy", "dice_corrected"), 3
+        ),
+    ),
+    ("change P", _col(_get("correction", "change_precision"), 2)),
+    ("change R", _col(_get("correction", "change_recall"), 2)),
+    ("S per G round", _separations),
+    ("pixel noise", _col(_get("noise", "mean_pixel_noise"), 3)),
+    ("wall s", _col(_get("wall_s"), 0)),
+]
+
+
+def table(runs: dict[str, dict[str, Any]]) -> str:
+    """One row per (regime, alpha, method, variant), aggregated over seeds."""
+    groups: dict[tuple[str, float, str, str], list[dict[str, Any]]] = {}
+    for rec in runs.values():
+        spec = rec["spec"]
+        groups.setdefault((spec["regime"], spec["alpha"], spec["method"], spec["variant"]), []).append(rec)
+    head = ["regime", "alpha", "method", "variant", "seeds", *(name for name, _ in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = sorted(groups, key=lambda k: (k[0] != "none", k[0], k[1], METHOD_ORDER.get(k[2], 9), k[3]))
+    for key in order:
+        regime, alpha, method, variant = key
+        recs = groups[key]
+        cells = [regime, f"{alpha:g}", method, variant, str(len(recs)), *(fmt(recs) for _, fmt in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (appended if absent)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = (
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
+    path.write_text(text)
+
+
+def section(title: str, command: str, log: dict[str, Any], body: str, notes: Sequence[str] = ()) -> str:
+    """A titled block: the command, the machine, the settings, the table."""
+    m = log["machine"]
+    lines = [
+        f"### {title}",
+        "",
+        "Command:",
+        "```",
+        command,
+        "```",
+        f"Machine: {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} thread(s)), "
+        f"device {m['device']}, {m['platform']}.",
+        f"Settings: `{_settings_text(log['settings'])}`.",
+        *notes,
+        "",
+        body,
+    ]
+    return "\n".join(lines)
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))

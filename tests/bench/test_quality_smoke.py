@@ -1,0 +1,152 @@
+"""Smoke tests of the quality benchmark harness on tiny synthetic images (seconds, real training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.bu_bil import BU_BIL, NOISY_DICE, crowd_split, load_crowd
+from bench.common import ResultLog, synthetic_split
+from bench.plan import RunSpec, Schedule, expand
+from bench.quality import main, make_noise
+from bench.report import mean_std, table, write_section
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
+    out, md = tmp_path / "q.json", tmp_path / "B.md"
+    argv = ["--smoke", "--regimes", "strong", "--alphas", "0.5", "--methods", "noisy", "gt"]
+    argv += ["--out", str(out), "--benchmarks", str(md), *extra]
+    assert main(argv) == 0
+    return json.loads(out.read_text()), md.read_text()
+
+
+def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> None:
+    log, md = _run(tmp_path)
+    runs = log["runs"]
+    assert sorted(runs) == ["strong|a0.5|gt|default|s0", "strong|a0.5|noisy|default|s0"]
+    gt, noisy = runs["strong|a0.5|gt|default|s0"], runs["strong|a0.5|noisy|default|s0"]
+    for rec in (gt, noisy):
+        assert 0.5 < rec["test"]["dice"] <= 1.0  # ellipses are learnt within 3 epochs
+        assert rec["test"]["iou"] < rec["test"]["dice"]
+        assert rec["wall_s"] > 0 and rec["noise"]["n_corrupted"] == 12  # half of 24 training masks
+        assert 0.0 < rec["noise"]["mean_pixel_noise"] < 1.0
+    assert noisy["recognition"] is None and noisy["correction"] is None
+    rec = gt["recognition"]
+    assert 0.0 <= rec["accuracy"] <= 1.0 and 0.0 <= rec["auroc"] <= 1.0
+    assert rec["true_noise_rate"] == 0.5
+    assert rec["estimated_noise_rate"] == gt["n_flagged"] / 24
+    assert gt["rounds"] and all("separation" in r for r in gt["rounds"])
+    corr = gt["correction"]
+    assert corr["n_corrected"] == gt["n_flagged"] and 0.0 <= corr["dice_corrected"] <= 1.0
+    true_pos = gt["correction_true_noisy"]
+    assert true_pos["n_corrected"] == round(rec["precision"] * gt["n_flagged"])
+    assert true_pos["dice_noisy"] < 1.0  # only corrupted masks are in this subset
+    assert gt["config"]["method"] == "gt" and gt["config"]["image_size"] == 32
+    assert log["machine"]["cpu_count"] >= 1 and log["settings"]["n_train"] == 24
+    assert "<!-- quality-smoke:start -->" in md and "<!-- quality-smoke:end -->" in md
+    assert "| strong | 0.5 | gt | default | 1 |" in md
+    assert "MALLOC_MMAP_THRESHOLD_=4294967296" in md and "--smoke" in md
+
+
+def test_resume_skips_runs_in_the_log_and_refuses_other_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, _ = _run(tmp_path)
+    capsys.readouterr()
+    out = tmp_path / "q.json"
+    assert (
+        main(
+            [
+                "--smoke",
+                "--regimes",
+                "strong",
+                "--alphas",
+                "0.5",
+                "--methods",
+                "noisy",
+                "gt",
+                "--resume",
+                str(out),
+                "--no-markdown",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.count("in the log, skipped") == 2
+    assert json.loads(out.read_text())["runs"] == first["runs"]
+    with pytest.raises(ValueError, match="settings differ"):
+        main(["--smoke", "--n-train", "16", "--resume", str(out), "--no-markdown"])
+
+
+def test_noise_corrupts_alpha_of_the_training_masks_only() -> None:
+    split = synthetic_split(20, 4, 4, size=32)
+    noisy = make_noise(split, "systematic", 0.5, seed=3)
+    changed = np.array(
+        [not np.array_equal(a, b) for a, b in zip(noisy.masks, split.train_masks, strict=True)]
+    )
+    assert changed.sum() == 10 and np.array_equal(changed, noisy.truth)
+    # Systematic noise dilates: every corrupted mask grows.
+    assert all(noisy.masks[i].sum() > split.train_masks[i].sum() for i in np.flatnonzero(changed))
+    clean = make_noise(split, "strong", 0.0, seed=3)
+    assert not clean.truth.any() and np.array_equal(clean.masks, split.train_masks)
+    with pytest.raises(ValueError, match="unknown noise regime 'heavy'"):
+        make_noise(split, "heavy", 0.5, seed=0)
+
+
+def test_grid_shares_noise_free_runs() -> None:
+    runs = expand(["strong", "systematic"], [0.0, 0.5], ["clean", "noisy", "gt"], [0, 1], ["soft"])
+    keys = {r.key for r in runs}
+    assert "none|a0|clean|default|s0" in keys and "none|a0|gt|default|s1" in keys
+    assert not any(k.startswith("strong|a0|") for k in keys)
+    assert {"strong|a0.5|gt|soft|s0", "systematic|a0.5|gt|soft|s1"} <= keys
+    # per seed: clean, gt@0, and (noisy, gt, gt-soft) for each of 2 regimes
+    assert len(runs) == 2 * (2 + 2 * 3)
+    with pytest.raises(ValueError, match="longest schedule is 5 epochs but the baselines get 4"):
+        Schedule(n_train=8, epochs=4, warmup=2, rounds_max=1, epochs_per_round=1, t_epochs=2)
+
+
+def test_table_aggregates_seeds_and_sections_are_replaced(tmp_path: Path) -> None:
+    assert mean_std([0.5, 0.7]) == "0.600 ± 0.141"
+    assert mean_std([0.5, None]) == "0.500" and mean_std([None]) == "–"
+    spec = RunSpec("strong", 0.5, "noisy", "default", 0)
+    runs = {
+        f"k{s}": {"spec": {**spec.__dict__, "seed": s}, "test": {"dice": d}, "wall_s": 10.0}
+        for s, d in ((0, 0.5), (1, 0.7))
+    }
+    text = table(runs)
+    assert "| strong | 0.5 | noisy | default | 2 | 0.600 ± 0.141 |" in text
+    md = tmp_path / "B.md"
+    md.write_text("# Title\n\nkept\n")
+    write_section("x", "one", md)
+    write_section("x", "two", md)
+    body = md.read_text()
+    assert body.startswith("# Title\n\nkept\n") and "two" in body and "one" not in body
+
+
+def test_log_rejects_a_file_with_other_settings(tmp_path: Path) -> None:
+    path = tmp_path / "log.json"
+    ResultLog(path, {"size": 32}).add("k", {"x": 1})
+    assert ResultLog(path, {"size": 32}).has("k")
+    with pytest.raises(ValueError, match=str(path)):
+        ResultLog(path, {"size": 64})
+
+
+@pytest.mark.skipif(not BU_BIL.is_dir(), reason="BU-BIL data not present at /work/shared/data/bu-bil")
+def test_bu_bil_crowd_consensus_and_worst_worker() -> None:
+    crowd = load_crowd()
+    assert len(crowd.ids) == 154 and set(crowd.chosen) == {"Dataset4", "Dataset5", "Dataset6"}
+    assert all(1 <= v["worker"] <= 7 and 0.5 < v["mean_dice_vs_consensus"] < 1 for v in crowd.chosen.values())
+    split, worst, truth = crowd_split(crowd, 32, 108)
+    assert split.train_images.shape == (108, 1, 32, 32) and split.test_masks.shape == (31, 32, 32)
+    assert worst.shape == (108, 32, 32) and truth.dtype == bool
+    train = np.isin(crowd.ids, split.train_ids)
+    assert truth.sum() == int((crowd.worst_dice[train] < NOISY_DICE).sum()) > 0
