@@ -1,7 +1,7 @@
 """BU-BIL real-annotator experiment (``python -m bench.quality --bu-bil``).
 
 Data: the crowd sets of Datasets 4-6 (154 cell crops, 7 Mechanical Turk workers each, aligned with the
-raw crops; /work/shared/data/bu-bil/MANIFEST.md). Cells are black in the masks: foreground is grey
+raw crops; ../shared/data/bu-bil/MANIFEST.md). Cells are black in the masks: foreground is grey
 <= 127 (``read_mask(mode="binary", invert=True)``); masks pair as ``X.png`` <-> ``seg_X.png`` without
 regard to case. Reference: the consensus, the pixel majority (>= 4 of 7) of the workers, at the
 original size. The noisy annotator: per dataset, the worker slot with the lowest mean Dice against the
@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import OUT_DIR, ResultLog, Split, run_all, train_and_score
+from bench.common import OUT_DIR, SHARED_DATA, ResultLog, Split, run_all, train_and_score
 from bench.plan import ALL_METHODS, SCHEDULES, RunSpec, Schedule, make_config
 from bench.report import section, table, write_section
 from gtcorrect.data import load_folder, prepare, split_indices
 from gtcorrect.metrics import dice
 from gtcorrect.types import LabelMap
 
-BU_BIL = Path("/work/shared/data/bu-bil")
+BU_BIL = SHARED_DATA / "bu-bil"
 DATASETS = (4, 5, 6)
 WORKERS = 7
 NOISY_DICE = 0.8

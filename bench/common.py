@@ -29,6 +29,9 @@ from gtcorrect.trainer import fit
 from gtcorrect.types import FitResult, TrainingData
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
+# The shared data sits beside the checkout (../shared/data), in development and in CI alike;
+# GTC_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("GTC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @dataclass

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import OUT_DIR, Split
+from bench.common import OUT_DIR, SHARED_DATA, Split
 from gtcorrect.data import prepare, read_image, read_mask, split_indices
 from gtcorrect.types import LabelMap
 
-KVASIR = Path("/work/shared/data/kvasir-seg")
+KVASIR = SHARED_DATA / "kvasir-seg"
 SPLIT_SEED = 0
 _CHUNK = 50  # originals are up to 1920 px: decode a few at a time to bound memory
 

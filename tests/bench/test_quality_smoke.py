@@ -140,7 +140,7 @@ def test_log_rejects_a_file_with_other_settings(tmp_path: Path) -> None:
         ResultLog(path, {"size": 64})
 
 
-@pytest.mark.skipif(not BU_BIL.is_dir(), reason="BU-BIL data not present at /work/shared/data/bu-bil")
+@pytest.mark.skipif(not BU_BIL.is_dir(), reason=f"BU-BIL data not present at {BU_BIL}")
 def test_bu_bil_crowd_consensus_and_worst_worker() -> None:
     crowd = load_crowd()
     assert len(crowd.ids) == 154 and set(crowd.chosen) == {"Dataset4", "Dataset5", "Dataset6"}

@@ -24,7 +24,7 @@ from gtcorrect.data import (
 )
 from gtcorrect.types import LabelMap
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared/data beside the checkout
 
 
 def _encode(arr: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
