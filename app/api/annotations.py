@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
@@ -39,9 +39,24 @@ def create_batch(
     annotator: Annotated[str, Form(min_length=1, max_length=200, description="Who drew the masks.")],
     files: Annotated[list[UploadFile], File(description="Mask PNGs named like their images, or one zip.")],
     source: Annotated[str, Form(max_length=2000, description="Free note: vendor, tool, round.")] = "",
+    mask_mode: Annotated[
+        Literal["index", "binary"],
+        Form(
+            description="index: pixel value = class index (0/255 accepted for two classes); binary: "
+            "grey > threshold is the foreground, for lossy (JPEG) masks of a two-class dataset."
+        ),
+    ] = "index",
+    threshold: Annotated[int, Form(ge=0, le=254, description="Foreground threshold for binary.")] = 127,
 ) -> BatchOut:
     batch = batches.create_batch(
-        session, store, dataset, annotator=annotator, source=source, files=read_uploads(files), limits=limits
+        session,
+        store,
+        dataset,
+        annotator=annotator,
+        source=source,
+        files=read_uploads(files),
+        limits=limits,
+        encoding=batches.MaskEncoding(mask_mode, threshold),
     )
     response.headers["Location"] = f"/v1/datasets/{dataset.id}/annotation-batches/{batch.id}"
     return BatchOut.model_validate(batch)

@@ -10,6 +10,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Literal
 
 import numpy as np
 from sqlalchemy import func, select
@@ -79,7 +80,12 @@ def _find_sample(
 
 
 def _validate(
-    blobs: list[Blob], manifest: dict[str, str], dataset: Dataset, samples: list[Sample], max_pixels: int
+    blobs: list[Blob],
+    manifest: dict[str, str],
+    dataset: Dataset,
+    samples: list[Sample],
+    max_pixels: int,
+    encoding: MaskEncoding,
 ) -> list[_Match]:
     num_classes = label_map_of(dataset).num_classes
     by_name = {s.file_name.lower(): s for s in samples}
@@ -98,7 +104,13 @@ def _validate(
             problems.append({"file": blob.name, "reason": refused})
             continue
         try:
-            mask = read_mask(blob.data, num_classes=num_classes, name=blob.name)
+            mask = read_mask(
+                blob.data,
+                num_classes=num_classes,
+                mode=encoding.mode,
+                threshold=encoding.threshold,
+                name=blob.name,
+            )
         except ValueError as exc:
             problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
             continue
@@ -139,6 +151,16 @@ def _check_text(field: str, value: str, *, allow_newlines: bool) -> None:
         raise InvalidInput(f"{field} contains control characters {', '.join(bad)}.", field=field)
 
 
+@dataclass(frozen=True)
+class MaskEncoding:
+    """How mask files encode classes. "index": pixel value = class index (0/255 accepted for two
+    classes). "binary": grey value > threshold is the foreground, for two-class datasets whose masks
+    were saved lossily (JPEG masks such as Kvasir-SEG's carry compression noise around 0 and 255)."""
+
+    mode: Literal["index", "binary"] = "index"
+    threshold: int = 127
+
+
 def create_batch(
     session: Session,
     store: ObjectStore,
@@ -148,9 +170,16 @@ def create_batch(
     source: str,
     files: list[Blob],
     limits: UploadLimits,
+    encoding: MaskEncoding = MaskEncoding(),
 ) -> AnnotationBatch:
     """Validate every mask of the upload and store the batch, its annotations and mask PNGs."""
     _check_text("annotator", annotator, allow_newlines=False)
+    if encoding.mode == "binary" and label_map_of(dataset).num_classes != 2:
+        raise InvalidInput(
+            f"mask_mode=binary needs a two-class label map; dataset {dataset.name!r} has "
+            f"{label_map_of(dataset).num_classes} classes.",
+            field="mask_mode",
+        )
     _check_text("source", source, allow_newlines=True)
     blobs = expand(files, limits)
     manifests = [b for b in blobs if b.name.lower() in MANIFEST_NAMES]
@@ -161,7 +190,7 @@ def create_batch(
     for m in manifests:
         manifest.update(parse_manifest(m))
     samples = list(session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all())
-    matches = _validate(masks, manifest, dataset, samples, limits.max_image_pixels)
+    matches = _validate(masks, manifest, dataset, samples, limits.max_image_pixels, encoding)
     batch = AnnotationBatch(
         id=uuid.uuid4(),
         dataset_id=dataset.id,
@@ -175,6 +204,7 @@ def create_batch(
     batch.report = {
         "accepted": len(report),
         "samples_without_mask": len(samples) - len(report),
+        "mask_mode": encoding.mode,
         "files": report,
     }
     session.flush()

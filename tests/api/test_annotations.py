@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Annotation, AnnotationBatch
@@ -39,10 +41,11 @@ def _post_batch(
     auth: dict[str, str],
     entries: dict[str, bytes],
     annotator: str = "vendor-a",
+    **form: str,
 ) -> Any:
     return client.post(
         f"/v1/datasets/{dataset_id}/annotation-batches",
-        data={"annotator": annotator, "source": "round 1"},
+        data={"annotator": annotator, "source": "round 1", **form},
         files=files_part(entries),
         headers=auth,
     )
@@ -75,6 +78,33 @@ def test_batch_is_matched_by_stem_and_stored(
 
     stored = read_mask(store.get(masks[0]), num_classes=2)
     assert set(np.unique(stored).tolist()) == {0, 1}
+
+
+def _jpeg_mask(height: int, width: int) -> bytes:
+    """A 0/255 disc saved as JPEG: compression leaves grey values around 0 and 255 (as in Kvasir-SEG)."""
+    yy, xx = np.mgrid[:height, :width]
+    disc = ((yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (min(height, width) / 3) ** 2) * 255
+    buffer = io.BytesIO()
+    Image.fromarray(disc.astype(np.uint8)).save(buffer, format="JPEG", quality=75)
+    return buffer.getvalue()
+
+
+def test_jpeg_masks_need_binary_mode(
+    client: TestClient, auth: dict[str, str], dataset_id: str, samples: dict[str, str], store: ObjectStore
+) -> None:
+    entries = {"img01.jpg": _jpeg_mask(32, 48)}
+    refused = _post_batch(client, dataset_id, auth, entries)
+    assert refused.status_code == 422
+    assert refused.json()["invalid_files"][0]["file"] == "img01.jpg"
+    assert "outside the label map" in refused.json()["invalid_files"][0]["reason"]
+    accepted = _post_batch(client, dataset_id, auth, entries, mask_mode="binary")
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["report"]["mask_mode"] == "binary"
+    from gtcorrect.data import read_mask
+
+    stored = read_mask(store.get(next(k for k in store.list() if "/annotations/" in k)), num_classes=2)
+    assert set(np.unique(stored).tolist()) == {0, 1}
+    assert abs(stored.mean() - np.pi / 9 * 32 / 48) < 0.05  # the disc's area fraction, not noise
 
 
 def test_manifest_maps_masks_to_samples(
