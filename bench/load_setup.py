@@ -33,14 +33,13 @@ from app.services.projects import create_project
 from app.services.results import JobResults, SampleVerdict, model_id_for_job, record_results
 from app.settings import Settings
 from app.storage import keys, make_store
-from app.storage.s3 import S3Store
 from gtcorrect.config import NetConfig, TrainConfig
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network
 from gtcorrect.types import LabelMap
 from tests.support.env import settings_env
 from tests.support.s3server import free_ports, run_s3_server
-from tests.support.services import claimed_redis_db, fresh_postgres_database
+from tests.support.services import claimed_redis_db, fresh_postgres_database, stack_settings
 
 IMAGE_SIZE = 32  # pixels, square: uploads and inference stay small so the server, not the payload, is timed
 
@@ -80,21 +79,7 @@ def services(workdir: Path) -> Iterator[Settings]:
     with fresh_postgres_database() as pg_url, claimed_redis_db() as redis_url:
         upgrade(pg_url)
         with run_s3_server(workdir / "seaweedfs") as s3:
-            settings = Settings(
-                environment="test",
-                data_dir=workdir / "gtcorrect",
-                database_url=pg_url,
-                broker_url=redis_url,
-                storage="s3",
-                s3_endpoint=s3.endpoint,
-                s3_access_key=s3.access_key,
-                s3_secret_key=s3.secret_key,
-                s3_bucket=f"gtc-load-{secrets.token_hex(4)}",
-                s3_region=s3.region,
-            )
-            S3Store(
-                s3.endpoint, s3.access_key, s3.secret_key, settings.s3_bucket, False, s3.region
-            ).ensure_bucket()
+            settings = stack_settings(workdir / "gtcorrect", pg_url, redis_url, s3, "gtc-load")
             yield settings
 
 

@@ -40,7 +40,13 @@ from app.storage.local import LocalStore
 from app.storage.s3 import S3Store
 from tests.support.env import settings_env as render_settings_env
 from tests.support.s3server import S3Server, run_s3_server
-from tests.support.services import claimed_redis_db, fresh_postgres_database, remove_bucket, truncate_all
+from tests.support.services import (
+    claimed_redis_db,
+    fresh_postgres_database,
+    remove_bucket,
+    stack_settings,
+    truncate_all,
+)
 
 INTEGRATION_FIXTURES = frozenset(
     {"s3_server", "pg_url", "redis_url", "settings", "db_session_factory", "db_engine"}
@@ -82,30 +88,9 @@ def _fresh_bucket_name() -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, pg_url: str, redis_url: str, s3_server: S3Server) -> Iterator[Settings]:
-    bucket = _fresh_bucket_name()
-    configured = Settings(
-        environment="test",
-        data_dir=tmp_path / "gtcorrect",
-        database_url=pg_url,
-        broker_url=redis_url,
-        storage="s3",
-        s3_endpoint=s3_server.endpoint,
-        s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key,
-        s3_bucket=bucket,
-        s3_secure=s3_server.secure,
-        s3_region=s3_server.region,
-    )
-    S3Store(
-        s3_server.endpoint,
-        s3_server.access_key,
-        s3_server.secret_key,
-        bucket,
-        s3_server.secure,
-        s3_server.region,
-    ).ensure_bucket()
+    configured = stack_settings(tmp_path / "gtcorrect", pg_url, redis_url, s3_server, "gtc-test")
     yield configured
-    remove_bucket(s3_server, bucket)
+    remove_bucket(s3_server, configured.s3_bucket)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import redis
 from minio import Minio
@@ -13,6 +14,8 @@ from minio.deleteobjects import DeleteObject
 from sqlalchemy import Engine, create_engine, text
 
 from app.db.models import Base
+from app.settings import Settings
+from app.storage.s3 import S3Store
 from tests.support.s3server import S3Server
 
 PG_SERVER = os.environ.get("GTC_TEST_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -106,3 +109,29 @@ def remove_bucket(server: S3Server, bucket: str) -> None:
     if errors:
         raise RuntimeError(f"could not empty bucket {bucket!r}: {errors[0]}")
     client.remove_bucket(bucket)
+
+
+def stack_settings(data_dir: Path, pg_url: str, redis_url: str, server: S3Server, prefix: str) -> Settings:
+    """Settings for Postgres + Redis + a new, empty bucket (created here) on ``server``."""
+    settings = Settings(
+        environment="test",
+        data_dir=data_dir,
+        database_url=pg_url,
+        broker_url=redis_url,
+        storage="s3",
+        s3_endpoint=server.endpoint,
+        s3_access_key=server.access_key,
+        s3_secret_key=server.secret_key,
+        s3_bucket=f"{prefix}-{secrets.token_hex(6)}",
+        s3_secure=server.secure,
+        s3_region=server.region,
+    )
+    S3Store(
+        server.endpoint,
+        server.access_key,
+        server.secret_key,
+        settings.s3_bucket,
+        server.secure,
+        server.region,
+    ).ensure_bucket()
+    return settings
