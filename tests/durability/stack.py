@@ -22,31 +22,11 @@ from app.db.models import TrainingJob
 from app.db.session import session_scope
 from app.settings import Settings
 from tests.support.env import settings_env
+from tests.support.processes import quiet_env, tail
 from tests.support.s3server import free_ports
 
 START_TIMEOUT_S = 90.0
 POLL_S = 0.3
-
-
-def quiet_env(env: dict[str, str]) -> dict[str, str]:
-    # One torch thread per process: 2 shared cores run the API, the worker and the S3 server.
-    return {
-        **env,
-        "OMP_NUM_THREADS": "1",
-        "MALLOC_MMAP_THRESHOLD_": "4294967296",
-        "MALLOC_TRIM_THRESHOLD_": "17179869184",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
-
-
-def children(pid: int) -> list[int]:
-    """Child process ids (Linux /proc)."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout_s: float, detail: Callable[[], str]) -> Any:

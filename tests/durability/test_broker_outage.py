@@ -23,7 +23,8 @@ from app.main import create_app
 from app.services.projects import create_project
 from app.settings import Settings
 from tests.api.conftest import files_part, image_png, mask_png
-from tests.durability.stack import tail, wait_until
+from tests.durability.stack import wait_until
+from tests.support.processes import tail
 from tests.support.s3server import free_ports
 
 pytestmark = pytest.mark.integration

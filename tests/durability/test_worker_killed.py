@@ -23,8 +23,9 @@ from app.db.models import JobStatus, Model, TrainingJob
 from app.db.session import session_scope
 from app.settings import Settings
 from app.storage import make_store
-from tests.durability.stack import Stack, children, run_stack, wait_until
+from tests.durability.stack import Stack, run_stack, wait_until
 from tests.e2e.flow import upload_dataset
+from tests.support.processes import children
 from tests.worker.seed import tiny_config
 
 pytestmark = pytest.mark.integration

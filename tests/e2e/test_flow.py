@@ -20,22 +20,12 @@ import pytest
 
 from app.cli import worker_command
 from tests.e2e.flow import run_flow
+from tests.support.processes import children, quiet_env, tail
 from tests.support.s3server import free_ports
 
 pytestmark = pytest.mark.integration
 
 START_TIMEOUT_S = 90.0
-
-
-def _quiet_env(env: dict[str, str]) -> dict[str, str]:
-    # One torch thread per worker: the CI machine has 2 cores shared by the API, worker and S3 server.
-    return {
-        **env,
-        "OMP_NUM_THREADS": "1",
-        "MALLOC_MMAP_THRESHOLD_": "4294967296",
-        "MALLOC_TRIM_THRESHOLD_": "17179869184",
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 def _start(
@@ -56,28 +46,18 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: f
     return int(proc.returncode)
 
 
-def _tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
-
-
 def _wait_http(base_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{_tail(log)}")
+            raise AssertionError(f"server exited with {proc.returncode}:\n{tail(log)}")
         try:
             if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    raise AssertionError(f"server at {base_url} not ready after {START_TIMEOUT_S}s:\n{_tail(log)}")
-
-
-def _children(pid: int) -> list[int]:
-    """Child process ids (Linux /proc)."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
+    raise AssertionError(f"server at {base_url} not ready after {START_TIMEOUT_S}s:\n{tail(log)}")
 
 
 def _client(base_url: str, key: str) -> httpx.Client:
@@ -92,7 +72,7 @@ def _cli() -> list[str]:
 @pytest.fixture
 def production_stack(settings_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(base URL, API key) of uvicorn + one prefork worker on Postgres, Redis and S3."""
-    env = _quiet_env(settings_env)
+    env = quiet_env(settings_env)
     created = subprocess.run(
         [*_cli(), "admin", "create-project", "e2e"], env=env, capture_output=True, text=True
     )
@@ -123,7 +103,7 @@ def production_stack(settings_env: dict[str, str], tmp_path: Path) -> Iterator[t
     finally:
         _stop(api)
         _stop(worker)
-        print(f"--- api log ---\n{_tail(api_log)}\n--- worker log ---\n{_tail(worker_log)}")
+        print(f"--- api log ---\n{tail(api_log)}\n--- worker log ---\n{tail(worker_log)}")
 
 
 def test_flow_on_postgres_redis_s3_and_a_celery_worker(production_stack: tuple[str, str]) -> None:
@@ -135,12 +115,13 @@ def test_flow_on_postgres_redis_s3_and_a_celery_worker(production_stack: tuple[s
 
 def test_flow_in_embedded_mode(tmp_path: Path) -> None:
     data_dir = tmp_path / "gtc-data"
-    env = _quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
+    env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
     env["GTC_DATA_DIR"] = str(data_dir)
     (port,) = free_ports(1)
     log = tmp_path / "serve.log"
     serve = _start([*_cli(), "serve", "--port", str(port)], env, log, cwd=tmp_path)
     base_url = f"http://127.0.0.1:{port}"
+    workers: list[int] = []
     try:
         _wait_http(base_url, serve, log)
         key_file = data_dir / "api_key"
@@ -150,10 +131,10 @@ def test_flow_in_embedded_mode(tmp_path: Path) -> None:
         with _client(base_url, key) as client:
             run_flow(client, seed=1)
         assert (data_dir / "gtcorrect.db").is_file() and any((data_dir / "objects").rglob("*.pt"))
-        children = _children(serve.pid)
-        assert children, "gtcorrect serve must run its own worker subprocess"
+        workers = children(serve.pid)
+        assert workers, "gtcorrect serve must run its own worker subprocess"
     finally:
         code = _stop(serve, signal.SIGTERM)
-        print(f"--- serve log ---\n{_tail(log)}")
+        print(f"--- serve log ---\n{tail(log)}")
     assert code == 0, f"gtcorrect serve exited with {code}"
-    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "the worker outlived serve"
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "the worker outlived serve"
