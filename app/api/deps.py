@@ -95,7 +95,8 @@ DatasetDep = Annotated[Dataset, Depends(get_dataset)]
 JobDep = Annotated[TrainingJob, Depends(get_job)]
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+# Bounded by Postgres BIGINT, so an absurd offset is a 422 naming the parameter, not a database error.
+Offset = Annotated[int, Query(ge=0, le=2**63 - 1, description="Items to skip.")]
 
 
 def read_uploads(files: list[UploadFile]) -> list[Blob]:

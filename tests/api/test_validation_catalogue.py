@@ -332,9 +332,8 @@ def test_good_upload_still_works_under_the_low_limits(world: World) -> None:
     [
         ("POST", "/v1/datasets", {"name": "bad\x00name"}, "NUL"),
         ("GET", "/v1/datasets?name=x%00", None, "NUL"),
-        ("GET", "/v1/datasets?offset=9223372036854775808", None, "out of range"),  # found by test_fuzz
     ],
-    ids=["nul-in-json", "nul-in-query", "offset-above-bigint"],
+    ids=["nul-in-json", "nul-in-query"],
 )
 def test_values_the_database_refuses_are_422_not_500(
     world: World, method: str, url: str, payload: dict[str, str] | None, needle: str
@@ -345,3 +344,11 @@ def test_values_the_database_refuses_are_422_not_500(
     body = check_refused(world, response, 422, None, "cannot be stored or compared")
     assert needle in body["reason"]
     assert world.snapshot() == before
+
+
+def test_offset_above_bigint_is_a_422_naming_the_parameter(world: World) -> None:
+    """Found by test_fuzz: Postgres refused ?offset=2**63; the parameter's own bound now names it."""
+    response = world.client.get("/v1/datasets?offset=9223372036854775808", headers=world.auth)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "offset" in response.text
