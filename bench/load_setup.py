@@ -38,6 +38,7 @@ from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network
 from gtcorrect.types import LabelMap
 from tests.support.env import settings_env
+from tests.support.processes import stop_process
 from tests.support.s3server import free_ports, run_s3_server
 from tests.support.services import claimed_redis_db, fresh_postgres_database, stack_settings
 
@@ -96,12 +97,7 @@ def api_server(settings: Settings, log_path: Path, workers: int = 1) -> Iterator
         _wait_live(proc, base_url, log_path)
         yield base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+        stop_process(proc, 20)
 
 
 def _wait_live(proc: subprocess.Popen[bytes], base_url: str, log_path: Path, timeout_s: float = 60.0) -> None:

@@ -24,7 +24,7 @@ from app.services.projects import create_project
 from app.settings import Settings
 from tests.api.conftest import files_part, image_png, mask_png
 from tests.durability.stack import wait_until
-from tests.support.processes import tail
+from tests.support.processes import stop_process, tail
 from tests.support.s3server import free_ports
 
 pytestmark = pytest.mark.integration
@@ -52,8 +52,7 @@ def _start_redis(port: int, workdir: Path) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc, 30)
 
 
 def _progress(factory: sessionmaker[Session], job_id: str) -> dict[str, Any] | None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from minio import Minio
 
+from tests.support.processes import stop_process
+
 # Every listener gets an explicit free port: the defaults (and "http port + 10000" for gRPC) collide
 # with other test sessions on the same machine.
 PORT_FLAGS = (
@@ -144,9 +146,4 @@ def run_s3_server(workdir: Path, timeout_s: float = 90.0) -> Iterator[S3Server]:
         _wait_ready(proc, server, log, timeout_s)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_process(proc, 15)
