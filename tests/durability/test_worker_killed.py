@@ -87,6 +87,26 @@ def _checkpoint_epoch(key: str | None) -> int:
     return int(match.group(1))
 
 
+def _row_with_stored_checkpoint(stack: Stack, job_id: str) -> TrainingJob:
+    """The job row, once its checkpoint key names an object that is in the store.
+
+    The worker stores checkpoint N+1, points the row at it, then deletes N; reading the row and then
+    listing can straddle that step, so the row is read again and the check made on a stable pair.
+    """
+    store = make_store(stack.settings)
+
+    def check() -> TrainingJob | None:
+        before = stack.row(job_id)
+        stored = list(store.list(f"{before.project_id}/jobs/{job_id}/checkpoints/"))
+        after = stack.row(job_id)
+        if before.checkpoint_key != after.checkpoint_key:
+            return None  # a new checkpoint landed in between: look again
+        assert after.checkpoint_key in stored, (after.checkpoint_key, stored)
+        return after
+
+    return wait_until(f"job {job_id} stable checkpoint", check, JOB_TIMEOUT_S, stack.logs)
+
+
 def _nothing_running(factory: sessionmaker[Session]) -> None:
     with session_scope(factory) as session:
         running = session.scalar(select(func.count()).where(TrainingJob.status == JobStatus.running))
@@ -100,10 +120,8 @@ def test_killed_worker_resumes_from_the_checkpoint(stack: Stack, victim: str) ->
     _reaches_epoch(stack, job_id, 2)
 
     # Item 1: a heartbeat and a checkpoint object every epoch, before any fault.
-    row = stack.row(job_id)
+    row = _row_with_stored_checkpoint(stack, job_id)
     assert row.heartbeat_at is not None and row.attempt == 1
-    store = make_store(stack.settings)
-    assert row.checkpoint_key in list(store.list(f"{row.project_id}/jobs/{job_id}/checkpoints/"))
 
     if victim == "whole worker":
         os.killpg(first.pid, signal.SIGKILL)
