@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SAMPLE_LOSS_KINDS: tuple[str, ...] = ("ce+dice", "ce", "dice", "confident")
+SAMPLE_LOSS_KINDS: tuple[str, ...] = ("ce+dice", "ce", "dice", "confident", "excess")
 _DICE_SMOOTH = 1.0  # keeps an empty prediction of an empty mask at Dice 1 instead of 0/0
 
 
@@ -73,11 +73,32 @@ def confident_disagreement(logits: torch.Tensor, target: torch.Tensor, floor: fl
     return wrong / (size + 1.0)
 
 
+def excess_disagreement(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Disagreement of the given mask with the prediction beyond what the network's own uncertainty
+    explains, per sample (B,): a difficulty-normalised score.
+
+    For a pixel with foreground probability p, a label drawn from the network's belief disagrees with
+    it by E|y - p| = 2p(1 - p) on average. The score is sum_pixels(|y - p| - 2p(1 - p)) over
+    (|label foreground| + sum p + 1). On a hard image the network is unsure (p near 0.5), so a correct
+    mask's disagreement is explained by that uncertainty and the score stays near 0; a dilated, shifted
+    or eroded mask where the network is sure adds nearly 1 per wrong pixel. The denominator removes the
+    object-size bias of a mean pixel loss. Binary: p = 1 - P(background), y = label > 0; soft targets
+    use their foreground mass.
+    """
+    _check(logits, target)
+    soft = as_soft_target(target, logits.shape[1])
+    y = soft[:, 1:].sum(1)
+    p = 1.0 - torch.softmax(logits, dim=1)[:, 0]
+    excess = ((y - p).abs() - 2.0 * p * (1.0 - p)).sum((1, 2))
+    return excess / (y.sum((1, 2)) + p.sum((1, 2)) + 1.0)
+
+
 def per_sample_loss(
     logits: torch.Tensor, target: torch.Tensor, kind: str = "ce+dice", *, floor: float = 0.8
 ) -> torch.Tensor:
     """Per-sample score (B,): "ce+dice" = mean CE + (1 - soft Dice) (the paper-style reference), "ce",
-    "dice" (= 1 - soft Dice) or "confident" (``confident_disagreement``; ``floor`` is its threshold)."""
+    "dice" (= 1 - soft Dice), "confident" (``confident_disagreement``; ``floor`` is its threshold) or
+    "excess" (``excess_disagreement``)."""
     if kind == "ce+dice":
         return per_sample_ce(logits, target) + 1.0 - per_sample_dice(logits, target)
     if kind == "ce":
@@ -86,6 +107,8 @@ def per_sample_loss(
         return 1.0 - per_sample_dice(logits, target)
     if kind == "confident":
         return confident_disagreement(logits, target, floor)
+    if kind == "excess":
+        return excess_disagreement(logits, target)
     raise ValueError(f"per-sample loss kind must be one of {SAMPLE_LOSS_KINDS}, got {kind!r}.")
 
 

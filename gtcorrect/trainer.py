@@ -8,12 +8,20 @@ Shape legend: N images, C channels, S size (``TrainConfig.image_size``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import get_args
 
 import numpy as np
 import torch
 
 from gtcorrect.checkpoint import Checkpoint
-from gtcorrect.config import TrainConfig
+from gtcorrect.config import (
+    Correction,
+    EarlyLearning,
+    KeepModel,
+    SampleLoss,
+    ScoreTransform,
+    TrainConfig,
+)
 from gtcorrect.errors import InvalidTrainingInput
 from gtcorrect.gt import run_gt
 from gtcorrect.loop import Run
@@ -118,11 +126,11 @@ def _validate_config(config: TrainConfig) -> None:
         (config.lr <= 0, f"lr must be > 0, got {config.lr}"),
     ]
     choices = [
-        ("g.sample_loss", g.sample_loss, ("ce+dice", "ce", "dice", "confident", "trajectory")),
-        ("g.score_transform", g.score_transform, ("none", "log")),
-        ("t.early_learning", t.early_learning, ("curve", "fixed", "none")),
-        ("t.correction", t.correction, ("hard", "soft", "none")),
-        ("t.keep", t.keep, ("teacher", "student")),
+        ("g.sample_loss", g.sample_loss, get_args(SampleLoss)),
+        ("g.score_transform", g.score_transform, get_args(ScoreTransform)),
+        ("t.early_learning", t.early_learning, get_args(EarlyLearning)),
+        ("t.correction", t.correction, get_args(Correction)),
+        ("t.keep", t.keep, get_args(KeepModel)),
     ]
     for name, value, allowed in choices:
         if value not in allowed:

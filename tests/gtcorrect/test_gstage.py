@@ -91,9 +91,13 @@ def _trimodal(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_more_components_or_log_transform_keep_mild_noise_on_the_noisy_side() -> None:
     losses, noisy = _trimodal()
-    paper, _ = fit_gmm(losses, GStageConfig(), seed=0)
-    three, record = fit_gmm(losses, GStageConfig(gmm_components=3, gmm_max_iter=100, gmm_tol=1e-4), seed=0)
-    by_bic, _ = fit_gmm(losses, GStageConfig(gmm_components=0, gmm_max_iter=100, gmm_tol=1e-4), seed=0)
+    paper, _ = fit_gmm(losses, GStageConfig(score_transform="none"), seed=0)
+    three, record = fit_gmm(
+        losses, GStageConfig(score_transform="none", gmm_components=3, gmm_max_iter=100, gmm_tol=1e-4), seed=0
+    )
+    by_bic, _ = fit_gmm(
+        losses, GStageConfig(score_transform="none", gmm_components=0, gmm_max_iter=100, gmm_tol=1e-4), seed=0
+    )
     logged, _ = fit_gmm(losses, GStageConfig(score_transform="log"), seed=0)
     assert ((paper <= 0.5) == noisy).mean() <= 0.85  # the 2-component split cuts between the noisy modes
     for clean_prob in (three, by_bic, logged):

@@ -7,6 +7,7 @@ from gtcorrect.losses import (
     confident_disagreement,
     elr_penalty,
     elr_update,
+    excess_disagreement,
     per_sample_dice,
     per_sample_loss,
     seg_loss,
@@ -44,7 +45,7 @@ def test_soft_targets_are_not_rounded() -> None:
 def test_perfect_prediction_scores_near_zero_and_wrong_mask_high() -> None:
     mask = _masks()
     logits = _confident_logits(mask)
-    for kind in ("ce+dice", "ce", "dice", "confident"):
+    for kind in ("ce+dice", "ce", "dice", "confident", "excess"):
         assert per_sample_loss(logits, mask, kind).shape == (3,)
         assert per_sample_loss(logits, mask, kind).max() < 0.01
         assert per_sample_loss(logits, 1 - mask, kind).min() > 0.5
@@ -58,6 +59,27 @@ def test_confident_disagreement_ignores_unsure_pixels() -> None:
     unsure = logits * 0.01  # max prob ~0.54: nothing is confident
     assert confident_disagreement(unsure, wrong).max() == 0.0
     assert confident_disagreement(logits, wrong).min() > 0.5
+
+
+def test_excess_disagreement_is_explained_away_by_uncertainty() -> None:
+    mask = _masks()
+    wrong = 1 - mask
+    logits = _confident_logits(mask)
+    # A network that is unsure everywhere (p = 0.5): any label's disagreement is what it expects.
+    unsure = torch.zeros_like(logits)
+    assert torch.allclose(excess_disagreement(unsure, mask), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(excess_disagreement(unsure, wrong), torch.zeros(3), atol=1e-6)
+    # Sure and contradicted: about one unit per wrong pixel, over the label + predicted foreground.
+    expected = (mask.numel() / 3) / ((wrong + mask).sum((1, 2)).float() + 1)
+    assert torch.allclose(excess_disagreement(logits, wrong), expected, rtol=0.01)
+    # The same wrong pixels weigh more on a small object than on a large one (no object-size bias
+    # towards small polyps, unlike a mean pixel loss).
+    small, large = torch.zeros(1, 16, 16, dtype=torch.long), torch.zeros(1, 16, 16, dtype=torch.long)
+    small[:, 6:9, 6:9], large[:, 2:14, 2:14] = 1, 1
+    shifted_small, shifted_large = small.roll(2, 2), large.roll(2, 2)
+    assert excess_disagreement(_confident_logits(small), shifted_small) > excess_disagreement(
+        _confident_logits(large), shifted_large
+    )
 
 
 def test_bad_kind_and_shapes_name_the_value() -> None:
