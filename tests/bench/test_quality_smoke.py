@@ -11,9 +11,12 @@ import torch
 
 from bench.bu_bil import BU_BIL, NOISY_DICE, crowd_split, load_crowd
 from bench.common import ResultLog, synthetic_split
+from bench.evidence import evidence_rows
+from bench.evidence import table as evidence_table
 from bench.plan import RunSpec, Schedule, expand
 from bench.quality import main, make_noise
 from bench.report import mean_std, table, write_section
+from gtcorrect.losses import SAMPLE_LOSS_KINDS
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +153,19 @@ def test_bu_bil_crowd_consensus_and_worst_worker() -> None:
     assert worst.shape == (108, 32, 32) and truth.dtype == bool
     train = np.isin(crowd.ids, split.train_ids)
     assert truth.sum() == int((crowd.worst_dice[train] < NOISY_DICE).sum()) > 0
+
+
+def test_evidence_scores_every_kind_at_the_chosen_epochs() -> None:
+    split = synthetic_split(32, 4, 4)
+    noisy = make_noise(split, "strong", 0.5, seed=0)
+    rows = evidence_rows(split.train_images, noisy.masks, noisy.truth, [2, 4], seed=0)
+    assert len(rows) == 2 * len(SAMPLE_LOSS_KINDS) * 2
+    assert {(r["epoch"], r["score"], r["transform"]) for r in rows} == {
+        (e, k, t) for e in (2, 4) for k in SAMPLE_LOSS_KINDS for t in ("none", "log")
+    }
+    # On ellipses with half the masks strongly corrupted, the difficulty-normalised score ranks them.
+    excess = [r for r in rows if r["epoch"] == 4 and r["score"] == "excess"]
+    assert all(float(r["auroc"]) > 0.75 for r in excess), excess  # type: ignore[arg-type]
+    body = evidence_table(rows)
+    assert body.count("\n") == 1 + 2 * len(SAMPLE_LOSS_KINDS)
+    assert "| 4 | excess |" in body
