@@ -42,7 +42,8 @@ SCHEDULES = {
     "default": Schedule(n_train=200, epochs=30, warmup=10, rounds_max=3, epochs_per_round=3, t_epochs=11),
     # ALGORITHM.md's reference protocol: the full 700-image training set, 40 epochs. The long warm-up
     # matters: the ranking of noisy masks keeps improving while the network learns (AUROC of the excess
-    # score 0.69 at epoch 10, 0.75 at 20, 0.84 at 30 on strong mixed alpha 0.5). ~8 min a run, idle.
+    # score 0.68 / 0.76 / 0.84 / 0.86 at epochs 10 / 20 / 30 / 40 on strong mixed alpha 0.5, section
+    # evidence-strong of BENCHMARKS.md). 11-14 min a run with two runs sharing the 2 cores.
     "full": Schedule(n_train=700, epochs=40, warmup=22, rounds_max=3, epochs_per_round=3, t_epochs=9),
     "quick": Schedule(n_train=160, epochs=18, warmup=6, rounds_max=2, epochs_per_round=3, t_epochs=6),
     "smoke": Schedule(

@@ -55,8 +55,8 @@ class GStageConfig:
 
     warmup_epochs: int = 10
     # "excess", not the paper's "ce+dice": on Kvasir-SEG (strong mixed, alpha 0.5, 700 images) it ranks
-    # noisy masks better at every epoch measured (BENCHMARKS.md, section full700-40); variant "paper"
-    # of bench/plan.py keeps the reference configuration.
+    # noisy masks better (BENCHMARKS.md, sections evidence-strong and full40-strong05); variant
+    # "paper" of bench/plan.py keeps the reference configuration.
     sample_loss: SampleLoss = "excess"
     rounds_max: int = 5
     epochs_per_round: int = 5
