@@ -82,8 +82,9 @@ def excess_disagreement(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     (|label foreground| + sum p + 1). On a hard image the network is unsure (p near 0.5), so a correct
     mask's disagreement is explained by that uncertainty and the score stays near 0; a dilated, shifted
     or eroded mask where the network is sure adds nearly 1 per wrong pixel. The denominator removes the
-    object-size bias of a mean pixel loss. Binary: p = 1 - P(background), y = label > 0; soft targets
-    use their foreground mass.
+    object-size bias of a mean pixel loss. p = 1 - P(background), y = label > 0 (soft targets: their
+    foreground mass): with several foreground classes only the foreground/background boundary counts,
+    and a mask that swaps one foreground class for another is not seen (use "ce+dice" there).
     """
     _check(logits, target)
     soft = as_soft_target(target, logits.shape[1])
