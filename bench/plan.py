@@ -78,7 +78,13 @@ def _scaled_g(warmup: float, rounds: float) -> Callable[[TrainConfig], TrainConf
 # G-T variants: the ablations of ALGORITHM.md and the G-stage options for the side-by-side.
 VARIANTS: dict[str, Callable[[TrainConfig], TrainConfig]] = {
     "default": lambda c: c,
-    "paper": _g(sample_loss="ce+dice", score_transform="none"),  # the reference G stage of ALGORITHM.md
+    # The reference G stage of ALGORITHM.md: the student's CE + Dice on raw scores, its split final.
+    "paper": lambda c: _t(final_split=False)(
+        _g(sample_loss="ce+dice", score_transform="none", score_net="student")(c)
+    ),
+    # The default of 2026-11-27 (before the EMA scorer and the final split): isolates what they add.
+    "student_g_end": lambda c: _t(final_split=False)(_g(score_net="student")(c)),
+    "no_final_split": _t(final_split=False),
     "no_feedback": _g(feedback=False),
     "no_early_learning": _t(early_learning="none"),
     "no_correction": _t(correction="none"),

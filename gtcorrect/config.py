@@ -21,6 +21,7 @@ Method = Literal["gt", "noisy", "clean", "gmm_select", "coteaching"]
 # "ce+dice" averaged over the last GStageConfig.trajectory_epochs epochs (see gtcorrect.gstage).
 SampleLoss = Literal["ce+dice", "ce", "dice", "confident", "excess", "trajectory"]
 ScoreTransform = Literal["none", "log"]
+ScoreNet = Literal["ema", "student"]
 EarlyLearning = Literal["curve", "fixed", "none"]
 Correction = Literal["hard", "soft", "none"]
 KeepModel = Literal["teacher", "student"]
@@ -78,6 +79,12 @@ class GStageConfig:
     # so two components fit clean vs noisy instead of splitting the noisy modes; on raw scores the GMM
     # fits a tight clean mode and a wide noisy one and underestimates the noise rate. "none": the paper.
     score_transform: ScoreTransform = "log"
+    # "ema": score with the exponential moving average of the student's weights (decay t.ema_decay),
+    # kept from the first step; it goes on as the T-stage teacher. One network's scores jump from
+    # epoch to epoch (AUROC of the excess score +-0.03 between neighbouring epochs on Kvasir-SEG);
+    # the average does not. "student": the paper's choice; the teacher then starts as a copy of the
+    # student when the G stage ends.
+    score_net: ScoreNet = "ema"
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,11 @@ class TStageConfig:
     elr_beta: float = 0.7
     elr_lambda: float = 3.0
     keep: KeepModel = "teacher"
+    # After the last epoch, score every image with the teacher and split once more (a last GMM round,
+    # reported like the others); the corrections are then made for that final flagged set. The
+    # teacher has trained for the whole T stage by then and ranks the noisy masks better than the
+    # network that ended the G stage (BENCHMARKS.md). False: the G stage's split is final.
+    final_split: bool = True
 
 
 @dataclass(frozen=True)

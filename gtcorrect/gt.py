@@ -2,11 +2,16 @@
 
 G stage: warm-up on all images, GMM split (round 0), then positive-feedback rounds that train only on
 the clean set and re-split, until fewer than ``stop_change_frac`` images change side or ``rounds_max``.
-T stage: student from the G-stage weights, EMA teacher; batches mix clean and flagged images; flagged
-images learn from their given masks during early learning and from confidently corrected masks after
-the switch (see ALGORITHM.md). Corrections are recomputed from the teacher at the end of every
-correction-phase epoch and, in any case, at the last epoch, so flagged images always get a corrected
-mask. The early-learning curve is the teacher's (eval mode) Dice against the given flagged masks.
+The splits score images with the EMA of the student's weights (``g.score_net="ema"``, our choice) or
+with the student itself (the paper).
+T stage: student from the G-stage weights, EMA teacher (the G stage's EMA goes on, or a copy of the
+student); batches mix clean and flagged images; flagged images learn from their given masks during
+early learning and from confidently corrected masks after the switch (see ALGORITHM.md). Corrections
+are recomputed from the teacher at the end of every correction-phase epoch and at the last epoch, so
+flagged images always get a corrected mask. With ``t.final_split`` (our choice) the teacher scores
+every image after the last epoch and the GMM splits once more; that round's flags are final and the
+last corrections are made for them. The early-learning curve is the teacher's (eval mode) Dice
+against the given flagged masks.
 Shape legend: N images, Nf flagged, K classes, S size.
 """
 
@@ -47,15 +52,17 @@ def _g_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
     g, state = run.config.g, run.state
     warm = g.warmup_epochs
     indices = np.arange(run.n) if epoch <= warm else clean_indices(run)
-    loss = run.train_plain_epoch("student", indices, epoch)
-    record_epoch_score(run, "student")
+    ema = g.score_net == "ema"
+    loss = run.train_plain_epoch("student", indices, epoch, ema="teacher" if ema else None)
+    scorer = "teacher" if ema else "student"
+    record_epoch_score(run, scorer)
     rnd: int | None = None
     if epoch == warm:
-        rnd = split(run, "student", 0).round
+        rnd = split(run, scorer, 0).round
         if not g.feedback or g.rounds_max == 0:
             state.g_end = epoch
     elif epoch > warm and (epoch - warm) % g.epochs_per_round == 0:
-        record = split(run, "student", (epoch - warm) // g.epochs_per_round)
+        record = split(run, scorer, (epoch - warm) // g.epochs_per_round)
         rnd = record.round
         if feedback_converged(record.n_changed, run.n, g) or rnd >= g.rounds_max:
             state.g_end = epoch
@@ -65,8 +72,10 @@ def _g_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
 
 
 def _start_t(run: Run, detector: EarlyLearningDetector) -> None:
-    """The teacher starts as a copy of the G-stage student; without early learning, correct now."""
-    run.nets["teacher"].load_state_dict(run.nets["student"].state_dict())
+    """The teacher goes on from the G stage's EMA (``g.score_net="ema"``) or starts as a copy of the
+    G-stage student; without early learning, correct now."""
+    if run.config.g.score_net == "student":
+        run.nets["teacher"].load_state_dict(run.nets["student"].state_dict())
     if run.config.t.elr:
         run.state.elr_memory = torch.zeros(run.n, run.k, *run.images.shape[2:], device=run.device)
     run.state.detector = detector.state_dict()
@@ -188,16 +197,25 @@ def _t_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
         for key, value in _t_step(run, cb, fb, targets, lam, gen).items():
             sums.setdefault(key, []).append(value)
     losses = {k: float(np.mean(v)) for k, v in sums.items()}
+    last = epoch == state.g_end + t.epochs
     if flagged.size:
         probs = run.predict_probs("teacher", flagged)
         given = run.masks[torch.as_tensor(flagged, device=run.device)].cpu().numpy()
         losses["flagged_dice"] = _mean_dice(probs.argmax(1), given)
         detector.update(losses["flagged_dice"])
-        last = epoch == state.g_end + t.epochs
-        if t.correction != "none" and (detector.switched or last):
+        if t.correction != "none" and (detector.switched or last) and not (last and t.final_split):
             _correct(run, flagged, probs)
+    rnd: int | None = None
+    if t.final_split:
+        record_epoch_score(run, "teacher")
+    if last and t.final_split:
+        rnd = split(run, "teacher", state.rounds[-1].round + 1).round
+        flagged = np.flatnonzero(state.flagged)
+        state.corrections = {}
+        if t.correction != "none" and flagged.size:
+            _correct(run, flagged, run.predict_probs("teacher", flagged))
     state.detector = detector.state_dict()
-    run.end_epoch(epoch, "t_correct" if correcting else "t_early", planned_epochs(run), losses)
+    run.end_epoch(epoch, "t_correct" if correcting else "t_early", planned_epochs(run), losses, rnd)
 
 
 def _mean_dice(pred: np.ndarray, true: np.ndarray) -> float:

@@ -24,6 +24,7 @@ from gtcorrect.errors import CheckpointError, TrainingStopped
 from gtcorrect.losses import seg_loss
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network
+from gtcorrect.tstage import ema_update
 from gtcorrect.types import GmmRound, Progress, ProgressCallback, StopCheck, TrainingData
 
 
@@ -157,8 +158,14 @@ class Run:
             out.pop()
         return [b.to(self.device) for b in out]
 
-    def train_plain_epoch(self, name: str, indices: np.ndarray, epoch: int) -> float:
-        """One epoch of L_seg on the given masks of ``indices``; returns the mean batch loss."""
+    def train_plain_epoch(
+        self, name: str, indices: np.ndarray, epoch: int, *, ema: str | None = None
+    ) -> float:
+        """One epoch of L_seg on the given masks of ``indices``; returns the mean batch loss.
+
+        ``ema``: a net that follows ``name`` as the exponential moving average of its weights
+        (decay ``config.t.ema_decay``), updated after every step.
+        """
         net, opt = self.nets[name], self.opts[name]
         gen = self.start_epoch(epoch)
         net.train()
@@ -170,6 +177,8 @@ class Run:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema_update(self.nets[ema], net, self.config.t.ema_decay, self.state.step)
             self.state.step += 1
             losses.append(float(loss.detach()))
         return float(np.mean(losses)) if losses else 0.0

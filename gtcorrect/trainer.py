@@ -19,6 +19,7 @@ from gtcorrect.config import (
     EarlyLearning,
     KeepModel,
     SampleLoss,
+    ScoreNet,
     ScoreTransform,
     TrainConfig,
 )
@@ -128,6 +129,7 @@ def _validate_config(config: TrainConfig) -> None:
     choices = [
         ("g.sample_loss", g.sample_loss, get_args(SampleLoss)),
         ("g.score_transform", g.score_transform, get_args(ScoreTransform)),
+        ("g.score_net", g.score_net, get_args(ScoreNet)),
         ("t.early_learning", t.early_learning, get_args(EarlyLearning)),
         ("t.correction", t.correction, get_args(Correction)),
         ("t.keep", t.keep, get_args(KeepModel)),

@@ -76,7 +76,7 @@ def corrected_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store
 
 @router.get(
     "/plots/gmm-rounds",
-    summary="The GMM fit of each G-stage round",
+    summary="The GMM fit of each round (G-stage rounds, then the final split)",
     response_model=list[PlotOut],
     responses=_CONFLICT,
 )

@@ -193,7 +193,9 @@ def test_ablation_switches(g: GStageConfig | None, t: dict | None, check: str) -
     t_events = [e for e in result.history if e.phase.startswith("t_")]
     assert len(t_events) == 3 and result.flagged.any()
     if check == "one_round":
-        assert len(result.rounds) == 1 and "g_round" not in phases
+        # one G-stage round, then the teacher's final split after the last T epoch
+        assert [r.round for r in result.rounds] == [0, 1] and "g_round" not in phases
+        assert result.history[-1].round == 1
     if check == "correct_from_start":
         assert all(e.phase == "t_correct" for e in t_events)
     if check == "drop_flagged":
@@ -202,3 +204,16 @@ def test_ablation_switches(g: GStageConfig | None, t: dict | None, check: str) -
         soft = next(iter(result.corrected.values()))
         assert soft.shape == (2, 32, 32) and soft.dtype == np.float32
         assert np.allclose(soft.sum(0), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("final_split", [True, False])
+def test_corrections_follow_the_final_split(final_split: bool) -> None:
+    data = make_noisy_set(16, 32, alpha=0.5, seed=6).training_data()
+    g = GStageConfig(warmup_epochs=3, feedback=False, score_net="student")
+    config = tiny(g=g, t=replace(tiny().t, early_learning="none", final_split=final_split))
+    result = fit(config, data)
+    assert len(result.rounds) == (2 if final_split else 1)
+    last = result.rounds[-1]
+    assert last.n_flagged == int(result.flagged.sum()) > 0
+    assert np.array_equal(result.flagged, result.clean_prob <= config.g.tau)
+    assert sorted(result.corrected) == np.flatnonzero(result.flagged).tolist()
