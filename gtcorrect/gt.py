@@ -198,24 +198,29 @@ def _t_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
             sums.setdefault(key, []).append(value)
     losses = {k: float(np.mean(v)) for k, v in sums.items()}
     last = epoch == state.g_end + t.epochs
+    final = last and t.final_split
     if flagged.size:
         probs = run.predict_probs("teacher", flagged)
         given = run.masks[torch.as_tensor(flagged, device=run.device)].cpu().numpy()
         losses["flagged_dice"] = _mean_dice(probs.argmax(1), given)
         detector.update(losses["flagged_dice"])
-        if t.correction != "none" and (detector.switched or last) and not (last and t.final_split):
+        if t.correction != "none" and (detector.switched or last) and not final:
             _correct(run, flagged, probs)
-    rnd: int | None = None
     if t.final_split:
-        record_epoch_score(run, "teacher")
-    if last and t.final_split:
-        rnd = split(run, "teacher", state.rounds[-1].round + 1).round
-        flagged = np.flatnonzero(state.flagged)
-        state.corrections = {}
-        if t.correction != "none" and flagged.size:
-            _correct(run, flagged, run.predict_probs("teacher", flagged))
+        record_epoch_score(run, "teacher")  # sample_loss="trajectory": the teacher's last epochs
+    rnd = _final_split(run) if final else None
     state.detector = detector.state_dict()
     run.end_epoch(epoch, "t_correct" if correcting else "t_early", planned_epochs(run), losses, rnd)
+
+
+def _final_split(run: Run) -> int:
+    """The teacher's split after the last epoch; the corrections are remade for its flagged set."""
+    record = split(run, "teacher", run.state.rounds[-1].round + 1)
+    flagged = np.flatnonzero(run.state.flagged)
+    run.state.corrections = {}
+    if run.config.t.correction != "none" and flagged.size:
+        _correct(run, flagged, run.predict_probs("teacher", flagged))
+    return record.round
 
 
 def _mean_dice(pred: np.ndarray, true: np.ndarray) -> float:

@@ -16,6 +16,7 @@ from gtcorrect import (
     fit,
 )
 from gtcorrect.config import METHODS, AugmentConfig, GStageConfig, NetConfig, TStageConfig
+from gtcorrect.gstage import score_samples
 from gtcorrect.model import ModelBundle
 from tests.gtcorrect.synthetic import make_noisy_set
 
@@ -217,3 +218,16 @@ def test_corrections_follow_the_final_split(final_split: bool) -> None:
     assert last.n_flagged == int(result.flagged.sum()) > 0
     assert np.array_equal(result.flagged, result.clean_prob <= config.g.tau)
     assert sorted(result.corrected) == np.flatnonzero(result.flagged).tolist()
+
+
+@pytest.mark.parametrize("score_net", ["ema", "student"])
+def test_g_stage_scores_with_the_chosen_net(score_net: str) -> None:
+    data = make_noisy_set(16, 32, alpha=0.5, seed=6).training_data()
+    g = replace(tiny().g, feedback=False, score_net=score_net)
+    config = tiny(g=g, t=replace(tiny().t, epochs=0, keep="student"))
+    result = fit(config, data)
+    images = torch.as_tensor(data.images, dtype=torch.float32)
+    masks = torch.as_tensor(data.masks, dtype=torch.int64)
+    student = score_samples(result.model.build(), images, masks, g.sample_loss, 8)
+    # The split's scores are the student's own only when it is the scorer; the EMA's differ.
+    assert np.allclose(result.sample_loss, student, atol=1e-6) == (score_net == "student")
