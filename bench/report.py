@@ -40,7 +40,7 @@ def mean_std(values: Sequence[float | None], digits: int = 3) -> str:
 
 
 def _separations(recs: list[dict[str, Any]]) -> str:
-    """Mean separation S per G round over seeds, 'S0→S1→…'."""
+    """Mean separation S per GMM round over seeds, 'S0→S1→…'."""
     per_round: dict[int, list[float]] = {}
     for r in recs:
         for rnd in r.get("rounds") or []:
@@ -82,7 +82,7 @@ COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
     ),
     ("change P", _col(_get("correction", "change_precision"), 2)),
     ("change R", _col(_get("correction", "change_recall"), 2)),
-    ("S per G round", _separations),
+    ("S per round", _separations),
     ("pixel noise", _col(_get("noise", "mean_pixel_noise"), 3)),
     ("wall s", _col(_get("wall_s"), 0)),
 ]

@@ -9,9 +9,10 @@ student); batches mix clean and flagged images; flagged images learn from their 
 early learning and from confidently corrected masks after the switch (see ALGORITHM.md). Corrections
 are recomputed from the teacher at the end of every correction-phase epoch and at the last epoch, so
 flagged images always get a corrected mask. With ``t.final_split`` (our choice) the teacher scores
-every image after the last epoch and the GMM splits once more; that round's flags are final and the
-last corrections are made for them. The early-learning curve is the teacher's (eval mode) Dice
-against the given flagged masks.
+every image after the last epoch and the GMM splits once more; unless that mixture has one mode
+(separation below ``t.final_split_min_separation``: the split is then dropped, not reported) its flags
+are final, and the last corrections are made for the final flagged set. The early-learning curve is
+the teacher's (eval mode) Dice against the given flagged masks.
 Shape legend: N images, Nf flagged, K classes, S size.
 """
 
@@ -213,14 +214,19 @@ def _t_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
     run.end_epoch(epoch, "t_correct" if correcting else "t_early", planned_epochs(run), losses, rnd)
 
 
-def _final_split(run: Run) -> int:
-    """The teacher's split after the last epoch; the corrections are remade for its flagged set."""
-    record = split(run, "teacher", run.state.rounds[-1].round + 1)
+def _final_split(run: Run) -> int | None:
+    """The teacher's split after the last epoch (kept if its separation reaches
+    ``t.final_split_min_separation``); the corrections are remade for the flagged set."""
+    t = run.config.t
+    record = split(
+        run, "teacher", run.state.rounds[-1].round + 1, min_separation=t.final_split_min_separation
+    )
+    kept = record.separation >= t.final_split_min_separation
     flagged = np.flatnonzero(run.state.flagged)
     run.state.corrections = {}
-    if run.config.t.correction != "none" and flagged.size:
+    if t.correction != "none" and flagged.size:
         _correct(run, flagged, run.predict_probs("teacher", flagged))
-    return record.round
+    return record.round if kept else None
 
 
 def _mean_dice(pred: np.ndarray, true: np.ndarray) -> float:

@@ -33,8 +33,11 @@ def record_epoch_score(run: Run, name: str) -> None:
     run.state.scores = run.state.scores[-max(1, g.trajectory_epochs) :]
 
 
-def split(run: Run, name: str, round_index: int) -> GmmRound:
-    """Score every image with net ``name``, fit the GMM and update the run's split (in place)."""
+def split(run: Run, name: str, round_index: int, *, min_separation: float = 0.0) -> GmmRound:
+    """Score every image with net ``name``, fit the GMM and update the run's split (in place).
+
+    A fit whose separation S is below ``min_separation`` is returned but changes nothing.
+    """
     g, state = run.config.g, run.state
     if g.sample_loss == "trajectory":
         if not state.scores:
@@ -53,6 +56,8 @@ def split(run: Run, name: str, round_index: int) -> GmmRound:
     clean_prob, record = fit_gmm(
         losses, g, run.config.seed + round_index, round_index=round_index, previous_flags=previous
     )
+    if record.separation < min_separation:
+        return record
     flags = clean_prob <= g.tau
     if previous is not None:
         state.round_decided = update_round_decided(state.round_decided, previous, flags, round_index)

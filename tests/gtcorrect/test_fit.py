@@ -207,16 +207,20 @@ def test_ablation_switches(g: GStageConfig | None, t: dict | None, check: str) -
         assert np.allclose(soft.sum(0), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("final_split", [True, False])
-def test_corrections_follow_the_final_split(final_split: bool) -> None:
+@pytest.mark.parametrize(("final_split", "min_separation"), [(True, 0.0), (True, 1e9), (False, 0.0)])
+def test_corrections_follow_the_final_split(final_split: bool, min_separation: float) -> None:
     data = make_noisy_set(16, 32, alpha=0.5, seed=6).training_data()
     g = GStageConfig(warmup_epochs=3, feedback=False, score_net="student")
-    config = tiny(g=g, t=replace(tiny().t, early_learning="none", final_split=final_split))
-    result = fit(config, data)
-    assert len(result.rounds) == (2 if final_split else 1)
+    t = replace(
+        tiny().t, early_learning="none", final_split=final_split, final_split_min_separation=min_separation
+    )
+    result = fit(tiny(g=g, t=t), data)
+    # A final split whose mixture is not bimodal enough is dropped: the G stage's split stands.
+    kept = final_split and min_separation == 0.0
+    assert len(result.rounds) == (2 if kept else 1)
     last = result.rounds[-1]
     assert last.n_flagged == int(result.flagged.sum()) > 0
-    assert np.array_equal(result.flagged, result.clean_prob <= config.g.tau)
+    assert np.array_equal(result.flagged, result.clean_prob <= g.tau)
     assert sorted(result.corrected) == np.flatnonzero(result.flagged).tolist()
 
 
