@@ -52,7 +52,7 @@ def push_corrected(
 
 
 def push_plots(store: ObjectStore, job: ClaimedJob, result: FitResult, config: TrainConfig) -> list[str]:
-    """One GMM loss-histogram PNG per G-stage round, at ``plots/gmm_round_{k}.png``."""
+    """One GMM loss-histogram PNG per round (G stage, final split) at ``plots/gmm_round_{k}.png``."""
     written = []
     for gmm_round in result.rounds:
         key = keys.plot(job.project_id, job.id, f"gmm_round_{gmm_round.round}")
