@@ -120,6 +120,22 @@ def recognition(truth: np.ndarray, result: FitResult) -> dict[str, float]:
     return out
 
 
+def recognition_by_type(types: Sequence[str | None], result: FitResult) -> dict[str, dict[str, float]]:
+    """Per corruption type: how many masks, the share the method flagged (recall) and the AUROC of that
+    type's masks against the clean ones (score 1 - clean_prob). types: (N,), None for a clean mask."""
+    kinds = np.array(["" if t is None else t for t in types])
+    clean = kinds == ""
+    flags = np.asarray(result.flagged, dtype=bool)
+    clean_prob = np.asarray(result.clean_prob, dtype=np.float64)
+    out: dict[str, dict[str, float]] = {}
+    for kind in sorted(set(kinds[~clean])):
+        sel = kinds == kind
+        pair = sel | clean
+        auroc = recognition_metrics(sel[pair], clean_prob[pair])["auroc"] if clean.any() else math.nan
+        out[kind] = {"n": float(sel.sum()), "recall": float(flags[sel].mean()), "auroc": auroc}
+    return out
+
+
 def correction(
     result: FitResult, given: np.ndarray, clean: np.ndarray, only: np.ndarray | None = None
 ) -> dict[str, float] | None:
@@ -156,10 +172,12 @@ def train_and_score(
     given: np.ndarray,
     truth: np.ndarray | None,
     device: str,
+    types: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on the split's images with masks ``given`` (N, S, S); score on the clean test set.
 
-    truth: (N,) bool, which training masks are wrong (None: recognition is not scored).
+    truth: (N,) bool, which training masks are wrong (None: recognition is not scored); types: (N,)
+    the corruption type of each mask (None where clean), for recognition per type.
     Returns a JSON-ready record (NaN -> null).
     """
     data = TrainingData(
@@ -189,6 +207,8 @@ def train_and_score(
     has_split = config.method in ("gt", "gmm_select", "coteaching")
     if truth is not None and has_split:
         record["recognition"] = recognition(truth, result)
+        if types is not None:
+            record["recognition_by_type"] = recognition_by_type(types, result)
     if config.method == "gt":
         record["correction"] = correction(result, given, split.train_masks)
         if truth is not None:

@@ -45,6 +45,8 @@ SCHEDULES = {
     # score 0.68 / 0.76 / 0.84 / 0.86 at epochs 10 / 20 / 30 / 40 on strong mixed alpha 0.5, section
     # evidence-strong of BENCHMARKS.md). 11-14 min a run with two runs sharing the 2 cores.
     "full": Schedule(n_train=700, epochs=40, warmup=22, rounds_max=3, epochs_per_round=3, t_epochs=9),
+    # "full" with every phase twice as long: does more training lift recognition (engine issue)?
+    "long": Schedule(n_train=700, epochs=80, warmup=44, rounds_max=3, epochs_per_round=6, t_epochs=18),
     "quick": Schedule(n_train=160, epochs=18, warmup=6, rounds_max=2, epochs_per_round=3, t_epochs=6),
     "smoke": Schedule(
         n_train=24, epochs=3, warmup=1, rounds_max=1, epochs_per_round=1, t_epochs=1, batch_size=4

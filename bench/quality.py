@@ -34,17 +34,19 @@ from bench.plan import (
     make_config,
     quick_plan,
 )
-from bench.report import BENCHMARKS, section, table, write_section
+from bench.report import BENCHMARKS, section, table, type_table, write_section
 from gtcorrect.noise import PRESETS, simulate_noise
 
 
 @dataclasses.dataclass
 class Noisy:
-    """The noisy training masks of one (regime, alpha, seed): masks (N, S, S) and truth (N,) bool."""
+    """The noisy training masks of one (regime, alpha, seed): masks (N, S, S), truth (N,) bool and the
+    corruption type of each mask (None where clean)."""
 
     masks: np.ndarray
     truth: np.ndarray
     summary: dict[str, Any]
+    types: list[str | None]
 
 
 def make_noise(split: Split, regime: str, alpha: float, seed: int) -> Noisy:
@@ -52,7 +54,10 @@ def make_noise(split: Split, regime: str, alpha: float, seed: int) -> Noisy:
     if regime == "none" or alpha == 0:
         n = split.train_masks.shape[0]
         return Noisy(
-            split.train_masks.copy(), np.zeros(n, dtype=bool), {"mean_pixel_noise": None, "n_corrupted": 0}
+            split.train_masks.copy(),
+            np.zeros(n, dtype=bool),
+            {"mean_pixel_noise": None, "n_corrupted": 0},
+            [None] * n,
         )
     if regime not in PRESETS:
         raise ValueError(f"unknown noise regime {regime!r}; choose from {sorted(PRESETS)}.")
@@ -68,7 +73,8 @@ def make_noise(split: Split, regime: str, alpha: float, seed: int) -> Noisy:
         "n_corrupted": int(truth.sum()),
         "by_type": {k: {"n": len(v), "pixel_noise": float(np.mean(v))} for k, v in sorted(by_type.items())},
     }
-    return Noisy(np.stack(result.masks).astype(np.int64), truth, summary)
+    types = [t.type if t.flag else None for t in result.truth]
+    return Noisy(np.stack(result.masks).astype(np.int64), truth, summary, types)
 
 
 def jobs_for(
@@ -88,7 +94,7 @@ def jobs_for(
             noisy = noise(spec)
             given = split.train_masks if spec.method == "clean" else noisy.masks
             config = make_config(spec, schedule, split.size)
-            record = train_and_score(config, split, given, noisy.truth, device)
+            record = train_and_score(config, split, given, noisy.truth, device, noisy.types)
             record.update(spec=dataclasses.asdict(spec), noise=noisy.summary, config=config.to_dict())
             return record
 
@@ -166,7 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(plan)} runs, log {path}", flush=True)
     run_all(jobs_for(plan, split, schedule, args.device), log, lambda s: print(s, flush=True))
     keys = {spec.key for spec in plan}
-    body = table({k: v for k, v in log.runs.items() if k in keys})
+    runs = {k: v for k, v in log.runs.items() if k in keys}
+    body = table(runs)
+    by_type = type_table(runs)
+    if by_type:
+        body += (
+            "\n\nRecognition by corruption type (share flagged / AUROC against the clean masks):\n\n"
+            + by_type
+        )
     print(body)
     if not args.no_markdown:
         command = _command(argv, path)

@@ -58,8 +58,10 @@ def _col(get: Getter, digits: int) -> Callable[[list[dict[str, Any]]], str]:
     return lambda recs: mean_std([get(r) for r in recs], digits)
 
 
-def _pair(a: Getter, b: Getter, digits: int) -> Callable[[list[dict[str, Any]]], str]:
-    return lambda recs: f"{mean_std([a(r) for r in recs], digits)} → {mean_std([b(r) for r in recs], digits)}"
+def _pair(a: Getter, b: Getter, digits: int, sep: str = " → ") -> Callable[[list[dict[str, Any]]], str]:
+    return lambda recs: (
+        f"{mean_std([a(r) for r in recs], digits)}{sep}{mean_std([b(r) for r in recs], digits)}"
+    )
 
 
 COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
@@ -88,21 +90,63 @@ COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
 ]
 
 
-def table(runs: dict[str, dict[str, Any]]) -> str:
-    """One row per (regime, alpha, method, variant), aggregated over seeds."""
-    groups: dict[tuple[str, float, str, str], list[dict[str, Any]]] = {}
+GroupKey = tuple[str, float, str, str]
+
+
+def _groups(runs: dict[str, dict[str, Any]]) -> list[tuple[GroupKey, list[dict[str, Any]]]]:
+    """Records grouped by (regime, alpha, method, variant), in table order."""
+    groups: dict[GroupKey, list[dict[str, Any]]] = {}
     for rec in runs.values():
         spec = rec["spec"]
         groups.setdefault((spec["regime"], spec["alpha"], spec["method"], spec["variant"]), []).append(rec)
-    head = ["regime", "alpha", "method", "variant", "seeds", *(name for name, _ in COLUMNS)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = sorted(groups, key=lambda k: (k[0] != "none", k[0], k[1], METHOD_ORDER.get(k[2], 9), k[3]))
-    for key in order:
-        regime, alpha, method, variant = key
-        recs = groups[key]
-        cells = [regime, f"{alpha:g}", method, variant, str(len(recs)), *(fmt(recs) for _, fmt in COLUMNS)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return [(key, groups[key]) for key in order]
+
+
+def _markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def table(runs: dict[str, dict[str, Any]]) -> str:
+    """One row per (regime, alpha, method, variant), aggregated over seeds."""
+    head = ["regime", "alpha", "method", "variant", "seeds", *(name for name, _ in COLUMNS)]
+    rows = [
+        [regime, f"{alpha:g}", method, variant, str(len(recs)), *(fmt(recs) for _, fmt in COLUMNS)]
+        for (regime, alpha, method, variant), recs in _groups(runs)
+    ]
+    return _markdown(head, rows)
+
+
+def type_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Recognition per corruption type, one row per group with a split: the share of that type's masks
+    flagged (recall) and the AUROC of that type against the clean masks, mean ± std over seeds; ''
+    when no run has per-type figures."""
+    groups = [(k, recs) for k, recs in _groups(runs) if any(r.get("recognition_by_type") for r in recs)]
+    kinds = sorted({t for _, recs in groups for r in recs for t in r.get("recognition_by_type") or {}})
+    if not groups:
+        return ""
+    head = ["regime", "alpha", "method", "variant", "seeds", *(f"{t}: recall / AUROC" for t in kinds)]
+    rows = [
+        [
+            regime,
+            f"{alpha:g}",
+            method,
+            variant,
+            str(len(recs)),
+            *(
+                _pair(
+                    _get("recognition_by_type", t, "recall"),
+                    _get("recognition_by_type", t, "auroc"),
+                    2,
+                    " / ",
+                )(recs)
+                for t in kinds
+            ),
+        ]
+        for (regime, alpha, method, variant), recs in groups
+    ]
+    return _markdown(head, rows)
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:

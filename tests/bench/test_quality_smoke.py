@@ -48,6 +48,13 @@ def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> 
     assert rec["true_noise_rate"] == 0.5
     assert rec["estimated_noise_rate"] == gt["n_flagged"] / 24
     assert gt["rounds"] and all("separation" in r for r in gt["rounds"])
+    by_type = gt["recognition_by_type"]
+    assert sum(t["n"] for t in by_type.values()) == 12
+    assert {k: t["n"] for k, t in by_type.items()} == {k: v["n"] for k, v in gt["noise"]["by_type"].items()}
+    flagged_noisy = sum(t["recall"] * t["n"] for t in by_type.values())
+    assert flagged_noisy == pytest.approx(rec["recall"] * 12)  # the types split the noisy masks
+    assert all(0.0 <= t["auroc"] <= 1.0 for t in by_type.values())
+    assert "recognition_by_type" not in noisy  # plain training has no split
     corr = gt["correction"]
     assert corr["n_corrected"] == gt["n_flagged"] and 0.0 <= corr["dice_corrected"] <= 1.0
     true_pos = gt["correction_true_noisy"]
@@ -57,6 +64,7 @@ def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> 
     assert log["machine"]["cpu_count"] >= 1 and log["settings"]["n_train"] == 24
     assert "<!-- quality-smoke:start -->" in md and "<!-- quality-smoke:end -->" in md
     assert "| strong | 0.5 | gt | default | 1 |" in md
+    assert "Recognition by corruption type" in md and "recall / AUROC" in md
     assert "MALLOC_MMAP_THRESHOLD_=4294967296" in md and "--smoke" in md
 
 
