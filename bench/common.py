@@ -201,7 +201,6 @@ def train_and_score(
             for r in result.rounds
         ],
         "n_flagged": int(np.count_nonzero(result.flagged)),
-        "corrections_added_fraction": result.metrics.get("corrections_added_fraction"),
         "recognition": None,
         "correction": None,
     }

@@ -84,7 +84,6 @@ COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
     ),
     ("change P", _col(_get("correction", "change_precision"), 2)),
     ("change R", _col(_get("correction", "change_recall"), 2)),
-    ("changes adding fg", _col(_get("corrections_added_fraction"), 2)),
     ("S per round", _separations),
     ("pixel noise", _col(_get("noise", "mean_pixel_noise"), 3)),
     ("wall s", _col(_get("wall_s"), 0)),

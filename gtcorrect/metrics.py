@@ -185,25 +185,3 @@ def correction_metrics(
         "change_recall": _ratio(changed_err, errors),
         "changed_fraction": changed / sum(m.size for m in n_list),
     }
-
-
-def correction_direction(
-    given: np.ndarray | Sequence[np.ndarray], corrected: np.ndarray | Sequence[np.ndarray]
-) -> float:
-    """Of the pixels the corrections changed, the fraction turned from background (0) to foreground.
-
-    Needs no clean masks, so a service can report it. Near 0.5, the corrections grow some masks and
-    shrink others, as mixed annotation noise would need; near 1 (or 0), they grow (or shrink) nearly
-    every mask they touch: the signature of a systematic bias, where the network has learnt one
-    annotator's habit and corrects the other masks towards it. NaN when nothing changed.
-    """
-    g_list, c_list = _as_list(given), _as_list(corrected)
-    if len(g_list) != len(c_list):
-        raise ValueError(f"got {len(g_list)} given and {len(c_list)} corrected masks.")
-    added = changed = 0
-    for g, c in zip(g_list, c_list, strict=True):
-        _check_pair(c, g)
-        ch = c != g
-        changed += int(np.count_nonzero(ch))
-        added += int(np.count_nonzero(ch & (g == 0)))
-    return added / changed if changed else math.nan

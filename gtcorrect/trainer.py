@@ -27,7 +27,6 @@ from gtcorrect.errors import InvalidTrainingInput
 from gtcorrect.gt import run_gt
 from gtcorrect.loop import Run
 from gtcorrect.methods import run_coteaching, run_gmm_select, run_plain
-from gtcorrect.metrics import correction_direction
 from gtcorrect.types import FitResult, ProgressCallback, StopCheck, TrainingData
 
 _RUNNERS: dict[str, Callable[[Run, Checkpoint | None], str]] = {
@@ -56,8 +55,7 @@ def fit(
     and ``fit(..., resume=ckpt)`` with the same config and data continues where it was taken (bit-exact
     on CPU; on CUDA up to the nondeterminism of cuDNN kernels).
     ``FitResult.model`` is the T-stage teacher for "gt" (``config.t.keep="student"`` keeps the student)
-    and the (first) network otherwise. ``metrics["val_dice"]`` is present when validation data is given,
-    ``metrics["corrections_added_fraction"]`` when masks were corrected (``correction_direction``).
+    and the (first) network otherwise. ``metrics["val_dice"]`` is present when validation data is given.
     For "noisy"/"clean": clean_prob 1, nothing flagged, no rounds; "gmm_select": the last split;
     "coteaching": the small-loss ranking of the first network (``gtcorrect.methods.run_coteaching``).
     """
@@ -70,13 +68,6 @@ def fit(
         keep = _RUNNERS[config.method](run, resume)
     metrics = run.val_metrics(keep)
     state = run.state
-    if state.corrections:
-        idx = sorted(state.corrections)
-        given = run.masks[torch.as_tensor(idx, device=run.device)].cpu().numpy()
-        fixed = [state.corrections[i] for i in idx]
-        metrics["corrections_added_fraction"] = correction_direction(
-            given, [m.argmax(0) if m.ndim == 3 else m for m in fixed]
-        )
     return FitResult(
         ids=list(data.ids),
         clean_prob=np.asarray(state.clean_prob, dtype=np.float64),

@@ -59,13 +59,7 @@ class JobOut(BaseModel):
     epoch: int | None = None
     total_epochs: int | None = None
     round: int | None = None
-    metrics: dict[str, Any] = Field(
-        default_factory=dict,
-        description="val_dice (when the dataset has a validation part); once a G-T job is done, "
-        "corrections_added_fraction: of the pixels the corrections changed, the share turned into "
-        "foreground. Near 1 or 0 (every correction grows, or every one shrinks, its mask) is the mark "
-        "of an annotator bias the network has learnt: check the corrected masks before using them.",
-    )
+    metrics: dict[str, Any] = Field(default_factory=dict)
     losses: dict[str, Any] = Field(default_factory=dict)
     estimated_noise_rate: float | None = None
     error: str | None = None

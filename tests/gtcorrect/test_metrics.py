@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from gtcorrect.metrics import (
-    correction_direction,
     correction_metrics,
     dice,
     hd95,
@@ -116,13 +115,3 @@ def test_correction_metrics_hand_computed() -> None:
     assert out["changed_fraction"] == pytest.approx(2 / 8)
     perfect = correction_metrics([noisy, noisy], [clean, clean], [clean, clean])
     assert perfect["dice_corrected"] == 1.0 and perfect["change_precision"] == 1.0
-
-
-def test_correction_direction_counts_pixels_turned_foreground() -> None:
-    given = [_m(["0110", "0000"]), _m(["1111", "0000"])]
-    grown_and_shrunk = [_m(["1111", "0000"]), _m(["0111", "0000"])]  # 2 pixels added, 1 removed
-    assert correction_direction(given, grown_and_shrunk) == pytest.approx(2 / 3)
-    assert correction_direction(given[0], _m(["0000", "0000"])) == 0.0  # only shrinks
-    assert math.isnan(correction_direction(given, given))  # nothing changed
-    with pytest.raises(ValueError, match="got 2 given and 1 corrected"):
-        correction_direction(given, grown_and_shrunk[:1])
