@@ -136,6 +136,39 @@ def recognition_by_type(types: Sequence[str | None], result: FitResult) -> dict[
     return out
 
 
+def recognition_by_size(
+    truth: np.ndarray, result: FitResult, clean: np.ndarray, pred: np.ndarray, bins: int = 5
+) -> list[dict[str, float]]:
+    """Recognition per quantile of the true object size (foreground area of the clean mask).
+
+    truth (N,) bool; clean, pred (N, S, S): the clean training masks and the returned model's argmax on
+    the training images. Per bin: the area range, the AUROC, the share of clean masks flagged (false
+    positives), the share of noisy masks flagged (recall) and the median ratio predicted / true area on
+    the clean masks (below 1: the model under-segments objects of that size, so their correct masks look
+    too large to it).
+    """
+    area = (clean > 0).sum((1, 2)).astype(np.float64)
+    pred_area = (pred > 0).sum((1, 2)).astype(np.float64)
+    flags = np.asarray(result.flagged, dtype=bool)
+    edges = np.quantile(area, np.linspace(0.0, 1.0, bins + 1))
+    which = np.clip(np.searchsorted(edges, area, side="right") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        sel = which == b
+        ok = sel & ~truth & (area > 0)
+        out.append(
+            {
+                "area_min": float(edges[b]),
+                "area_max": float(edges[b + 1]),
+                "auroc": recognition_metrics(truth[sel], result.clean_prob[sel])["auroc"],
+                "clean_flagged": float(flags[sel & ~truth].mean()) if (sel & ~truth).any() else math.nan,
+                "recall": float(flags[sel & truth].mean()) if (sel & truth).any() else math.nan,
+                "pred_area_ratio": float(np.median(pred_area[ok] / area[ok])) if ok.any() else math.nan,
+            }
+        )
+    return out
+
+
 def correction(
     result: FitResult, given: np.ndarray, clean: np.ndarray, only: np.ndarray | None = None
 ) -> dict[str, float] | None:
@@ -209,6 +242,8 @@ def train_and_score(
         record["recognition"] = recognition(truth, result)
         if types is not None:
             record["recognition_by_type"] = recognition_by_type(types, result)
+        train_pred = predict_masks(result.model, split.train_images, device)
+        record["recognition_by_size"] = recognition_by_size(truth, result, split.train_masks, train_pred)
     if config.method == "gt":
         record["correction"] = correction(result, given, split.train_masks)
         if truth is not None:

@@ -34,7 +34,7 @@ from bench.plan import (
     make_config,
     quick_plan,
 )
-from bench.report import BENCHMARKS, section, table, type_table, write_section
+from bench.report import BENCHMARKS, section, size_table, table, type_table, write_section
 from gtcorrect.noise import PRESETS, simulate_noise
 
 
@@ -174,12 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = {spec.key for spec in plan}
     runs = {k: v for k, v in log.runs.items() if k in keys}
     body = table(runs)
-    by_type = type_table(runs)
-    if by_type:
-        body += (
-            "\n\nRecognition by corruption type (share flagged / AUROC against the clean masks):\n\n"
-            + by_type
-        )
+    extras = (
+        ("Recognition by corruption type (share flagged / AUROC against the clean masks)", type_table(runs)),
+        (
+            "Recognition by object size (quintiles of the true mask area; AUROC / share of the clean masks"
+            " flagged / median predicted ÷ true area of the clean masks, means over seeds)",
+            size_table(runs),
+        ),
+    )
+    for title, extra in extras:
+        if extra:
+            body += f"\n\n{title}:\n\n{extra}"
     print(body)
     if not args.no_markdown:
         command = _command(argv, path)

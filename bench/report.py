@@ -39,6 +39,12 @@ def mean_std(values: Sequence[float | None], digits: int = 3) -> str:
     return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f}"
 
 
+def _mean(values: Sequence[float | None], digits: int = 2) -> str:
+    """Mean of the defined values, '–' for none."""
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    return f"{np.mean(v):.{digits}f}" if v else "–"
+
+
 def _separations(recs: list[dict[str, Any]]) -> str:
     """Mean separation S per GMM round over seeds, 'S0→S1→…'."""
     per_round: dict[int, list[float]] = {}
@@ -146,6 +152,29 @@ def type_table(runs: dict[str, dict[str, Any]]) -> str:
         ]
         for (regime, alpha, method, variant), recs in groups
     ]
+    return _markdown(head, rows)
+
+
+def size_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Recognition per quantile of the true object area, one row per group with a split: AUROC, share
+    of clean masks flagged and median predicted / true area of the clean masks (mean over seeds); ''
+    when no run has these figures."""
+    groups = [(k, recs) for k, recs in _groups(runs) if all(r.get("recognition_by_size") for r in recs)]
+    if not groups:
+        return ""
+    first = groups[0][1][0]["recognition_by_size"]
+    head = ["regime", "alpha", "method", "variant", "seeds"]
+    head += [f"area {b['area_min']:.0f}-{b['area_max']:.0f} px" for b in first]
+    rows = []
+    for (regime, alpha, method, variant), recs in groups:
+        cells = [regime, f"{alpha:g}", method, variant, str(len(recs))]
+        for i in range(len(first)):
+            figures = [
+                _mean([r["recognition_by_size"][i][key] for r in recs])
+                for key in ("auroc", "clean_flagged", "pred_area_ratio")
+            ]
+            cells.append(" / ".join(figures))
+        rows.append(cells)
     return _markdown(head, rows)
 
 

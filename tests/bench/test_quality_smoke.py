@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from bench.bu_bil import BU_BIL, NOISY_DICE, crowd_split, load_crowd
-from bench.common import ResultLog, synthetic_split
+from bench.common import ResultLog, recognition_by_size, synthetic_split
 from bench.evidence import evidence_rows
 from bench.evidence import table as evidence_table
 from bench.plan import RunSpec, Schedule, expand
@@ -55,6 +56,10 @@ def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> 
     assert flagged_noisy == pytest.approx(rec["recall"] * 12)  # the types split the noisy masks
     assert all(0.0 <= t["auroc"] <= 1.0 for t in by_type.values())
     assert "recognition_by_type" not in noisy  # plain training has no split
+    by_size = gt["recognition_by_size"]
+    assert len(by_size) == 5
+    assert [b["area_min"] for b in by_size[1:]] == [b["area_max"] for b in by_size[:-1]]
+    assert all(0.0 <= b["clean_flagged"] <= 1.0 and b["pred_area_ratio"] > 0.0 for b in by_size)
     corr = gt["correction"]
     assert corr["n_corrected"] == gt["n_flagged"] and 0.0 <= corr["dice_corrected"] <= 1.0
     true_pos = gt["correction_true_noisy"]
@@ -65,6 +70,7 @@ def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> 
     assert "<!-- quality-smoke:start -->" in md and "<!-- quality-smoke:end -->" in md
     assert "| strong | 0.5 | gt | default | 1 |" in md
     assert "Recognition by corruption type" in md and "recall / AUROC" in md
+    assert "Recognition by object size" in md
     assert "MALLOC_MMAP_THRESHOLD_=4294967296" in md and "--smoke" in md
 
 
@@ -177,3 +183,20 @@ def test_evidence_scores_every_kind_at_the_chosen_epochs() -> None:
     body = evidence_table(rows)
     assert body.count("\n") == 1 + 2 * len(SAMPLE_LOSS_KINDS)
     assert "| 4 | excess |" in body
+
+
+def test_recognition_by_size_bins_by_true_area_and_measures_under_segmentation() -> None:
+    n = 10
+    clean = np.zeros((n, 8, 8), dtype=np.int64)
+    for i in range(n):
+        clean[i, : 1 + i // 2, :4] = 1  # areas 4, 4, 8, 8, ..., 20, 20: two images per bin
+    pred = clean.copy()
+    pred[:, :, 2:] = 0  # the model finds half of every object
+    truth = np.array([True, False] * 5)
+    result = SimpleNamespace(flagged=truth.copy(), clean_prob=np.where(truth, 0.1, 0.9))
+    result.flagged[1] = True  # one clean mask of the smallest objects flagged
+    bins = recognition_by_size(truth, result, clean, pred)  # type: ignore[arg-type]
+    assert [(b["area_min"], b["area_max"]) for b in bins][0] == (4.0, 7.2)
+    assert [b["clean_flagged"] for b in bins] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert all(b["recall"] == 1.0 and b["pred_area_ratio"] == 0.5 for b in bins)
+    assert all(b["auroc"] == 1.0 for b in bins)  # the scores rank every noisy mask first
