@@ -137,35 +137,39 @@ def recognition_by_type(types: Sequence[str | None], result: FitResult) -> dict[
 
 
 def recognition_by_size(
-    truth: np.ndarray, result: FitResult, clean: np.ndarray, pred: np.ndarray, bins: int = 5
-) -> list[dict[str, float]]:
+    truth: np.ndarray, result: FitResult | None, clean: np.ndarray, pred: np.ndarray, bins: int = 5
+) -> list[dict[str, float | None]]:
     """Recognition per quantile of the true object size (foreground area of the clean mask).
 
-    truth (N,) bool; clean, pred (N, S, S): the clean training masks and the returned model's argmax on
-    the training images. Per bin: the area range, the AUROC, the share of clean masks flagged (false
-    positives), the share of noisy masks flagged (recall) and the median ratio predicted / true area on
-    the clean masks (below 1: the model under-segments objects of that size, so their correct masks look
-    too large to it).
+    truth (N,) bool; result: the method's split (None for a method without one); clean, pred
+    (N, S, S): the clean training masks and the returned model's argmax on the training images. Per
+    bin: the area range, the AUROC, the share of clean masks flagged (false positives), the share of
+    noisy masks flagged (recall) and the median ratio predicted / true area on the clean masks (below
+    1: the model under-segments objects of that size, so their correct masks look too large to it).
+    The three split figures are None without a split.
     """
     area = (clean > 0).sum((1, 2)).astype(np.float64)
     pred_area = (pred > 0).sum((1, 2)).astype(np.float64)
-    flags = np.asarray(result.flagged, dtype=bool)
     edges = np.quantile(area, np.linspace(0.0, 1.0, bins + 1))
     which = np.clip(np.searchsorted(edges, area, side="right") - 1, 0, bins - 1)
-    out = []
+    out: list[dict[str, float | None]] = []
     for b in range(bins):
         sel = which == b
         ok = sel & ~truth & (area > 0)
-        out.append(
-            {
-                "area_min": float(edges[b]),
-                "area_max": float(edges[b + 1]),
-                "auroc": recognition_metrics(truth[sel], result.clean_prob[sel])["auroc"],
-                "clean_flagged": float(flags[sel & ~truth].mean()) if (sel & ~truth).any() else math.nan,
-                "recall": float(flags[sel & truth].mean()) if (sel & truth).any() else math.nan,
-                "pred_area_ratio": float(np.median(pred_area[ok] / area[ok])) if ok.any() else math.nan,
-            }
-        )
+        row: dict[str, float | None] = {
+            "area_min": float(edges[b]),
+            "area_max": float(edges[b + 1]),
+            "pred_area_ratio": float(np.median(pred_area[ok] / area[ok])) if ok.any() else math.nan,
+            "auroc": None,
+            "clean_flagged": None,
+            "recall": None,
+        }
+        if result is not None:
+            flags = np.asarray(result.flagged, dtype=bool)
+            row["auroc"] = recognition_metrics(truth[sel], result.clean_prob[sel])["auroc"]
+            row["clean_flagged"] = float(flags[sel & ~truth].mean()) if (sel & ~truth).any() else math.nan
+            row["recall"] = float(flags[sel & truth].mean()) if (sel & truth).any() else math.nan
+        out.append(row)
     return out
 
 
@@ -242,8 +246,12 @@ def train_and_score(
         record["recognition"] = recognition(truth, result)
         if types is not None:
             record["recognition_by_type"] = recognition_by_type(types, result)
+    if truth is not None:
         train_pred = predict_masks(result.model, split.train_images, device)
-        record["recognition_by_size"] = recognition_by_size(truth, result, split.train_masks, train_pred)
+        split_result = result if has_split else None
+        record["recognition_by_size"] = recognition_by_size(
+            truth, split_result, split.train_masks, train_pred
+        )
     if config.method == "gt":
         record["correction"] = correction(result, given, split.train_masks)
         if truth is not None:

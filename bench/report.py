@@ -156,9 +156,9 @@ def type_table(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def size_table(runs: dict[str, dict[str, Any]]) -> str:
-    """Recognition per quantile of the true object area, one row per group with a split: AUROC, share
-    of clean masks flagged and median predicted / true area of the clean masks (mean over seeds); ''
-    when no run has these figures."""
+    """Recognition per quantile of the true object area, one row per group: AUROC, share of clean masks
+    flagged (both '–' for methods without a split) and median predicted / true area of the clean masks,
+    means over seeds; '' when no run has these figures."""
     groups = [(k, recs) for k, recs in _groups(runs) if all(r.get("recognition_by_size") for r in recs)]
     if not groups:
         return ""

@@ -56,6 +56,8 @@ def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> 
     assert flagged_noisy == pytest.approx(rec["recall"] * 12)  # the types split the noisy masks
     assert all(0.0 <= t["auroc"] <= 1.0 for t in by_type.values())
     assert "recognition_by_type" not in noisy  # plain training has no split
+    plain_bins = noisy["recognition_by_size"]
+    assert all(b["auroc"] is None and b["pred_area_ratio"] > 0.0 for b in plain_bins)
     by_size = gt["recognition_by_size"]
     assert len(by_size) == 5
     assert [b["area_min"] for b in by_size[1:]] == [b["area_max"] for b in by_size[:-1]]
