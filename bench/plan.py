@@ -95,6 +95,11 @@ VARIANTS: dict[str, Callable[[TrainConfig], TrainConfig]] = {
     "loss_dice": _g(sample_loss="dice"),
     "loss_confident": _g(sample_loss="confident"),
     "loss_trajectory": _g(sample_loss="trajectory"),
+    # Wider scale augmentation (zoom 0.7-1.3 instead of 0.9-1.1): does seeing more object sizes stop the
+    # network from shrinking large polyps and growing small ones (section full40-size)?
+    "scale_aug_0.3": lambda c: dataclasses.replace(
+        c, augment=dataclasses.replace(c.augment, affine_scale=0.3)
+    ),
     "warmup_x1.5": _scaled_g(1.5, 1.0),
     "rounds_x1.5": _scaled_g(1.0, 1.5),
 }
