@@ -175,7 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = {k: v for k, v in log.runs.items() if k in keys}
     body = table(runs)
     extras = (
-        ("Recognition by corruption type (share flagged / AUROC against the clean masks)", type_table(runs)),
+        (
+            "Recognition by corruption type (share flagged / AUROC against the clean masks / mean pixel noise"
+            " of the type, means over seeds)",
+            type_table(runs),
+        ),
         (
             "Recognition by object size (quintiles of the true mask area; AUROC / share of the clean masks"
             " flagged / median predicted ÷ true area of the clean masks, means over seeds)",

@@ -64,10 +64,8 @@ def _col(get: Getter, digits: int) -> Callable[[list[dict[str, Any]]], str]:
     return lambda recs: mean_std([get(r) for r in recs], digits)
 
 
-def _pair(a: Getter, b: Getter, digits: int, sep: str = " → ") -> Callable[[list[dict[str, Any]]], str]:
-    return lambda recs: (
-        f"{mean_std([a(r) for r in recs], digits)}{sep}{mean_std([b(r) for r in recs], digits)}"
-    )
+def _pair(a: Getter, b: Getter, digits: int) -> Callable[[list[dict[str, Any]]], str]:
+    return lambda recs: f"{mean_std([a(r) for r in recs], digits)} → {mean_std([b(r) for r in recs], digits)}"
 
 
 COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
@@ -126,32 +124,24 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
 
 def type_table(runs: dict[str, dict[str, Any]]) -> str:
     """Recognition per corruption type, one row per group with a split: the share of that type's masks
-    flagged (recall) and the AUROC of that type against the clean masks, mean ± std over seeds; ''
-    when no run has per-type figures."""
-    groups = [(k, recs) for k, recs in _groups(runs) if any(r.get("recognition_by_type") for r in recs)]
-    kinds = sorted({t for _, recs in groups for r in recs for t in r.get("recognition_by_type") or {}})
+    flagged (recall), the AUROC of that type against the clean masks and the type's mean pixel noise,
+    means over seeds; '' when no run has per-type figures."""
+    groups = [(k, recs) for k, recs in _groups(runs) if all(r.get("recognition_by_type") for r in recs)]
     if not groups:
         return ""
-    head = ["regime", "alpha", "method", "variant", "seeds", *(f"{t}: recall / AUROC" for t in kinds)]
-    rows = [
-        [
-            regime,
-            f"{alpha:g}",
-            method,
-            variant,
-            str(len(recs)),
-            *(
-                _pair(
-                    _get("recognition_by_type", t, "recall"),
-                    _get("recognition_by_type", t, "auroc"),
-                    2,
-                    " / ",
-                )(recs)
-                for t in kinds
-            ),
-        ]
-        for (regime, alpha, method, variant), recs in groups
+    kinds = sorted({t for _, recs in groups for r in recs for t in r["recognition_by_type"]})
+    head = ["regime", "alpha", "method", "variant", "seeds"]
+    head += [f"{t}: recall / AUROC / pixel noise" for t in kinds]
+    getters = [
+        lambda t: _get("recognition_by_type", t, "recall"),
+        lambda t: _get("recognition_by_type", t, "auroc"),
+        lambda t: _get("noise", "by_type", t, "pixel_noise"),
     ]
+    rows = []
+    for (regime, alpha, method, variant), recs in groups:
+        cells = [regime, f"{alpha:g}", method, variant, str(len(recs))]
+        cells += [" / ".join(_mean([g(t)(r) for r in recs]) for g in getters) for t in kinds]
+        rows.append(cells)
     return _markdown(head, rows)
 
 

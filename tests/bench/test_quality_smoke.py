@@ -71,7 +71,7 @@ def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> 
     assert log["machine"]["cpu_count"] >= 1 and log["settings"]["n_train"] == 24
     assert "<!-- quality-smoke:start -->" in md and "<!-- quality-smoke:end -->" in md
     assert "| strong | 0.5 | gt | default | 1 |" in md
-    assert "Recognition by corruption type" in md and "recall / AUROC" in md
+    assert "Recognition by corruption type" in md and "recall / AUROC / pixel noise" in md
     assert "Recognition by object size" in md
     assert "MALLOC_MMAP_THRESHOLD_=4294967296" in md and "--smoke" in md
 
