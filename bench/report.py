@@ -107,6 +107,14 @@ def _groups(runs: dict[str, dict[str, Any]]) -> list[tuple[GroupKey, list[dict[s
     return [(key, groups[key]) for key in order]
 
 
+KEY_HEAD = ["regime", "alpha", "method", "variant", "seeds"]
+
+
+def _key_cells(key: GroupKey, recs: list[dict[str, Any]]) -> list[str]:
+    regime, alpha, method, variant = key
+    return [regime, f"{alpha:g}", method, variant, str(len(recs))]
+
+
 def _markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -114,11 +122,8 @@ def _markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def table(runs: dict[str, dict[str, Any]]) -> str:
     """One row per (regime, alpha, method, variant), aggregated over seeds."""
-    head = ["regime", "alpha", "method", "variant", "seeds", *(name for name, _ in COLUMNS)]
-    rows = [
-        [regime, f"{alpha:g}", method, variant, str(len(recs)), *(fmt(recs) for _, fmt in COLUMNS)]
-        for (regime, alpha, method, variant), recs in _groups(runs)
-    ]
+    head = [*KEY_HEAD, *(name for name, _ in COLUMNS)]
+    rows = [[*_key_cells(key, recs), *(fmt(recs) for _, fmt in COLUMNS)] for key, recs in _groups(runs)]
     return _markdown(head, rows)
 
 
@@ -130,17 +135,14 @@ def type_table(runs: dict[str, dict[str, Any]]) -> str:
     if not groups:
         return ""
     kinds = sorted({t for _, recs in groups for r in recs for t in r["recognition_by_type"]})
-    head = ["regime", "alpha", "method", "variant", "seeds"]
-    head += [f"{t}: recall / AUROC / pixel noise" for t in kinds]
-    getters = [
-        lambda t: _get("recognition_by_type", t, "recall"),
-        lambda t: _get("recognition_by_type", t, "auroc"),
-        lambda t: _get("noise", "by_type", t, "pixel_noise"),
-    ]
+    head = [*KEY_HEAD, *(f"{t}: recall / AUROC / pixel noise" for t in kinds)]
     rows = []
-    for (regime, alpha, method, variant), recs in groups:
-        cells = [regime, f"{alpha:g}", method, variant, str(len(recs))]
-        cells += [" / ".join(_mean([g(t)(r) for r in recs]) for g in getters) for t in kinds]
+    for key, recs in groups:
+        cells = _key_cells(key, recs)
+        for t in kinds:
+            paths = (("recognition_by_type", t, "recall"), ("recognition_by_type", t, "auroc"))
+            paths += (("noise", "by_type", t, "pixel_noise"),)
+            cells.append(" / ".join(_mean([_get(*path)(r) for r in recs]) for path in paths))
         rows.append(cells)
     return _markdown(head, rows)
 
@@ -153,11 +155,10 @@ def size_table(runs: dict[str, dict[str, Any]]) -> str:
     if not groups:
         return ""
     first = groups[0][1][0]["recognition_by_size"]
-    head = ["regime", "alpha", "method", "variant", "seeds"]
-    head += [f"area {b['area_min']:.0f}-{b['area_max']:.0f} px" for b in first]
+    head = [*KEY_HEAD, *(f"area {b['area_min']:.0f}-{b['area_max']:.0f} px" for b in first)]
     rows = []
-    for (regime, alpha, method, variant), recs in groups:
-        cells = [regime, f"{alpha:g}", method, variant, str(len(recs))]
+    for key, recs in groups:
+        cells = _key_cells(key, recs)
         for i in range(len(first)):
             figures = [
                 _mean([r["recognition_by_size"][i][key] for r in recs])
