@@ -85,6 +85,13 @@ class GStageConfig:
     # accuracy and AUROC on Kvasir-SEG, BENCHMARKS.md section full40-ema). "student": the paper's
     # choice; the teacher then starts as a copy of the student when the G stage ends.
     score_net: ScoreNet = "ema"
+    # Scores are scaled between these quantiles (q and 1 - q) and clipped before the GMM, so that one
+    # odd mask (a tiny object, a mask eroded to a few pixels) cannot sit alone at one end and take a
+    # component of its own. 0: DivideMix's min-max scaling.
+    robust_quantile: float = 0.01
+    # A split whose smaller side (mixture weight or flagged share) is below this share of the masks
+    # is no evidence of two groups: it changes nothing (the flags of the round before stand).
+    min_component_weight: float = 0.03
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,32 @@ class TStageConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """How a job judges itself after training (``gtcorrect.quality``): a held-back validation split, a
+    self-test on corrupted copies of trusted masks, and the gate that decides whether corrected masks
+    are proposed at all."""
+
+    # False: propose the correction of every flagged training mask whatever the evidence (the paper's
+    # behaviour; for experiments and for tests of the plumbing on tiny data). The quality is still reported.
+    gate: bool = True
+    val_fraction: float = 0.1  # share of the samples held back from training (never trained on)
+    min_val_samples: int = 8  # fewer held-back samples than this: no validation split (a warning)
+    min_samples: int = 50  # fewer training samples: too few to judge noise (a warning; gate closed)
+    min_val_dice: float = 0.5  # validation Dice (against the given masks) below this: weak network
+    # Evidence of noise needs a bimodal final split: S >= this (two equal Gaussians are bimodal when
+    # S > sqrt(2)) and each side at least g.min_component_weight of the masks.
+    min_separation: float = 1.41
+    calibration_samples: int = 64  # trusted masks corrupted for the self-test
+    calibration_regime: str = "moderate"  # gtcorrect.noise preset of the self-test (all mixed types)
+    min_calibration_recall: float = 0.5  # below this: a warning that many wrong masks may be missed
+    # The gate hands corrections back only while the job's own mixture says at most this share of the
+    # flagged masks is clean (mean clean probability of the flagged masks).
+    max_false_flag_rate: float = 0.1
+    max_flagged_fraction: float = 0.5  # more masks flagged than this: a warning
+    bootstrap: int = 100  # resamples for the noise-rate interval
+
+
+@dataclass(frozen=True)
 class CoteachingConfig:
     forget_rate: float | None = None  # None: the G stage's estimated noise rate is not known, use 0.3
     num_gradual: int = 10
@@ -144,6 +177,7 @@ class TrainConfig:
     g: GStageConfig = field(default_factory=GStageConfig)
     t: TStageConfig = field(default_factory=TStageConfig)
     coteaching: CoteachingConfig = field(default_factory=CoteachingConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -1,14 +1,18 @@
 """G stage: recognise noisy samples with a GMM on per-sample losses, iterated as positive feedback.
 
 Gao et al. 2024 (G-T correcting) split clean from noisy samples on the per-sample loss histogram; the
-GMM settings follow DivideMix (Li et al., ICLR 2020, ``Train_cifar.py`` eval_train): min-max normalised
+GMM settings follow DivideMix (Li et al., ICLR 2020, ``Train_cifar.py`` eval_train): normalised
 losses, 2 components, max_iter 10, tol 1e-2, reg_covar 5e-4, fixed random_state.
+Our additions keep one odd score from owning a component: the scores are scaled between two quantiles
+(``g.robust_quantile``; DivideMix's min-max when 0) and clipped, and a fit whose smaller side holds less
+than ``g.min_component_weight`` of the samples counts as one group (``is_bimodal``).
 Shape legend: N samples, C channels, K classes, S size.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,6 +23,73 @@ from torch import nn
 from gtcorrect.config import GStageConfig
 from gtcorrect.losses import per_sample_loss
 from gtcorrect.types import GmmRound
+
+_LOG_OFFSET = 0.01
+
+
+@dataclass(frozen=True)
+class ScoreMixture:
+    """A fitted split of per-sample scores that can also judge new scores (e.g. the calibration's).
+
+    lo, hi: the raw scores mapped to 0 and 1 (then clipped); log_lo, log_hi: the same for the log
+    transform (``g.score_transform="log"``); gmm None when the scores do not vary (everyone is clean).
+    """
+
+    lo: float
+    hi: float
+    log: bool
+    log_lo: float
+    log_hi: float
+    gmm: GaussianMixture | None
+    clean_component: int
+
+    def normalise(self, scores: np.ndarray) -> np.ndarray:
+        """Raw scores (M,) -> the [0, 1] values the GMM was fitted on."""
+        x = np.asarray(scores, dtype=np.float64)
+        span = self.hi - self.lo
+        norm = np.clip((x - self.lo) / span, 0.0, 1.0) if span > 1e-12 else np.zeros_like(x)
+        if self.log and span > 1e-12:
+            logged = np.log(norm + _LOG_OFFSET)
+            norm = np.clip((logged - self.log_lo) / (self.log_hi - self.log_lo), 0.0, 1.0)
+        return norm
+
+    def clean_prob(self, scores: np.ndarray) -> np.ndarray:
+        """Posterior of the clean (lowest-mean) component for raw scores (M,)."""
+        if self.gmm is None or np.size(scores) == 0:
+            return np.ones(np.shape(scores), dtype=np.float64)
+        return self.gmm.predict_proba(self.normalise(scores)[:, None])[:, self.clean_component]
+
+
+def fit_mixture(losses: np.ndarray, cfg: GStageConfig, seed: int) -> ScoreMixture:
+    """Fit the split's normalisation and GMM to per-sample losses (N,)."""
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.ndim != 1 or losses.size == 0:
+        raise ValueError(f"losses must be a non-empty (N,) array, got shape {losses.shape}.")
+    if not np.all(np.isfinite(losses)):
+        raise ValueError(f"losses contain non-finite values: {losses[~np.isfinite(losses)][:5].tolist()}.")
+    q = min(max(cfg.robust_quantile, 0.0), 0.25)
+    lo, hi = (float(v) for v in np.quantile(losses, [q, 1.0 - q]))
+    if hi - lo <= 1e-12:  # the quantiles coincide: fall back to the whole range
+        lo, hi = float(losses.min()), float(losses.max())
+    log = cfg.score_transform == "log"
+    log_lo, log_hi = float(np.log(_LOG_OFFSET)), float(np.log(1.0 + _LOG_OFFSET))
+    if losses.size < 2 or hi - lo <= 1e-12:
+        return ScoreMixture(lo, hi, log, log_lo, log_hi, None, 0)
+    mixture = ScoreMixture(lo, hi, log, log_lo, log_hi, None, 0)
+    gmm, clean = _fit_gmm_model(mixture.normalise(losses), cfg, seed)
+    return ScoreMixture(lo, hi, log, log_lo, log_hi, gmm, clean)
+
+
+def is_bimodal(record: GmmRound, min_separation: float, min_weight: float) -> bool:
+    """Evidence of two groups: separation S >= ``min_separation`` and each side holds at least
+    ``min_weight`` of the samples (by the mixture's weights and by the flags)."""
+    n = max(sum(record.hist_counts), 1)
+    flagged_share = record.n_flagged / n
+    return (
+        record.separation >= min_separation
+        and min(record.weights) >= min_weight
+        and min(flagged_share, 1.0 - flagged_share) >= min_weight
+    )
 
 
 def fit_gmm(
@@ -35,22 +106,14 @@ def fit_gmm(
     all losses equal) give clean_prob 1 for everyone and separation 0. ``previous_flags`` (N,) bool is
     the previous round's noisy flags, used for ``n_changed``.
     """
-    losses = np.asarray(losses, dtype=np.float64)
-    if losses.ndim != 1 or losses.size == 0:
-        raise ValueError(f"losses must be a non-empty (N,) array, got shape {losses.shape}.")
-    if not np.all(np.isfinite(losses)):
-        raise ValueError(f"losses contain non-finite values: {losses[~np.isfinite(losses)][:5].tolist()}.")
-    span = float(losses.max() - losses.min())
-    norm = (losses - losses.min()) / span if span > 1e-12 else np.zeros_like(losses)
-    if cfg.score_transform == "log" and span > 1e-12:
-        logged = np.log(norm + 0.01)
-        norm = (logged - logged.min()) / (logged.max() - logged.min())
+    mixture = fit_mixture(losses, cfg, seed)
+    norm = mixture.normalise(losses)
     counts, edges = np.histogram(norm, bins=cfg.histogram_bins, range=(0.0, 1.0))
-    if losses.size < 2 or span <= 1e-12:
-        clean_prob = np.ones_like(losses)
+    clean_prob = mixture.clean_prob(losses)
+    if mixture.gmm is None:
         means, variances, weights, separation = (0.0, 0.0), (0.0, 0.0), (1.0, 0.0), 0.0
     else:
-        clean_prob, means, variances, weights = _mixture(norm, cfg, seed)
+        means, variances, weights = _summary(mixture.gmm, mixture.clean_component)
         separation = float((means[1] - means[0]) / np.sqrt(variances[0] + variances[1]))
     flags = clean_prob <= cfg.tau
     n_changed = int((flags != previous_flags).sum()) if previous_flags is not None else int(flags.sum())
@@ -68,14 +131,10 @@ def fit_gmm(
     return clean_prob, record
 
 
-def _mixture(
-    norm: np.ndarray, cfg: GStageConfig, seed: int
-) -> tuple[np.ndarray, tuple[float, float], tuple[float, float], tuple[float, float]]:
-    """Fit the GMM to normalised scores (N,); clean = the lowest-mean component.
+def _fit_gmm_model(norm: np.ndarray, cfg: GStageConfig, seed: int) -> tuple[GaussianMixture, int]:
+    """Fit the GMM to normalised scores (N,); return it and its clean (lowest-mean) component.
 
     ``cfg.gmm_components`` < 2 picks 2, 3 or 4 components by BIC.
-    Returns clean_prob (N,) and (clean, noisy) means, variances and weights; with more than two
-    components the noisy side is summarised by the moments of the mixture of all the other components.
     """
     x = norm[:, None]
     candidates = [cfg.gmm_components] if cfg.gmm_components >= 2 else [2, 3, 4]
@@ -93,20 +152,21 @@ def _mixture(
             warnings.simplefilter("ignore", ConvergenceWarning)
             fits.append(gmm.fit(x))
     gmm = min(fits, key=lambda g: float(g.bic(x)))
+    return gmm, int(gmm.means_[:, 0].argmin())
+
+
+def _summary(
+    gmm: GaussianMixture, lo: int
+) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+    """(clean, noisy) means, variances and weights; with more than two components the noisy side is
+    summarised by the moments of the mixture of all the other components."""
     k = int(gmm.n_components)
     mu, var, w = gmm.means_[:, 0], gmm.covariances_.reshape(k), gmm.weights_
-    lo = int(mu.argmin())
     rest = np.arange(k) != lo
     w_rest = w[rest] / w[rest].sum()
     mu_rest = float((w_rest * mu[rest]).sum())
     var_rest = float((w_rest * (var[rest] + mu[rest] ** 2)).sum() - mu_rest**2)
-    clean_prob = gmm.predict_proba(norm[:, None])[:, lo]
-    return (
-        clean_prob,
-        (float(mu[lo]), mu_rest),
-        (float(var[lo]), var_rest),
-        (float(w[lo]), float(w[rest].sum())),
-    )
+    return (float(mu[lo]), mu_rest), (float(var[lo]), var_rest), (float(w[lo]), float(w[rest].sum()))
 
 
 def update_round_decided(

@@ -27,6 +27,7 @@ from gtcorrect.gstage import feedback_converged
 from gtcorrect.loop import Run
 from gtcorrect.losses import elr_penalty, elr_update, seg_loss
 from gtcorrect.methods import clean_indices, record_epoch_score, split
+from gtcorrect.metrics import foreground_dice
 from gtcorrect.tstage import (
     EarlyLearningDetector,
     class_thresholds,
@@ -203,7 +204,7 @@ def _t_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
     if flagged.size:
         probs = run.predict_probs("teacher", flagged)
         given = run.masks[torch.as_tensor(flagged, device=run.device)].cpu().numpy()
-        losses["flagged_dice"] = _mean_dice(probs.argmax(1), given)
+        losses["flagged_dice"] = float(foreground_dice(probs.argmax(1), given).mean())
         detector.update(losses["flagged_dice"])
         if t.correction != "none" and (detector.switched or last) and not final:
             _correct(run, flagged, probs)
@@ -221,20 +222,12 @@ def _final_split(run: Run) -> int | None:
     record = split(
         run, "teacher", run.state.rounds[-1].round + 1, min_separation=t.final_split_min_separation
     )
-    kept = record.separation >= t.final_split_min_separation
+    kept = record.applied
     flagged = np.flatnonzero(run.state.flagged)
     run.state.corrections = {}
     if t.correction != "none" and flagged.size:
         _correct(run, flagged, run.predict_probs("teacher", flagged))
     return record.round if kept else None
-
-
-def _mean_dice(pred: np.ndarray, true: np.ndarray) -> float:
-    """Mean foreground Dice of (N, S, S) label maps (all foreground classes pooled)."""
-    p, g = pred > 0, true > 0
-    inter = (p & g).sum((1, 2))
-    denom = p.sum((1, 2)) + g.sum((1, 2))
-    return float(np.mean(np.where(denom > 0, 2 * inter / np.maximum(denom, 1), 1.0)))
 
 
 def run_gt(run: Run, resume: Checkpoint | None) -> str:

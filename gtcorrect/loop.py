@@ -106,6 +106,7 @@ def _gmm_round(d: dict[str, Any]) -> GmmRound:
         hist_edges=tuple(float(e) for e in d["hist_edges"]),
         n_flagged=int(d["n_flagged"]),
         n_changed=int(d["n_changed"]),
+        applied=bool(d.get("applied", True)),
     )
 
 
@@ -183,17 +184,22 @@ class Run:
             losses.append(float(loss.detach()))
         return float(np.mean(losses)) if losses else 0.0
 
-    @torch.no_grad()
     def predict_probs(self, name: str, indices: np.ndarray) -> np.ndarray:
-        """Softmax of net ``name`` in eval mode on images ``indices``: (len, K, S, S) float32."""
+        """Softmax of net ``name`` in eval mode on training images ``indices``: (len, K, S, S) float32."""
+        return self.probs_of(
+            name, self.images[torch.as_tensor(indices, dtype=torch.int64, device=self.device)]
+        )
+
+    @torch.no_grad()
+    def probs_of(self, name: str, images: torch.Tensor) -> np.ndarray:
+        """Softmax of net ``name`` in eval mode on images (M, C, S, S) (any device): (M, K, S, S) float32."""
         net = self.nets[name]
         was_training = net.training
         net.eval()
         out = []
         bs = self.config.batch_size
-        for start in range(0, len(indices), bs):
-            idx = torch.as_tensor(indices[start : start + bs], dtype=torch.int64, device=self.device)
-            out.append(torch.softmax(net(self.images[idx]), 1).float().cpu())
+        for start in range(0, images.shape[0], bs):
+            out.append(torch.softmax(net(images[start : start + bs].to(self.device)), 1).float().cpu())
         net.train(was_training)
         if not out:
             return np.zeros((0, self.k, *self.images.shape[2:]), dtype=np.float32)

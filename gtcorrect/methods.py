@@ -7,6 +7,7 @@ returns the name of the net to keep. Shape legend: N images, B batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from gtcorrect.augment import augment_batch
 from gtcorrect.checkpoint import Checkpoint
-from gtcorrect.gstage import fit_gmm, score_samples, trajectory_score, update_round_decided
+from gtcorrect.gstage import fit_gmm, is_bimodal, score_samples, trajectory_score, update_round_decided
 from gtcorrect.loop import Run
 from gtcorrect.losses import per_sample_loss, seg_loss
 from gtcorrect.types import GmmRound
@@ -36,7 +37,9 @@ def record_epoch_score(run: Run, name: str) -> None:
 def split(run: Run, name: str, round_index: int, *, min_separation: float = 0.0) -> GmmRound:
     """Score every image with net ``name``, fit the GMM and update the run's split (in place).
 
-    A fit whose separation S is below ``min_separation`` is returned but changes nothing.
+    A fit that shows no two groups (``gtcorrect.gstage.is_bimodal``: separation S below
+    ``min_separation``, or one side below ``g.min_component_weight`` of the images) is reported with
+    ``applied=False`` and ``n_changed=0`` but changes nothing: the flags before it stand.
     """
     g, state = run.config.g, run.state
     if g.sample_loss == "trajectory":
@@ -56,7 +59,9 @@ def split(run: Run, name: str, round_index: int, *, min_separation: float = 0.0)
     clean_prob, record = fit_gmm(
         losses, g, run.config.seed + round_index, round_index=round_index, previous_flags=previous
     )
-    if record.separation < min_separation:
+    if not is_bimodal(record, min_separation, g.min_component_weight):
+        record = dataclasses.replace(record, applied=False, n_changed=0)
+        state.rounds.append(record)
         return record
     flags = clean_prob <= g.tau
     if previous is not None:

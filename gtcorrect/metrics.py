@@ -185,3 +185,16 @@ def correction_metrics(
         "change_recall": _ratio(changed_err, errors),
         "changed_fraction": changed / sum(m.size for m in n_list),
     }
+
+
+def foreground_dice(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-image Dice (N,) of (N, H, W) label maps with every foreground class pooled (label > 0);
+    1.0 where both are empty. Vectorised, for the engine's own checks on whole sets."""
+    if pred.shape != target.shape or pred.ndim != 3:
+        raise ValueError(
+            f"pred and target must be (N, H, W) of one shape, got {pred.shape} and {target.shape}."
+        )
+    p, t = pred > 0, target > 0
+    inter = (p & t).sum((1, 2))
+    denom = p.sum((1, 2)) + t.sum((1, 2))
+    return np.where(denom > 0, 2.0 * inter / np.maximum(denom, 1), 1.0)

@@ -8,7 +8,8 @@ Shape legend: N images, C channels, S size (``TrainConfig.image_size``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import get_args
+from dataclasses import dataclass
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ from gtcorrect.errors import InvalidTrainingInput
 from gtcorrect.gt import run_gt
 from gtcorrect.loop import Run
 from gtcorrect.methods import run_coteaching, run_gmm_select, run_plain
+from gtcorrect.metrics import foreground_dice
+from gtcorrect.quality import Evidence, Fetch, assess, holdout_indices, score_masks
 from gtcorrect.types import FitResult, ProgressCallback, StopCheck, TrainingData
 
 _RUNNERS: dict[str, Callable[[Run, Checkpoint | None], str]] = {
@@ -61,25 +64,101 @@ def fit(
     """
     validate_inputs(config, data)
     dev = torch.device(device)
+    train_idx, held_idx = holdout_indices(data.images.shape[0], config)
+    train_data = data if held_idx.size == 0 else _subset(data, train_idx)
     # Epochs reseed torch's global RNG (dropout); fork it so the caller's RNG stream is left alone.
     cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        run = Run(config, data, dev, callbacks, should_stop, checkpoint)
+        run = Run(config, train_data, dev, callbacks, should_stop, checkpoint)
         keep = _RUNNERS[config.method](run, resume)
+        held = _held_out(run, keep, data, held_idx)
+        quality, verdict, held_clean = assess(_evidence(run, data, held), _fetch(run, keep))
     metrics = run.val_metrics(keep)
-    state = run.state
+    if held.dice is not None:
+        metrics["holdout_dice"] = held.dice
+    state, n = run.state, data.images.shape[0]
+
+    def full(train: np.ndarray, held_values: np.ndarray, dtype: Any) -> np.ndarray:
+        out = np.empty(n, dtype=dtype)
+        out[train_idx], out[held_idx] = train, held_values
+        return out
+
+    corrections = {int(train_idx[j]): m for j, m in state.corrections.items()}
     return FitResult(
         ids=list(data.ids),
-        clean_prob=np.asarray(state.clean_prob, dtype=np.float64),
-        flagged=np.asarray(state.flagged, dtype=bool),
-        round_decided=np.asarray(state.round_decided, dtype=np.int64),
-        sample_loss=np.asarray(state.sample_loss, dtype=np.float64),
+        clean_prob=full(verdict.clean_prob, held_clean, np.float64),
+        flagged=full(verdict.flagged, held_clean <= config.g.tau, bool),
+        round_decided=full(state.round_decided, np.full(held_idx.size, -1), np.int64),
+        sample_loss=full(state.sample_loss, held.scores, np.float64),
         rounds=list(state.rounds),
-        corrected=dict(state.corrections),
+        corrected={i: m for i, m in corrections.items() if verdict.proposed[_pos(train_idx, i)]},
         model=run.bundle(keep, metrics),
         history=list(state.history),
         metrics=metrics,
+        held_out=full(np.zeros(train_idx.size, bool), np.ones(held_idx.size, bool), bool),
+        withheld={i: m for i, m in corrections.items() if not verdict.proposed[_pos(train_idx, i)]},
+        quality=quality,
     )
+
+
+def _pos(sorted_idx: np.ndarray, value: int) -> int:
+    return int(np.searchsorted(sorted_idx, value))
+
+
+def _subset(data: TrainingData, idx: np.ndarray) -> TrainingData:
+    sizes = data.original_sizes
+    return TrainingData(
+        images=data.images[idx],
+        masks=data.masks[idx],
+        ids=[data.ids[i] for i in idx],
+        label_map=data.label_map,
+        val_images=data.val_images,
+        val_masks=data.val_masks,
+        original_sizes=None if sizes is None else [sizes[i] for i in idx],
+    )
+
+
+@dataclass
+class _HeldOut:
+    dice: float | None  # the kept net's mean Dice against the held-back given masks
+    scores: np.ndarray  # (M,) their per-sample scores under the kept net
+
+
+def _held_out(run: Run, keep: str, data: TrainingData, held_idx: np.ndarray) -> _HeldOut:
+    if held_idx.size == 0:
+        return _HeldOut(None, np.zeros(0))
+    images = torch.as_tensor(data.images[held_idx], dtype=torch.float32)
+    probs = run.probs_of(keep, images)
+    masks = np.asarray(data.masks[held_idx], dtype=np.int64)
+    g = run.config.g
+    dice = float(foreground_dice(probs.argmax(1), masks).mean())
+    return _HeldOut(dice, score_masks(probs, masks, g.sample_loss, g.confident_floor))
+
+
+def _evidence(run: Run, data: TrainingData, held: _HeldOut) -> Evidence:
+    config, state = run.config, run.state
+    return Evidence(
+        config=config,
+        splits=config.method in ("gt", "gmm_select"),
+        corrects=config.method == "gt" and config.t.correction != "none",
+        rounds=list(state.rounds),
+        clean_prob=np.asarray(state.clean_prob, dtype=np.float64),
+        flagged=np.asarray(state.flagged, dtype=bool),
+        scores=np.asarray(state.sample_loss, dtype=np.float64),
+        thresholds=state.thresholds,
+        corrected=set(state.corrections),
+        n_total=data.images.shape[0],
+        validation_dice=held.dice,
+        held_scores=held.scores,
+    )
+
+
+def _fetch(run: Run, keep: str) -> Fetch:
+    def fetch(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        masks = run.masks[torch.as_tensor(idx, device=run.device)].cpu().numpy()
+        return run.predict_probs(keep, idx), masks
+
+    return fetch
 
 
 def validate_inputs(config: TrainConfig, data: TrainingData) -> None:

@@ -99,14 +99,18 @@ class GmmRound:
     hist_edges: tuple[float, ...]
     n_flagged: int
     n_changed: int  # images that changed side since the previous round
+    # False: the fit showed no two groups (one side too small, or the final split below its
+    # separation bar) and changed nothing; kept so that every fit is reported.
+    applied: bool = True
 
 
 @dataclass
 class FitResult:
     """Everything ``fit`` returns. Per-sample arrays are aligned with ``TrainingData.ids``.
 
-    corrected: sample index -> corrected mask at the training size, (S, S) int64 for hard correction,
-    or (K, S, S) float32 soft targets for soft correction. Only flagged images appear.
+    corrected: sample index -> proposed corrected mask at the training size, (S, S) int64 for hard
+    correction, or (K, S, S) float32 soft targets for soft correction. Only flagged images that the
+    correction gate (``gtcorrect.quality``) let through appear; the others are in ``withheld``.
     model: a ``gtcorrect.inference.ModelBundle`` (kept as Any here to avoid an import cycle).
     """
 
@@ -120,6 +124,9 @@ class FitResult:
     model: Any
     history: list[Progress]
     metrics: dict[str, float] = field(default_factory=dict)
+    held_out: np.ndarray | None = None  # (N,) bool: held back for validation, never trained on
+    withheld: dict[int, np.ndarray] = field(default_factory=dict)  # corrections the gate did not propose
+    quality: Any = None  # a ``gtcorrect.quality.Quality``: the job's judgement of itself
 
 
 ProgressCallback = Callable[[Progress], None]

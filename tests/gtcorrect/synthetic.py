@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from gtcorrect.config import QualityConfig
 from gtcorrect.types import TrainingData
 
 
@@ -100,3 +101,7 @@ def make_noisy_set(
     for i in np.flatnonzero(corrupted):
         noisy[i] = corrupt(clean[i], rng, strength, kinds)
     return SyntheticSet(images, clean, noisy, corrupted)
+
+# Tests of the plumbing of flags and corrections on tiny data, where no self-assessment could vouch for
+# anything: every flagged mask keeps its correction, nothing is held back, any split counts.
+PLUMBING = QualityConfig(gate=False, val_fraction=0.0, min_separation=0.0)

@@ -19,6 +19,7 @@ from gtcorrect.config import AugmentConfig, GStageConfig, NetConfig, TrainConfig
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network
 from gtcorrect.types import LabelMap
+from tests.gtcorrect.synthetic import PLUMBING
 
 TINY = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
 
@@ -106,6 +107,7 @@ def test_train_writes_model_report_corrections_and_plots(tmp_path: Path) -> None
         augment=AugmentConfig(enabled=False),
         g=GStageConfig(warmup_epochs=1, rounds_max=1, epochs_per_round=1),
         t=TStageConfig(epochs=2, early_learning="fixed", early_learning_fixed_epochs=1, rampup_epochs=1),
+        quality=PLUMBING,
     )
     (tmp_path / "config.json").write_text(config.to_json())
     out = tmp_path / "run"

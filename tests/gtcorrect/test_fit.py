@@ -18,7 +18,7 @@ from gtcorrect import (
 from gtcorrect.config import METHODS, AugmentConfig, GStageConfig, NetConfig, TStageConfig
 from gtcorrect.gstage import score_samples
 from gtcorrect.model import ModelBundle
-from tests.gtcorrect.synthetic import make_noisy_set
+from tests.gtcorrect.synthetic import PLUMBING, make_noisy_set
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +39,8 @@ def tiny(method: str = "gt", **kw: object) -> TrainConfig:
         net=NetConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1),
         g=GStageConfig(warmup_epochs=3, rounds_max=2, epochs_per_round=1),
         t=TStageConfig(epochs=3, early_learning="fixed", early_learning_fixed_epochs=1, rampup_epochs=2),
+        # The plumbing of flags and corrections, not the self-assessment (tests/gtcorrect/test_quality.py).
+        quality=PLUMBING,
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 

@@ -23,6 +23,7 @@ from app.db.session import session_scope
 from app.storage import keys
 from app.storage.base import ObjectStore
 from gtcorrect.config import AugmentConfig, GStageConfig, NetConfig, TrainConfig, TStageConfig
+from tests.gtcorrect.synthetic import PLUMBING
 from tests.worker.synthetic import SyntheticSet, png_bytes
 
 
@@ -39,6 +40,7 @@ def tiny_config(seed: int = 0, *, rounds: int = 2, t_epochs: int = 2) -> TrainCo
         t=TStageConfig(
             epochs=t_epochs, early_learning="fixed", early_learning_fixed_epochs=1, rampup_epochs=1
         ),
+        quality=PLUMBING,
     )
 
 

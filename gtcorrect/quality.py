@@ -1,0 +1,393 @@
+"""A finished run judges itself: validation on held-back samples, evidence of noise, a self-test on
+corrupted copies of trusted masks, and the gate that decides whether corrected masks are proposed.
+
+Why: a G-T run always produces a split and corrections, also where its evidence does not hold (clean
+data, a weak network, a biased annotator whose bias the network learnt). The noise report is only
+worth what the user can check, so every run reports, from its own data:
+- ``validation``: Dice of the kept network on samples held back from training (``quality.val_fraction``),
+  against their *given* masks: a lower bound of the true Dice when masks are noisy;
+- ``noise_evidence``: whether the split that stands shows two groups (``gtcorrect.gstage.is_bimodal``
+  with ``quality.min_separation``); without it nothing is flagged and the scores are only a ranking;
+- ``estimated_noise_rate`` and a bootstrap interval (resampled masks, refitted mixture);
+- ``calibration``: the most trusted masks are corrupted with the engine's own simulator
+  (``gtcorrect.noise``, known truth), scored by the kept network in one forward pass and judged by the
+  run's own mixture: the detector's recall (and precision against the uncorrupted originals) and
+  whether confident correcting brings the copies back. It is optimistic: the network has fit the
+  originals (BENCHMARKS.md measures how far);
+- the **correction gate**: corrections are proposed only when the job has evidence of noise, enough
+  samples, a network above ``quality.min_val_dice``, a mixture that estimates at most
+  ``quality.max_false_flag_rate`` clean masks among the flagged, and a self-test in which correcting
+  raised the copies' Dice. Per mask, a correction is proposed only where its expected gain is positive:
+  with q = 1 - clean probability and beta the share of a correction's change that the self-test saw
+  come back as Dice gain, q * beta > 1 - q.
+Shape legend: N training images of the run, M held-back or calibration masks, K classes, S size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gtcorrect.config import TrainConfig
+from gtcorrect.gstage import ScoreMixture, fit_gmm, fit_mixture, is_bimodal
+from gtcorrect.losses import per_sample_loss
+from gtcorrect.metrics import foreground_dice
+from gtcorrect.noise import PRESETS, simulate_noise
+from gtcorrect.tstage import class_thresholds, confident_flags, hard_correction
+from gtcorrect.types import GmmRound
+
+CORRECTIONS_APPLIED, CORRECTIONS_WITHHELD, CORRECTIONS_NONE = "applied", "withheld", "none"
+
+
+@dataclass(frozen=True)
+class Warning:
+    """A machine-readable code and one sentence for a person."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The self-test: ``n`` trusted masks corrupted with preset ``regime`` and judged by the run."""
+
+    n: int
+    regime: str
+    recall: float  # share of the corrupted copies the run's mixture flags
+    precision: float  # flagged copies / (flagged copies + flagged uncorrupted originals)
+    dice_corrupted: float  # mean Dice(copy, original)
+    dice_corrected: float  # mean Dice(corrected copy, original)
+    dice_clean_corrected: float  # mean Dice(corrected original, original): what correcting costs a clean mask
+    gain_ratio: float  # (dice_corrected - dice_corrupted) / mean share of the copy that correcting changed
+
+
+@dataclass(frozen=True)
+class Quality:
+    """What a run says about its own verdicts; ``to_dict`` is the job's ``quality`` JSON."""
+
+    n_samples: int
+    n_held_out: int
+    validation_dice: float | None
+    noise_evidence: bool | None  # None: the method makes no split
+    separation: float | None  # of the split that stands
+    estimated_noise_rate: float | None
+    noise_rate_interval: tuple[float, float] | None
+    false_flag_rate: float | None  # the mixture's mean clean probability over the flagged masks
+    calibration: Calibration | None
+    corrections: str  # "applied", "withheld" or "none" (the method corrects nothing)
+    corrections_reason: str
+    n_proposed: int
+    warnings: list[Warning] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["validation"] = (
+            None
+            if self.validation_dice is None
+            else {
+                "dice": self.validation_dice,
+                "n": self.n_held_out,
+                "note": "against the given masks of held-back samples: a lower bound when masks are noisy",
+            }
+        )
+        del out["validation_dice"]
+        out["corrections"] = {
+            "status": self.corrections,
+            "reason": self.corrections_reason,
+            "proposed": self.n_proposed,
+        }
+        del out["corrections_reason"], out["n_proposed"]
+        if self.noise_rate_interval is not None:
+            out["noise_rate_interval"] = list(self.noise_rate_interval)
+        return out
+
+
+@dataclass
+class Verdict:
+    """The run's final per-mask verdicts after the assessment (N training images)."""
+
+    clean_prob: np.ndarray  # (N,)
+    flagged: np.ndarray  # (N,) bool; all False without evidence of noise
+    proposed: np.ndarray  # (N,) bool: flagged and given a correction by the gate
+
+
+def holdout_indices(n: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-back) sample indices, sorted; nothing is held back when the share is too small to
+    validate on (``quality.min_val_samples``) or would leave fewer images than one batch."""
+    q = config.quality
+    n_held = int(round(q.val_fraction * n))
+    if n_held < max(q.min_val_samples, 1) or n - n_held < max(config.batch_size, 2):
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    order = np.random.default_rng([config.seed, 7919]).permutation(n)
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+def log_probs(probs: np.ndarray) -> torch.Tensor:
+    """Probabilities (M, K, S, S) as logits: per-sample scores of new masks need no new forward pass."""
+    return torch.log(torch.as_tensor(probs, dtype=torch.float32).clamp_min(1e-7))
+
+
+def score_masks(probs: np.ndarray, masks: np.ndarray, kind: str, floor: float) -> np.ndarray:
+    """Per-sample score (M,) of masks (M, S, S) under fixed network probabilities (M, K, S, S)."""
+    if probs.shape[0] == 0:
+        return np.zeros(0)
+    kind = "ce+dice" if kind == "trajectory" else kind  # one network, one epoch: the plain score
+    target = torch.as_tensor(masks, dtype=torch.int64)
+    return per_sample_loss(log_probs(probs), target, kind, floor=floor).double().numpy()
+
+
+def standing_split(rounds: list[GmmRound]) -> GmmRound | None:
+    """The last fit that was applied: the split whose flags stand."""
+    applied = [r for r in rounds if r.applied]
+    return applied[-1] if applied else None
+
+
+def noise_rate_interval(
+    scores: np.ndarray, config: TrainConfig, seed: int, min_separation: float
+) -> tuple[float, float]:
+    """95 % bootstrap interval of the flagged share; a resample without two groups counts as 0."""
+    rng = np.random.default_rng([seed, 104729])
+    rates = []
+    for _ in range(max(config.quality.bootstrap, 1)):
+        sample = scores[rng.integers(0, scores.size, scores.size)]
+        _, record = fit_gmm(sample, config.g, seed)
+        bimodal = is_bimodal(record, min_separation, config.g.min_component_weight)
+        rates.append(record.n_flagged / scores.size if bimodal else 0.0)
+    lo, hi = np.quantile(rates, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def self_test(
+    probs: np.ndarray,
+    masks: np.ndarray,
+    mixture: ScoreMixture,
+    thresholds: np.ndarray | None,
+    config: TrainConfig,
+) -> Calibration | None:
+    """Corrupt trusted masks (M, S, S) with known truth, score them under their images' network
+    probabilities (M, K, S, S) and correct them; None when there are fewer than 4 masks."""
+    m = masks.shape[0]
+    if m < 4:
+        return None
+    q, g = config.quality, config.g
+    copies = np.stack(simulate_noise(list(masks), PRESETS[q.calibration_regime](1.0), config.seed).masks)
+    copy_scores = score_masks(probs, copies, g.sample_loss, g.confident_floor)
+    orig_scores = score_masks(probs, masks, g.sample_loss, g.confident_floor)
+    caught = mixture.clean_prob(copy_scores) <= g.tau
+    false = mixture.clean_prob(orig_scores) <= g.tau
+    th = thresholds if thresholds is not None else class_thresholds(probs, masks, None, 0.0)
+    floor = config.t.confidence_floor
+    corrected = hard_correction(probs, copies, confident_flags(probs, copies, th, floor))
+    clean_corrected = hard_correction(probs, masks, confident_flags(probs, masks, th, floor))
+    before = foreground_dice(copies, masks).mean()
+    after = foreground_dice(corrected, masks).mean()
+    changed = float(np.mean(1.0 - foreground_dice(corrected, copies)))
+    return Calibration(
+        n=m,
+        regime=q.calibration_regime,
+        recall=float(caught.mean()),
+        precision=float(caught.sum() / max(caught.sum() + false.sum(), 1)),
+        dice_corrupted=float(before),
+        dice_corrected=float(after),
+        dice_clean_corrected=float(foreground_dice(clean_corrected, masks).mean()),
+        gain_ratio=float((after - before) / changed) if changed > 1e-9 else 0.0,
+    )
+
+
+def trusted_indices(clean_prob: np.ndarray, scores: np.ndarray, flagged: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` unflagged masks the run trusts most: highest clean probability, then lowest score."""
+    candidates = np.flatnonzero(~flagged)
+    order = np.lexsort((scores[candidates], -clean_prob[candidates]))
+    return np.sort(candidates[order[:n]])
+
+
+@dataclass
+class Evidence:
+    """What the assessment reads from a finished run (N training images)."""
+
+    config: TrainConfig
+    splits: bool  # the method makes a GMM split
+    corrects: bool  # the method proposes corrections
+    rounds: list[GmmRound]
+    clean_prob: np.ndarray  # (N,)
+    flagged: np.ndarray  # (N,) bool
+    scores: np.ndarray  # (N,) the standing split's scores
+    thresholds: np.ndarray | None
+    corrected: set[int]  # training indices that have a correction
+    n_total: int  # training + held back
+    validation_dice: float | None
+    held_scores: np.ndarray  # (M,) the held-back masks' scores
+
+
+Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def assess(ev: Evidence, fetch: Fetch) -> tuple[Quality, Verdict, np.ndarray]:
+    """Judge a run; return its ``Quality``, the final training verdicts and the held-back masks'
+    clean probabilities (M,). ``fetch(indices)`` gives the kept network's probabilities (len, K, S, S)
+    and the given masks (len, S, S) of training images (one forward pass over the calibration masks)."""
+    cfg, q = ev.config, ev.config.quality
+    warnings: list[Warning] = []
+    n = ev.clean_prob.size
+    if ev.n_total - ev.held_scores.size < q.min_samples:
+        warnings.append(
+            Warning(
+                "too_few_samples",
+                f"{n} training samples: fewer than {q.min_samples} are too few to tell wrong masks "
+                "from hard ones.",
+            )
+        )
+    if ev.validation_dice is None:
+        warnings.append(
+            Warning(
+                "no_validation",
+                f"too few samples to hold back a validation split ({q.val_fraction:.0%} of {ev.n_total} is "
+                f"under {q.min_val_samples}): the network's quality is unknown.",
+            )
+        )
+    elif ev.validation_dice < q.min_val_dice:
+        warnings.append(
+            Warning(
+                "weak_network",
+                f"validation Dice {ev.validation_dice:.2f} on held-back samples is below "
+                f"{q.min_val_dice:.2f}: "
+                "the network is too weak to judge the masks.",
+            )
+        )
+    if not ev.splits:
+        quality = Quality(
+            ev.n_total,
+            ev.held_scores.size,
+            ev.validation_dice,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            CORRECTIONS_NONE,
+            f"method {cfg.method!r} makes no corrections",
+            0,
+            warnings,
+        )
+        none = np.zeros(n, dtype=bool)
+        return quality, Verdict(ev.clean_prob, ev.flagged, none), np.ones(ev.held_scores.size)
+    return _assess_split(ev, fetch, warnings)
+
+
+def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[Quality, Verdict, np.ndarray]:
+    cfg, q, g = ev.config, ev.config.quality, ev.config.g
+    standing = standing_split(ev.rounds)
+    last = ev.rounds[-1] if ev.rounds else None
+    evidence = (
+        standing is not None
+        and last is not None
+        and last.applied
+        and is_bimodal(last, q.min_separation, g.min_component_weight)
+    )
+    flagged = ev.flagged.copy() if evidence else np.zeros_like(ev.flagged)
+    seed = cfg.seed + (standing.round if standing is not None else 0)
+    mixture = fit_mixture(ev.scores, g, seed)
+    held_clean = mixture.clean_prob(ev.held_scores) if evidence else np.ones(ev.held_scores.size)
+    if not evidence:
+        s = f"{last.separation:.2f}" if last is not None else "n/a"
+        warnings.append(
+            Warning(
+                "no_evidence_of_noise",
+                f"the scores show no two groups (separation {s}, needs {q.min_separation:.2f} and each side "
+                f">= {g.min_component_weight:.0%}): nothing is flagged; read the scores as a ranking only.",
+            )
+        )
+    n_flag = int(flagged.sum()) + int((held_clean <= g.tau).sum())
+    rate = n_flag / ev.n_total
+    if rate > q.max_flagged_fraction:
+        warnings.append(
+            Warning(
+                "most_masks_flagged",
+                f"{rate:.0%} of the masks are flagged: more likely a weak or biased "
+                "network than that many wrong masks.",
+            )
+        )
+    false_rate = float(ev.clean_prob[flagged].mean()) if flagged.any() else None
+    trusted = trusted_indices(ev.clean_prob, ev.scores, flagged, q.calibration_samples)
+    calibration = None
+    if trusted.size:
+        calibration = self_test(*fetch(trusted), mixture, ev.thresholds, cfg)
+    if calibration is not None and evidence and calibration.recall < q.min_calibration_recall:
+        warnings.append(
+            Warning(
+                "low_calibration_recall",
+                f"the self-test flagged {calibration.recall:.0%} of the "
+                "corrupted copies of trusted masks: many wrong masks may be missed.",
+            )
+        )
+    status, reason = _gate(ev, evidence, false_rate, calibration, warnings)
+    proposed = np.zeros(ev.flagged.size, dtype=bool)
+    has_correction = np.isin(np.arange(flagged.size), sorted(ev.corrected))
+    if status == CORRECTIONS_APPLIED and not q.gate:
+        proposed = flagged & has_correction
+    elif status == CORRECTIONS_APPLIED and calibration is not None:
+        beta = max(calibration.gain_ratio, 0.0)
+        noisy = 1.0 - ev.clean_prob
+        proposed = flagged & has_correction & (noisy * beta > 1.0 - noisy)
+        if not proposed.any():
+            status, reason = CORRECTIONS_WITHHELD, "no flagged mask's correction has a positive expected gain"
+    if status == CORRECTIONS_WITHHELD:
+        warnings.append(Warning("corrections_withheld", f"corrected masks are withheld: {reason}."))
+    interval = noise_rate_interval(ev.scores, cfg, seed, q.min_separation)
+    quality = Quality(
+        n_samples=ev.n_total,
+        n_held_out=int(ev.held_scores.size),
+        validation_dice=ev.validation_dice,
+        noise_evidence=bool(evidence),
+        separation=None if last is None else float(last.separation),
+        estimated_noise_rate=float(rate),
+        noise_rate_interval=interval,
+        false_flag_rate=false_rate,
+        calibration=calibration,
+        corrections=status if ev.corrects else CORRECTIONS_NONE,
+        corrections_reason=reason if ev.corrects else f"method {cfg.method!r} makes no corrections",
+        n_proposed=int(proposed.sum()),
+        warnings=warnings,
+    )
+    return quality, Verdict(ev.clean_prob, flagged, proposed), held_clean
+
+
+def _gate(
+    ev: Evidence,
+    evidence: bool,
+    false_rate: float | None,
+    calibration: Calibration | None,
+    warnings: list[Warning],
+) -> tuple[str, str]:
+    """The job-level correction gate: (status, reason)."""
+    q = ev.config.quality
+    if not ev.corrects:
+        return CORRECTIONS_NONE, ""
+    if not q.gate:
+        return CORRECTIONS_APPLIED, "the gate is off (quality.gate=false): every flagged mask's correction"
+    blocking = {"too_few_samples", "weak_network", "no_validation"} & {w.code for w in warnings}
+    if not evidence:
+        return CORRECTIONS_WITHHELD, "no evidence of noise"
+    if blocking:
+        return CORRECTIONS_WITHHELD, "the job cannot vouch for its network (" + ", ".join(
+            sorted(blocking)
+        ) + ")"
+    if false_rate is not None and false_rate > q.max_false_flag_rate:
+        return CORRECTIONS_WITHHELD, (
+            f"the mixture estimates {false_rate:.0%} of the flagged masks are correct "
+            f"(at most {q.max_false_flag_rate:.0%} allowed)"
+        )
+    if calibration is None:
+        return CORRECTIONS_WITHHELD, "too few trusted masks for the self-test"
+    if calibration.dice_corrected <= calibration.dice_corrupted:
+        return CORRECTIONS_WITHHELD, (
+            "in the self-test correcting did not repair corrupted masks "
+            f"(Dice {calibration.dice_corrupted:.2f} "
+            f"-> {calibration.dice_corrected:.2f})"
+        )
+    return CORRECTIONS_APPLIED, "the job's evidence holds"
