@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.common import OUT_DIR, SHARED_DATA, ResultLog, Split, run_all, train_and_score
 from bench.plan import ALL_METHODS, SCHEDULES, RunSpec, Schedule, make_config
-from bench.report import section, table, write_section
+from bench.report import quality_table, section, table, write_section
 from gtcorrect.data import load_folder, prepare, split_indices
 from gtcorrect.metrics import dice
 from gtcorrect.types import LabelMap
@@ -156,7 +156,12 @@ def main_bu_bil(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     methods = args.methods or ALL_METHODS
     rate = run_bu_bil(crowd, size, schedule, args.seeds, methods, log, args.device)
     keys = {RunSpec("crowd-worst", rate, m, "default", s).key for s in args.seeds for m in methods}
-    body = table({k: v for k, v in log.runs.items() if k in keys})
+    runs = {k: v for k, v in log.runs.items() if k in keys}
+    body = table(runs)
+    assessed = quality_table(runs)
+    if assessed:
+        title = "Self-assessment against the truth (means over seeds; 'k/n': in k of n seeds)"
+        body += f"\n\n{title}:\n\n{assessed}"
     print(body)
     if not args.no_markdown:
         chosen = ", ".join(

@@ -24,7 +24,12 @@ import torch
 from scipy import ndimage
 
 from gtcorrect.config import TrainConfig
-from gtcorrect.metrics import correction_metrics, recognition_metrics, segmentation_metrics
+from gtcorrect.metrics import (
+    correction_metrics,
+    foreground_dice,
+    recognition_metrics,
+    segmentation_metrics,
+)
 from gtcorrect.trainer import fit
 from gtcorrect.types import FitResult, TrainingData
 
@@ -173,18 +178,45 @@ def recognition_by_size(
     return out
 
 
+def _hard(mask: np.ndarray) -> np.ndarray:
+    return np.asarray(mask.argmax(0) if mask.ndim == 3 else mask)
+
+
+def handed_back(result: FitResult, given: np.ndarray, clean: np.ndarray) -> dict[str, float]:
+    """Over all training masks, mean Dice against the truth of what the user gets back: the given mask,
+    or its proposed correction where the gate proposed one (``output``), and, for comparison, of the
+    output had every correction the T stage made been handed back (``ungated``)."""
+    every = {**result.withheld, **result.corrected}
+
+    def mean_dice(chosen: dict[int, np.ndarray]) -> float:
+        out = given.copy()
+        for i, mask in chosen.items():
+            out[i] = _hard(mask)
+        return float(foreground_dice(out, clean).mean())
+
+    return {
+        "dice_given": float(foreground_dice(given, clean).mean()),
+        "dice_output": mean_dice(result.corrected),
+        "dice_ungated": mean_dice(every),
+        "n_proposed": float(len(result.corrected)),
+        "n_ungated": float(len(every)),
+    }
+
+
 def correction(
     result: FitResult, given: np.ndarray, clean: np.ndarray, only: np.ndarray | None = None
 ) -> dict[str, float] | None:
-    """Correction quality on the flagged images that got a corrected mask; None when there are none.
+    """Quality of every correction the T stage made (proposed by the gate or withheld), on the images
+    that got one; None when there are none.
 
     given, clean: (N, S, S) int64 training masks; only: (N,) bool, restrict to these images (e.g. the
     truly corrupted ones). Soft corrections (K, S, S) are scored by their argmax.
     """
-    idx = [i for i in sorted(result.corrected) if only is None or only[i]]
+    every = {**result.withheld, **result.corrected}
+    idx = [i for i in sorted(every) if only is None or only[i]]
     if not idx:
         return None
-    corrected = [m.argmax(0) if m.ndim == 3 else m for m in (result.corrected[i] for i in idx)]
+    corrected = [_hard(every[i]) for i in idx]
     out = correction_metrics(
         [given[i] for i in idx], [np.asarray(c) for c in corrected], [clean[i] for i in idx]
     )
@@ -252,7 +284,10 @@ def train_and_score(
         record["recognition_by_size"] = recognition_by_size(
             truth, split_result, split.train_masks, train_pred
         )
+    if result.quality is not None:
+        record["quality"] = result.quality.to_dict()
     if config.method == "gt":
+        record["handed_back"] = handed_back(result, given, split.train_masks)
         record["correction"] = correction(result, given, split.train_masks)
         if truth is not None:
             # Flagged clean masks can only get worse; this isolates what correction does to real errors.

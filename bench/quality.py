@@ -34,7 +34,7 @@ from bench.plan import (
     make_config,
     quick_plan,
 )
-from bench.report import BENCHMARKS, section, size_table, table, type_table, write_section
+from bench.report import BENCHMARKS, quality_table, section, size_table, table, type_table, write_section
 from gtcorrect.noise import PRESETS, simulate_noise
 
 
@@ -175,6 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = {k: v for k, v in log.runs.items() if k in keys}
     body = table(runs)
     extras = (
+        (
+            "Self-assessment against the truth (what the job reports about itself, means over seeds; "
+            "'k/n': in k of n seeds)",
+            quality_table(runs),
+        ),
         (
             "Recognition by corruption type (share flagged / AUROC against the clean masks / mean pixel noise"
             " of the type, means over seeds)",

@@ -169,6 +169,72 @@ def size_table(runs: dict[str, dict[str, Any]]) -> str:
     return _markdown(head, rows)
 
 
+def _share(get: Getter, recs: list[dict[str, Any]]) -> str:
+    """'k/n': in how many of the n runs the figure is true."""
+    return f"{sum(1 for r in recs if get(r))}/{len(recs)}"
+
+
+def _applied(rec: dict[str, Any]) -> float | None:
+    status = ((rec.get("quality") or {}).get("corrections") or {}).get("status")
+    return None if status is None else float(status == "applied")
+
+
+def _interval(recs: list[dict[str, Any]]) -> str:
+    bounds = [r["quality"].get("noise_rate_interval") for r in recs]
+    bounds = [b for b in bounds if b]
+    if not bounds:
+        return "–"
+    return f"[{np.mean([b[0] for b in bounds]):.2f}, {np.mean([b[1] for b in bounds]):.2f}]"
+
+
+QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
+    ("noise evidence", lambda recs: _share(_get("quality", "noise_evidence"), recs)),
+    ("flagged / true noise", _pair(_get("recognition", "estimated_noise_rate"), _get("spec", "alpha"), 2)),
+    ("noise-rate interval", _interval),
+    ("S final", _col(_get("quality", "separation"), 2)),
+    ("false-flag est.", _col(_get("quality", "false_flag_rate"), 2)),
+    ("held-out Dice (given masks)", _col(_get("quality", "validation", "dice"), 3)),
+    (
+        "self-test recall / true recall",
+        _pair(_get("quality", "calibration", "recall"), _get("recognition", "recall"), 2),
+    ),
+    (
+        "self-test precision / true precision",
+        _pair(_get("quality", "calibration", "precision"), _get("recognition", "precision"), 2),
+    ),
+    (
+        "self-test Dice corrupted → corrected",
+        _pair(
+            _get("quality", "calibration", "dice_corrupted"),
+            _get("quality", "calibration", "dice_corrected"),
+            3,
+        ),
+    ),
+    ("corrections applied", lambda recs: _share(_applied, recs)),
+    ("proposed", _col(_get("handed_back", "n_proposed"), 0)),
+    (
+        "all masks: given → handed back",
+        _pair(_get("handed_back", "dice_given"), _get("handed_back", "dice_output"), 3),
+    ),
+    ("all masks, ungated", _col(_get("handed_back", "dice_ungated"), 3)),
+]
+
+
+def quality_table(runs: dict[str, dict[str, Any]]) -> str:
+    """The job's self-assessment against the truth, one row per group whose runs report a quality with
+    a split; '' when none does."""
+    groups = [
+        (k, recs)
+        for k, recs in _groups(runs)
+        if all((r.get("quality") or {}).get("noise_evidence") is not None for r in recs)
+    ]
+    if not groups:
+        return ""
+    head = [*KEY_HEAD, *(name for name, _ in QUALITY_COLUMNS)]
+    rows = [[*_key_cells(key, recs), *(fmt(recs) for _, fmt in QUALITY_COLUMNS)] for key, recs in groups]
+    return _markdown(head, rows)
+
+
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (appended if absent)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -10,6 +10,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from gtcorrect.noise import PRESETS, simulate_noise
 from gtcorrect.plots import gmm_histogram_png
 from gtcorrect.types import FitResult, LabelMap, Progress
 
-REPORT_FIELDS = ("id", "clean_prob", "flagged", "loss", "round")
+REPORT_FIELDS = ("id", "clean_prob", "flagged", "loss", "round", "held_out", "correction_proposed")
 
 
 def _label_map(num_classes: int) -> LabelMap:
@@ -83,6 +84,8 @@ def _write_report(out: Path, result: FitResult) -> None:
             "flagged": bool(result.flagged[i]),
             "loss": float(result.sample_loss[i]),
             "round": int(result.round_decided[i]),
+            "held_out": bool(result.held_out[i]) if result.held_out is not None else False,
+            "correction_proposed": i in result.corrected,
         }
         for i, sid in enumerate(result.ids)
     ]
@@ -91,6 +94,17 @@ def _write_report(out: Path, result: FitResult) -> None:
         writer.writeheader()
         writer.writerows(rows)
     (out / "noise_report.json").write_text(json.dumps(rows, indent=1))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _write_corrected(out: Path, result: FitResult, sizes: Sequence[tuple[int, int]], lm: LabelMap) -> None:
@@ -137,6 +151,10 @@ def _train(args: argparse.Namespace) -> int:
     result.model.save(str(out / "model.pt"))
     _write_report(out, result)
     _write_corrected(out, result, sizes, lm)
+    if result.quality is not None:
+        (out / "quality.json").write_text(json.dumps(_json_safe(result.quality.to_dict()), indent=1))
+        for warning in result.quality.warnings:
+            print(f"warning [{warning.code}]: {warning.message}", file=sys.stderr)
     (out / "plots").mkdir(exist_ok=True)
     for r in result.rounds:
         (out / "plots" / f"gmm_round_{r.round}.png").write_bytes(gmm_histogram_png(r, tau=config.g.tau))

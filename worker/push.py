@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,8 @@ def full_size_mask(corrected: np.ndarray, size: tuple[int, int], num_classes: in
 def push_corrected(
     store: ObjectStore, job: ClaimedJob, inputs: JobInputs, result: FitResult
 ) -> list[CorrectedRecord]:
-    """Write each corrected mask as a PNG at its sample's original size; measure what changed there."""
+    """Write each proposed corrected mask (the ones the correction gate let through) as a PNG at its
+    sample's original size; measure what changed there."""
     records: list[CorrectedRecord] = []
     k = inputs.label_map.num_classes
     for index, corrected in sorted(result.corrected.items()):
@@ -47,7 +49,8 @@ def push_corrected(
         )
         key = keys.corrected(job.project_id, job.id, ref.sample_id)
         store.put(key, mask_to_png(full, inputs.label_map), PNG)
-        records.append(CorrectedRecord(ref.sample_id, key, float(np.mean(full != given))))
+        changed = full != given
+        records.append(CorrectedRecord(ref.sample_id, key, float(np.mean(changed)), int(changed.sum())))
     return records
 
 
@@ -80,8 +83,30 @@ def verdicts(inputs: JobInputs, result: FitResult) -> list[SampleVerdict]:
             flagged=bool(result.flagged[i]),
             loss=float(result.sample_loss[i]),
             round_decided=int(result.round_decided[i]),
+            held_out=bool(result.held_out[i]) if result.held_out is not None else False,
         )
         for i, ref in enumerate(inputs.refs)
+    ]
+
+
+def round_rows(result: FitResult, tau: float) -> list[dict[str, Any]]:
+    """The job's GMM fits as ``gmm_rounds`` columns."""
+    return [
+        {
+            "round": r.round,
+            "separation": float(r.separation),
+            "mean_clean": float(r.means[0]),
+            "mean_noisy": float(r.means[1]),
+            "var_clean": float(r.variances[0]),
+            "var_noisy": float(r.variances[1]),
+            "weight_clean": float(r.weights[0]),
+            "weight_noisy": float(r.weights[1]),
+            "threshold": float(tau),
+            "n_flagged": int(r.n_flagged),
+            "n_changed": int(r.n_changed),
+            "applied": bool(r.applied),
+        }
+        for r in result.rounds
     ]
 
 

@@ -33,7 +33,7 @@ from gtcorrect.types import FitResult, Progress
 from worker import jobstate
 from worker.fetch import JobInputs, fetch_inputs
 from worker.jobstate import ClaimedJob
-from worker.push import push_corrected, push_model, push_plots, remove_stale, verdicts
+from worker.push import push_corrected, push_model, push_plots, remove_stale, round_rows, verdicts
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,8 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob) -> JobStatus:
         weights_key=weights_key,
         metrics=jobstate.json_safe(metrics),
         progress=_final_progress(result),
+        quality=None if result.quality is None else jobstate.json_safe(result.quality.to_dict()),
+        rounds=round_rows(result, config.g.tau),
     )
     try:
         with session_scope(ctx.session_factory) as session:

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import JobDep, Limit, Offset, SessionDep, StoreDep
 from app.schemas.common import Page
-from app.schemas.results import NoiseFlagOut, PlotOut
+from app.schemas.results import GmmRoundOut, NoiseFlagOut, PlotOut
 from app.services import reports
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
@@ -72,6 +72,17 @@ def corrected_masks_zip(job: JobDep, session: SessionDep, store: StoreDep) -> St
 )
 def corrected_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
     return Response(reports.corrected_mask(session, store, job, sample_id), media_type="image/png")
+
+
+@router.get(
+    "/gmm-rounds",
+    summary="Every GMM fit of the job as data: separation, means, weights, flagged count per round",
+    response_model=Page[GmmRoundOut],
+    responses=_CONFLICT,
+)
+def gmm_round_rows(job: JobDep, session: SessionDep) -> Page[GmmRoundOut]:
+    rows = [GmmRoundOut.model_validate(r) for r in reports.gmm_rounds(session, job)]
+    return Page(items=rows, total=len(rows), limit=max(len(rows), 1), offset=0)
 
 
 @router.get(

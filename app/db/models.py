@@ -154,6 +154,8 @@ class TrainingJob(Base):
     config: Mapped[dict[str, Any]] = mapped_column()  # gtcorrect.TrainConfig.to_dict()
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, name="job_status"), index=True)
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)  # phase, epoch, round, metrics, noise rate
+    # The job's judgement of itself (gtcorrect.quality.Quality.to_dict()), set when it succeeds.
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -174,7 +176,8 @@ class NoiseFlag(Base):
     clean_probability: Mapped[float] = mapped_column(Float, index=True)
     flagged: Mapped[bool] = mapped_column(Boolean)
     loss: Mapped[float] = mapped_column(Float)
-    round_decided: Mapped[int] = mapped_column(Integer)
+    round_decided: Mapped[int] = mapped_column(Integer)  # -1: held back for validation, never trained on
+    held_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
 
 class CorrectedMask(Base):
@@ -185,6 +188,28 @@ class CorrectedMask(Base):
     sample_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"))
     object_key: Mapped[str] = mapped_column(String(500))
     changed_fraction: Mapped[float] = mapped_column(Float)
+    changed_pixels: Mapped[int | None] = mapped_column(Integer, default=None)  # at the original size
+
+
+class GmmRound(Base):
+    """One GMM fit of a job (G-stage rounds, the final split): what the histogram plots show, as data."""
+
+    __tablename__ = "gmm_rounds"
+    __table_args__ = (UniqueConstraint("job_id", "round"),)
+    id: Mapped[uuid.UUID] = _pk()
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    separation: Mapped[float] = mapped_column(Float)
+    mean_clean: Mapped[float] = mapped_column(Float)
+    mean_noisy: Mapped[float] = mapped_column(Float)
+    var_clean: Mapped[float] = mapped_column(Float)
+    var_noisy: Mapped[float] = mapped_column(Float)
+    weight_clean: Mapped[float] = mapped_column(Float)
+    weight_noisy: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)  # clean probability at or below which a mask is flagged
+    n_flagged: Mapped[int] = mapped_column(Integer)
+    n_changed: Mapped[int] = mapped_column(Integer)
+    applied: Mapped[bool] = mapped_column(Boolean)  # False: no two groups, the fit changed nothing
 
 
 class Model(Base):

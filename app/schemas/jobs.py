@@ -69,6 +69,13 @@ class JobOut(BaseModel):
     samples_used: int | None = None
     samples_left_out: int | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    quality: dict[str, Any] | None = Field(
+        default=None,
+        description="The job's judgement of its own verdicts, set when it succeeds: validation Dice on "
+        "held-back samples, noise_evidence, estimated_noise_rate with a bootstrap interval, the "
+        "calibration self-test, warnings (code + message) and corrections (applied or withheld, with the "
+        "reason). See docs/QUALITY.md.",
+    )
     created_at: datetime
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
@@ -97,6 +104,7 @@ class JobOut(BaseModel):
             samples_used=selection.get("samples_used"),
             samples_left_out=selection.get("samples_left_out"),
             config=job.config,
+            quality=job.quality,
             created_at=job.created_at,
             started_at=job.started_at,
             heartbeat_at=job.heartbeat_at,

@@ -23,7 +23,10 @@ class NoiseFlagOut(BaseModel):
                     "flagged": True,
                     "loss": 0.91,
                     "round_decided": 2,
+                    "held_out": False,
+                    "correction_proposed": True,
                     "changed_fraction": 0.12,
+                    "changed_pixels": 4810,
                 }
             ]
         }
@@ -32,11 +35,44 @@ class NoiseFlagOut(BaseModel):
     sample_id: uuid.UUID
     file_name: str
     annotation_id: uuid.UUID
-    clean_probability: float
+    clean_probability: float = Field(
+        description="Posterior of the clean component of the split that stands (a ranking when the job "
+        "found no evidence of noise)."
+    )
     flagged: bool
-    loss: float
-    round_decided: int
-    changed_fraction: float | None = None
+    loss: float = Field(description="The per-sample score the split was fitted on (higher: more suspicious).")
+    round_decided: int = Field(description="The GMM round in which the verdict last changed; -1: held back.")
+    held_out: bool = Field(
+        default=False, description="Held back for validation: never trained on, judged by the final network."
+    )
+    correction_proposed: bool = Field(
+        default=False, description="The correction gate proposes a corrected mask for this sample."
+    )
+    changed_fraction: float | None = Field(
+        default=None, description="Share of the mask's pixels the proposed correction changes."
+    )
+    changed_pixels: int | None = Field(
+        default=None, description="Pixels the proposed correction changes, at the original size."
+    )
+
+
+class GmmRoundOut(BaseModel):
+    """One GMM fit of a job on the normalised scores (0 = lowest score, 1 = highest)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    round: int
+    separation: float = Field(description="(mean_noisy - mean_clean) / sqrt(var_clean + var_noisy).")
+    mean_clean: float
+    mean_noisy: float
+    var_clean: float
+    var_noisy: float
+    weight_clean: float
+    weight_noisy: float
+    threshold: float = Field(description="A mask is flagged when its clean probability is at or below this.")
+    n_flagged: int
+    n_changed: int = Field(description="Masks that changed side since the previous round.")
+    applied: bool = Field(description="False: the fit showed no two groups and changed nothing.")
 
 
 class PlotOut(BaseModel):

@@ -1,4 +1,4 @@
-"""Reading a succeeded job's results: noise report, corrected masks, GMM round plots.
+"""Reading a succeeded job's results: noise report, corrected masks, GMM rounds and their plots.
 
 Recording them is the worker's side (``app.services.results``); this module only reads.
 """
@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import CorrectedMask, JobStatus, NoiseFlag, Sample, TrainingJob
+from app.db.models import CorrectedMask, GmmRound, JobStatus, NoiseFlag, Sample, TrainingJob
 from app.errors import Conflict, InvalidInput, NotFound
 from app.services.objects import read_object
 from app.storage import keys
@@ -42,7 +42,10 @@ class ReportRow:
     flagged: bool
     loss: float
     round_decided: int
+    held_out: bool
+    correction_proposed: bool
     changed_fraction: float | None
+    changed_pixels: int | None
 
 
 def require_succeeded(job: TrainingJob) -> None:
@@ -53,9 +56,9 @@ def require_succeeded(job: TrainingJob) -> None:
         )
 
 
-def _report_query(job: TrainingJob, flagged: bool | None) -> Select[NoiseFlag, str, float]:
+def _report_query(job: TrainingJob, flagged: bool | None) -> Select[NoiseFlag, str, float, int | None]:
     query = (
-        select(NoiseFlag, Sample.file_name, CorrectedMask.changed_fraction)
+        select(NoiseFlag, Sample.file_name, CorrectedMask.changed_fraction, CorrectedMask.changed_pixels)
         .join(Sample, Sample.id == NoiseFlag.sample_id)
         .outerjoin(
             CorrectedMask,
@@ -84,11 +87,27 @@ def noise_report(
         query = query.limit(limit)
     rows = [
         ReportRow(
-            f.sample_id, name, f.annotation_id, f.clean_probability, f.flagged, f.loss, f.round_decided, frac
+            f.sample_id,
+            name,
+            f.annotation_id,
+            f.clean_probability,
+            f.flagged,
+            f.loss,
+            f.round_decided,
+            f.held_out,
+            frac is not None,
+            frac,
+            pixels,
         )
-        for f, name, frac in session.execute(query).all()
+        for f, name, frac, pixels in session.execute(query).all()
     ]
     return rows, total
+
+
+def gmm_rounds(session: Session, job: TrainingJob) -> list[GmmRound]:
+    """Every GMM fit of the job, in round order (applied or not)."""
+    require_succeeded(job)
+    return list(session.scalars(select(GmmRound).where(GmmRound.job_id == job.id).order_by(GmmRound.round)))
 
 
 def report_csv(rows: list[ReportRow]) -> str:

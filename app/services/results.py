@@ -1,4 +1,5 @@
-"""Record a finished job's results in one transaction: noise flags, corrected masks, the model row.
+"""Record a finished job's results in one transaction: noise flags, corrected masks, GMM rounds, the
+self-assessment and the model row.
 
 Called by the worker after every object (corrected masks, plots, model file) is in the store, so a
 committed ``succeeded`` job never points at a missing object. Re-running replaces the job's rows
@@ -14,7 +15,16 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import CorrectedMask, Dataset, JobStatus, Model, NoiseFlag, TrainingJob, utcnow
+from app.db.models import (
+    CorrectedMask,
+    Dataset,
+    GmmRound,
+    JobStatus,
+    Model,
+    NoiseFlag,
+    TrainingJob,
+    utcnow,
+)
 from app.errors import Conflict, NotFound
 
 # Model ids derive from the job id, so a re-run writes the same model key instead of a second file.
@@ -34,7 +44,8 @@ class SampleVerdict:
     clean_probability: float
     flagged: bool
     loss: float
-    round_decided: int
+    round_decided: int  # -1: held back for validation
+    held_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,7 @@ class CorrectedRecord:
     sample_id: uuid.UUID
     object_key: str
     changed_fraction: float
+    changed_pixels: int
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,8 @@ class JobResults:
     weights_key: str
     metrics: dict[str, Any] = field(default_factory=dict)
     progress: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # GmmRound columns per fit
 
 
 def model_id_for_job(job_id: uuid.UUID) -> uuid.UUID:
@@ -93,6 +107,8 @@ def record_results(session: Session, job_id: uuid.UUID, attempt: int, results: J
     session.execute(delete(NoiseFlag).where(NoiseFlag.job_id == job_id))
     session.execute(delete(CorrectedMask).where(CorrectedMask.job_id == job_id))
     session.execute(delete(Model).where(Model.job_id == job_id))
+    session.execute(delete(GmmRound).where(GmmRound.job_id == job_id))
+    session.add_all(GmmRound(job_id=job_id, **r) for r in results.rounds)
     session.add_all(
         NoiseFlag(
             job_id=job_id,
@@ -102,12 +118,17 @@ def record_results(session: Session, job_id: uuid.UUID, attempt: int, results: J
             flagged=bool(v.flagged),
             loss=float(v.loss),
             round_decided=int(v.round_decided),
+            held_out=bool(v.held_out),
         )
         for v in results.verdicts
     )
     session.add_all(
         CorrectedMask(
-            job_id=job_id, sample_id=c.sample_id, object_key=c.object_key, changed_fraction=c.changed_fraction
+            job_id=job_id,
+            sample_id=c.sample_id,
+            object_key=c.object_key,
+            changed_fraction=c.changed_fraction,
+            changed_pixels=c.changed_pixels,
         )
         for c in results.corrected
     )
@@ -123,6 +144,7 @@ def record_results(session: Session, job_id: uuid.UUID, attempt: int, results: J
     session.add(model)
     now = utcnow()
     job.progress = dict(results.progress)
+    job.quality = None if results.quality is None else dict(results.quality)
     job.status = JobStatus.succeeded
     job.error = None
     # The worker deletes the checkpoints once the model is registered; the model supersedes them.

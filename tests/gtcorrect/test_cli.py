@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gtcorrect.cli import main
+from gtcorrect.cli import REPORT_FIELDS, main
 from gtcorrect.config import AugmentConfig, GStageConfig, NetConfig, TrainConfig, TStageConfig
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network
@@ -119,7 +119,7 @@ def test_train_writes_model_report_corrections_and_plots(tmp_path: Path) -> None
     assert [r["id"] for r in rows] == [f"img{i}" for i in range(8)]
     assert all(0.0 <= float(r["clean_prob"]) <= 1.0 for r in rows)
     report = json.loads((out / "noise_report.json").read_text())
-    assert set(report[0]) == {"id", "clean_prob", "flagged", "loss", "round"}
+    assert set(report[0]) == {*REPORT_FIELDS}
     flagged = {r["id"] for r in report if r["flagged"]}
     written = {p.stem for p in (out / "corrected").iterdir()}
     assert flagged and written == flagged  # hard correction: every flagged image gets a corrected mask
