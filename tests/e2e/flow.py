@@ -7,8 +7,11 @@ read the noise report, download a corrected mask and a GMM plot, segment a new i
 from __future__ import annotations
 
 import io
+import os
 import time
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -101,6 +104,8 @@ def _check_outputs(client: httpx.Client, job_id: str, dataset_id: str, report: l
     assert mask.status_code == 200, mask.text
     assert _png_size(mask.content) == (WIDTH, HEIGHT)
 
+    rounds = _ok(client.get(f"/v1/jobs/{job_id}/gmm-rounds"), 200)["items"]
+    assert rounds and rounds[0]["round"] == 0 and all(r["threshold"] == 0.5 for r in rounds), rounds
     plots = client.get(f"/v1/jobs/{job_id}/plots/gmm-rounds").json()
     assert plots and plots[0]["round"] == 0, plots
     plot = client.get(plots[0]["url"])
@@ -128,6 +133,8 @@ def run_flow(client: httpx.Client, seed: int = 0) -> FlowOutcome:
     assert created.headers["location"] == f"/v1/jobs/{job['id']}"
     job = wait_for_job(client, job["id"])
     assert job["status"] == "succeeded", f"job ended {job['status']}: {job.get('error')}"
+    # The e2e config switches the gate off (tests.gtcorrect.synthetic.PLUMBING); the quality is reported.
+    assert job["quality"]["corrections"]["status"] == "applied", job["quality"]
 
     report = _ok(
         client.get(f"/v1/jobs/{job['id']}/noise-report", params={"limit": 100, "sort": "clean_probability"}),
@@ -140,3 +147,57 @@ def run_flow(client: httpx.Client, seed: int = 0) -> FlowOutcome:
     assert hits >= N_CORRUPTED - 1, f"least clean {least_clean}, corrupted {sorted(corrupted)}"
     _check_outputs(client, job["id"], dataset_id, rows)
     return FlowOutcome(job, rows, corrupted)
+
+
+def _kvasir() -> Path:
+    root = Path(os.environ.get("GTC_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    return root / "kvasir-seg"
+
+
+def run_tiny_clean_job(client: httpx.Client, n: int = 24) -> dict[str, Any]:
+    """24 clean Kvasir-SEG masks, 3 epochs at 64 px, the default self-assessment: the job must succeed,
+    warn that it cannot vouch for its verdicts and withhold corrections (no correction is downloadable)."""
+    root = _kvasir()
+    names = sorted(p.name for p in (root / "images").glob("*.jpg"))[:n]
+    assert len(names) == n, f"{root}: expected Kvasir-SEG with at least {n} images"
+    dataset = _ok(
+        client.post("/v1/datasets", json={"name": "kvasir-tiny", "label_map": {"0": "bg", "1": "polyp"}}), 201
+    )
+    images = zip_bytes({name: (root / "images" / name).read_bytes() for name in names})
+    masks = zip_bytes({name: (root / "masks" / name).read_bytes() for name in names})
+    _ok(
+        client.post(
+            f"/v1/datasets/{dataset['id']}/images", files={"files": ("i.zip", images, "application/zip")}
+        ),
+        201,
+    )
+    batch = _ok(
+        client.post(
+            f"/v1/datasets/{dataset['id']}/annotation-batches",
+            data={"annotator": "expert", "mask_mode": "binary"},
+            files={"files": ("m.zip", masks, "application/zip")},
+        ),
+        201,
+    )
+    config = {
+        "image_size": 64,
+        "g": {"warmup_epochs": 1, "rounds_max": 1, "epochs_per_round": 1},
+        "t": {"epochs": 1},
+    }
+    job = _ok(
+        client.post(
+            "/v1/jobs", json={"dataset_id": dataset["id"], "batch_ids": [batch["id"]], "config": config}
+        ),
+        202,
+    )
+    job = wait_for_job(client, job["id"])
+    assert job["status"] == "succeeded", f"job ended {job['status']}: {job.get('error')}"
+    quality = job["quality"]
+    codes = {w["code"] for w in quality["warnings"]}
+    assert "too_few_samples" in codes and "corrections_withheld" in codes, quality
+    assert quality["corrections"]["status"] == "withheld" and quality["corrections"]["proposed"] == 0, quality
+    report = _ok(client.get(f"/v1/jobs/{job['id']}/noise-report", params={"limit": 100}), 200)["items"]
+    assert len(report) == n and not any(row["correction_proposed"] for row in report)
+    archive = client.get(f"/v1/jobs/{job['id']}/corrected-masks.zip")
+    assert archive.status_code == 200 and zipfile.ZipFile(io.BytesIO(archive.content)).namelist() == []
+    return job

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from app.cli import worker_command
-from tests.e2e.flow import run_flow
+from tests.e2e.flow import run_flow, run_tiny_clean_job
 from tests.support.processes import children, quiet_env, tail
 from tests.support.s3server import free_ports
 
@@ -130,6 +130,7 @@ def test_flow_in_embedded_mode(tmp_path: Path) -> None:
         assert key in log.read_text(), "the key is printed once on first start"
         with _client(base_url, key) as client:
             run_flow(client, seed=1)
+            run_tiny_clean_job(client)
         assert (data_dir / "gtcorrect.db").is_file() and any((data_dir / "objects").rglob("*.pt"))
         workers = children(serve.pid)
         assert workers, "gtcorrect serve must run its own worker subprocess"
