@@ -85,10 +85,11 @@ class GStageConfig:
     # accuracy and AUROC on Kvasir-SEG, BENCHMARKS.md section full40-ema). "student": the paper's
     # choice; the teacher then starts as a copy of the student when the G stage ends.
     score_net: ScoreNet = "ema"
-    # Scores are scaled between these quantiles (q and 1 - q) and clipped before the GMM, so that one
-    # odd mask (a tiny object, a mask eroded to a few pixels) cannot sit alone at one end and take a
-    # component of its own. 0: DivideMix's min-max scaling.
-    robust_quantile: float = 0.01
+    # Scores beyond Tukey's far fences (Q1 - k IQR, Q3 + k IQR) are clipped to them before the GMM, so
+    # that one odd mask (a tiny object, a mask eroded to a few pixels) cannot sit alone at one end and
+    # take a component of its own; scores inside the fences keep DivideMix's min-max scaling. 0: no
+    # clipping (DivideMix).
+    robust_iqr: float = 3.0
     # A split whose smaller side (mixture weight or flagged share) is below this share of the masks
     # is no evidence of two groups: it changes nothing (the flags of the round before stand).
     min_component_weight: float = 0.03

@@ -160,9 +160,8 @@ def run_tiny_clean_job(client: httpx.Client, n: int = 24) -> dict[str, Any]:
     root = _kvasir()
     names = sorted(p.name for p in (root / "images").glob("*.jpg"))[:n]
     assert len(names) == n, f"{root}: expected Kvasir-SEG with at least {n} images"
-    dataset = _ok(
-        client.post("/v1/datasets", json={"name": "kvasir-tiny", "label_map": {"0": "bg", "1": "polyp"}}), 201
-    )
+    label_map = {"0": "background", "1": "polyp"}
+    dataset = _ok(client.post("/v1/datasets", json={"name": "kvasir-tiny", "label_map": label_map}), 201)
     images = zip_bytes({name: (root / "images" / name).read_bytes() for name in names})
     masks = zip_bytes({name: (root / "masks" / name).read_bytes() for name in names})
     _ok(
