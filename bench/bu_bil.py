@@ -174,6 +174,8 @@ def main_bu_bil(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             f"training masks with Dice < {NOISY_DICE} against the consensus (= noisy for recognition); "
             "'clean' trains on the consensus.",
         ]
-        text = section("BU-BIL crowd (real annotators)", _command(argv, path), log.data, body, notes)
-        write_section("quality-bu-bil", text, args.benchmarks)
+        name = "bu-bil" if args.section in ("default", "custom") else args.section
+        title = "BU-BIL crowd (real annotators)" + ("" if name == "bu-bil" else f": {name}")
+        text = section(title, _command(argv, path), log.data, body, notes)
+        write_section(f"quality-{name}", text, args.benchmarks)
     return 0
