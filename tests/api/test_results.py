@@ -76,7 +76,7 @@ def finished(
     for sid in flagged:
         key = keys.corrected(project, job_uuid, uuid.UUID(sid))
         store.put(key, png_bytes(corrected_mask), "image/png")
-        records.append(CorrectedRecord(uuid.UUID(sid), key, 0.25))
+        records.append(CorrectedRecord(uuid.UUID(sid), key, 0.25, 375))
     for k in (0, 1):
         store.put(keys.plot(project, job_uuid, f"gmm_round_{k}"), png_bytes(np.full((4, 4), k, np.uint8)))
     weights_key = keys.model(project, model_id_for_job(job_uuid))
