@@ -6,12 +6,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Dataset, Project
-from app.db.session import make_engine, make_session_factory, session_scope, upgrade
+from app.db.session import alembic_config, make_engine, make_session_factory, session_scope, upgrade
 from app.settings import Settings
 
 
@@ -62,10 +63,12 @@ def test_sqlite_enforces_foreign_keys_and_cascades(sqlite_factory: sessionmaker[
 
 
 def test_upgrade_is_idempotent_on_sqlite(embedded_settings: Settings) -> None:
-    upgrade(embedded_settings.resolved_database_url())
-    engine = make_engine(embedded_settings.resolved_database_url())
+    url = embedded_settings.resolved_database_url()
+    upgrade(url)
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    engine = make_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
     engine.dispose()
 
 
