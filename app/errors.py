@@ -67,6 +67,12 @@ class BadRequest(InvalidInput):
     slug = "bad-request"
 
 
+class TooManyRequests(AppError):
+    status = 429
+    title = "Too many requests"
+    slug = "too-many-requests"
+
+
 class PayloadTooLarge(AppError):
     status = 413
     title = "Payload too large"

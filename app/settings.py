@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gtcorrect.config import ConfigLimits
+
 PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", ""})
 FILESYSTEM_BROKER = "filesystem://"
 
@@ -45,6 +47,16 @@ class Settings(BaseSettings):
     # A queued job nobody claimed for this long is sent again (its message may have been lost).
     queued_resend_s: int = Field(default=900, gt=0)
 
+    # What one job may ask for (gtcorrect.config.ConfigLimits); beyond them: a 422 naming the field.
+    max_epochs: int = Field(default=500, ge=1)
+    max_image_size: int = Field(default=1024, ge=32)
+    max_batch_size: int = Field(default=256, ge=2)
+    max_num_workers: int = Field(default=8, ge=0)
+    # A job still training this long after it first started fails with a clear error (retries included).
+    job_time_limit_s: int = Field(default=48 * 3600, gt=0)
+    # Queued + running jobs one project may have at once; one more is a 429.
+    max_active_jobs: int = Field(default=8, ge=1)
+
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=50_000_000, gt=0)
     max_zip_entries: int = Field(default=10_000, gt=0)
@@ -64,6 +76,14 @@ class Settings(BaseSettings):
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"GTC_DEVICE must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self
+
+    def config_limits(self) -> ConfigLimits:
+        return ConfigLimits(
+            max_epochs=self.max_epochs,
+            max_image_size=self.max_image_size,
+            max_batch_size=self.max_batch_size,
+            max_num_workers=self.max_num_workers,
+        )
 
     # The resolved values below are what every consumer should read; the raw fields may be None.
 

@@ -203,6 +203,37 @@ def handed_back(result: FitResult, given: np.ndarray, clean: np.ndarray) -> dict
     }
 
 
+def per_sample(
+    result: FitResult, given: np.ndarray, clean: np.ndarray, truth: np.ndarray | None
+) -> dict[str, list[Any]]:
+    """G-T's verdict on every training mask next to the truth, for studying the gate offline: held
+    back, score, clean probability, flagged, proposed, Dice(given, truth), and, where the T stage made a
+    correction (proposed or withheld), Dice(correction, truth) and the share of the mask it changes."""
+    every = {**result.withheld, **result.corrected}
+    n = given.shape[0]
+    corrected_dice = np.full(n, np.nan)
+    change = np.full(n, np.nan)
+    for i, mask in every.items():
+        hard = _hard(mask)[None]
+        corrected_dice[i] = foreground_dice(hard, clean[i : i + 1])[0]
+        change[i] = 1.0 - foreground_dice(hard, given[i : i + 1])[0]
+
+    def r4(a: np.ndarray) -> list[Any]:
+        return [None if np.isnan(v) else round(float(v), 4) for v in a]
+
+    return {
+        "held_out": result.held_out.astype(int).tolist(),
+        "noisy": [] if truth is None else np.asarray(truth, dtype=int).tolist(),
+        "score": r4(result.sample_loss),
+        "clean_prob": r4(result.clean_prob),
+        "flagged": result.flagged.astype(int).tolist(),
+        "proposed": [int(i in result.corrected) for i in range(n)],
+        "dice_given": r4(foreground_dice(given, clean)),
+        "dice_corrected": r4(corrected_dice),
+        "change": r4(change),
+    }
+
+
 def correction(
     result: FitResult, given: np.ndarray, clean: np.ndarray, only: np.ndarray | None = None
 ) -> dict[str, float] | None:
@@ -288,6 +319,7 @@ def train_and_score(
         record["quality"] = result.quality.to_dict()
     if config.method == "gt":
         record["handed_back"] = handed_back(result, given, split.train_masks)
+        record["per_sample"] = per_sample(result, given, split.train_masks, truth)
         record["correction"] = correction(result, given, split.train_masks)
         if truth is not None:
             # Flagged clean masks can only get worse; this isolates what correction does to real errors.

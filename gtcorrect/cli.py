@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gtcorrect.config import METHODS, TrainConfig
+from gtcorrect.config import METHODS, ConfigLimits, TrainConfig, check_config
 from gtcorrect.data import IMAGE_SUFFIXES, load_folder, prepare, read_image, read_mask, restore_mask
 from gtcorrect.data import restore_probabilities as restore_prob
 from gtcorrect.inference import Predictor, mask_to_png
@@ -73,7 +73,9 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         for k, v in (("method", args.method), ("image_size", args.size), ("seed", args.seed))
         if v is not None
     }
-    return dataclasses.replace(config, **overrides)
+    config = dataclasses.replace(config, **overrides)
+    check_config(config, ConfigLimits())  # the service's default limits: a typo of 10**9 epochs stops here
+    return config
 
 
 def _write_report(out: Path, result: FitResult) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+
+from gtcorrect.errors import ConfigError
 
 Method = Literal["gt", "noisy", "clean", "gmm_select", "coteaching"]
 # "ce+dice"/"ce"/"dice": the paper-style per-image loss (reference). "confident": disagreement between
@@ -25,6 +28,7 @@ ScoreNet = Literal["ema", "student"]
 EarlyLearning = Literal["curve", "fixed", "none"]
 Correction = Literal["hard", "soft", "none"]
 KeepModel = Literal["teacher", "student"]
+NoiseRegime = Literal["moderate", "strong", "systematic"]  # the presets of gtcorrect.noise
 
 METHODS: tuple[str, ...] = typing.get_args(Method)
 
@@ -148,7 +152,7 @@ class QualityConfig:
     calibration_samples: int = 64  # trusted masks corrupted for the self-test
     # gtcorrect.noise presets the self-test corrupts copies with (all mixed types); the headline figures
     # are those of the preset whose copies are about as wrong as the flagged masks look to the network.
-    calibration_regimes: tuple[str, ...] = ("moderate", "strong")
+    calibration_regimes: tuple[NoiseRegime, ...] = ("moderate", "strong")
     min_calibration_recall: float = 0.5  # below this: a warning that many wrong masks may be missed
     # The gate hands corrections back only while the job's own mixture says at most this share of the
     # flagged masks is clean (mean clean probability of the flagged masks).
@@ -184,13 +188,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
-        if self.image_size < 16 or self.image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16 and >= 16, got {self.image_size}.")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}.")
-        if not 0.0 < self.g.tau < 1.0:
-            raise ValueError(f"g.tau must lie in (0, 1), got {self.g.tau}.")
+            raise ConfigError("method", f"must be one of {METHODS}, got {self.method!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -199,44 +197,230 @@ class TrainConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return _from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any], limits: ConfigLimits | None = None) -> TrainConfig:
+        """Parse and ``check_config`` JSON data; ``ConfigError`` names the first bad field."""
+        config = _from_dict(cls, data)
+        check_config(config, limits)
+        return config
 
     @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, limits: ConfigLimits | None = None) -> TrainConfig:
+        return cls.from_dict(json.loads(text), limits)
 
 
 _T = TypeVar("_T")
 
 
-def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
-    """Build a (nested) frozen dataclass from plain JSON data, rejecting unknown keys by name."""
+def _from_dict(cls: type[_T], data: Any, path: str = "") -> _T:
+    """Build a (nested) frozen dataclass from plain JSON data, checking every value's type against the
+    field's annotation; errors are ``ConfigError`` naming the dotted field."""
     if not isinstance(data, dict):
-        raise ValueError(f"{cls.__name__} expects an object, got {type(data).__name__}.")
+        raise ConfigError(path.rstrip(".") or cls.__name__, f"expects an object, got {_kind(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}.")
+        raise ConfigError(f"{path}{unknown[0]}", f"unknown field (known: {', '.join(sorted(names))})")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-            kwargs[name] = _from_dict(hint, value)
-        elif _is_tuple(hint):
-            if not isinstance(value, list | tuple):
-                raise ValueError(f"{cls.__name__}.{name} expects a list, got {value!r}.")
-            kwargs[name] = tuple(value)
+            kwargs[name] = _from_dict(hint, value, f"{path}{name}.")
         else:
-            kwargs[name] = value
+            kwargs[name] = _typed(hint, value, f"{path}{name}")
     return cls(**kwargs)
 
 
-def _is_tuple(hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        return True
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r}"[:80]
+
+
+def _typed(hint: Any, value: Any, field_path: str) -> Any:
+    """``value`` converted to ``hint`` (int, float, bool, str Literal, tuple[X, ...], X | None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(typing.get_origin(a) is tuple for a in typing.get_args(hint))
-    return False
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(inner, value, field_path)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(field_path, f"expects a list, got {_kind(value)}")
+        return tuple(_typed(args[0], v, f"{field_path}[{i}]") for i, v in enumerate(value))
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(field_path, f"must be one of {', '.join(map(repr, args))}, got {_kind(value)}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(field_path, f"expects true or false, got {_kind(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(field_path, f"expects an integer, got {_kind(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(field_path, f"expects a finite number, got {_kind(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(field_path, f"expects a string, got {_kind(value)}")
+        return value
+    raise TypeError(f"{field_path}: unsupported annotation {hint!r}")
+
+
+@dataclass(frozen=True)
+class ConfigLimits:
+    """What one job may ask for, on top of the engine's own rules. The service reads these from its
+    settings (``GTC_MAX_EPOCHS`` ...); ``gtcorrect train`` applies the defaults."""
+
+    max_epochs: int = 500  # the whole schedule: G-T's warm-up + rounds + T stage, or ``epochs``
+    max_image_size: int = 1024
+    max_batch_size: int = 256
+    max_num_workers: int = 8
+    max_channels: int = 1024  # filters of one network level
+    max_levels: int = 7  # network levels (len(net.channels))
+
+
+# (lowest, highest, lowest excluded) of every bounded scalar; None: unbounded on that side.
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "seed": (0, 2**32 - 1, False),
+    "lr": (0, 1, True),
+    "weight_decay": (0, 1, False),
+    "net.num_res_units": (0, 8, False),
+    "net.dropout": (0, 0.9, False),
+    "augment.affine_degrees": (0, 180, False),
+    "augment.affine_scale": (0, 0.9, False),
+    "augment.intensity": (0, 1, False),
+    "g.epochs_per_round": (1, None, False),
+    "g.rounds_max": (0, 100, False),
+    "g.tau": (0, 1, True),
+    "g.stop_change_frac": (0, 1, False),
+    "g.gmm_max_iter": (1, 1000, False),
+    "g.gmm_tol": (0, 1, True),
+    "g.gmm_reg_covar": (0, 1, True),
+    "g.histogram_bins": (2, 1000, False),
+    "g.trajectory_epochs": (1, 100, False),
+    "g.confident_floor": (0, 1, False),
+    "g.gmm_components": (0, 4, False),
+    "g.robust_iqr": (0, 100, False),
+    "g.min_component_weight": (0, 0.49, False),
+    "t.epochs": (0, None, False),
+    "t.ema_decay": (0, 0.99999, False),
+    "t.flagged_fraction": (0, 0.99, True),
+    "t.consistency_noise_std": (0, 10, False),
+    "t.consistency_noise_clip": (0, 10, False),
+    "t.lambda_max": (0, 100, False),
+    "t.rampup_epochs": (0, None, False),
+    "t.flagged_weight": (0, 1000, False),
+    "t.early_learning_fixed_epochs": (0, None, False),
+    "t.early_learning_slope_frac": (0, 1, False),
+    "t.confidence_floor": (0, 1, False),
+    "t.threshold_ema": (0, 0.99999, False),
+    "t.elr_beta": (0, 0.99999, False),
+    "t.elr_lambda": (0, 100, False),
+    "t.final_split_min_separation": (0, 100, False),
+    "quality.val_fraction": (0, 0.5, False),
+    "quality.min_val_samples": (1, None, False),
+    "quality.min_samples": (0, None, False),
+    "quality.min_val_dice": (0, 1, False),
+    "quality.min_separation": (0, 100, False),
+    "quality.calibration_samples": (0, 4096, False),
+    "quality.min_calibration_recall": (0, 1, False),
+    "quality.max_false_flag_rate": (0, 1, False),
+    "quality.max_flagged_fraction": (0, 1, False),
+    "quality.bootstrap": (1, 10000, False),
+    "coteaching.forget_rate": (0, 0.99, False),
+    "coteaching.num_gradual": (0, None, False),
+}
+
+
+def _get(config: TrainConfig, path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def schedule_epochs(config: TrainConfig) -> int:
+    """The longest the method trains: G-T's warm-up + every feedback round + T stage, else ``epochs``."""
+    g = config.g
+    if config.method == "gt":
+        return g.warmup_epochs + (g.rounds_max * g.epochs_per_round if g.feedback else 0) + config.t.epochs
+    return config.epochs
+
+
+def check_config(config: TrainConfig, limits: ConfigLimits | None = None) -> None:
+    """Raise ``ConfigError`` (naming the field) unless ``config`` can be trained: the engine's own rules
+    and, when given, an operator's ``limits``. The one validator of the API, the worker and the CLI."""
+    _from_dict(type(config), config.to_dict())  # every field's type, also of configs built in code
+    for path, (lo, hi, lo_open) in _RANGES.items():
+        value = _get(config, path)
+        if value is None:
+            continue
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise ConfigError(path, f"must be {'>' if lo_open else '>='} {lo:g}, got {value!r}")
+        if hi is not None and value > hi:
+            raise ConfigError(path, f"must be <= {hi:g}, got {value!r}")
+    net = config.net
+    if len(net.channels) < 2:
+        raise ConfigError("net.channels", f"needs at least 2 levels, got {list(net.channels)}")
+    if len(net.strides) != len(net.channels) - 1:
+        raise ConfigError(
+            "net.strides",
+            f"needs one stride per level after the first ({len(net.channels) - 1}), got {list(net.strides)}",
+        )
+    if any(c < 1 for c in net.channels):
+        raise ConfigError("net.channels", f"every level needs >= 1 filter, got {list(net.channels)}")
+    if any(not 1 <= s <= 4 for s in net.strides):
+        raise ConfigError("net.strides", f"every stride must lie in 1..4, got {list(net.strides)}")
+    down = math.prod(net.strides)
+    size = config.image_size
+    if size % down or size // down < 2:
+        raise ConfigError(
+            "image_size",
+            f"must be a multiple of {down} (the product of net.strides) and at least {2 * down}, so that "
+            f"the network's deepest level keeps 2x2 pixels; got {size}",
+        )
+    if config.batch_size < 2:
+        raise ConfigError("batch_size", f"must be >= 2, got {config.batch_size}")
+    if config.num_workers < 0:
+        raise ConfigError("num_workers", f"must be >= 0, got {config.num_workers}")
+    if config.method in ("gt", "gmm_select") and config.g.warmup_epochs < 1:
+        raise ConfigError("g.warmup_epochs", f"must be >= 1, got {config.g.warmup_epochs}")
+    if config.method != "gt" and config.epochs < 1:
+        raise ConfigError("epochs", f"must be >= 1, got {config.epochs}")
+    if limits is not None:
+        _check_limits(config, limits)
+
+
+def _check_limits(config: TrainConfig, limits: ConfigLimits) -> None:
+    net = config.net
+    bounded = [
+        ("image_size", config.image_size, limits.max_image_size),
+        ("batch_size", config.batch_size, limits.max_batch_size),
+        ("num_workers", config.num_workers, limits.max_num_workers),
+        ("net.channels", max(net.channels), limits.max_channels),
+        ("net.channels", len(net.channels), limits.max_levels),
+    ]
+    for path, value, most in bounded:
+        if value > most:
+            what = "levels" if path == "net.channels" and most == limits.max_levels else "value"
+            raise ConfigError(path, f"{what} {value} is above this service's limit of {most}")
+    total = schedule_epochs(config)
+    if total > limits.max_epochs:
+        g = config.g
+        parts = (
+            {
+                "g.warmup_epochs": g.warmup_epochs,
+                "g.rounds_max": g.rounds_max * g.epochs_per_round,
+                "t.epochs": config.t.epochs,
+            }
+            if config.method == "gt"
+            else {"epochs": config.epochs}
+        )
+        raise ConfigError(
+            max(parts, key=lambda k: parts[k]),
+            f"the schedule would train {total} epochs; this service's limit is {limits.max_epochs}",
+        )

@@ -25,3 +25,13 @@ class TrainingStopped(GtcorrectError):
     def __init__(self, epoch: int) -> None:
         super().__init__(f"training stopped on request during epoch {epoch}.")
         self.epoch = epoch
+
+
+class ConfigError(InvalidTrainingInput):
+    """A configuration value has the wrong type or lies out of bounds; ``field`` is its dotted path
+    (``t.epochs``, ``net.channels``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message

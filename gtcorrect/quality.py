@@ -86,6 +86,7 @@ class Quality:
     corrections_reason: str
     n_proposed: int
     warnings: list[Warning] = field(default_factory=list)
+    validation_source: str | None = None  # "held_out" or "supplied" (the caller's validation images)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -95,10 +96,13 @@ class Quality:
             else {
                 "dice": self.validation_dice,
                 "n": self.n_held_out,
-                "note": "against the given masks of held-back samples: a lower bound when masks are noisy",
+                "source": self.validation_source,
+                "note": "against the given masks of held-back samples: a lower bound when masks are noisy"
+                if self.validation_source == "held_out"
+                else "against the validation masks supplied with the data",
             }
         )
-        del out["validation_dice"]
+        del out["validation_dice"], out["validation_source"]
         out["corrections"] = {
             "status": self.corrections,
             "reason": self.corrections_reason,
@@ -256,6 +260,7 @@ class Evidence:
     corrected: set[int]  # training indices that have a correction
     n_total: int  # training + held back
     validation_dice: float | None
+    validation_source: str | None  # "held_out", "supplied" (the caller's validation images) or None
     held_scores: np.ndarray  # (M,) the held-back masks' scores
 
 
@@ -289,7 +294,7 @@ def assess(ev: Evidence, fetch: Fetch) -> tuple[Quality, Verdict, np.ndarray]:
         warnings.append(
             Warning(
                 "weak_network",
-                f"validation Dice {ev.validation_dice:.2f} on held-back samples is below "
+                f"validation Dice {ev.validation_dice:.2f} is below "
                 f"{q.min_val_dice:.2f}: "
                 "the network is too weak to judge the masks.",
             )
@@ -309,6 +314,7 @@ def assess(ev: Evidence, fetch: Fetch) -> tuple[Quality, Verdict, np.ndarray]:
             f"method {cfg.method!r} makes no corrections",
             0,
             warnings,
+            ev.validation_source,
         )
         none = np.zeros(n, dtype=bool)
         return quality, Verdict(ev.clean_prob, ev.flagged, none), np.ones(ev.held_scores.size)
@@ -389,6 +395,7 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
         corrections_reason=reason if ev.corrects else f"method {cfg.method!r} makes no corrections",
         n_proposed=int(proposed.sum()),
         warnings=warnings,
+        validation_source=ev.validation_source,
     )
     return quality, Verdict(ev.clean_prob, flagged, proposed), held_clean
 

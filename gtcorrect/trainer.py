@@ -9,21 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import torch
 
 from gtcorrect.checkpoint import Checkpoint
-from gtcorrect.config import (
-    Correction,
-    EarlyLearning,
-    KeepModel,
-    SampleLoss,
-    ScoreNet,
-    ScoreTransform,
-    TrainConfig,
-)
+from gtcorrect.config import TrainConfig, check_config
 from gtcorrect.errors import InvalidTrainingInput
 from gtcorrect.gt import run_gt
 from gtcorrect.loop import Run
@@ -72,8 +64,8 @@ def fit(
         run = Run(config, train_data, dev, callbacks, should_stop, checkpoint)
         keep = _RUNNERS[config.method](run, resume)
         held = _held_out(run, keep, data, held_idx)
-        quality, verdict, held_clean = assess(_evidence(run, data, held), _fetch(run, keep))
-    metrics = run.val_metrics(keep)
+        metrics = run.val_metrics(keep)
+        quality, verdict, held_clean = assess(_evidence(run, data, held, metrics), _fetch(run, keep))
     if held.dice is not None:
         metrics["holdout_dice"] = held.dice
     state, n = run.state, data.images.shape[0]
@@ -135,8 +127,12 @@ def _held_out(run: Run, keep: str, data: TrainingData, held_idx: np.ndarray) -> 
     return _HeldOut(dice, score_masks(probs, masks, g.sample_loss, g.confident_floor))
 
 
-def _evidence(run: Run, data: TrainingData, held: _HeldOut) -> Evidence:
+def _evidence(run: Run, data: TrainingData, held: _HeldOut, metrics: dict[str, float]) -> Evidence:
+    """Validation comes from the held-back samples or, when none are held back, from the validation
+    images the caller supplied (``metrics["val_dice"]``)."""
     config, state = run.config, run.state
+    supplied = metrics.get("val_dice") if held.dice is None else None
+    source = "held_out" if held.dice is not None else None if supplied is None else "supplied"
     return Evidence(
         config=config,
         splits=config.method in ("gt", "gmm_select"),
@@ -148,7 +144,8 @@ def _evidence(run: Run, data: TrainingData, held: _HeldOut) -> Evidence:
         thresholds=state.thresholds,
         corrected=set(state.corrections),
         n_total=data.images.shape[0],
-        validation_dice=held.dice,
+        validation_dice=held.dice if supplied is None else supplied,
+        validation_source=source,
         held_scores=held.scores,
     )
 
@@ -181,48 +178,4 @@ def validate_inputs(config: TrainConfig, data: TrainingData) -> None:
                 f"validation arrays {v} / {data.val_masks.shape} do not match "
                 f"training images {data.images.shape}."
             )
-    _validate_config(config)
-
-
-def _validate_config(config: TrainConfig) -> None:
-    """Config values ``TrainConfig`` does not check itself (JSON from users may hold any value)."""
-    g, t = config.g, config.t
-    checks = [
-        (
-            config.method in ("gt", "gmm_select") and g.warmup_epochs < 1,
-            f"g.warmup_epochs must be >= 1, got {g.warmup_epochs}",
-        ),
-        (g.epochs_per_round < 1, f"g.epochs_per_round must be >= 1, got {g.epochs_per_round}"),
-        (g.rounds_max < 0, f"g.rounds_max must be >= 0, got {g.rounds_max}"),
-        (g.trajectory_epochs < 1, f"g.trajectory_epochs must be >= 1, got {g.trajectory_epochs}"),
-        (config.method != "gt" and config.epochs < 1, f"epochs must be >= 1, got {config.epochs}"),
-        (t.epochs < 0, f"t.epochs must be >= 0, got {t.epochs}"),
-        (
-            not 0.0 < t.flagged_fraction < 1.0,
-            f"t.flagged_fraction must lie in (0, 1), got {t.flagged_fraction}",
-        ),
-        (not 0.0 <= t.ema_decay < 1.0, f"t.ema_decay must lie in [0, 1), got {t.ema_decay}"),
-        (not 0.0 <= t.threshold_ema < 1.0, f"t.threshold_ema must lie in [0, 1), got {t.threshold_ema}"),
-        (config.lr <= 0, f"lr must be > 0, got {config.lr}"),
-    ]
-    choices = [
-        ("g.sample_loss", g.sample_loss, get_args(SampleLoss)),
-        ("g.score_transform", g.score_transform, get_args(ScoreTransform)),
-        ("g.score_net", g.score_net, get_args(ScoreNet)),
-        ("t.early_learning", t.early_learning, get_args(EarlyLearning)),
-        ("t.correction", t.correction, get_args(Correction)),
-        ("t.keep", t.keep, get_args(KeepModel)),
-    ]
-    for name, value, allowed in choices:
-        if value not in allowed:
-            raise InvalidTrainingInput(f"{name} must be one of {allowed}, got {value!r}.")
-    checks.append(
-        (g.gmm_components < 0, f"g.gmm_components must be >= 0 (0 = by BIC), got {g.gmm_components}")
-    )
-    rate = config.coteaching.forget_rate
-    checks.append(
-        (rate is not None and not 0.0 <= rate < 1.0, f"coteaching.forget_rate must lie in [0, 1), got {rate}")
-    )
-    for bad, message in checks:
-        if bad:
-            raise InvalidTrainingInput(message + ".")
+    check_config(config)

@@ -18,7 +18,7 @@ from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.db.models import JobStatus, TrainingJob, utcnow
+from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
 
 Factory = sessionmaker[Session]
@@ -35,6 +35,7 @@ class ClaimedJob:
     config: dict[str, Any]
     selection: dict[str, Any]
     checkpoint_key: str | None
+    elapsed_s: float = 0.0  # since the job first started (earlier attempts included)
 
 
 def _rowcount(result: Any) -> int:
@@ -104,6 +105,7 @@ def claim_job(
             config=dict(job.config),
             selection=dict(job.batch_ids or {}),
             checkpoint_key=job.checkpoint_key,
+            elapsed_s=(now - as_utc(job.started_at or now)).total_seconds(),
         )
 
 

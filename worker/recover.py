@@ -8,20 +8,14 @@ a duplicate of a job that is already done, or owned by a live worker, does nothi
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import JobStatus, TrainingJob, utcnow
+from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
 from worker.celery_app import TRAIN_QUEUE, TRAIN_TASK
-
-
-def _as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def resend_delays(factory: sessionmaker[Session], stale_after_s: float) -> dict[uuid.UUID, float]:
@@ -39,7 +33,7 @@ def resend_delays(factory: sessionmaker[Session], stale_after_s: float) -> dict[
         if status == JobStatus.queued or heartbeat_at is None:
             delays[job_id] = 0.0
         else:
-            age = (now - _as_utc(heartbeat_at)).total_seconds()
+            age = (now - as_utc(heartbeat_at)).total_seconds()
             delays[job_id] = max(0.0, stale_after_s - age) + 1.0
     return delays
 

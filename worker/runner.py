@@ -71,6 +71,10 @@ def progress_dict(progress: Progress) -> dict[str, Any]:
     return jobstate.json_safe(asdict(progress))
 
 
+class JobTimeLimit(RuntimeError):
+    """The job ran past ``GTC_JOB_TIME_LIMIT_S``; it fails with this message."""
+
+
 class _Hooks:
     """fit's callbacks: progress + heartbeat per epoch, throttled cancel checks, checkpoint upload."""
 
@@ -80,6 +84,7 @@ class _Hooks:
         self.cancelled = False
         self._last_poll = 0.0
         self._last_beat = time.monotonic()
+        self._deadline = self._last_beat + ctx.settings.job_time_limit_s - job.elapsed_s
 
     def on_progress(self, progress: Progress) -> None:
         if not jobstate.heartbeat(self.ctx.session_factory, self.job, progress_dict(progress)):
@@ -91,6 +96,12 @@ class _Hooks:
 
     def should_stop(self) -> bool:
         now = time.monotonic()
+        if now > self._deadline:
+            limit = self.ctx.settings.job_time_limit_s
+            raise JobTimeLimit(
+                f"the job trained for longer than its time limit of {limit} s since it first started "
+                f"(GTC_JOB_TIME_LIMIT_S); ask for fewer epochs or a smaller image_size."
+            )
         if now - self._last_poll < self.ctx.cancel_poll_s:
             return self.cancelled
         self._last_poll = now

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import JobDep, Limit, Offset, ProjectDep, QueueDep, SessionDep
+from app.api.deps import JobDep, Limit, Offset, ProjectDep, QueueDep, SessionDep, SettingsDep
 from app.db.models import JobStatus
 from app.schemas.common import Page
 from app.schemas.jobs import JobCreate, JobOut
@@ -25,14 +25,23 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     ),
     response_model=JobOut,
     responses={
-        422: {"description": "Invalid config (the field is named) or no annotated samples."},
+        422: {
+            "description": "Invalid config (`field` names it, e.g. `config.t.epochs`: type, the engine's "
+            "rules or this service's limits) or no annotated samples."
+        },
+        429: {"description": "The project already has GTC_MAX_ACTIVE_JOBS queued or running jobs."},
     },
 )
 def create_job(
-    body: JobCreate, session: SessionDep, project: ProjectDep, queue: QueueDep, response: Response
+    body: JobCreate,
+    session: SessionDep,
+    project: ProjectDep,
+    queue: QueueDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> JobOut:
     dataset = datasets.get_dataset(session, project, body.dataset_id)
-    job = jobs.create_job(session, project, dataset, body.batch_ids, body.config)
+    job = jobs.create_job(session, project, dataset, body.batch_ids, body.config, settings)
     jobs.submit(session, queue, job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.from_row(job)

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import JobStatus, TrainingJob
 
+MAX_BATCH_IDS = 1000  # more batches than any dataset needs; keeps the SQL IN list within bounds
+
 
 class JobCreate(BaseModel):
     """Start training. ``batch_ids`` null = the latest annotation of each sample; ``config`` is a partial
@@ -28,7 +30,7 @@ class JobCreate(BaseModel):
     )
 
     dataset_id: uuid.UUID
-    batch_ids: list[uuid.UUID] | None = None
+    batch_ids: list[uuid.UUID] | None = Field(default=None, max_length=MAX_BATCH_IDS)
     config: dict[str, Any] = Field(default_factory=dict)
 
 

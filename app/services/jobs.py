@@ -22,19 +22,37 @@ from app.db.models import (
     TrainingJob,
     utcnow,
 )
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from app.services.queue import QueueError, TaskQueue
 from app.services.sweeper import mark_pending
-from gtcorrect.config import TrainConfig
+from app.settings import Settings
+from gtcorrect.config import ConfigLimits, TrainConfig
+from gtcorrect.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def parse_config(config: dict[str, Any]) -> TrainConfig:
+def parse_config(config: dict[str, Any], limits: ConfigLimits) -> TrainConfig:
+    """The engine's one validator with this service's limits; a 422 names the field (``config.t.epochs``)."""
     try:
-        return TrainConfig.from_dict(config)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"config: {exc}", field="config") from exc
+        return TrainConfig.from_dict(config, limits)
+    except ConfigError as exc:
+        raise InvalidInput(f"config.{exc.field}: {exc.reason}.", field=f"config.{exc.field}") from exc
+
+
+def _check_active(session: Session, project: Project, most: int) -> None:
+    active = session.scalar(
+        select(func.count()).where(
+            TrainingJob.project_id == project.id,
+            TrainingJob.status.in_((JobStatus.queued, JobStatus.running)),
+        )
+    )
+    if (active or 0) >= most:
+        raise TooManyRequests(
+            f"this project has {active} queued or running jobs, the most allowed at once "
+            f"(GTC_MAX_ACTIVE_JOBS={most}); wait for one to finish or cancel one.",
+            limit=most,
+        )
 
 
 def _check_batches(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID]) -> None:
@@ -77,9 +95,11 @@ def create_job(
     dataset: Dataset,
     batch_ids: list[uuid.UUID] | None,
     config: dict[str, Any],
+    settings: Settings,
 ) -> TrainingJob:
     """A queued job row (flushed, not committed). Samples without a chosen annotation are left out."""
-    cfg = parse_config(config)
+    cfg = parse_config(config, settings.config_limits())
+    _check_active(session, project, settings.max_active_jobs)
     if batch_ids is not None:
         batch_ids = list(dict.fromkeys(batch_ids))
         _check_batches(session, dataset, batch_ids)

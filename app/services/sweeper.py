@@ -23,13 +23,13 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import JobStatus, TrainingJob, utcnow
+from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
 from app.services.queue import QueueError, TaskQueue
 
@@ -69,13 +69,8 @@ class _Row:
     pending: bool
 
 
-def _as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _stale(heartbeat_at: datetime | None, stale_before: datetime) -> bool:
-    return heartbeat_at is None or _as_utc(heartbeat_at) < stale_before
+    return heartbeat_at is None or as_utc(heartbeat_at) < stale_before
 
 
 def mark_pending(progress: dict[str, Any] | None, reason: str) -> dict[str, Any]:
@@ -103,7 +98,7 @@ class Sweeper:
                 ).where(TrainingJob.status.in_([JobStatus.queued, JobStatus.running]))
             ).all()
         return [
-            _Row(r[0], r[1], _as_utc(r[2]), r[3], r[4], (r[5] or {}).get(DISPATCH_KEY) == DISPATCH_PENDING)
+            _Row(r[0], r[1], as_utc(r[2]), r[3], r[4], (r[5] or {}).get(DISPATCH_KEY) == DISPATCH_PENDING)
             for r in rows
         ]
 

@@ -39,7 +39,7 @@ def test_upload_annotate_and_queue_a_job_embedded(embedded_settings: Settings) -
         )
         assert batch.status_code == 201, batch.text
         job = client.post(
-            "/v1/jobs", json={"dataset_id": dataset, "config": {"image_size": 16}}, headers=auth
+            "/v1/jobs", json={"dataset_id": dataset, "config": {"image_size": 32}}, headers=auth
         )
         assert job.status_code == 202, job.text
     queued = list((embedded_settings.broker_dir / "queue").iterdir())

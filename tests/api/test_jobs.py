@@ -121,6 +121,15 @@ def test_latest_selection_and_listing(
         ({"learning_rate": 0.1}, "learning_rate"),
         ({"g": {"tau": 2.0}}, "g.tau"),
         ({"method": "magic"}, "method"),
+        # What an attack on the service submitted (202 before; the worker failed later or never ended):
+        ({"t": {"epochs": 1_000_000_000}}, "t.epochs"),
+        ({"lr": "abc"}, "lr"),
+        ({"lr": -1}, "lr"),
+        ({"g": {"warmup_epochs": 0}}, "g.warmup_epochs"),
+        ({"image_size": 16}, "image_size"),
+        ({"image_size": 8192}, "image_size"),
+        ({"num_workers": 512}, "num_workers"),
+        ({"net": {"channels": [16, 32, 64], "strides": [2]}}, "net.strides"),
     ],
 )
 def test_invalid_config_is_422_naming_the_field(
@@ -135,9 +144,51 @@ def test_invalid_config_is_422_naming_the_field(
 ) -> None:
     response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "config": config}, headers=auth)
     body = assert_problem(response, 422)
-    assert needle in body["detail"]
+    assert body["field"] == f"config.{needle}" and body["detail"].startswith(f"config.{needle}: ")
     assert count_rows(db_session_factory, TrainingJob) == 0
     assert train_queue() == []
+
+
+def test_operator_limits_and_the_active_job_quota(
+    settings: Settings,
+    db_session_factory: sessionmaker[Session],
+    auth: dict[str, str],
+    other_auth: dict[str, str],
+    train_queue: Callable[[], list[dict[str, Any]]],
+) -> None:
+    tight = settings.model_copy(update={"max_active_jobs": 2, "max_epochs": 40})
+    with TestClient(create_app(tight)) as client:
+        ids = {}
+        for name, key in (("a", auth), ("b", other_auth)):
+            ids[name] = client.post("/v1/datasets", json={"name": name}, headers=key).json()["id"]
+            files = files_part({"a.png": image_png(32, 32, 1)})
+            assert client.post(f"/v1/datasets/{ids[name]}/images", files=files, headers=key).is_success
+            masks = files_part({"a.png": mask_png(32, 32)})
+            url = f"/v1/datasets/{ids[name]}/annotation-batches"
+            assert client.post(url, data={"annotator": "x"}, files=masks, headers=key).is_success
+        # The default G-T schedule is 10 + 5 x 5 + 20 = 55 epochs, above this operator's 40; the field
+        # named is the largest part of it.
+        body = assert_problem(client.post("/v1/jobs", json={"dataset_id": ids["a"]}, headers=auth), 422)
+        assert body["field"] == "config.g.rounds_max" and "limit is 40" in body["detail"]
+        short = {"dataset_id": ids["a"], "config": {"t": {"epochs": 5}}}
+        for _ in range(2):
+            assert client.post("/v1/jobs", json=short, headers=auth).status_code == 202
+        body = assert_problem(client.post("/v1/jobs", json=short, headers=auth), 429)
+        assert "GTC_MAX_ACTIVE_JOBS=2" in body["detail"] and body["limit"] == 2
+        other = {"dataset_id": ids["b"], "config": {"t": {"epochs": 5}}}
+        assert client.post("/v1/jobs", json=other, headers=other_auth).status_code == 202  # per project
+        first = client.get("/v1/jobs", headers=auth).json()["items"][0]["id"]
+        assert client.post(f"/v1/jobs/{first}/cancel", headers=auth).status_code == 200
+        assert client.post("/v1/jobs", json=short, headers=auth).status_code == 202  # a slot is free again
+    assert len(train_queue()) == 4
+
+
+def test_batch_ids_are_bounded(client: TestClient, auth: dict[str, str], dataset_id: str) -> None:
+    many = [str(uuid.UUID(int=i + 1)) for i in range(70_000)]
+    body = assert_problem(
+        client.post("/v1/jobs", json={"dataset_id": dataset_id, "batch_ids": many}, headers=auth), 422
+    )
+    assert "batch_ids" in json.dumps(body)
 
 
 def test_no_annotated_samples_is_422(client: TestClient, auth: dict[str, str], dataset_id: str) -> None:

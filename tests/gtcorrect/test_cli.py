@@ -75,6 +75,16 @@ def test_bad_input_returns_2_with_a_message(tmp_path: Path, capsys: pytest.Captu
     assert "img0.png: not a readable image" in capsys.readouterr().err
     assert main(["predict", "--model", str(tmp_path / "nope.pt"), "--images", str(masks), "--out", "x"]) == 2
     assert "nope.pt: cannot read the model file" in capsys.readouterr().err
+    (tmp_path / "ok").mkdir()
+    images, masks = _folders(tmp_path / "ok")
+    config = tmp_path / "config.json"
+    train = ["train", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "t")]
+    for bad, field in (({"t": {"epochs": 10**9}}, "t.epochs"), ({"lr": "abc"}, "lr"), ({"seed": -1}, "seed")):
+        config.write_text(json.dumps(bad))
+        assert main([*train, "--config", str(config)]) == 2
+        assert f"error: {field}: " in capsys.readouterr().err
+    assert main([*train, "--size", "16"]) == 2
+    assert "error: image_size: must be a multiple of 16" in capsys.readouterr().err
 
 
 def test_predict_writes_masks_at_original_size(tmp_path: Path) -> None:

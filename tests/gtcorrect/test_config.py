@@ -1,6 +1,7 @@
 import pytest
 
-from gtcorrect.config import GStageConfig, NetConfig, TrainConfig
+from gtcorrect.config import ConfigLimits, GStageConfig, NetConfig, TrainConfig, check_config, schedule_epochs
+from gtcorrect.errors import ConfigError
 
 
 def test_config_round_trips_through_json() -> None:
@@ -16,16 +17,47 @@ def test_config_round_trips_through_json() -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "message"),
+    ("data", "field", "message"),
     [
-        ({"method": "magic"}, "method must be one of"),
-        ({"image_size": 100}, "multiple of 16"),
-        ({"g": {"tau": 1.5}}, "g.tau"),
-        ({"learning_rate": 0.1}, "unknown TrainConfig field"),
-        ({"net": {"width": 3}}, "unknown NetConfig field"),
-        ({"net": {"channels": 16}}, "expects a list"),
+        ({"method": "magic"}, "method", "must be one of 'gt'"),
+        ({"image_size": 100}, "image_size", "multiple of 16"),
+        # The deepest level of the default network would be 1x1 (instance norm cannot train on it).
+        ({"image_size": 16}, "image_size", "at least 32"),
+        ({"image_size": 8192}, "image_size", "limit of 1024"),
+        ({"g": {"tau": 1.5}}, "g.tau", "must be <= 1"),
+        ({"g": {"warmup_epochs": 0}}, "g.warmup_epochs", ">= 1"),
+        ({"g": "fast"}, "g", "expects an object"),
+        ({"learning_rate": 0.1}, "learning_rate", "unknown field"),
+        ({"net": {"width": 3}}, "net.width", "unknown field"),
+        ({"net": {"channels": 16}}, "net.channels", "expects a list"),
+        ({"net": {"channels": [16, "a"]}}, "net.channels[1]", "expects an integer"),
+        ({"net": {"channels": [16, 32], "strides": [2, 2]}}, "net.strides", "one stride per level"),
+        ({"net": {"channels": [16, 4096], "strides": [2]}}, "net.channels", "limit of 1024"),
+        ({"lr": "abc"}, "lr", "expects a finite number"),
+        ({"lr": -1}, "lr", "must be > 0"),
+        ({"seed": True}, "seed", "expects an integer"),
+        ({"num_workers": 512}, "num_workers", "limit of 8"),
+        ({"t": {"epochs": 1_000_000_000}}, "t.epochs", "limit is 500"),
+        ({"method": "noisy", "epochs": 10_000}, "epochs", "limit is 500"),
+        ({"t": {"correction": "fuzzy"}}, "t.correction", "'hard', 'soft', 'none'"),
+        ({"quality": {"calibration_regimes": ["weird"]}}, "quality.calibration_regimes[0]", "'moderate'"),
+        ({"quality": {"val_fraction": 0.9}}, "quality.val_fraction", "<= 0.5"),
     ],
 )
-def test_bad_config_names_the_value(data: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        TrainConfig.from_dict(data)
+def test_bad_config_names_the_field(data: dict, field: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        TrainConfig.from_dict(data, ConfigLimits())
+    assert err.value.field == field
+
+
+def test_limits_are_the_operators_and_the_engine_rules_always_apply() -> None:
+    long = {"t": {"epochs": 1000}}
+    config = TrainConfig.from_dict(long)  # the engine alone sets no upper bound on epochs
+    assert schedule_epochs(config) == 10 + 5 * 5 + 1000
+    TrainConfig.from_dict(long, ConfigLimits(max_epochs=2000))
+    with pytest.raises(ConfigError, match="limit is 100"):
+        check_config(config, ConfigLimits(max_epochs=100))
+    # Configs built in code are checked by the same rules, types included.
+    with pytest.raises(ConfigError, match="g.sample_loss"):
+        check_config(TrainConfig(g=GStageConfig(sample_loss="magic")))  # type: ignore[arg-type]
+    assert TrainConfig.from_dict({"image_size": 48}).image_size == 48  # 48 / 16 = 3 px at the bottom

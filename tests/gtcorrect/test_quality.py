@@ -105,6 +105,7 @@ def _evidence(
         corrected=set(np.flatnonzero(flagged).tolist()),
         n_total=n,
         validation_dice=val,
+        validation_source=None if val is None else "held_out",
         held_scores=np.zeros(0),
     )
     return ev, (probs, given)

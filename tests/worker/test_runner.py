@@ -167,6 +167,19 @@ def test_out_of_attempts_fails_instead_of_looping(ctx: RunnerContext, seeded: Se
     assert job.error is not None and f"max_attempts={ctx.settings.max_attempts}" in job.error
 
 
+def test_a_job_past_its_time_limit_fails_with_the_reason(ctx: RunnerContext, seeded: Seeded) -> None:
+    # Its first attempt started two hours ago (a worker died since): the limit counts from then.
+    _set_job(ctx.session_factory, seeded.job_id, started_at=utcnow() - timedelta(hours=2))
+    limited = RunnerContext(
+        ctx.settings.model_copy(update={"job_time_limit_s": 3600}), ctx.session_factory, ctx.store, 0.0
+    )
+    assert run_job(seeded.job_id, limited) is JobStatus.failed
+    job = _job(ctx.session_factory, seeded.job_id)
+    assert job.error is not None and job.error.startswith("JobTimeLimit: the job trained for longer than")
+    assert "GTC_JOB_TIME_LIMIT_S" in job.error and "3600 s" in job.error
+    assert _rows(ctx.session_factory, Model, seeded.job_id) == []
+
+
 def test_cancel_before_start_cancels_without_training(ctx: RunnerContext, seeded: Seeded) -> None:
     _set_job(ctx.session_factory, seeded.job_id, cancel_requested=True)
     assert run_job(seeded.job_id, ctx) is None
