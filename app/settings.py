@@ -40,10 +40,12 @@ class Settings(BaseSettings):
 
     # Above the longest job: Redis redelivers an unacked task after this, so a shorter value runs it twice.
     visibility_timeout_s: int = Field(default=43200, gt=0)
-    heartbeat_stale_s: int = Field(default=600, gt=0)
+    # A running job whose worker has not beaten for this long is abandoned (app.services.liveness): the
+    # sweeper re-sends it and a live worker resumes it from its last checkpoint. Workers beat 4x as often.
+    heartbeat_stale_s: int = Field(default=45, ge=4)
     max_attempts: int = Field(default=3, ge=1)
     # The API's sweeper re-sends lost or orphaned jobs this often (seconds); 0 turns it off.
-    sweep_interval_s: float = Field(default=30.0, ge=0)
+    sweep_interval_s: float = Field(default=15.0, ge=0)
     # A queued job nobody claimed for this long is sent again (its message may have been lost).
     queued_resend_s: int = Field(default=900, gt=0)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, cast
 
 import numpy as np
@@ -20,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
+from app.services.liveness import abandoned
 
 Factory = sessionmaker[Session]
 
@@ -43,16 +43,9 @@ def _rowcount(result: Any) -> int:
 
 
 def _claimable(stale_after_s: float) -> ColumnElement[bool]:
-    # Queued, or running with a heartbeat so old that its worker must be gone (a killed worker whose
-    # message was redelivered, or lost by an embedded broker and re-sent).
-    stale_before = utcnow() - timedelta(seconds=stale_after_s)
-    return or_(
-        TrainingJob.status == JobStatus.queued,
-        and_(
-            TrainingJob.status == JobStatus.running,
-            or_(TrainingJob.heartbeat_at.is_(None), TrainingJob.heartbeat_at < stale_before),
-        ),
-    )
+    # Queued, or running but abandoned by its worker (``app.services.liveness``): a killed worker whose
+    # message was redelivered, or re-sent by the sweeper.
+    return or_(TrainingJob.status == JobStatus.queued, abandoned(stale_after_s))
 
 
 def claim_job(

@@ -13,8 +13,9 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
+from app.db.models import JobStatus, TrainingJob, utcnow
 from app.db.session import session_scope
+from app.services.liveness import seconds_until_abandoned
 from worker.celery_app import TRAIN_QUEUE, TRAIN_TASK
 
 
@@ -33,8 +34,7 @@ def resend_delays(factory: sessionmaker[Session], stale_after_s: float) -> dict[
         if status == JobStatus.queued or heartbeat_at is None:
             delays[job_id] = 0.0
         else:
-            age = (now - as_utc(heartbeat_at)).total_seconds()
-            delays[job_id] = max(0.0, stale_after_s - age) + 1.0
+            delays[job_id] = seconds_until_abandoned(heartbeat_at, stale_after_s, now) + 1.0
     return delays
 
 

@@ -4,12 +4,14 @@
 UPDATE, objects go to deterministic keys, and the results replace the job's rows in one transaction.
 A job never stays ``running`` because of an exception: it ends ``failed`` with a readable error, or
 ``cancelled`` when the user asked; only a killed process leaves it ``running``, and then its stale
-heartbeat lets the redelivered task reclaim it and resume from the last checkpoint.
+heartbeat (``app.services.liveness``) lets the redelivered task reclaim it and resume from the last
+checkpoint. The heartbeat comes from a thread of its own, from the claim to the final write.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import JobStatus
 from app.db.session import make_engine, make_session_factory, session_scope
+from app.services.liveness import beat_period
 from app.services.results import JobNotOwned, JobResults, record_results
 from app.settings import Settings
 from app.storage import ObjectStore, make_store
@@ -71,6 +74,35 @@ def progress_dict(progress: Progress) -> dict[str, Any]:
     return jobstate.json_safe(asdict(progress))
 
 
+class _Heartbeat:
+    """Beats the claimed job's heartbeat from a daemon thread every ``period`` seconds until the block
+    ends; ``lost`` turns True once a beat finds that another attempt owns the job. A failed beat (the
+    database unreachable for a moment) is logged and tried again at the next period."""
+
+    def __init__(self, factory: sessionmaker[Session], job: ClaimedJob, period: float) -> None:
+        self._factory, self._job, self._period = factory, job, period
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+        self.lost = False
+
+    def _run(self) -> None:
+        while not self._done.wait(self._period):
+            try:
+                if not jobstate.heartbeat(self._factory, self._job):
+                    self.lost = True
+                    return
+            except Exception:
+                log.warning("job %s: heartbeat failed; trying again", self._job.id, exc_info=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 class JobTimeLimit(RuntimeError):
     """The job ran past ``GTC_JOB_TIME_LIMIT_S``; it fails with this message."""
 
@@ -78,24 +110,25 @@ class JobTimeLimit(RuntimeError):
 class _Hooks:
     """fit's callbacks: progress + heartbeat per epoch, throttled cancel checks, checkpoint upload."""
 
-    def __init__(self, ctx: RunnerContext, job: ClaimedJob) -> None:
-        self.ctx, self.job = ctx, job
+    def __init__(self, ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> None:
+        self.ctx, self.job, self.beat = ctx, job, beat
         self.checkpoint_key = job.checkpoint_key
         self.cancelled = False
         self._last_poll = 0.0
-        self._last_beat = time.monotonic()
-        self._deadline = self._last_beat + ctx.settings.job_time_limit_s - job.elapsed_s
+        self._deadline = time.monotonic() + ctx.settings.job_time_limit_s - job.elapsed_s
 
     def on_progress(self, progress: Progress) -> None:
         if not jobstate.heartbeat(self.ctx.session_factory, self.job, progress_dict(progress)):
             raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
-        self._last_beat = self._last_poll = time.monotonic()
+        self._last_poll = time.monotonic()
         # Read the flag at every epoch end whatever the throttle says, so a cancelled job stops at the
         # first batch of the next epoch: a cancel costs at most the epoch in flight.
         self.cancelled = jobstate.cancel_requested(self.ctx.session_factory, self.job.id)
 
     def should_stop(self) -> bool:
         now = time.monotonic()
+        if self.beat.lost:
+            raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
         if now > self._deadline:
             limit = self.ctx.settings.job_time_limit_s
             raise JobTimeLimit(
@@ -106,11 +139,6 @@ class _Hooks:
             return self.cancelled
         self._last_poll = now
         self.cancelled = jobstate.cancel_requested(self.ctx.session_factory, self.job.id)
-        # A long epoch must not look like a dead worker: beat between epochs too, well before stale.
-        if now - self._last_beat > self.ctx.settings.heartbeat_stale_s / 4:
-            if not jobstate.heartbeat(self.ctx.session_factory, self.job):
-                raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
-            self._last_beat = now
         return self.cancelled
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -119,7 +147,6 @@ class _Hooks:
         if not jobstate.set_checkpoint_key(self.ctx.session_factory, self.job, key):
             raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
         previous, self.checkpoint_key = self.checkpoint_key, key
-        self._last_beat = time.monotonic()
         if previous and previous != key:
             self.ctx.store.delete(previous)  # only the latest is ever resumed from
 
@@ -136,8 +163,10 @@ def _resume_point(ctx: RunnerContext, job: ClaimedJob) -> Checkpoint | None:
     return Checkpoint.from_bytes(data)
 
 
-def _train(ctx: RunnerContext, job: ClaimedJob, config: TrainConfig, inputs: JobInputs) -> FitResult:
-    hooks = _Hooks(ctx, job)
+def _train(
+    ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat, config: TrainConfig, inputs: JobInputs
+) -> FitResult:
+    hooks = _Hooks(ctx, job, beat)
     try:
         return fit(
             config,
@@ -165,11 +194,11 @@ def _final_progress(result: FitResult) -> dict[str, Any]:
     return progress
 
 
-def _run_claimed(ctx: RunnerContext, job: ClaimedJob) -> JobStatus:
+def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobStatus:
     config = TrainConfig.from_dict(job.config)
     with session_scope(ctx.session_factory) as session:
         inputs = fetch_inputs(session, ctx.store, job.dataset_id, job.selection, config.image_size)
-    result = _train(ctx, job, config, inputs)
+    result = _train(ctx, job, beat, config, inputs)
     corrected = push_corrected(ctx.store, job, inputs, result)
     plots = push_plots(ctx.store, job, result, config)
     weights_key = push_model(ctx.store, job, result)
@@ -208,7 +237,8 @@ def run_job(job_id: uuid.UUID, ctx: RunnerContext) -> JobStatus | None:
         return None
     log.info("job %s: claimed, attempt %d", job_id, job.attempt)
     try:
-        return _run_claimed(ctx, job)
+        with _Heartbeat(ctx.session_factory, job, beat_period(settings.heartbeat_stale_s)) as beat:
+            return _run_claimed(ctx, job, beat)
     except LostOwnership as exc:
         log.warning("job %s: stopped, %s", job_id, exc)
         return None

@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
+from app.services.liveness import abandoned, is_abandoned
 from app.services.queue import QueueError, TaskQueue
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,6 @@ class _Row:
     pending: bool
 
 
-def _stale(heartbeat_at: datetime | None, stale_before: datetime) -> bool:
-    return heartbeat_at is None or as_utc(heartbeat_at) < stale_before
-
-
 def mark_pending(progress: dict[str, Any] | None, reason: str) -> dict[str, Any]:
     """The progress JSON of a queued job whose message the broker did not take (the outbox marker)."""
     return {**(progress or {}), "phase": "queued", DISPATCH_KEY: DISPATCH_PENDING, "dispatch_error": reason}
@@ -106,7 +103,7 @@ class Sweeper:
         sent = self._sent.get(job_id)
         return sent is not None and time.monotonic() - sent < within_s
 
-    def _fail_out_of_attempts(self, row: _Row, stale_before: datetime) -> bool:
+    def _fail_out_of_attempts(self, row: _Row, now: datetime) -> bool:
         error = (
             f"the job was started {row.attempt} times and its worker stopped answering each time "
             f"(max_attempts={self.policy.max_attempts}); it was probably killed, e.g. out of memory."
@@ -117,9 +114,8 @@ class Sweeper:
                 update(TrainingJob)
                 .where(
                     TrainingJob.id == row.id,
-                    TrainingJob.status == JobStatus.running,
                     TrainingJob.attempt == row.attempt,
-                    or_(TrainingJob.heartbeat_at.is_(None), TrainingJob.heartbeat_at < stale_before),
+                    abandoned(self.policy.heartbeat_stale_s, now),
                 )
                 .values(status=JobStatus.failed, error=error, finished_at=utcnow())
             )
@@ -147,7 +143,6 @@ class Sweeper:
         """(job id, the report list it joins once sent), pending outbox jobs first; fails the hopeless."""
         now = utcnow()
         queued_before = now - timedelta(seconds=self.policy.queued_resend_s)
-        stale_before = now - timedelta(seconds=self.policy.heartbeat_stale_s)
         plan: list[tuple[uuid.UUID, list[uuid.UUID]]] = []
         for row in sorted(rows, key=lambda r: (not r.pending, r.created_at)):
             if row.status == JobStatus.queued:
@@ -157,9 +152,9 @@ class Sweeper:
                     row.id, self.policy.queued_resend_s
                 ):
                     plan.append((row.id, report.resent_queued))
-            elif _stale(row.heartbeat_at, stale_before):
+            elif is_abandoned(row.heartbeat_at, self.policy.heartbeat_stale_s, now):
                 if row.attempt >= self.policy.max_attempts:
-                    if self._fail_out_of_attempts(row, stale_before):
+                    if self._fail_out_of_attempts(row, now):
                         report.failed.append(row.id)
                 elif not self._recently_sent(row.id, self.policy.heartbeat_stale_s):
                     plan.append((row.id, report.resent_stale))
