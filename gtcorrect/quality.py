@@ -19,7 +19,8 @@ worth what the user can check, so every run reports, from its own data:
   ``quality.max_false_flag_rate`` clean masks among the flagged, and a self-test in which correcting
   raised the copies' Dice. Per mask, a correction is proposed only where its expected gain is positive:
   with q = 1 - clean probability and beta the share of a correction's change that the self-test saw
-  come back as Dice gain, q * beta > 1 - q.
+  come back as Dice gain, q * beta > 1 - q, and q >= ``quality.min_noise_prob`` (the mixture's posterior
+  is overconfident, BENCHMARKS.md).
 Shape legend: N training images of the run, M held-back or calibration masks, K classes, S size.
 """
 
@@ -375,9 +376,13 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
     elif status == CORRECTIONS_APPLIED and calibration is not None:
         beta = max(calibration.gain_ratio, 0.0)
         noisy = 1.0 - ev.clean_prob
-        proposed = flagged & has_correction & (noisy * beta > 1.0 - noisy)
+        gain = (noisy * beta > 1.0 - noisy) & (noisy >= q.min_noise_prob)
+        proposed = flagged & has_correction & gain
         if not proposed.any():
-            status, reason = CORRECTIONS_WITHHELD, "no flagged mask's correction has a positive expected gain"
+            status, reason = CORRECTIONS_WITHHELD, (
+                f"no flagged mask is noisy with probability >= {q.min_noise_prob:.2f} and has a correction "
+                "with a positive expected gain"
+            )
     if status == CORRECTIONS_WITHHELD:
         warnings.append(Warning("corrections_withheld", f"corrected masks are withheld: {reason}."))
     interval = noise_rate_interval(ev.scores, cfg, seed, q.min_separation)
