@@ -159,7 +159,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _migrate_cmd(_args: argparse.Namespace) -> int:
     settings = get_settings()
     _migrate(settings)
-    print(f"database at {settings.resolved_database_url()} is at the latest schema")
+    print(f"database at {settings.safe_database_url()} is at the latest schema")
     return 0
 
 

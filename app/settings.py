@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from gtcorrect.config import ConfigLimits
 
@@ -69,11 +70,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
+        strict = self.environment != "development"
         placeholder = self.s3_secret_key.strip().lower() in PLACEHOLDER_SECRETS
-        if placeholder and self.environment != "development" and self.storage == "s3":
+        if placeholder and strict and self.storage == "s3":
             raise ValueError(
                 f"GTC_S3_SECRET_KEY is the placeholder {self.s3_secret_key!r}; "
                 f"set a real secret when GTC_ENVIRONMENT={self.environment!r}"
+            )
+        password = make_url(self.database_url).password if self.database_url else None
+        if strict and password is not None and str(password).strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                f"the password in GTC_DATABASE_URL (POSTGRES_PASSWORD in compose) is the placeholder "
+                f"{password!r}; set a real one when GTC_ENVIRONMENT={self.environment!r}"
             )
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"GTC_DEVICE must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
@@ -91,6 +99,10 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir}/gtcorrect.db"
+
+    def safe_database_url(self) -> str:
+        """The database URL with its password masked, for messages and logs."""
+        return make_url(self.resolved_database_url()).render_as_string(hide_password=True)
 
     def resolved_broker_url(self) -> str:
         return self.broker_url or FILESYSTEM_BROKER

@@ -243,11 +243,23 @@ def run_job(job_id: uuid.UUID, ctx: RunnerContext) -> JobStatus | None:
         log.warning("job %s: stopped, %s", job_id, exc)
         return None
     except TrainingStopped:
-        jobstate.finish(ctx.session_factory, job, JobStatus.cancelled)
+        if jobstate.finish(ctx.session_factory, job, JobStatus.cancelled):
+            _discard_objects(ctx, job)
         log.info("job %s: cancelled", job_id)
         return JobStatus.cancelled
     except Exception as exc:
         log.exception("job %s: failed", job_id)
         error = f"{type(exc).__name__}: {exc}"
-        jobstate.finish(ctx.session_factory, job, JobStatus.failed, error[:4000])
+        if jobstate.finish(ctx.session_factory, job, JobStatus.failed, error[:4000]):
+            _discard_objects(ctx, job)
         return JobStatus.failed
+
+
+def _discard_objects(ctx: RunnerContext, job: ClaimedJob) -> None:
+    """A cancelled or failed job is never resumed: its checkpoints and partial uploads are garbage."""
+    try:
+        removed = remove_stale(ctx.store, job.id, job.project_id, [])
+    except Exception:  # the status is already final; a leftover object is only wasted space
+        log.warning("job %s: could not remove its objects", job.id, exc_info=True)
+        return
+    log.info("job %s: removed %d checkpoint and partial objects", job.id, removed)

@@ -110,13 +110,24 @@ def gmm_rounds(session: Session, job: TrainingJob) -> list[GmmRound]:
     return list(session.scalars(select(GmmRound).where(GmmRound.job_id == job.id).order_by(GmmRound.round)))
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula (a file named ``=HYPERLINK(...)``) gets a leading
+    apostrophe, OWASP's guard against CSV injection; numbers and other text pass unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def report_csv(rows: list[ReportRow]) -> str:
     buffer = io.StringIO()
     fields = [f.name for f in dataclass_fields(ReportRow)]
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for row in rows:
-        writer.writerow(asdict(row))
+        writer.writerow({k: spreadsheet_safe(v) for k, v in asdict(row).items()})
     return buffer.getvalue()
 
 

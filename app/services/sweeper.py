@@ -173,12 +173,13 @@ class Sweeper:
             bucket.append(job_id)
             if bucket is report.sent_pending:
                 self._clear_pending(job_id)
-        if report.sent_pending or report.resent_queued or report.resent_stale or report.failed:
-            log.info(
-                "sweeper: sent %d pending, re-sent %d queued and %d stale, failed %d",
-                len(report.sent_pending),
-                len(report.resent_queued),
-                len(report.resent_stale),
-                len(report.failed),
-            )
+        actions = (
+            ("sent (broker refused it before)", report.sent_pending),
+            ("re-sent (queued, unclaimed)", report.resent_queued),
+            ("re-sent (running, worker silent)", report.resent_stale),
+            ("failed (out of attempts)", report.failed),
+        )
+        for action, job_ids in actions:
+            for job_id in job_ids:
+                log.info("sweeper: job %s %s", job_id, action)
         return report

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import JobStatus, TrainingJob
 from app.db.session import session_scope
+from app.services.reports import ReportRow, report_csv, spreadsheet_safe
 from app.services.results import CorrectedRecord, JobResults, SampleVerdict, model_id_for_job, record_results
 from app.storage import ObjectStore, keys
 from tests.api.conftest import assert_problem, files_part, image_png, mask_png, png_bytes, tiny_bundle
@@ -127,6 +128,16 @@ def test_noise_report_csv(client: TestClient, auth: dict[str, str], finished: Fi
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert [r["file_name"] for r in rows] == ["a.png", "b.jpg.png", "c.png"]
     assert rows[0]["flagged"] == "True" and float(rows[2]["clean_probability"]) == pytest.approx(0.9)
+
+
+def test_noise_report_csv_cannot_run_formulas() -> None:
+    row = ReportRow(
+        uuid.uuid4(), '=HYPERLINK("http://x","y").png', uuid.uuid4(), 0.2, True, -1.5, 1, False, True, 0.1, 7
+    )
+    (parsed,) = list(csv.DictReader(io.StringIO(report_csv([row]))))
+    assert parsed["file_name"] == '\'=HYPERLINK("http://x","y").png'
+    assert parsed["loss"] == "-1.5"  # numbers are not text: no apostrophe
+    assert spreadsheet_safe("@sum.png") == "'@sum.png" and spreadsheet_safe("a-b.png") == "a-b.png"
 
 
 def test_corrected_masks_single_and_zip(client: TestClient, auth: dict[str, str], finished: Finished) -> None:

@@ -61,6 +61,15 @@ def test_placeholder_secret_refused_outside_development(secret: str) -> None:
     Settings(environment="development", storage="s3", s3_secret_key=secret)
 
 
+def test_placeholder_database_password_refused_and_never_printed() -> None:
+    url = "postgresql+psycopg://gtcorrect:change-me@db:5432/gtcorrect"
+    with pytest.raises(ValidationError, match="password in GTC_DATABASE_URL .* placeholder"):
+        Settings(environment="production", database_url=url)
+    real = Settings(environment="production", database_url=url.replace("change-me", "s3cr3t-pw"))
+    assert "s3cr3t-pw" not in real.safe_database_url() and "***" in real.safe_database_url()
+    assert Settings(database_url=url).safe_database_url().startswith("postgresql+psycopg://gtcorrect:***@db")
+
+
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [

@@ -72,7 +72,10 @@ def _row(factory: sessionmaker[Session], job_id: uuid.UUID) -> TrainingJob:
         return row
 
 
-def test_each_unfinished_job_gets_what_its_state_needs(factory: sessionmaker[Session]) -> None:
+def test_each_unfinished_job_gets_what_its_state_needs(
+    factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="app.services.sweeper")
     now = utcnow()
     old, stale, fresh = now - timedelta(seconds=400), now - timedelta(seconds=90), now - timedelta(seconds=5)
     queued = {"status": JobStatus.queued, "progress": {"phase": "queued"}}
@@ -104,6 +107,10 @@ def test_each_unfinished_job_gets_what_its_state_needs(factory: sessionmaker[Ses
     hopeless = _row(factory, ids["hopeless"])
     assert hopeless.status is JobStatus.failed and "max_attempts=3" in (hopeless.error or "")
     assert _row(factory, ids["live"]).status is JobStatus.running
+    # Every action is in the log with its job.
+    logged = [r.getMessage() for r in caplog.records]
+    assert f"sweeper: job {ids['dead']} re-sent (running, worker silent)" in logged
+    assert f"sweeper: job {ids['hopeless']} failed (out of attempts)" in logged
 
     # The next pass does not flood the broker with the same jobs.
     queue.sent.clear()

@@ -178,6 +178,7 @@ def test_a_job_past_its_time_limit_fails_with_the_reason(ctx: RunnerContext, see
     assert job.error is not None and job.error.startswith("JobTimeLimit: the job trained for longer than")
     assert "GTC_JOB_TIME_LIMIT_S" in job.error and "3600 s" in job.error
     assert _rows(ctx.session_factory, Model, seeded.job_id) == []
+    assert list(ctx.store.list(keys.job_prefix(seeded.project_id, seeded.job_id))) == []
 
 
 def test_cancel_before_start_cancels_without_training(ctx: RunnerContext, seeded: Seeded) -> None:
@@ -198,6 +199,8 @@ def test_cancel_during_training_ends_cancelled_without_a_model(ctx: RunnerContex
     assert job.progress["epoch"] < job.progress["total_epochs"]
     assert _rows(ctx.session_factory, Model, seeded.job_id) == []
     assert _rows(ctx.session_factory, NoiseFlag, seeded.job_id) == []
+    # Its checkpoints went with it: a cancelled job is never resumed.
+    assert list(ctx.store.list(keys.job_prefix(seeded.project_id, seeded.job_id))) == []
 
 
 def test_stale_heartbeat_reclaim_resumes_from_the_checkpoint(ctx: RunnerContext, seeded: Seeded) -> None:
