@@ -55,6 +55,19 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.round(np.zeros_like(f) if hi <= lo else (f - lo) / (hi - lo) * 255.0).astype(np.uint8)
 
 
+class _NotIndices(ValueError):
+    """Float data where a mask's class indices belong; raised as is, not as an unreadable file."""
+
+
+def _as_values(arr: np.ndarray, label: str) -> np.ndarray:
+    """Integer data as stored (class indices of a 16-bit mask are never stretched)."""
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise _NotIndices(f"{label}: a mask must hold integer class indices, got {arr.dtype} data.")
+    return arr
+
+
 class _TooLarge(ValueError):
     """Raised before decoding pixels; kept apart from decoder errors, which get a generic message."""
 
@@ -64,17 +77,17 @@ def _check_pixels(label: str, width: int, height: int, max_pixels: int) -> None:
         raise _TooLarge(f"{label}: image of {width}x{height} pixels exceeds max_pixels={max_pixels}.")
 
 
-def _read_tiff(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+def _read_tiff(data: bytes, label: str, max_pixels: int, keep_values: bool) -> np.ndarray:
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages[0]
         _check_pixels(label, int(page.shape[1]), int(page.shape[0]), max_pixels)
         arr = page.asarray()
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) TIFF
-    return _to_uint8(arr)
+    return _as_values(arr, label) if keep_values else _to_uint8(arr)
 
 
-def _read_pil(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+def _read_pil(data: bytes, label: str, max_pixels: int, keep_values: bool) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as im:
         _check_pixels(label, im.width, im.height, max_pixels)
         if im.mode in ("P", "PA"):
@@ -82,17 +95,24 @@ def _read_pil(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         if im.mode in ("1", "L", "LA", "RGB", "RGBA"):
             return np.asarray(im.convert(im.mode.replace("1", "L")))
         if im.mode.startswith("I") or im.mode == "F":
-            return _to_uint8(np.asarray(im))
+            return _as_values(np.asarray(im), label) if keep_values else _to_uint8(np.asarray(im))
         return np.asarray(im.convert("RGB"))
 
 
 def read_image(
-    src: str | Path | bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS
+    src: str | Path | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    keep_values: bool = False,
 ) -> np.ndarray:
     """Decode a PNG, JPEG, TIFF or BMP into (H, W, C) uint8 with C in {1, 3}.
 
-    Grey stays 1 channel, RGBA drops alpha, palette images are converted. Raises ``ValueError`` naming
-    the file and the reason when the input is unreadable, unsupported or larger than ``max_pixels``.
+    Grey stays 1 channel, RGBA drops alpha, palette images are converted; 16-bit and float data are
+    stretched to 8 bit, unless ``keep_values`` (index masks): then integer values come back as stored
+    (uint8, or the file's wider integer type) and float data is an error. Raises ``ValueError``
+    naming the file and the reason when the input is unreadable, unsupported or larger than
+    ``max_pixels``.
     """
     label = _label(src, name)
     if isinstance(src, bytes):
@@ -106,10 +126,10 @@ def read_image(
         raise ValueError(f"{label}: file is empty.")
     try:
         if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            arr = _read_tiff(data, label, max_pixels)
+            arr = _read_tiff(data, label, max_pixels, keep_values)
         else:
-            arr = _read_pil(data, label, max_pixels)
-    except _TooLarge:
+            arr = _read_pil(data, label, max_pixels, keep_values)
+    except (_TooLarge, _NotIndices):
         raise
     except Image.DecompressionBombError as exc:
         raise ValueError(f"{label}: image exceeds the decompression bomb limit ({exc}).") from exc
@@ -125,7 +145,8 @@ def read_image(
         arr = arr[:, :, :3]
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{label}: image has zero size {arr.shape[:2]}.")
-    return np.array(arr, dtype=np.uint8, order="C")  # a writable copy, never a view on PIL memory
+    # A writable copy, never a view on PIL memory.
+    return np.array(arr, dtype=arr.dtype if keep_values else np.uint8, order="C")
 
 
 def read_mask(
@@ -146,7 +167,8 @@ def read_mask(
     label = _label(src, name)
     if mode not in ("index", "binary"):
         raise ValueError(f"mask mode must be 'index' or 'binary', got {mode!r}.")
-    img = read_image(src, name=label)
+    # Index masks keep their stored values (16-bit included); binary masks are thresholded on 8 bit.
+    img = read_image(src, name=label, keep_values=mode == "index")
     grey = img[:, :, 0] if img.shape[2] == 1 else to_channels(img, 1)[:, :, 0]
     if (
         img.shape[2] == 3

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import io
 import json
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -21,7 +20,15 @@ from app.errors import InvalidInput, NotFound
 from app.services import unit
 from app.services.datasets import label_map_of
 from app.services.images import encode_png
-from app.services.uploads import Blob, UploadLimits, duplicate_names, expand, header_problem, reason
+from app.services.uploads import (
+    Blob,
+    UploadLimits,
+    duplicate_names,
+    expand,
+    header_problem,
+    reason,
+    text_problem,
+)
 from app.storage import keys
 from app.storage.base import ObjectStore
 from gtcorrect.data import read_mask
@@ -145,10 +152,9 @@ def _check_text(field: str, value: str, *, allow_newlines: bool) -> None:
     """Free-text form fields: not empty (annotator) and no control characters (Postgres refuses NUL)."""
     if field == "annotator" and not value.strip():
         raise InvalidInput("annotator must not be empty.", field=field)
-    allowed = "\n\r\t" if allow_newlines else ""
-    bad = sorted({repr(ch) for ch in value if unicodedata.category(ch) == "Cc" and ch not in allowed})
-    if bad:
-        raise InvalidInput(f"{field} contains control characters {', '.join(bad)}.", field=field)
+    problem = text_problem(value, allow_newlines=allow_newlines)
+    if problem is not None:
+        raise InvalidInput(f"{field} {problem}.", field=field)
 
 
 @dataclass(frozen=True)

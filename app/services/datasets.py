@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -11,9 +12,12 @@ from sqlalchemy.orm import Session
 
 from app.db.models import TERMINAL_STATUSES, Dataset, Model, Project, Sample, TrainingJob
 from app.errors import Conflict, InvalidInput, NotFound
+from app.services.uploads import text_problem
 from app.storage import keys
 from app.storage.base import ObjectStore
 from gtcorrect.types import LabelMap
+
+MAX_IMAGE_SETTINGS_BYTES = 16_384  # a few preprocessing options, not a document store
 
 
 def parse_label_map(label_map: dict[str, str]) -> LabelMap:
@@ -30,6 +34,10 @@ def parse_label_map(label_map: dict[str, str]) -> LabelMap:
         )
     if any(not name.strip() for name in indices.values()):
         raise InvalidInput("label_map class names must not be empty.", field="label_map")
+    for name in indices.values():
+        problem = text_problem(name)
+        if problem is not None:
+            raise InvalidInput(f"label_map class name {problem}.", field="label_map")
     try:
         return LabelMap.from_dict(indices)
     except ValueError as exc:
@@ -45,6 +53,15 @@ def create_dataset(
     session: Session, project: Project, name: str, label_map: dict[str, str], image_settings: dict[str, Any]
 ) -> Dataset:
     labels = parse_label_map(label_map)
+    problem = text_problem(name)
+    if problem is not None:
+        raise InvalidInput(f"name {problem}.", field="name")
+    size = len(json.dumps(image_settings))
+    if size > MAX_IMAGE_SETTINGS_BYTES:
+        raise InvalidInput(
+            f"image_settings is {size} bytes of JSON, above the limit of {MAX_IMAGE_SETTINGS_BYTES}.",
+            field="image_settings",
+        )
     if session.scalar(select(Dataset.id).where(Dataset.project_id == project.id, Dataset.name == name)):
         raise Conflict(f"a dataset named {name!r} already exists in this project.")
     dataset = Dataset(

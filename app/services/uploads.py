@@ -80,12 +80,35 @@ def is_other_archive(name: str, data: bytes) -> bool:
     )
 
 
+# Bidirectional controls make a name display other than it is ("gpj.exe" shown as "exe.jpg").
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def text_problem(value: str, *, allow_newlines: bool = False) -> str | None:
+    """Why user text (a name, an annotator, a note) cannot be stored, or None: control characters
+    (PostgreSQL refuses NUL; newlines only where allowed) or bidirectional controls."""
+    allowed = "\n\r\t" if allow_newlines else ""
+    control = sorted(
+        {f"U+{ord(ch):04X}" for ch in value if unicodedata.category(ch) == "Cc" and ch not in allowed}
+    )
+    if control:
+        return f"contains control characters {', '.join(control)}"
+    bidi = sorted({f"U+{ord(ch):04X}" for ch in value if ch in BIDI_CONTROLS})
+    if bidi:
+        return f"contains bidirectional controls {', '.join(bidi)}, which make text display other than it is"
+    return None
+
+
 def name_problem(name: str) -> str | None:
-    """Why a (base) file name cannot be stored, or None: control characters, empty, too long."""
+    """Why a (base) file name cannot be stored, or None: empty, a path, control or bidi characters,
+    too long."""
     if not name.strip():
         return "empty file name"
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        return "file name contains control characters"
+    if name.strip() in (".", "..") or "/" in name or "\\" in name:
+        return "a file name must not be '.', '..' or contain a path separator"
+    problem = text_problem(name)
+    if problem is not None:
+        return f"file name {problem}"
     if len(name) > MAX_NAME_CHARS:
         return f"file name of {len(name)} characters, above the limit of {MAX_NAME_CHARS}"
     return None

@@ -40,6 +40,23 @@ def test_dataset_crud(client: TestClient, auth: dict[str, str], store: ObjectSto
     assert list(store.list()) == []
 
 
+@pytest.mark.parametrize(
+    ("body", "field", "needle"),
+    [
+        ({"name": "kvasir\u202etxt.exe"}, "name", "bidirectional controls U+202E"),
+        ({"name": "a\x00b"}, "name", "control characters U+0000"),
+        ({"name": "d", "label_map": {"0": "background", "1": "po\u2066lyp"}}, "label_map", "bidirectional"),
+        ({"name": "d", "image_settings": {"x": "y" * 20_000}}, "image_settings", "above the limit of 16384"),
+    ],
+)
+def test_bad_dataset_fields_are_named(
+    client: TestClient, auth: dict[str, str], body: dict[str, object], field: str, needle: str
+) -> None:
+    problem = assert_problem(client.post("/v1/datasets", json=body, headers=auth), 422)
+    assert problem["field"] == field and needle in problem["detail"], problem
+    assert client.get("/v1/datasets", headers=auth).json()["total"] == 0
+
+
 def test_duplicate_dataset_name_is_a_conflict(client: TestClient, auth: dict[str, str]) -> None:
     assert client.post("/v1/datasets", json={"name": "x"}, headers=auth).status_code == 201
     body = assert_problem(client.post("/v1/datasets", json={"name": "x"}, headers=auth), 409)

@@ -220,7 +220,20 @@ def test_real_data_kvasir_and_bubil() -> None:
     assert 0.0 < cell.mean() < 0.5  # the cell is the minority and was black in the file
 
 
-def test_16bit_index_mask_keeps_values() -> None:
+def _png16(values: list[list[int]]) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.array([[0, 1, 2, 2]], np.uint16)).save(buf, format="PNG")
-    np.testing.assert_array_equal(read_mask(buf.getvalue(), num_classes=3), [[0, 1, 2, 2]])
+    Image.fromarray(np.array(values, np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_16bit_index_mask_keeps_values() -> None:
+    np.testing.assert_array_equal(read_mask(_png16([[0, 1, 2, 2]]), num_classes=3), [[0, 1, 2, 2]])
+    # Values a 16-bit file can hold are class indices as stored, never stretched to 8 bit: 0/1000 is
+    # refused like 0/5 in an 8-bit file (it used to become 0/255 and pass as a binary mask).
+    with pytest.raises(ValueError, match=r"mask values \[1000\] lie outside the label map 0..1"):
+        read_mask(_png16([[0, 1000]]), num_classes=2)
+    np.testing.assert_array_equal(read_mask(_png16([[0, 255]]), num_classes=2), [[0, 1]])  # as in 8 bit
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.array([[0.0, 0.5]], np.float32))
+    with pytest.raises(ValueError, match="integer class indices, got float32"):
+        read_mask(buf.getvalue(), num_classes=2)
