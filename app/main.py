@@ -19,9 +19,11 @@ from app.api import annotations as annotation_routes
 from app.api import datasets, health, jobs, models, problems, results
 from app.api.limits import BodySizeLimit
 from app.db.session import make_engine, make_session_factory
+from app.memory import TrimAfterLargeRequests, tune_allocator
 from app.services.inference import ModelCache
 from app.services.queue import CeleryQueue
 from app.services.sweeper import Sweeper, SweepPolicy
+from app.services.uploads import PixelBudget
 from app.settings import Settings, get_settings
 from app.storage import make_store
 
@@ -88,6 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         form_limits={"max_files": settings.max_zip_entries},
     )
     problems.install(app)
+    tune_allocator()
+    app.state.pixel_budget = PixelBudget(settings.max_decode_pixels)
+    app.add_middleware(TrimAfterLargeRequests)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     for module in (health, datasets, annotation_routes, jobs, results, models):
         app.include_router(module.router)

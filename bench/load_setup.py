@@ -85,19 +85,30 @@ def services(workdir: Path) -> Iterator[Settings]:
 
 
 @contextlib.contextmanager
-def api_server(settings: Settings, log_path: Path, workers: int = 1) -> Iterator[str]:
-    """``uvicorn app.main:create_app --factory`` on a free loopback port; yields its base URL."""
+def api_process(
+    settings: Settings, log_path: Path, workers: int = 1
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``uvicorn app.main:create_app --factory`` on a free loopback port; yields its base URL and process.
+    The environment is this one's without GTC_* and MALLOC_* (the training allocator settings)."""
     port = free_ports(1)[0]
     command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    env = {k: v for k, v in settings_env(settings).items() if not k.startswith("MALLOC_")}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_live(proc, base_url, log_path)
-        yield base_url
+        yield base_url, proc
     finally:
         stop_process(proc, 20)
+
+
+@contextlib.contextmanager
+def api_server(settings: Settings, log_path: Path, workers: int = 1) -> Iterator[str]:
+    """``api_process``, yielding only the base URL."""
+    with api_process(settings, log_path, workers) as (base_url, _):
+        yield base_url
 
 
 def _wait_live(proc: subprocess.Popen[bytes], base_url: str, log_path: Path, timeout_s: float = 60.0) -> None:

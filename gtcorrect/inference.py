@@ -6,12 +6,17 @@ S the bundle's training size; B a batch.
 Images are converted to the bundle's channels, resized to S x S, normalised (``gtcorrect.data``),
 run through the eval-mode network under ``torch.inference_mode`` and the softmax probabilities are
 restored to the original size (bilinear), so masks have smooth boundaries at full resolution.
+
+Memory stays bounded for large images: an image larger than 4 S on its short side is first reduced by
+an integer factor on its uint8 pixels (PIL's box filter), and the full-size mask is restored band by
+band of rows (``BAND_BYTES`` of probabilities at a time). The (K, H, W) probabilities exist at full
+size only when asked for (``Prediction.probabilities``).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,15 +27,75 @@ from gtcorrect.data import prepare_images, read_mask, restore_probabilities
 from gtcorrect.model import ModelBundle
 from gtcorrect.types import LabelMap
 
+BAND_BYTES = 16 << 20  # full-size probabilities held at once while restoring a mask
+
+
+def _axis_weights(out_n: int, in_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear source indices and weights of ``F.interpolate(align_corners=False)`` along one axis."""
+    src = np.maximum((np.arange(out_n) + 0.5) * (in_n / out_n) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_n - 1)
+    i1 = np.minimum(i0 + 1, in_n - 1)
+    w1 = (src - i0).astype(np.float32)
+    return i0, i1, w1
+
+
+def _bands(low: np.ndarray, size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(start row, (K, rows, W) float32) bands of ``restore_probabilities(low, size)``."""
+    k = low.shape[0]
+    h, w = size
+    x0, x1, wx = _axis_weights(w, low.shape[2])
+    cols = low[:, :, x0] * (1.0 - wx) + low[:, :, x1] * wx  # (K, S, W)
+    y0, y1, wy = _axis_weights(h, low.shape[1])
+    rows = max(1, BAND_BYTES // (4 * k * max(w, 1)))
+    for start in range(0, h, rows):
+        sl = slice(start, min(start + rows, h))
+        a, b = wy[sl][None, :, None], cols[:, y1[sl]]
+        yield start, (cols[:, y0[sl]] * (1.0 - a) + b * a).astype(np.float32, copy=False)
+
 
 @dataclass(frozen=True)
 class Prediction:
-    """probabilities (K, H, W) float32 at the original size; mask (H, W) int64 argmax;
-    mean_confidence: mean over pixels of the winning class's probability."""
+    """low (K, S, S) float32: the softmax at the network's size; size (H, W): the original size;
+    mask (H, W) int64 argmax at the original size; mean_confidence: mean over pixels of the winning
+    class's probability."""
 
-    probabilities: np.ndarray
+    low: np.ndarray
+    size: tuple[int, int]
     mask: np.ndarray
     mean_confidence: float
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(K, H, W) float32 at the original size (bilinear), computed on each access."""
+        return restore_probabilities(self.low, self.size)
+
+    def foreground_probability(self) -> np.ndarray:
+        """(H, W) float32: probability of any non-background class, 1 - P(background), band by band."""
+        out = np.empty(self.size, dtype=np.float32)
+        for start, band in _bands(self.low, self.size):
+            out[start : start + band.shape[1]] = 1.0 - band[0]
+        return out
+
+    @classmethod
+    def from_low(cls, low: np.ndarray, size: tuple[int, int]) -> Prediction:
+        mask = np.empty(size, dtype=np.int64)
+        confidence = 0.0
+        for start, band in _bands(low, size):
+            mask[start : start + band.shape[1]] = band.argmax(axis=0)
+            confidence += float(band.max(axis=0).sum(dtype=np.float64))
+        return cls(low, size, mask, confidence / max(size[0] * size[1], 1))
+
+
+def reduce_large(img: np.ndarray, size: int) -> np.ndarray:
+    """An image more than 4 x ``size`` on its short side, reduced by an integer factor (box filter on
+    uint8, PIL) to at least 2 x ``size``: resizing it to S x S then costs S-scale memory, not H x W
+    float32. Smaller images come back unchanged."""
+    factor = min(img.shape[0], img.shape[1]) // (2 * size)
+    if factor < 2:
+        return img
+    pil = Image.fromarray(img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img)
+    out = np.asarray(pil.reduce(factor))
+    return out[:, :, None] if out.ndim == 2 and img.ndim == 3 else out
 
 
 class Predictor:
@@ -60,13 +125,13 @@ class Predictor:
         size, channels = self.bundle.image_size, self.bundle.in_channels
         for start in range(0, len(images), batch_size):
             chunk = list(images[start : start + batch_size])
-            x = torch.from_numpy(prepare_images(chunk, size=size, channels=channels)).to(self.device)
+            small = [reduce_large(img, size) for img in chunk]
+            x = torch.from_numpy(prepare_images(small, size=size, channels=channels)).to(self.device)
+            del small
             with torch.inference_mode():
                 prob = torch.softmax(self.network(x).float(), dim=1).cpu().numpy()
             for img, p in zip(chunk, prob, strict=True):
-                full = restore_probabilities(p, (int(img.shape[0]), int(img.shape[1])))
-                mask = full.argmax(axis=0).astype(np.int64)
-                out.append(Prediction(full, mask, float(full.max(axis=0).mean())))
+                out.append(Prediction.from_low(p, (int(img.shape[0]), int(img.shape[1]))))
         return out
 
 

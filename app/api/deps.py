@@ -59,8 +59,8 @@ def get_model_cache(request: Request) -> ModelCache:
     return cache
 
 
-def get_limits(settings: Annotated[Settings, Depends(get_settings)]) -> UploadLimits:
-    return UploadLimits.from_settings(settings)
+def get_limits(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> UploadLimits:
+    return UploadLimits.from_settings(settings, request.app.state.pixel_budget)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -104,7 +104,7 @@ def read_uploads(files: list[UploadFile]) -> list[Blob]:
     blobs = []
     for i, part in enumerate(files):
         name = PurePosixPath((part.filename or f"file{i}").replace("\\", "/")).name or f"file{i}"
-        blobs.append(Blob(name, part.file.read()))
+        blobs.append(Blob.from_file(name, part.file))  # read on demand: the parser spooled it to disk
     return blobs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Annotated, Literal
 
@@ -78,11 +79,14 @@ def segment(
 ) -> Response:
     model = models.resolve_model(session, project, model_ref, dataset_id)
     upload: Blob | None = read_uploads([file])[0] if file is not None else None
-    image = inference.input_image(
-        session, store, project, upload=upload, sample_id=sample_id, max_pixels=limits.max_image_pixels
-    )
-    predictor = cache.get(store, model)
-    encoded = inference.encode(inference.segment(predictor, image), predictor, model.id, format)
+    # An uploaded image holds the process's decode budget until its answer is encoded.
+    with limits.decoding(upload) if upload is not None else contextlib.nullcontext():
+        image = inference.input_image(
+            session, store, project, upload=upload, sample_id=sample_id, max_pixels=limits.max_image_pixels
+        )
+        predictor = cache.get(store, model)
+        encoded = inference.encode(inference.segment(predictor, image), predictor, model.id, format)
+        del image
     if encoded.payload is not None:
         return JSONResponse(encoded.payload)
     return Response(encoded.body, media_type=encoded.media_type)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import uuid
@@ -40,7 +39,7 @@ MANIFEST_NAMES = ("manifest.csv", "manifest.json")
 class _Match:
     blob: Blob
     sample: Sample
-    mask: np.ndarray  # (H, W) int64 class indices
+    png: bytes  # the mask's class indices as an 8-bit PNG, encoded as soon as it is validated
 
 
 def _stem(name: str) -> str:
@@ -91,7 +90,7 @@ def _validate(
     manifest: dict[str, str],
     dataset: Dataset,
     samples: list[Sample],
-    max_pixels: int,
+    limits: UploadLimits,
     encoding: MaskEncoding,
 ) -> list[_Match]:
     num_classes = label_map_of(dataset).num_classes
@@ -106,31 +105,36 @@ def _validate(
         if isinstance(found, str):
             problems.append({"file": blob.name, "reason": found})
             continue
-        refused = header_problem(blob, max_pixels)
+        refused = header_problem(blob, limits.max_image_pixels)
         if refused is not None:  # read_mask has no pixel limit of its own; refuse before decoding
             problems.append({"file": blob.name, "reason": refused})
             continue
         try:
-            mask = read_mask(
-                blob.data,
-                num_classes=num_classes,
-                mode=encoding.mode,
-                threshold=encoding.threshold,
-                name=blob.name,
-            )
+            with limits.decoding(blob):
+                mask = read_mask(
+                    blob.data,
+                    num_classes=num_classes,
+                    mode=encoding.mode,
+                    threshold=encoding.threshold,
+                    name=blob.name,
+                )
+                shape = mask.shape
+                # Masks compress to a few kB: keep the PNG, not the pixels (one decoded mask at a time).
+                png = encode_png(mask.astype(np.uint8)) if shape == (found.height, found.width) else b""
+                del mask
         except ValueError as exc:
             problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
             continue
-        if mask.shape != (found.height, found.width):
+        if shape != (found.height, found.width):
             problems.append(
                 {
                     "file": blob.name,
-                    "reason": f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
+                    "reason": f"mask size {shape[1]}x{shape[0]} differs from image "
                     f"{found.file_name} size {found.width}x{found.height}",
                 }
             )
             continue
-        matches.append(_Match(blob, found, mask))
+        matches.append(_Match(blob, found, png))
     per_sample: dict[uuid.UUID, list[str]] = {}
     for m in matches:
         per_sample.setdefault(m.sample.id, []).append(m.blob.name)
@@ -196,7 +200,7 @@ def create_batch(
     for m in manifests:
         manifest.update(parse_manifest(m))
     samples = list(session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all())
-    matches = _validate(masks, manifest, dataset, samples, limits.max_image_pixels, encoding)
+    matches = _validate(masks, manifest, dataset, samples, limits, encoding)
     batch = AnnotationBatch(
         id=uuid.uuid4(),
         dataset_id=dataset.id,
@@ -226,11 +230,11 @@ def _add_annotations(
     for match in matches:
         ann_id = uuid.uuid4()
         key = keys.annotation(dataset.project_id, dataset.id, ann_id)
-        digest = hashlib.sha256(match.blob.data).hexdigest()
+        digest = match.blob.sha256()
         session.add(
             Annotation(id=ann_id, sample_id=match.sample.id, batch_id=batch.id, object_key=key, sha256=digest)
         )
-        pending.append((key, encode_png(match.mask.astype(np.uint8))))
+        pending.append((key, match.png))
         report.append(
             {
                 "file": match.blob.name,

@@ -2,11 +2,14 @@
 
 Policy: all or nothing. Every file is decoded before anything is written; one bad file rejects the
 upload with a 422 naming each bad file, and no row or object is created.
+
+Memory: one image at a time. The first pass decodes each file to validate it and keeps only its shape;
+the second decodes each new image again, encodes it as PNG and stores it before the next. A request
+holds one decoded image and one PNG, whatever the number or size of the files it uploads.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import uuid
 from dataclasses import dataclass
@@ -42,17 +45,33 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _decode_all(blobs: list[Blob], limits: UploadLimits) -> dict[str, np.ndarray]:
-    """Decode every file; raise one ``InvalidInput`` naming every bad file. Result: name -> (H, W, C)."""
+def _decode(blob: Blob, limits: UploadLimits) -> np.ndarray:
+    return read_image(blob.data, name=blob.name, max_pixels=limits.max_image_pixels)
+
+
+def _shape(blob: Blob, limits: UploadLimits) -> tuple[int, int, int]:
+    with limits.decoding(blob):
+        h, w, c = _decode(blob, limits).shape
+    return int(h), int(w), int(c)
+
+
+def _png(blob: Blob, limits: UploadLimits) -> bytes:
+    with limits.decoding(blob):
+        return encode_png(_decode(blob, limits))
+
+
+def _check_all(blobs: list[Blob], limits: UploadLimits) -> dict[str, tuple[int, int, int]]:
+    """Decode every file, one at a time; raise one ``InvalidInput`` naming every bad file.
+    Result: name -> (H, W, C) shape (the pixels are dropped at once)."""
     problems = duplicate_names(blobs)
-    decoded: dict[str, np.ndarray] = {}
+    shapes: dict[str, tuple[int, int, int]] = {}
     for blob in blobs:
         refused = header_problem(blob, limits.max_image_pixels)
         if refused is not None:
             problems.append({"file": blob.name, "reason": refused})
             continue
         try:
-            decoded[blob.name] = read_image(blob.data, name=blob.name, max_pixels=limits.max_image_pixels)
+            shapes[blob.name] = _shape(blob, limits)
         except ValueError as exc:
             problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
     if problems:
@@ -60,7 +79,7 @@ def _decode_all(blobs: list[Blob], limits: UploadLimits) -> dict[str, np.ndarray
             f"{len(problems)} of {len(blobs)} files were rejected; nothing was stored.",
             invalid_files=problems,
         )
-    return decoded
+    return shapes
 
 
 def upload_images(
@@ -69,15 +88,15 @@ def upload_images(
     """Add the images in ``files`` (plain files or zips) to ``dataset``; duplicates of stored content are
     reported, not stored again. A file name already used by different content is rejected."""
     blobs = expand(files, limits)
-    decoded = _decode_all(blobs, limits)
+    shapes = _check_all(blobs, limits)
     existing = {
         row.sha256: row
         for row in session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all()
     }
-    digests = {b.name: hashlib.sha256(b.data).hexdigest() for b in blobs}
+    digests = {b.name: b.sha256() for b in blobs}
     _check_name_clashes(blobs, digests, existing)
     outcomes: list[Outcome] = []
-    pending: list[tuple[str, bytes]] = []
+    pending: list[tuple[str, Blob]] = []
     for blob in blobs:
         digest = digests[blob.name]
         if digest in existing:
@@ -86,27 +105,29 @@ def upload_images(
                 Outcome(blob.name, "duplicate", str(prior.id), f"same content as {prior.file_name}")
             )
             continue
-        image = decoded[blob.name]
+        height, width, channels = shapes[blob.name]
         sample = Sample(
             id=uuid.uuid4(),
             dataset_id=dataset.id,
             sha256=digest,
             file_name=blob.name,
-            height=int(image.shape[0]),
-            width=int(image.shape[1]),
-            channels=int(image.shape[2]),
+            height=height,
+            width=width,
+            channels=channels,
             object_key="",
         )
         sample.object_key = keys.sample(dataset.project_id, dataset.id, sample.id)
         session.add(sample)
         existing[digest] = sample
-        pending.append((sample.object_key, encode_png(image)))
+        pending.append((sample.object_key, blob))
         outcomes.append(Outcome(blob.name, "created", str(sample.id)))
     try:
         session.flush()
     except IntegrityError as exc:  # a concurrent upload stored the same content or name first
         raise Conflict("another upload added some of these images at the same time; retry.") from exc
-    _write_objects(session, store, pending)
+    unit.delete_on_rollback(session, store, [key for key, _ in pending])
+    for key, blob in pending:  # decode, encode and store one image at a time
+        store.put(key, _png(blob, limits), content_type="image/png")
     return outcomes
 
 
@@ -122,13 +143,6 @@ def _check_name_clashes(blobs: list[Blob], digests: dict[str, str], existing: di
         raise InvalidInput(
             f"{len(clashes)} file names are already used in this dataset.", invalid_files=clashes
         )
-
-
-def _write_objects(session: Session, store: ObjectStore, pending: list[tuple[str, bytes]]) -> None:
-    """Write objects after the rows flushed; remove them again if this unit of work fails."""
-    unit.delete_on_rollback(session, store, [key for key, _ in pending])
-    for key, data in pending:
-        store.put(key, data, content_type="image/png")
 
 
 def get_sample(session: Session, dataset: Dataset, sample_id: uuid.UUID) -> Sample:

@@ -93,9 +93,7 @@ def segment(predictor: Predictor, image: np.ndarray) -> Prediction:
     return predictor.predict([image], batch_size=1)[0]
 
 
-def foreground_probability(prob: np.ndarray) -> np.ndarray:
-    """(K, H, W) -> (H, W): probability of any non-background class, 1 - P(background)."""
-    return 1.0 - prob[0]
+MAX_NPY_BYTES = 256 << 20  # format=npy sends (K, H, W) float32: refuse what would be larger
 
 
 def encode(prediction: Prediction, predictor: Predictor, model_id: uuid.UUID, fmt: str) -> Encoded:
@@ -106,13 +104,20 @@ def encode(prediction: Prediction, predictor: Predictor, model_id: uuid.UUID, fm
     if fmt == "png":
         return Encoded("image/png", body=mask_to_png(mask, labels))
     if fmt == "probabilities":
-        grey = np.clip(np.round(foreground_probability(prediction.probabilities) * 255.0), 0, 255).astype(
-            np.uint8
-        )
+        grey = np.clip(np.round(prediction.foreground_probability() * 255.0), 0, 255).astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(grey, mode="L").save(buffer, format="PNG")
         return Encoded("image/png", body=buffer.getvalue())
     if fmt == "npy":
+        h, w = prediction.size
+        nbytes = 4 * labels.num_classes * h * w
+        if nbytes > MAX_NPY_BYTES:
+            raise InvalidInput(
+                f"format=npy would send {nbytes >> 20} MB of float32 probabilities for a {w}x{h} image "
+                f"(at most {MAX_NPY_BYTES >> 20} MB); ask for format=probabilities (an 8-bit PNG), png "
+                "or json, or send a smaller image.",
+                field="format",
+            )
         buffer = io.BytesIO()
         np.save(buffer, prediction.probabilities.astype(np.float32))
         return Encoded("application/x-npy", body=buffer.getvalue())

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import threading
 import unicodedata
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any, cast
 
 from PIL import Image
 
-from app.errors import InvalidInput, PayloadTooLarge
+from app.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")
 ZIP_MAGIC = b"PK\x03\x04"
@@ -40,33 +44,145 @@ _ENTRY_ERRORS = (
 )
 
 
+class PixelBudget:
+    """How many pixels this process may hold decoded at once, across all its requests
+    (``GTC_MAX_DECODE_PIXELS``). A request declares an image's pixels (from its header, before decoding)
+    and waits while others hold the budget; after ``wait_s`` it gets a 503 asking to retry."""
+
+    def __init__(self, limit: int, wait_s: float = 60.0) -> None:
+        self.limit, self.wait_s, self.used = limit, wait_s, 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        pixels = min(max(pixels, 0), self.limit)
+        with self._free:
+            if not self._free.wait_for(lambda: self.used + pixels <= self.limit, self.wait_s):
+                raise ServiceUnavailable(
+                    f"the server is decoding {self.used} pixels of other images, its limit at once "
+                    f"(GTC_MAX_DECODE_PIXELS={self.limit}); retry in a minute.",
+                    retry_after=60,
+                )
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self._free:
+                self.used -= pixels
+                self._free.notify_all()
+
+
 @dataclass(frozen=True)
 class UploadLimits:
     max_upload_bytes: int
     max_zip_entries: int
     max_zip_ratio: int
     max_image_pixels: int
+    budget: PixelBudget | None = None  # the process's decode budget; None: unbounded (tests, tools)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> UploadLimits:
+    def from_settings(cls, settings: Any, budget: PixelBudget | None = None) -> UploadLimits:
         return cls(
             max_upload_bytes=settings.max_upload_bytes,
             max_zip_entries=settings.max_zip_entries,
             max_zip_ratio=settings.max_zip_ratio,
             max_image_pixels=settings.max_image_pixels,
+            budget=budget,
         )
 
+    @contextmanager
+    def decoding(self, blob: Blob) -> Iterator[None]:
+        """Hold the process's pixel budget for ``blob``'s declared size while it is decoded and used."""
+        if self.budget is None:
+            yield
+            return
+        with self.budget.hold(declared_pixels(blob)):
+            yield
 
-@dataclass(frozen=True)
+
 class Blob:
-    """One uploaded file: its base name and bytes."""
+    """One uploaded file: its base name and where its bytes are (in memory, in the request's spooled
+    upload file, or inside a zip archive). Reading is on demand, so a request holds the bytes of one
+    file at a time however many it uploads; ``data`` reads the whole file again on every access."""
 
-    name: str
-    data: bytes
+    __slots__ = ("_data", "_opener", "name", "size")
+
+    def __init__(
+        self,
+        name: str,
+        data: bytes | None = None,
+        *,
+        opener: Callable[[], IO[bytes]] | None = None,
+        size: int | None = None,
+    ) -> None:
+        if (data is None) == (opener is None):
+            raise ValueError("a Blob needs either data or an opener")
+        self.name, self._data, self._opener = name, data, opener
+        self.size = len(data) if data is not None else int(size or 0)
+
+    @classmethod
+    def from_file(cls, name: str, file: IO[bytes]) -> Blob:
+        """A seekable file (an upload spooled to disk by the multipart parser), read when needed."""
+        file.seek(0, io.SEEK_END)
+        size = file.tell()
+
+        def opener() -> IO[bytes]:
+            file.seek(0)
+            return cast(IO[bytes], _Borrowed(file))
+
+        return cls(name, opener=opener, size=size)
+
+    def open(self) -> IO[bytes]:
+        return io.BytesIO(self._data) if self._data is not None else self._opener()  # type: ignore[misc]
+
+    @property
+    def data(self) -> bytes:
+        if self._data is not None:
+            return self._data
+        with self.open() as f:
+            return f.read()
+
+    def head(self, n: int) -> bytes:
+        with self.open() as f:
+            return f.read(n)
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        with self.open() as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+
+class _Borrowed(io.RawIOBase):
+    """A view of a file that closing does not close (the request owns the upload file)."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._file.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
 
 
 def is_zip(blob: Blob) -> bool:
-    return blob.name.lower().endswith(".zip") or blob.data[:4] == ZIP_MAGIC
+    return blob.name.lower().endswith(".zip") or blob.head(4) == ZIP_MAGIC
 
 
 def is_other_archive(name: str, data: bytes) -> bool:
@@ -121,7 +237,7 @@ def expand(blobs: list[Blob], limits: UploadLimits) -> list[Blob]:
     ``InvalidInput`` with ``invalid_files`` for bad names, other archive formats and unsafe, broken or
     empty zip archives.
     """
-    total = sum(len(b.data) for b in blobs)
+    total = sum(b.size for b in blobs)
     if total > limits.max_upload_bytes:
         raise PayloadTooLarge(
             f"the upload holds {total} bytes, above the limit of {limits.max_upload_bytes}."
@@ -132,7 +248,7 @@ def expand(blobs: list[Blob], limits: UploadLimits) -> list[Blob]:
     problems += [
         {"file": b.name, "reason": "only zip archives are accepted (tar, gz, 7z, rar... are not)"}
         for b in blobs
-        if not is_zip(b) and is_other_archive(b.name, b.data)
+        if not is_zip(b) and is_other_archive(b.name, b.head(512))
     ]
     if problems:
         raise InvalidInput(
@@ -189,7 +305,7 @@ def _ignored(info: zipfile.ZipInfo) -> bool:
 
 def _open_zip(blob: Blob) -> zipfile.ZipFile:
     try:
-        return zipfile.ZipFile(io.BytesIO(blob.data))
+        return zipfile.ZipFile(blob.open())
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise InvalidInput(
             f"{blob.name}: not a readable zip archive.",
@@ -220,29 +336,50 @@ def _check_archive(blob: Blob, infos: list[zipfile.ZipInfo], limits: UploadLimit
         raise InvalidInput(f"{blob.name}: {len(problems)} unsafe archive entries.", invalid_files=problems)
 
 
+def _entry_blob(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Blob:
+    name = entry_name(info) or info.filename
+    return Blob(
+        PurePosixPath(name.replace("\\", "/")).name, opener=lambda: archive.open(info), size=info.file_size
+    )
+
+
 def unzip(blob: Blob, limits: UploadLimits) -> list[Blob]:
-    """Extract a zip archive in memory, refusing unsafe entries; entries are named by their base name."""
-    with _open_zip(blob) as archive:
-        infos = [i for i in archive.infolist() if not _ignored(i)]
-        _check_archive(blob, infos, limits)
-        problems: list[dict[str, str]] = []
-        files: list[Blob] = []
-        for info in infos:
-            try:
-                # zipfile stops at the declared size and checks the CRC, so a lying header fails here.
-                data = archive.read(info)
-            except _ENTRY_ERRORS as exc:
-                problems.append({"file": info.filename, "reason": f"corrupt archive entry ({exc})"})
-                continue
-            if data[:4] == ZIP_MAGIC or is_other_archive("", data):
-                problems.append({"file": info.filename, "reason": "nested archives are not accepted"})
-            name = entry_name(info) or info.filename
-            files.append(Blob(PurePosixPath(name.replace("\\", "/")).name, data))
-        if problems:
-            raise InvalidInput(
-                f"{blob.name}: {len(problems)} unreadable or nested entries.", invalid_files=problems
-            )
+    """The entries of a zip archive as blobs read from the archive on demand, refusing unsafe entries;
+    entries are named by their base name. Every entry is read through once here (streamed, one chunk
+    at a time), so a corrupt entry or a lying header fails the upload before anything is stored."""
+    archive = _open_zip(blob)
+    infos = [i for i in archive.infolist() if not _ignored(i)]
+    _check_archive(blob, infos, limits)
+    problems: list[dict[str, str]] = []
+    files: list[Blob] = []
+    for info in infos:
+        entry = _entry_blob(archive, info)
+        try:
+            # zipfile stops at the declared size and checks the CRC at the end of the stream.
+            with entry.open() as f:
+                head = f.read(512)
+                while f.read(1 << 20):
+                    pass
+        except _ENTRY_ERRORS as exc:
+            problems.append({"file": info.filename, "reason": f"corrupt archive entry ({exc})"})
+            continue
+        if head[:4] == ZIP_MAGIC or is_other_archive("", head):
+            problems.append({"file": info.filename, "reason": "nested archives are not accepted"})
+        files.append(entry)
+    if problems:
+        raise InvalidInput(
+            f"{blob.name}: {len(problems)} unreadable or nested entries.", invalid_files=problems
+        )
     return files
+
+
+def declared_pixels(blob: Blob) -> int:
+    """Width x height from the image header (no pixels decoded); 0 when the header is unreadable."""
+    try:
+        with Image.open(blob.open()) as im:
+            return int(im.size[0]) * int(im.size[1])
+    except Exception:  # the decoder reports its own reason for garbage
+        return 0
 
 
 def header_problem(blob: Blob, max_pixels: int) -> str | None:
@@ -251,7 +388,7 @@ def header_problem(blob: Blob, max_pixels: int) -> str | None:
     None when the header is acceptable or unreadable: the decoder then reports its own reason.
     """
     try:
-        with Image.open(io.BytesIO(blob.data)) as im:
+        with Image.open(blob.open()) as im:
             fmt, (width, height) = im.format, im.size
     except Exception:  # PIL raises many types for garbage; the decoder names the reason
         return None

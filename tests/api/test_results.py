@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import JobStatus, TrainingJob
 from app.db.session import session_scope
+from app.services import inference
 from app.services.reports import ReportRow, report_csv, spreadsheet_safe
 from app.services.results import CorrectedRecord, JobResults, SampleVerdict, model_id_for_job, record_results
 from app.storage import ObjectStore, keys
@@ -207,6 +208,18 @@ def test_segment_upload_in_every_format(client: TestClient, auth: dict[str, str]
     assert np.asarray(Image.open(io.BytesIO(prob.content))).shape == (37, 61)
     npy = np.load(io.BytesIO(client.post(url, params={"format": "npy"}, files=upload, headers=auth).content))
     assert npy.shape == (2, 37, 61) and np.allclose(npy.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_segment_outputs_are_bounded(
+    client: TestClient, auth: dict[str, str], finished: Finished, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # format=npy sends (K, H, W) float32: above the bound it is refused, naming the format and why.
+    monkeypatch.setattr(inference, "MAX_NPY_BYTES", 4 * 2 * 37 * 61 - 1)
+    url = f"/v1/models/{finished.model_id}/segment"
+    upload = files_part({"new.png": image_png(37, 61, 9)}, "file")
+    body = assert_problem(client.post(url, params={"format": "npy"}, files=upload, headers=auth), 422)
+    assert body["field"] == "format" and "format=probabilities" in body["detail"]
+    assert client.post(url, params={"format": "png"}, files=upload, headers=auth).status_code == 200
 
 
 def test_segment_sample_with_latest_model(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import tempfile
+import threading
 import uuid
 import zipfile
 
 import pytest
 
 from app.db.models import Model
-from app.errors import InvalidInput, PayloadTooLarge
+from app.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from app.services.inference import ModelCache
-from app.services.uploads import Blob, UploadLimits, expand
+from app.services.uploads import Blob, PixelBudget, UploadLimits, expand
 from app.storage.local import LocalStore
 from tests.api.conftest import tiny_bundle
 
@@ -84,3 +87,40 @@ def test_model_cache_keeps_the_most_recent(tmp_path: object) -> None:
     cache.get(store, rows[2])
     assert rows[0].id in cache and rows[2].id in cache and rows[1].id not in cache
     assert len(cache) == 2
+
+
+def test_blobs_read_on_demand_from_the_upload_file_and_the_archive() -> None:
+    spooled = tempfile.SpooledTemporaryFile(max_size=10)  # noqa: SIM115 - the request owns it
+    spooled.write(_zip({"d/a.png": b"alpha", "b.png": b"beta" * 100}).data)
+    upload = Blob.from_file("upload.zip", spooled)
+    assert upload.size == spooled.tell() and upload.head(4) == b"PK\x03\x04"
+    a, b = expand([upload], LIMITS)
+    assert (a.name, a.size, b.name, b.size) == ("a.png", 5, "b.png", 400)
+    assert b.data == b"beta" * 100 and a.data == b"alpha" and b.data == b"beta" * 100  # again, same bytes
+    assert a.sha256() == hashlib.sha256(b"alpha").hexdigest()
+    assert not spooled.closed  # reading a blob never closes the request's file
+
+
+def test_pixel_budget_makes_a_request_wait_then_refuses() -> None:
+    budget = PixelBudget(100, wait_s=0.2)
+    with budget.hold(80):
+        released = threading.Event()
+
+        def later() -> None:
+            with budget.hold(50):
+                released.set()
+
+        waiting = threading.Thread(target=later)
+        waiting.start()
+        assert not released.wait(0.05)  # 80 + 50 > 100: it waits for the first to finish
+    waiting.join(1)
+    assert released.is_set() and budget.used == 0
+    with (
+        budget.hold(100),
+        pytest.raises(ServiceUnavailable, match="GTC_MAX_DECODE_PIXELS=100"),
+        budget.hold(1),
+    ):
+        pass
+    assert budget.used == 0
+    with budget.hold(10**9):  # one image larger than the budget takes all of it, never waits for ever
+        assert budget.used == 100

@@ -9,9 +9,19 @@ import pytest
 import torch
 from PIL import Image
 
+from gtcorrect import inference
 from gtcorrect.config import NetConfig, TrainConfig
-from gtcorrect.data import prepare_images
-from gtcorrect.inference import Predictor, mask_to_png, mask_to_rle, png_to_mask, predict, rle_to_mask
+from gtcorrect.data import prepare_images, restore_probabilities
+from gtcorrect.inference import (
+    Prediction,
+    Predictor,
+    mask_to_png,
+    mask_to_rle,
+    png_to_mask,
+    predict,
+    reduce_large,
+    rle_to_mask,
+)
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network
 from gtcorrect.types import LabelMap
@@ -113,3 +123,36 @@ def test_png_round_trip_multiclass_and_range_check() -> None:
     np.testing.assert_array_equal(png_to_mask(data, lm), MASK)
     with pytest.raises(ValueError, match=r"mask values 0..2 lie outside 0..1"):
         mask_to_png(MASK, LabelMap())
+
+
+def test_mask_restored_band_by_band_equals_the_whole_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    low = rng.dirichlet(np.ones(3), size=(32, 32)).transpose(2, 0, 1).astype(np.float32)  # (K, S, S)
+    size = (301, 157)
+    whole = restore_probabilities(low, size)
+    monkeypatch.setattr(inference, "BAND_BYTES", 3 * 4 * 157 * 7)  # 7 rows a band: 43 bands
+    p = Prediction.from_low(low, size)
+    np.testing.assert_array_equal(p.mask, whole.argmax(axis=0))
+    assert p.mean_confidence == pytest.approx(float(whole.max(axis=0).mean()), rel=1e-5)
+    np.testing.assert_allclose(p.foreground_probability(), 1.0 - whole[0], atol=1e-5)
+
+
+def test_large_images_are_reduced_on_uint8_before_resizing(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    small = rng.integers(0, 256, (100, 90, 3), dtype=np.uint8)
+    assert reduce_large(small, 32) is small  # short side under 4 x 32
+    big = np.repeat(np.repeat(small, 7, axis=0), 7, axis=1)  # 700 x 630
+    reduced = reduce_large(big, 32)
+    assert reduced.dtype == np.uint8 and reduced.shape == (78, 70, 3)  # factor 630 // 64 = 9, rounded up
+    grey = reduce_large(big[:, :, :1], 32)
+    assert grey.shape == (78, 70, 1)
+    # The prediction keeps the original size and barely moves on a natural (smooth) image.
+    yy, xx = np.mgrid[0:700, 0:630]
+    smooth = np.stack([(127 + 120 * np.sin(xx / 60.0 + c) * np.cos(yy / 80.0)) for c in range(3)], -1)
+    smooth = smooth.astype(np.uint8)
+    bundle = _bundle(3)
+    (reduced_first,) = predict(bundle, [smooth])
+    monkeypatch.setattr(inference, "reduce_large", lambda img, size: img)
+    (whole,) = predict(bundle, [smooth])
+    assert reduced_first.mask.shape == whole.mask.shape == (700, 630)
+    np.testing.assert_allclose(reduced_first.low, whole.low, atol=0.02)
