@@ -10,7 +10,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,17 +97,6 @@ def _write_report(out: Path, result: FitResult) -> None:
     (out / "noise_report.json").write_text(json.dumps(rows, indent=1))
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become null (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _write_corrected(out: Path, result: FitResult, sizes: Sequence[tuple[int, int]], lm: LabelMap) -> None:
     folder = out / "corrected"
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
     _write_report(out, result)
     _write_corrected(out, result, sizes, lm)
     if result.quality is not None:
-        (out / "quality.json").write_text(json.dumps(_json_safe(result.quality.to_dict()), indent=1))
+        (out / "quality.json").write_text(json.dumps(result.quality.to_dict(), indent=1))
         for warning in result.quality.warnings:
             print(f"warning [{warning.code}]: {warning.message}", file=sys.stderr)
     (out / "plots").mkdir(exist_ok=True)

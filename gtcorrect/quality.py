@@ -39,7 +39,7 @@ from gtcorrect.losses import per_sample_loss
 from gtcorrect.metrics import foreground_dice
 from gtcorrect.noise import PRESETS, simulate_noise
 from gtcorrect.tstage import class_thresholds, confident_flags, hard_correction
-from gtcorrect.types import GmmRound
+from gtcorrect.types import GmmRound, json_safe
 
 CORRECTIONS_APPLIED, CORRECTIONS_WITHHELD, CORRECTIONS_NONE = "applied", "withheld", "none"
 
@@ -110,9 +110,7 @@ class Quality:
             "proposed": self.n_proposed,
         }
         del out["corrections_reason"], out["n_proposed"]
-        if self.noise_rate_interval is not None:
-            out["noise_rate_interval"] = list(self.noise_rate_interval)
-        return out
+        return dict(json_safe(out))
 
 
 @dataclass

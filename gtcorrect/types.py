@@ -6,6 +6,7 @@ S the square training size (``TrainConfig.image_size``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,3 +132,17 @@ class FitResult:
 
 ProgressCallback = Callable[[Progress], None]
 StopCheck = Callable[[], bool]
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON: numpy scalars become Python numbers, NaN and infinities None (JSON and PostgreSQL
+    have neither), tuples lists, keys strings."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -7,12 +7,10 @@ worker whose job was reclaimed after its heartbeat went stale cannot overwrite t
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-import numpy as np
 from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -20,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
 from app.services.liveness import abandoned
+from gtcorrect.types import json_safe
 
 Factory = sessionmaker[Session]
 
@@ -145,14 +144,3 @@ def finish(factory: Factory, job: ClaimedJob, status: JobStatus, error: str | No
         return _rowcount(result) == 1
 
 
-def json_safe(value: Any) -> Any:
-    """Plain JSON: numpy scalars become Python numbers, NaN and infinities None (Postgres rejects them)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value

@@ -32,7 +32,7 @@ from gtcorrect.checkpoint import Checkpoint
 from gtcorrect.config import TrainConfig
 from gtcorrect.errors import TrainingStopped
 from gtcorrect.trainer import fit
-from gtcorrect.types import FitResult, Progress
+from gtcorrect.types import FitResult, Progress, json_safe
 from worker import jobstate
 from worker.fetch import JobInputs, fetch_inputs
 from worker.jobstate import ClaimedJob
@@ -71,7 +71,7 @@ def choose_device(setting: str) -> str:
 
 def progress_dict(progress: Progress) -> dict[str, Any]:
     """The job row's progress JSON (what ``GET /v1/jobs/{id}`` shows)."""
-    return jobstate.json_safe(asdict(progress))
+    return json_safe(asdict(progress))
 
 
 class _Heartbeat:
@@ -188,7 +188,7 @@ def _final_progress(result: FitResult) -> dict[str, Any]:
     progress: dict[str, Any] = progress_dict(last) if last is not None else {}
     progress.update(
         phase="done",
-        metrics=jobstate.json_safe(dict(result.metrics)),
+        metrics=json_safe(dict(result.metrics)),
         estimated_noise_rate=float(result.flagged.mean()) if len(result.flagged) else 0.0,
     )
     return progress
@@ -207,9 +207,9 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobSt
         verdicts=verdicts(inputs, result),
         corrected=corrected,
         weights_key=weights_key,
-        metrics=jobstate.json_safe(metrics),
+        metrics=json_safe(metrics),
         progress=_final_progress(result),
-        quality=None if result.quality is None else jobstate.json_safe(result.quality.to_dict()),
+        quality=None if result.quality is None else result.quality.to_dict(),
         rounds=round_rows(result, config.g.tau),
     )
     try:

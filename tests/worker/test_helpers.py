@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.jobstate import json_safe
+from gtcorrect.types import json_safe
 from worker.push import full_size_mask
 from worker.runner import choose_device
 
