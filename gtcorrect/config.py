@@ -97,6 +97,9 @@ class GStageConfig:
     # A split whose smaller side (mixture weight or flagged share) is below this share of the masks
     # is no evidence of two groups: it changes nothing (the flags of the round before stand).
     min_component_weight: float = 0.03
+    # A split that flags more than this share of the masks is no evidence either: its clean component has
+    # collapsed onto a few masks (BU-BIL, seed 0: 94 of 97 flagged at S 2.87). It changes nothing.
+    max_flagged_share: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -312,6 +315,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "g.gmm_components": (0, 4, False),
     "g.robust_iqr": (0, 100, False),
     "g.min_component_weight": (0, 0.49, False),
+    "g.max_flagged_share": (0.5, 1, False),
     "t.epochs": (0, None, False),
     "t.ema_decay": (0, 0.99999, False),
     "t.flagged_fraction": (0, 0.99, True),

@@ -83,15 +83,17 @@ def fit_mixture(losses: np.ndarray, cfg: GStageConfig, seed: int) -> ScoreMixtur
     return ScoreMixture(lo, hi, log, log_lo, log_hi, gmm, clean)
 
 
-def is_bimodal(record: GmmRound, min_separation: float, min_weight: float) -> bool:
-    """Evidence of two groups: separation S >= ``min_separation`` and each side holds at least
-    ``min_weight`` of the samples (by the mixture's weights and by the flags)."""
+def is_bimodal(record: GmmRound, min_separation: float, min_weight: float, max_flagged: float = 1.0) -> bool:
+    """Evidence of two groups: separation S >= ``min_separation``, each side holds at least
+    ``min_weight`` of the samples (by the mixture's weights and by the flags), and at most
+    ``max_flagged`` of them are flagged (beyond, the clean component has collapsed onto a few masks)."""
     n = max(sum(record.hist_counts), 1)
     flagged_share = record.n_flagged / n
     return (
         record.separation >= min_separation
         and min(record.weights) >= min_weight
         and min(flagged_share, 1.0 - flagged_share) >= min_weight
+        and flagged_share <= max_flagged
     )
 
 

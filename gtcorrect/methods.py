@@ -59,7 +59,7 @@ def split(run: Run, name: str, round_index: int, *, min_separation: float = 0.0)
     clean_prob, record = fit_gmm(
         losses, g, run.config.seed + round_index, round_index=round_index, previous_flags=previous
     )
-    if not is_bimodal(record, min_separation, g.min_component_weight):
+    if not is_bimodal(record, min_separation, g.min_component_weight, g.max_flagged_share):
         record = dataclasses.replace(record, applied=False, n_changed=0)
         state.rounds.append(record)
         return record

@@ -162,7 +162,8 @@ def noise_rate_interval(
     for _ in range(max(config.quality.bootstrap, 1)):
         sample = scores[rng.integers(0, scores.size, scores.size)]
         _, record = fit_gmm(sample, config.g, seed)
-        bimodal = is_bimodal(record, min_separation, config.g.min_component_weight)
+        g = config.g
+        bimodal = is_bimodal(record, min_separation, g.min_component_weight, g.max_flagged_share)
         rates.append(record.n_flagged / scores.size if bimodal else 0.0)
     lo, hi = np.quantile(rates, [0.025, 0.975])
     return float(lo), float(hi)
@@ -328,7 +329,7 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
         standing is not None
         and last is not None
         and last.applied
-        and is_bimodal(last, q.min_separation, g.min_component_weight)
+        and is_bimodal(last, q.min_separation, g.min_component_weight, g.max_flagged_share)
     )
     flagged = ev.flagged.copy() if evidence else np.zeros_like(ev.flagged)
     seed = cfg.seed + (standing.round if standing is not None else 0)
@@ -339,8 +340,9 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
         warnings.append(
             Warning(
                 "no_evidence_of_noise",
-                f"the scores show no two groups (separation {s}, needs {q.min_separation:.2f} and each side "
-                f">= {g.min_component_weight:.0%}): nothing is flagged; read the scores as a ranking only.",
+                f"the scores show no two groups (separation {s}, needs {q.min_separation:.2f}, each side "
+                f">= {g.min_component_weight:.0%} and at most {g.max_flagged_share:.0%} flagged): nothing is "
+                "flagged; read the scores as a ranking only.",
             )
         )
     n_flag = int(flagged.sum()) + int((held_clean <= g.tau).sum())
