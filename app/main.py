@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import annotations as annotation_routes
-from app.api import datasets, health, jobs, models, problems, results
+from app.api import datasets, docs, health, jobs, models, problems, results
 from app.api.limits import BodySizeLimit
 from app.db.session import make_engine, make_session_factory
 from app.memory import TrimAfterLargeRequests, tune_allocator
@@ -88,7 +88,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=_lifespan(settings),
         form_limits={"max_files": settings.max_zip_entries},
+        docs_url=None,  # app.api.docs serves both pages with local assets
+        redoc_url=None,
     )
+    docs.install(app)
     problems.install(app)
     tune_allocator()
     app.state.pixel_budget = PixelBudget(settings.max_decode_pixels)

@@ -187,6 +187,22 @@ def _interval(recs: list[dict[str, Any]]) -> str:
     return f"[{np.mean([b[0] for b in bounds]):.2f}, {np.mean([b[1] for b in bounds]):.2f}]"
 
 
+def _proposed(which: str) -> Getter:
+    """Mean Dice against the truth over the masks given a correction, of the given mask ("given") or of
+    the correction ("corrected"), from the run's per-sample record; None without proposals."""
+
+    def get(rec: dict[str, Any]) -> float | None:
+        per = rec.get("per_sample") or {}
+        chosen = [
+            per[f"dice_{which}"][i]
+            for i, p in enumerate(per.get("proposed") or [])
+            if p and per["dice_corrected"][i] is not None
+        ]
+        return float(sum(chosen) / len(chosen)) if chosen else None
+
+    return get
+
+
 QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
     ("noise evidence", lambda recs: _share(_get("quality", "noise_evidence"), recs)),
     ("flagged / true noise", _pair(_get("recognition", "estimated_noise_rate"), _get("spec", "alpha"), 2)),
@@ -212,6 +228,7 @@ QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
     ),
     ("corrections applied", lambda recs: _share(_applied, recs)),
     ("proposed", _col(_get("handed_back", "n_proposed"), 0)),
+    ("proposed masks: given → corrected", _pair(_proposed("given"), _proposed("corrected"), 3)),
     (
         "all masks: given → handed back",
         _pair(_get("handed_back", "dice_given"), _get("handed_back", "dice_output"), 3),

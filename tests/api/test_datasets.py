@@ -129,6 +129,21 @@ def test_readyz_names_the_failing_check(settings: Settings, caplog: pytest.LogCa
     assert any("broker check failed" in r.getMessage() for r in caplog.records)
 
 
+def test_docs_pages_work_offline(client: TestClient) -> None:
+    # Every asset comes from the API itself: an offline hospital network still gets working pages.
+    for page, assets in (
+        ("/docs", ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")),
+        ("/redoc", ("redoc.standalone.js", "favicon.png")),
+    ):
+        html = client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert "cdn." not in html.text and "fonts.googleapis" not in html.text, page
+        for asset in assets:
+            assert f"/docs-assets/{asset}" in html.text
+            served = client.get(f"/docs-assets/{asset}")
+            assert served.status_code == 200 and len(served.content) > 1000, asset
+
+
 def test_openapi_documents_the_api(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/jobs" in spec["paths"] and "/v1/models/{model_ref}/segment" in spec["paths"]
