@@ -56,8 +56,8 @@ def _bands(low: np.ndarray, size: tuple[int, int]) -> Iterator[tuple[int, np.nda
 @dataclass(frozen=True)
 class Prediction:
     """low (K, S, S) float32: the softmax at the network's size; size (H, W): the original size;
-    mask (H, W) int64 argmax at the original size; mean_confidence: mean over pixels of the winning
-    class's probability."""
+    mask (H, W) argmax at the original size, uint8 (int64 above 256 classes: a 7000 x 7000 mask is then
+    49 MB, not 392); mean_confidence: mean over pixels of the winning class's probability."""
 
     low: np.ndarray
     size: tuple[int, int]
@@ -78,7 +78,7 @@ class Prediction:
 
     @classmethod
     def from_low(cls, low: np.ndarray, size: tuple[int, int]) -> Prediction:
-        mask = np.empty(size, dtype=np.int64)
+        mask = np.empty(size, dtype=np.uint8 if low.shape[0] <= 256 else np.int64)
         confidence = 0.0
         for start, band in _bands(low, size):
             mask[start : start + band.shape[1]] = band.argmax(axis=0)

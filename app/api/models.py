@@ -85,8 +85,9 @@ def segment(
             session, store, project, upload=upload, sample_id=sample_id, max_pixels=limits.max_image_pixels
         )
         predictor = cache.get(store, model)
-        encoded = inference.encode(inference.segment(predictor, image), predictor, model.id, format)
-        del image
+        prediction = inference.segment(predictor, image)
+        del image  # the decoded input is not needed to encode the answer
+        encoded = inference.encode(prediction, predictor, model.id, format)
     if encoded.payload is not None:
         return JSONResponse(encoded.payload)
     return Response(encoded.body, media_type=encoded.media_type)

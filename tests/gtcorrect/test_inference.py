@@ -56,7 +56,7 @@ def test_predict_returns_original_sizes_for_any_channels(in_channels: int) -> No
     for img, p in zip(images, preds, strict=True):
         h, w = img.shape[:2]
         assert p.probabilities.shape == (2, h, w) and p.probabilities.dtype == np.float32
-        assert p.mask.shape == (h, w) and p.mask.dtype == np.int64
+        assert p.mask.shape == (h, w) and p.mask.dtype == np.uint8
         np.testing.assert_allclose(p.probabilities.sum(axis=0), 1.0, atol=1e-4)
         np.testing.assert_array_equal(p.mask, p.probabilities.argmax(axis=0))
         assert 0.5 <= p.mean_confidence <= 1.0
