@@ -3,10 +3,10 @@
 Gao et al. 2024 (G-T correcting) split clean from noisy samples on the per-sample loss histogram; the
 GMM settings follow DivideMix (Li et al., ICLR 2020, ``Train_cifar.py`` eval_train): normalised
 losses, 2 components, max_iter 10, tol 1e-2, reg_covar 5e-4, fixed random_state.
-Our additions keep one odd score from owning a component: scores beyond Tukey's far fences are clipped
-to them before the min-max scaling (``g.robust_iqr``; DivideMix's plain min-max when 0), and a fit whose
-smaller side holds less than ``g.min_component_weight`` of the samples counts as one group
-(``is_bimodal``).
+Our additions keep one odd score from owning a component: the scores are scaled between two quantiles
+and clipped (``g.robust_quantile``; DivideMix's plain min-max when 0), and a fit whose smaller side
+holds less than ``g.min_component_weight`` of the samples, or that flags more than
+``g.max_flagged_share`` of them, counts as one group (``is_bimodal``).
 Shape legend: N samples, C channels, K classes, S size.
 """
 
@@ -68,12 +68,10 @@ def fit_mixture(losses: np.ndarray, cfg: GStageConfig, seed: int) -> ScoreMixtur
         raise ValueError(f"losses must be a non-empty (N,) array, got shape {losses.shape}.")
     if not np.all(np.isfinite(losses)):
         raise ValueError(f"losses contain non-finite values: {losses[~np.isfinite(losses)][:5].tolist()}.")
-    lo, hi = float(losses.min()), float(losses.max())
-    if cfg.robust_iqr > 0:
-        q1, q3 = (float(v) for v in np.quantile(losses, [0.25, 0.75]))
-        iqr = q3 - q1
-        if iqr > 1e-12:
-            lo, hi = max(lo, q1 - cfg.robust_iqr * iqr), min(hi, q3 + cfg.robust_iqr * iqr)
+    q = cfg.robust_quantile
+    lo, hi = (float(v) for v in np.quantile(losses, [q, 1.0 - q]))
+    if hi - lo <= 1e-12:  # the quantiles coincide: the whole range
+        lo, hi = float(losses.min()), float(losses.max())
     log = cfg.score_transform == "log"
     log_lo, log_hi = float(np.log(_LOG_OFFSET)), float(np.log(1.0 + _LOG_OFFSET))
     if losses.size < 2 or hi - lo <= 1e-12:

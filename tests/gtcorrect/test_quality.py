@@ -31,14 +31,14 @@ def test_one_outlier_does_not_take_a_component_of_its_own() -> None:
     assert flags[300:400].sum() >= 90 and flags[:300].sum() <= 10, record
     assert min(record.weights) > 0.1 and is_bimodal(record, 1.41, g.min_component_weight)
     # The paper's min-max scaling puts the outlier alone at 0: its component holds one mask.
-    _, old = fit_gmm(losses, replace(g, robust_iqr=0.0), seed=0)
+    _, old = fit_gmm(losses, replace(g, robust_quantile=0.0), seed=0)
     assert min(old.weights) < g.min_component_weight or old.n_flagged > 390
 
 
 def test_a_side_of_one_mask_is_no_evidence_of_two_groups() -> None:
     rng = np.random.default_rng(1)
     losses = np.concatenate([rng.normal(0.1, 0.02, 200), [3.0]])
-    _, record = fit_gmm(losses, GStageConfig(robust_iqr=0.0), seed=0)
+    _, record = fit_gmm(losses, GStageConfig(robust_quantile=0.0), seed=0)
     assert not is_bimodal(record, 0.0, 0.03)
 
 
@@ -46,7 +46,7 @@ def test_a_split_that_flags_nearly_every_mask_is_no_evidence() -> None:
     # BU-BIL, seed 0: the final split put 3 of 97 masks in the clean component (S 2.87): a collapse.
     rng = np.random.default_rng(2)
     losses = np.concatenate([rng.normal(0.02, 0.005, 5), rng.normal(0.4, 0.1, 95)])
-    g = GStageConfig(robust_iqr=0.0)
+    g = GStageConfig(robust_quantile=0.0)
     _, record = fit_gmm(losses, g, seed=0)
     assert record.n_flagged >= 90 and record.separation > 1.41
     assert is_bimodal(record, 1.41, g.min_component_weight)  # both sides hold >= 3 %
