@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     OUT_DIR.mkdir(exist_ok=True)
     (OUT_DIR / "memory.json").write_text(json.dumps([asdict(c) for c in cases], indent=1))
     if not args.no_markdown:
-        write_section("memory", "### API memory for the largest requests (section memory)\n\n" + markdown(cases, command))
+        title = "### API memory for the largest requests (section memory)\n\n"
+        write_section("memory", title + markdown(cases, command))
     return 0
 
 

@@ -37,7 +37,8 @@ def tiny(method: str = "gt", **kw: object) -> TrainConfig:
         lr=3e-3,
         epochs=4,
         net=NetConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1),
-        g=GStageConfig(warmup_epochs=3, rounds_max=2, epochs_per_round=1),
+        # Tiny sets split lopsidedly: no collapse guard here (tests/gtcorrect/test_quality.py has it).
+        g=GStageConfig(warmup_epochs=3, rounds_max=2, epochs_per_round=1, max_flagged_share=1.0),
         t=TStageConfig(epochs=3, early_learning="fixed", early_learning_fixed_epochs=1, rampup_epochs=2),
         # The plumbing of flags and corrections, not the self-assessment (tests/gtcorrect/test_quality.py).
         quality=PLUMBING,
@@ -182,7 +183,7 @@ def test_identical_images_flag_nothing_and_t_stage_still_runs() -> None:
 @pytest.mark.parametrize(
     ("g", "t", "check"),
     [
-        (GStageConfig(warmup_epochs=3, feedback=False), None, "one_round"),
+        (GStageConfig(warmup_epochs=3, feedback=False, max_flagged_share=1.0), None, "one_round"),
         (None, {"early_learning": "none"}, "correct_from_start"),
         (None, {"correction": "none"}, "drop_flagged"),
         (None, {"keep": "student", "correction": "soft"}, "soft_student"),
@@ -212,7 +213,7 @@ def test_ablation_switches(g: GStageConfig | None, t: dict | None, check: str) -
 @pytest.mark.parametrize(("final_split", "min_separation"), [(True, 0.0), (True, 99.0), (False, 0.0)])
 def test_corrections_follow_the_final_split(final_split: bool, min_separation: float) -> None:
     data = make_noisy_set(16, 32, alpha=0.5, seed=6).training_data()
-    g = GStageConfig(warmup_epochs=3, feedback=False, score_net="student")
+    g = GStageConfig(warmup_epochs=3, feedback=False, score_net="student", max_flagged_share=1.0)
     t = replace(
         tiny().t, early_learning="none", final_split=final_split, final_split_min_separation=min_separation
     )

@@ -36,7 +36,7 @@ def tiny_config(seed: int = 0, *, rounds: int = 2, t_epochs: int = 2) -> TrainCo
         batch_size=4,
         net=NetConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1),
         augment=AugmentConfig(enabled=False),
-        g=GStageConfig(warmup_epochs=2, rounds_max=rounds, epochs_per_round=1),
+        g=GStageConfig(warmup_epochs=2, rounds_max=rounds, epochs_per_round=1, max_flagged_share=1.0),
         t=TStageConfig(
             epochs=t_epochs, early_learning="fixed", early_learning_fixed_epochs=1, rampup_epochs=1
         ),
