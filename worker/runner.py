@@ -100,7 +100,7 @@ class _Heartbeat:
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
-        self._thread.join()
+        self._thread.join(timeout=30)  # a beat stuck on the database must not hold the worker
 
 
 class JobTimeLimit(RuntimeError):
