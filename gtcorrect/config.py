@@ -216,6 +216,19 @@ class TrainConfig:
     def from_json(cls, text: str, limits: ConfigLimits | None = None) -> TrainConfig:
         return cls.from_dict(json.loads(text), limits)
 
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> TrainConfig:
+        """A config this project wrote earlier (a job row, a model file): fields that were retired since
+        are dropped, so old models still load and old jobs still run; user input goes to ``from_dict``."""
+        cleaned = dict(data)
+        for section, names in RETIRED_FIELDS.items():
+            if isinstance(cleaned.get(section), dict):
+                cleaned[section] = {k: v for k, v in cleaned[section].items() if k not in names}
+        return cls.from_dict(cleaned)
+
+
+# Fields that existed in stored configs and no longer do (section -> names).
+RETIRED_FIELDS: dict[str, tuple[str, ...]] = {"g": ("robust_iqr",)}
 
 _T = TypeVar("_T")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,7 @@ class ModelBundle:
         if payload.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported model file version {payload.get('version')!r}.")
         return cls(
-            config=TrainConfig.from_json(payload["config"]),
+            config=TrainConfig.from_stored(json.loads(payload["config"])),
             label_map=LabelMap(tuple(payload["label_map"])),
             in_channels=int(payload["in_channels"]),
             state_dict=payload["state_dict"],

@@ -195,7 +195,7 @@ def _final_progress(result: FitResult) -> dict[str, Any]:
 
 
 def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobStatus:
-    config = TrainConfig.from_dict(job.config)
+    config = TrainConfig.from_stored(job.config)
     with session_scope(ctx.session_factory) as session:
         inputs = fetch_inputs(session, ctx.store, job.dataset_id, job.selection, config.image_size)
     result = _train(ctx, job, beat, config, inputs)

@@ -61,3 +61,12 @@ def test_limits_are_the_operators_and_the_engine_rules_always_apply() -> None:
     with pytest.raises(ConfigError, match="g.sample_loss"):
         check_config(TrainConfig(g=GStageConfig(sample_loss="magic")))  # type: ignore[arg-type]
     assert TrainConfig.from_dict({"image_size": 48}).image_size == 48  # 48 / 16 = 3 px at the bottom
+
+
+def test_stored_configs_with_retired_fields_still_load() -> None:
+    # A model file or job row written when the GMM scaling was 'robust_iqr' (commits 63c2c4a..e1af578).
+    stored = TrainConfig().to_dict()
+    stored["g"]["robust_iqr"] = 3.0
+    assert TrainConfig.from_stored(stored) == TrainConfig()
+    with pytest.raises(ConfigError, match="unknown field"):
+        TrainConfig.from_dict(stored)  # user input is not forgiven
