@@ -26,13 +26,16 @@ Shape legend: N training images of the run, M held-back or calibration masks, K 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
+from sklearn.mixture import GaussianMixture
 
+from gtcorrect.boundary import edge_alignment
 from gtcorrect.config import TrainConfig
 from gtcorrect.gstage import ScoreMixture, fit_gmm, fit_mixture, is_bimodal
 from gtcorrect.losses import per_sample_loss
@@ -64,10 +67,35 @@ class Calibration:
     dice_corrected: float  # mean Dice(corrected copy, original)
     dice_clean_corrected: float  # mean Dice(corrected original, original): what correcting costs a clean mask
     gain_ratio: float  # (dice_corrected - dice_corrupted) / mean share of the copy that correcting changed
+    # How well the outlines' image-edge alignment (gtcorrect.boundary) tells the copies from their originals
+    # (AUROC; None without images or without outlines).
+    edge_auroc: float | None = None
     # The flagged masks' mean disagreement with the network (1 - Dice(given, prediction)): the preset whose
     # copies' pixel noise (1 - dice_corrupted) lies closest to it gives the headline figures.
     flagged_disagreement: float | None = None
-    by_regime: dict[str, dict[str, float]] = field(default_factory=dict)  # recall, precision, pixel noise
+    by_regime: dict[str, dict[str, float | None]] = field(default_factory=dict)  # recall, precision, noise
+
+
+@dataclass(frozen=True)
+class BoundaryCheck:
+    """Image-edge evidence (``gtcorrect.boundary``): a second opinion that does not come from the network.
+
+    Used when the self-test shows that the outlines' edge alignment tells corrupted copies from their
+    originals (``edge_auroc`` >= ``quality.min_edge_auroc``) and a joint mixture over the network's
+    score and the alignment finds two groups that agree (the noisy one fits worse and follows the edges
+    less). Then the joint posterior is the final clean probability, and a correction is proposed only
+    where its outline follows the image's edges better than the given mask's (``vetoed`` counts the
+    others)."""
+
+    edge_auroc: float | None
+    used: bool
+    reason: str
+    # How much less the network's flagged masks follow the edges than its unflagged ones (AUROC); below
+    # ``quality.min_edge_confirmation`` the edges refute the split (``refutes``): no evidence of noise.
+    confirmation: float | None = None
+    refutes: bool = False
+    noisy_weight: float | None = None  # the joint mixture's noisy component weight
+    vetoed: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,7 @@ class Quality:
     n_proposed: int
     warnings: list[Warning] = field(default_factory=list)
     validation_source: str | None = None  # "held_out" or "supplied" (the caller's validation images)
+    boundary: BoundaryCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -154,19 +183,26 @@ def standing_split(rounds: list[GmmRound]) -> GmmRound | None:
 
 
 def noise_rate_interval(
-    scores: np.ndarray, config: TrainConfig, seed: int, min_separation: float
+    rate_of: Callable[[np.ndarray], float], n: int, bootstrap: int, seed: int
 ) -> tuple[float, float]:
-    """95 % bootstrap interval of the flagged share; a resample without two groups counts as 0."""
+    """95 % bootstrap interval of the flagged share: ``rate_of`` refits the split on a resample of the
+    n training masks (indices) and gives its flagged share."""
     rng = np.random.default_rng([seed, 104729])
-    rates = []
-    for _ in range(max(config.quality.bootstrap, 1)):
-        sample = scores[rng.integers(0, scores.size, scores.size)]
-        _, record = fit_gmm(sample, config.g, seed)
-        g = config.g
-        bimodal = is_bimodal(record, min_separation, g.min_component_weight, g.max_flagged_share)
-        rates.append(record.n_flagged / scores.size if bimodal else 0.0)
+    rates = [rate_of(rng.integers(0, n, n)) for _ in range(max(bootstrap, 1))]
     lo, hi = np.quantile(rates, [0.025, 0.975])
     return float(lo), float(hi)
+
+
+def _network_rate(scores: np.ndarray, config: TrainConfig, seed: int) -> Callable[[np.ndarray], float]:
+    """The flagged share of the network-score split refitted on a resample; 0 without two groups."""
+    g, q = config.g, config.quality
+
+    def rate(sample: np.ndarray) -> float:
+        _, record = fit_gmm(scores[sample], g, seed)
+        bimodal = is_bimodal(record, q.min_separation, g.min_component_weight, g.max_flagged_share)
+        return record.n_flagged / sample.size if bimodal else 0.0
+
+    return rate
 
 
 def self_test(
@@ -176,9 +212,11 @@ def self_test(
     thresholds: np.ndarray | None,
     config: TrainConfig,
     regime: str,
+    images: np.ndarray | None = None,
 ) -> Calibration | None:
     """Corrupt trusted masks (M, S, S) with preset ``regime`` (known truth), score them under their
-    images' network probabilities (M, K, S, S) and correct them; None when there are fewer than 4."""
+    images' network probabilities (M, K, S, S) and correct them; None when there are fewer than 4.
+    With their images (M, C, S, S), also how well edge alignment tells copies from originals."""
     m = masks.shape[0]
     if m < 4:
         return None
@@ -204,7 +242,19 @@ def self_test(
         dice_corrected=float(after),
         dice_clean_corrected=float(foreground_dice(clean_corrected, masks).mean()),
         gain_ratio=float((after - before) / changed) if changed > 1e-9 else 0.0,
+        edge_auroc=None if images is None else edge_auroc(images, masks, copies),
     )
+
+
+def edge_auroc(images: np.ndarray, originals: np.ndarray, copies: np.ndarray) -> float | None:
+    """AUROC of low edge alignment for copies (M, S, S) against their originals (M, S, S); None when
+    fewer than 4 of each have an outline."""
+    orig, copy = edge_alignment(images, originals), edge_alignment(images, copies)
+    orig, copy = orig[np.isfinite(orig)], copy[np.isfinite(copy)]
+    if min(orig.size, copy.size) < 4:
+        return None
+    labels = np.r_[np.zeros(orig.size), np.ones(copy.size)]
+    return float(roc_auc_score(labels, -np.r_[orig, copy]))
 
 
 def matched_self_test(
@@ -214,14 +264,17 @@ def matched_self_test(
     mixture: ScoreMixture,
     thresholds: np.ndarray | None,
     config: TrainConfig,
+    images: np.ndarray | None = None,
 ) -> Calibration | None:
     """The self-test at every preset of ``quality.calibration_regimes``; the headline is the preset whose
     copies are about as wrong (pixel noise) as the flagged masks look to the network (the lightest one
     when nothing is flagged). Detection depends strongly on how wrong a mask is, so a self-test with
     milder copies than the data's noise underestimates the recall, and a stronger one overestimates it."""
     probs, masks = fetch(trusted)
+    trusted_images = None if images is None else images[trusted]
     tests = [
-        self_test(probs, masks, mixture, thresholds, config, r) for r in config.quality.calibration_regimes
+        self_test(probs, masks, mixture, thresholds, config, r, trusted_images)
+        for r in config.quality.calibration_regimes
     ]
     done = [t for t in tests if t is not None]
     if not done:
@@ -231,7 +284,12 @@ def matched_self_test(
         f_probs, f_masks = fetch(flagged)
         target = float(np.mean(1.0 - foreground_dice(f_probs.argmax(1), f_masks)))
     by_regime = {
-        t.regime: {"recall": t.recall, "precision": t.precision, "pixel_noise": 1.0 - t.dice_corrupted}
+        t.regime: {
+            "recall": t.recall,
+            "precision": t.precision,
+            "pixel_noise": 1.0 - t.dice_corrupted,
+            "edge_auroc": t.edge_auroc,
+        }
         for t in done
     }
     best = done[0] if target is None else min(done, key=lambda t: abs(1.0 - t.dice_corrupted - target))
@@ -257,11 +315,15 @@ class Evidence:
     flagged: np.ndarray  # (N,) bool
     scores: np.ndarray  # (N,) the standing split's scores
     thresholds: np.ndarray | None
-    corrected: set[int]  # training indices that have a correction
+    corrections: Mapping[int, np.ndarray]  # training index -> its correction, (S, S) or soft (K, S, S)
     n_total: int  # training + held back
     validation_dice: float | None
     validation_source: str | None  # "held_out", "supplied" (the caller's validation images) or None
     held_scores: np.ndarray  # (M,) the held-back masks' scores
+    # For the image-edge check (gtcorrect.boundary); without them it is skipped.
+    images: np.ndarray | None = None  # (N, C, S, S) training images
+    masks: np.ndarray | None = None  # (N, S, S) their given masks
+    held_alignment: np.ndarray | None = None  # (M,) edge alignment of the held-back given masks
 
 
 Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -334,7 +396,13 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
     flagged = ev.flagged.copy() if evidence else np.zeros_like(ev.flagged)
     seed = cfg.seed + (standing.round if standing is not None else 0)
     mixture = fit_mixture(ev.scores, g, seed)
-    held_clean = mixture.clean_prob(ev.held_scores) if evidence else np.ones(ev.held_scores.size)
+    trusted = trusted_indices(ev.clean_prob, ev.scores, flagged, q.calibration_samples)
+    calibration = None
+    if trusted.size:
+        calibration = matched_self_test(
+            fetch, trusted, np.flatnonzero(flagged), mixture, ev.thresholds, cfg, ev.images
+        )
+    boundary, joint = check_boundary(ev, mixture, calibration, seed) if evidence else (None, None)
     if not evidence:
         s = f"{last.separation:.2f}" if last is not None else "n/a"
         warnings.append(
@@ -345,6 +413,30 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
                 "flagged; read the scores as a ranking only.",
             )
         )
+    elif boundary is not None and boundary.refutes:
+        evidence = False
+        flagged = np.zeros_like(ev.flagged)
+        warnings.append(
+            Warning(
+                "no_evidence_of_noise",
+                f"{boundary.reason}: nothing is flagged; read the scores as a ranking only.",
+            )
+        )
+    held_clean = mixture.clean_prob(ev.held_scores) if evidence else np.ones(ev.held_scores.size)
+    false_rate = float(ev.clean_prob[flagged].mean()) if flagged.any() else None
+    if calibration is not None and evidence and calibration.recall < q.min_calibration_recall:
+        warnings.append(
+            Warning(
+                "low_calibration_recall",
+                f"the self-test flagged {calibration.recall:.0%} of the "
+                "corrupted copies of trusted masks: many wrong masks may be missed.",
+            )
+        )
+    clean_prob = ev.clean_prob
+    rate_of: Callable[[np.ndarray], float] = _network_rate(ev.scores, cfg, seed)
+    if joint is not None:
+        clean_prob, held_clean, rate_of = joint.clean_prob, joint.held_clean, joint.rate
+        flagged = clean_prob <= g.tau
     n_flag = int(flagged.sum()) + int((held_clean <= g.tau).sum())
     rate = n_flag / ev.n_total
     if rate > q.max_flagged_fraction:
@@ -355,37 +447,28 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
                 "network than that many wrong masks.",
             )
         )
-    false_rate = float(ev.clean_prob[flagged].mean()) if flagged.any() else None
-    trusted = trusted_indices(ev.clean_prob, ev.scores, flagged, q.calibration_samples)
-    calibration = None
-    if trusted.size:
-        calibration = matched_self_test(fetch, trusted, np.flatnonzero(flagged), mixture, ev.thresholds, cfg)
-    if calibration is not None and evidence and calibration.recall < q.min_calibration_recall:
-        warnings.append(
-            Warning(
-                "low_calibration_recall",
-                f"the self-test flagged {calibration.recall:.0%} of the "
-                "corrupted copies of trusted masks: many wrong masks may be missed.",
-            )
-        )
     status, reason = _gate(ev, evidence, false_rate, calibration, warnings)
     proposed = np.zeros(ev.flagged.size, dtype=bool)
-    has_correction = np.isin(np.arange(flagged.size), sorted(ev.corrected))
+    has_correction = np.isin(np.arange(flagged.size), sorted(ev.corrections))
     if status == CORRECTIONS_APPLIED and not q.gate:
         proposed = flagged & has_correction
     elif status == CORRECTIONS_APPLIED and calibration is not None:
         beta = max(calibration.gain_ratio, 0.0)
-        noisy = 1.0 - ev.clean_prob
+        noisy = 1.0 - clean_prob
         gain = (noisy * beta > 1.0 - noisy) & (noisy >= q.min_noise_prob)
         proposed = flagged & has_correction & gain
+        if joint is not None and boundary is not None:
+            follows = joint.correction_follows_edges(ev, proposed)
+            boundary = replace(boundary, vetoed=int((proposed & ~follows).sum()))
+            proposed &= follows
         if not proposed.any():
-            status, reason = CORRECTIONS_WITHHELD, (
+            status = CORRECTIONS_WITHHELD
+            reason = (
                 f"no flagged mask is noisy with probability >= {q.min_noise_prob:.2f} and has a correction "
-                "with a positive expected gain"
+                "with a positive expected gain" + (" that follows the image's edges better" if joint else "")
             )
     if status == CORRECTIONS_WITHHELD:
         warnings.append(Warning("corrections_withheld", f"corrected masks are withheld: {reason}."))
-    interval = noise_rate_interval(ev.scores, cfg, seed, q.min_separation)
     quality = Quality(
         n_samples=ev.n_total,
         n_held_out=int(ev.held_scores.size),
@@ -393,7 +476,7 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
         noise_evidence=bool(evidence),
         separation=None if last is None else float(last.separation),
         estimated_noise_rate=float(rate),
-        noise_rate_interval=interval,
+        noise_rate_interval=noise_rate_interval(rate_of, ev.scores.size, cfg.quality.bootstrap, seed),
         false_flag_rate=false_rate,
         calibration=calibration,
         corrections=status if ev.corrects else CORRECTIONS_NONE,
@@ -401,8 +484,137 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
         n_proposed=int(proposed.sum()),
         warnings=warnings,
         validation_source=ev.validation_source,
+        boundary=boundary,
     )
-    return quality, Verdict(ev.clean_prob, flagged, proposed), held_clean
+    return quality, Verdict(clean_prob, flagged, proposed), held_clean
+
+
+@dataclass
+class JointSplit:
+    """The final split over (network score, edge alignment): clean probabilities of the training (N,)
+    and held-back (M,) masks, and the flagged share of a resample (indices into the training masks)."""
+
+    clean_prob: np.ndarray
+    held_clean: np.ndarray
+    rate: Callable[[np.ndarray], float]
+    alignment: np.ndarray  # (N,) of the given masks
+
+    def correction_follows_edges(self, ev: Evidence, candidates: np.ndarray) -> np.ndarray:
+        """(N,) bool: the candidate's correction follows the image's edges better than its given mask
+        (True where either has no outline: no evidence against it)."""
+        out = np.ones(candidates.size, dtype=bool)
+        idx = np.flatnonzero(candidates)
+        if ev.images is None or idx.size == 0:
+            return out
+        hard = np.stack([_hard(ev.corrections[int(i)]) for i in idx])
+        after, before = edge_alignment(ev.images[idx], hard), self.alignment[idx]
+        out[idx] = ~(np.isfinite(after) & np.isfinite(before) & (after <= before))
+        return out
+
+
+def low_alignment_auroc(alignment: np.ndarray, flagged: np.ndarray) -> float | None:
+    """AUROC of low edge alignment (N,) for the flagged masks (N,) bool against the others; None when
+    fewer than 4 on a side have an outline."""
+    ok = np.isfinite(alignment)
+    if min((ok & flagged).sum(), (ok & ~flagged).sum()) < 4:
+        return None
+    return float(roc_auc_score(flagged[ok], -alignment[ok]))
+
+
+def _hard(mask: np.ndarray) -> np.ndarray:
+    return np.asarray(mask.argmax(0) if mask.ndim == 3 else mask)
+
+
+def check_boundary(
+    ev: Evidence, mixture: ScoreMixture, calibration: Calibration | None, seed: int
+) -> tuple[BoundaryCheck | None, JointSplit | None]:
+    """Whether image edges may confirm the network's verdicts on this data, and the joint split when
+    they may (``BoundaryCheck``)."""
+    q = ev.config.quality
+    if not q.boundary or ev.images is None or ev.masks is None or ev.held_alignment is None:
+        return None, None
+    auroc = None if calibration is None else calibration.edge_auroc
+    if auroc is None or auroc < q.min_edge_auroc:
+        shown = "n/a" if auroc is None else f"{auroc:.2f}"
+        reason = (
+            f"edge alignment tells the self-test's copies apart with AUROC {shown}, below "
+            f"{q.min_edge_auroc:.2f}: this data's edges are no evidence"
+        )
+        return BoundaryCheck(auroc, False, reason), None
+    alignment = edge_alignment(ev.images, ev.masks)
+    confirmation = low_alignment_auroc(alignment, ev.flagged)
+    if confirmation is not None and confirmation < q.min_edge_confirmation:
+        reason = (
+            f"the image's edges do not confirm the split: the masks it flags follow the edges about as well "
+            f"as the others (AUROC {confirmation:.2f}, needs {q.min_edge_confirmation:.2f}), as hard images "
+            "do and wrong masks do not"
+        )
+        return BoundaryCheck(auroc, False, reason, confirmation=confirmation, refutes=True), None
+    net, held_net = mixture.normalise(ev.scores), mixture.normalise(ev.held_scores)
+    fit = fit_joint(net, alignment, seed, ev.config.g.min_component_weight)
+    if isinstance(fit, str):
+        return BoundaryCheck(auroc, False, fit), None
+    clean_prob = fit.clean_prob(net, alignment)
+    held_clean = fit.clean_prob(held_net, ev.held_alignment)
+    tau, min_weight = ev.config.g.tau, ev.config.g.min_component_weight
+
+    def rate(sample: np.ndarray) -> float:
+        refit = fit_joint(net[sample], alignment[sample], seed, min_weight)
+        if isinstance(refit, str):
+            return 0.0
+        return float(np.mean(refit.clean_prob(net[sample], alignment[sample]) <= tau))
+
+    check = BoundaryCheck(
+        auroc, True, "the image's edges confirm the network's split", confirmation, False, fit.noisy_weight
+    )
+    return check, JointSplit(clean_prob, held_clean, rate, alignment)
+
+
+@dataclass(frozen=True)
+class JointMixture:
+    """Two diagonal Gaussians over standardised (normalised network score, log edge alignment)."""
+
+    gmm: GaussianMixture
+    mean: np.ndarray  # (2,)
+    std: np.ndarray  # (2,)
+    fill: float  # log alignment used where a mask has no outline
+    clean: int  # the component with the lower network score
+    noisy_weight: float
+
+    def features(self, net: np.ndarray, alignment: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_align = np.log(alignment)
+        log_align = np.where(np.isfinite(log_align), log_align, self.fill)
+        return (np.stack([net, log_align], 1) - self.mean) / self.std
+
+    def clean_prob(self, net: np.ndarray, alignment: np.ndarray) -> np.ndarray:
+        if net.size == 0:
+            return np.ones(0)
+        return np.asarray(self.gmm.predict_proba(self.features(net, alignment))[:, self.clean])
+
+
+def fit_joint(net: np.ndarray, alignment: np.ndarray, seed: int, min_weight: float) -> JointMixture | str:
+    """Fit the joint mixture to normalised network scores (N,) and edge alignments (N,); a reason (str)
+    instead when it finds no two groups that agree: the group that fits the network worse must also
+    follow the image's edges less, and each must hold at least ``min_weight`` of the masks."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_align = np.log(alignment)
+    finite = np.isfinite(log_align)
+    if finite.sum() < 8:
+        return "too few masks have an outline to measure"
+    fill = float(np.median(log_align[finite]))
+    x = np.stack([net, np.where(finite, log_align, fill)], 1)
+    mean, std = x.mean(0), x.std(0)
+    if np.any(std < 1e-9):
+        return "the scores or the edge alignments do not vary"
+    gmm = GaussianMixture(2, covariance_type="diag", reg_covar=1e-4, max_iter=200, random_state=seed)
+    gmm.fit((x - mean) / std)
+    clean = int(np.argmin(gmm.means_[:, 0]))
+    if gmm.means_[clean, 1] <= gmm.means_[1 - clean, 1]:
+        return "the masks the network fits worse follow the image's edges as well as the others"
+    if float(gmm.weights_.min()) < min_weight:
+        return f"a joint group holds under {min_weight:.0%} of the masks"
+    return JointMixture(gmm, mean, std, fill, clean, float(gmm.weights_[1 - clean]))
 
 
 def _gate(

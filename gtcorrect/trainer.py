@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gtcorrect.boundary import edge_alignment
 from gtcorrect.checkpoint import Checkpoint
 from gtcorrect.config import TrainConfig, check_config
 from gtcorrect.errors import InvalidTrainingInput
@@ -65,7 +66,8 @@ def fit(
         keep = _RUNNERS[config.method](run, resume)
         held = _held_out(run, keep, data, held_idx)
         metrics = run.val_metrics(keep)
-        quality, verdict, held_clean = assess(_evidence(run, data, held, metrics), _fetch(run, keep))
+        evidence = _evidence(run, train_data, held, metrics)
+        quality, verdict, held_clean = assess(evidence, _fetch(run, keep))
     if held.dice is not None:
         metrics["holdout_dice"] = held.dice
     state, n = run.state, data.images.shape[0]
@@ -114,22 +116,27 @@ def _subset(data: TrainingData, idx: np.ndarray) -> TrainingData:
 class _HeldOut:
     dice: float | None  # the kept net's mean Dice against the held-back given masks
     scores: np.ndarray  # (M,) their per-sample scores under the kept net
+    alignment: np.ndarray  # (M,) their outlines' edge alignment (gtcorrect.boundary)
+    n_total: int  # training + held back
 
 
 def _held_out(run: Run, keep: str, data: TrainingData, held_idx: np.ndarray) -> _HeldOut:
+    n = data.images.shape[0]
     if held_idx.size == 0:
-        return _HeldOut(None, np.zeros(0))
+        return _HeldOut(None, np.zeros(0), np.zeros(0), n)
     images = torch.as_tensor(data.images[held_idx], dtype=torch.float32)
     probs = run.probs_of(keep, images)
     masks = np.asarray(data.masks[held_idx], dtype=np.int64)
     g = run.config.g
     dice = float(foreground_dice(probs.argmax(1), masks).mean())
-    return _HeldOut(dice, score_masks(probs, masks, g.sample_loss, g.confident_floor))
+    alignment = edge_alignment(data.images[held_idx], masks)
+    return _HeldOut(dice, score_masks(probs, masks, g.sample_loss, g.confident_floor), alignment, n)
 
 
-def _evidence(run: Run, data: TrainingData, held: _HeldOut, metrics: dict[str, float]) -> Evidence:
-    """Validation comes from the held-back samples or, when none are held back, from the validation
-    images the caller supplied (``metrics["val_dice"]``)."""
+def _evidence(run: Run, train: TrainingData, held: _HeldOut, metrics: dict[str, float]) -> Evidence:
+    """What the assessment reads: the run's state, its training images and masks (``train``) and the
+    held-back samples. Validation comes from the held-back samples or, when none are held back, from the
+    validation images the caller supplied (``metrics["val_dice"]``)."""
     config, state = run.config, run.state
     supplied = metrics.get("val_dice") if held.dice is None else None
     source = "held_out" if held.dice is not None else None if supplied is None else "supplied"
@@ -142,11 +149,14 @@ def _evidence(run: Run, data: TrainingData, held: _HeldOut, metrics: dict[str, f
         flagged=np.asarray(state.flagged, dtype=bool),
         scores=np.asarray(state.sample_loss, dtype=np.float64),
         thresholds=state.thresholds,
-        corrected=set(state.corrections),
-        n_total=data.images.shape[0],
+        corrections=state.corrections,
+        n_total=held.n_total,
         validation_dice=held.dice if supplied is None else supplied,
         validation_source=source,
         held_scores=held.scores,
+        images=train.images,
+        masks=np.asarray(train.masks),
+        held_alignment=held.alignment,
     )
 
 

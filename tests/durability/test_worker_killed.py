@@ -159,9 +159,7 @@ def test_killed_worker_resumes_from_the_checkpoint(default_stack: Stack, victim:
 
     wait_until(f"job {job_id} training again", resumed, JOB_TIMEOUT_S, stack.logs)
     recovery_s = time.monotonic() - killed_at
-    print(
-        f"\nrecovery [{victim}]: kill -> training past checkpoint {resumed_from} in {recovery_s:.1f} s"
-    )
+    print(f"\nrecovery [{victim}]: kill -> training past checkpoint {resumed_from} in {recovery_s:.1f} s")
     assert recovery_s < RECOVERY_TARGET_S, recovery_s
 
     seen: list[tuple[int, int]] = []

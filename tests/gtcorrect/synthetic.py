@@ -102,6 +102,8 @@ def make_noisy_set(
         noisy[i] = corrupt(clean[i], rng, strength, kinds)
     return SyntheticSet(images, clean, noisy, corrupted)
 
+
 # Tests of the plumbing of flags and corrections on tiny data, where no self-assessment could vouch for
-# anything: every flagged mask keeps its correction, nothing is held back, any split counts.
-PLUMBING = QualityConfig(gate=False, val_fraction=0.0, min_separation=0.0)
+# anything: every flagged mask keeps its correction, nothing is held back, any split counts, and the flags
+# are the network's alone (no image-edge check).
+PLUMBING = QualityConfig(gate=False, val_fraction=0.0, min_separation=0.0, boundary=False)

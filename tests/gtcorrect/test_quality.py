@@ -115,7 +115,7 @@ def _evidence(
         flagged=flagged,
         scores=scores,
         thresholds=None,
-        corrected=set(np.flatnonzero(flagged).tolist()),
+        corrections={int(i): truth[i] for i in np.flatnonzero(flagged)},
         n_total=n,
         validation_dice=val,
         validation_source=None if val is None else "held_out",
