@@ -213,19 +213,23 @@ def self_test(
     config: TrainConfig,
     regime: str,
     images: np.ndarray | None = None,
+    judge: Judge | None = None,
 ) -> Calibration | None:
     """Corrupt trusted masks (M, S, S) with preset ``regime`` (known truth), score them under their
-    images' network probabilities (M, K, S, S) and correct them; None when there are fewer than 4.
-    With their images (M, C, S, S), also how well edge alignment tells copies from originals."""
+    images' network probabilities (M, K, S, S), judge them (by default the network-score ``mixture``)
+    and correct them; None when there are fewer than 4. With their images (M, C, S, S), also how well
+    edge alignment tells copies from originals."""
     m = masks.shape[0]
     if m < 4:
         return None
     g = config.g
+    if judge is None:
+        judge = lambda scores, _masks, _images: mixture.clean_prob(scores) <= g.tau  # noqa: E731
     copies = np.stack(simulate_noise(list(masks), PRESETS[regime](1.0), config.seed).masks)
     copy_scores = score_masks(probs, copies, g.sample_loss, g.confident_floor)
     orig_scores = score_masks(probs, masks, g.sample_loss, g.confident_floor)
-    caught = mixture.clean_prob(copy_scores) <= g.tau
-    false = mixture.clean_prob(orig_scores) <= g.tau
+    caught = judge(copy_scores, copies, images)
+    false = judge(orig_scores, masks, images)
     th = thresholds if thresholds is not None else class_thresholds(probs, masks, None, 0.0)
     floor = config.t.confidence_floor
     corrected = hard_correction(probs, copies, confident_flags(probs, copies, th, floor))
@@ -265,6 +269,7 @@ def matched_self_test(
     thresholds: np.ndarray | None,
     config: TrainConfig,
     images: np.ndarray | None = None,
+    judge: Judge | None = None,
 ) -> Calibration | None:
     """The self-test at every preset of ``quality.calibration_regimes``; the headline is the preset whose
     copies are about as wrong (pixel noise) as the flagged masks look to the network (the lightest one
@@ -273,7 +278,7 @@ def matched_self_test(
     probs, masks = fetch(trusted)
     trusted_images = None if images is None else images[trusted]
     tests = [
-        self_test(probs, masks, mixture, thresholds, config, r, trusted_images)
+        self_test(probs, masks, mixture, thresholds, config, r, trusted_images, judge)
         for r in config.quality.calibration_regimes
     ]
     done = [t for t in tests if t is not None]
@@ -327,6 +332,8 @@ class Evidence:
 
 
 Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# Flags (M,) bool for masks (M, S, S) from their network scores (M,) and images (M, C, S, S) or None.
+Judge = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
 def assess(ev: Evidence, fetch: Fetch) -> tuple[Quality, Verdict, np.ndarray]:
@@ -424,6 +431,18 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
         )
     held_clean = mixture.clean_prob(ev.held_scores) if evidence else np.ones(ev.held_scores.size)
     false_rate = float(ev.clean_prob[flagged].mean()) if flagged.any() else None
+    clean_prob = ev.clean_prob
+    rate_of: Callable[[np.ndarray], float] = _network_rate(ev.scores, cfg, seed)
+    if joint is not None:
+        # The self-test judges its copies as the job judges its masks: with the joint split.
+        calibration = (
+            matched_self_test(
+                fetch, trusted, np.flatnonzero(flagged), mixture, ev.thresholds, cfg, ev.images, joint.judge
+            )
+            or calibration
+        )
+        clean_prob, held_clean, rate_of = joint.clean_prob, joint.held_clean, joint.rate
+        flagged = clean_prob <= g.tau
     if calibration is not None and evidence and calibration.recall < q.min_calibration_recall:
         warnings.append(
             Warning(
@@ -432,11 +451,6 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
                 "corrupted copies of trusted masks: many wrong masks may be missed.",
             )
         )
-    clean_prob = ev.clean_prob
-    rate_of: Callable[[np.ndarray], float] = _network_rate(ev.scores, cfg, seed)
-    if joint is not None:
-        clean_prob, held_clean, rate_of = joint.clean_prob, joint.held_clean, joint.rate
-        flagged = clean_prob <= g.tau
     n_flag = int(flagged.sum()) + int((held_clean <= g.tau).sum())
     rate = n_flag / ev.n_total
     if rate > q.max_flagged_fraction:
@@ -498,6 +512,16 @@ class JointSplit:
     held_clean: np.ndarray
     rate: Callable[[np.ndarray], float]
     alignment: np.ndarray  # (N,) of the given masks
+    mixture: ScoreMixture  # the network-score normalisation
+    fit: JointMixture
+    tau: float
+
+    def judge(self, scores: np.ndarray, masks: np.ndarray, images: np.ndarray | None) -> np.ndarray:
+        """Flags (M,) of new masks (M, S, S) from their network scores (M,) and images (M, C, S, S)."""
+        if images is None:
+            raise ValueError("the joint split judges masks with their images.")
+        net = self.mixture.normalise(scores)
+        return np.asarray(self.fit.clean_prob(net, edge_alignment(images, masks)) <= self.tau)
 
     def correction_follows_edges(self, ev: Evidence, candidates: np.ndarray) -> np.ndarray:
         """(N,) bool: the candidate's correction follows the image's edges better than its given mask
@@ -567,7 +591,7 @@ def check_boundary(
     check = BoundaryCheck(
         auroc, True, "the image's edges confirm the network's split", confirmation, False, fit.noisy_weight
     )
-    return check, JointSplit(clean_prob, held_clean, rate, alignment)
+    return check, JointSplit(clean_prob, held_clean, rate, alignment, mixture, fit, tau)
 
 
 @dataclass(frozen=True)
