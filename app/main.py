@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import annotations as annotation_routes
-from app.api import datasets, docs, health, jobs, models, problems, results
+from app.api import datasets, docs, health, jobs, models, problems, results, reviews
 from app.api.limits import BodySizeLimit
 from app.db.session import make_engine, make_session_factory
 from app.memory import TrimAfterLargeRequests, tune_allocator
@@ -97,6 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.pixel_budget = PixelBudget(settings.max_decode_pixels)
     app.add_middleware(TrimAfterLargeRequests)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    for module in (health, datasets, annotation_routes, jobs, results, models):
+    for module in (health, datasets, annotation_routes, jobs, results, reviews, models):
         app.include_router(module.router)
     return app

@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.deps import DatasetDep, Limit, LimitsDep, Multipart, Offset, SessionDep, StoreDep, read_uploads
 from app.db.models import BatchStatus
 from app.schemas.annotations import BatchOut
 from app.schemas.common import Page
 from app.services import annotations as batches
+from app.services import exports
+from app.services.reports import stream_zip
 
 router = APIRouter(prefix="/v1/datasets/{dataset_id}/annotation-batches", tags=["annotations"])
 
@@ -80,3 +83,51 @@ def list_batches(
 @router.get("/{batch_id}", summary="Get an annotation batch with its report", response_model=BatchOut)
 def get_batch(dataset: DatasetDep, batch_id: uuid.UUID, session: SessionDep) -> BatchOut:
     return BatchOut.model_validate(batches.get_batch(session, dataset, batch_id))
+
+
+@router.get(
+    "/{batch_id}/masks/{sample_id}",
+    summary="One mask of the batch (PNG, class indices)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_mask(
+    dataset: DatasetDep, batch_id: uuid.UUID, sample_id: uuid.UUID, session: SessionDep, store: StoreDep
+) -> Response:
+    batch = batches.get_batch(session, dataset, batch_id)
+    return Response(exports.batch_mask(session, store, batch, sample_id), media_type="image/png")
+
+
+@router.get(
+    "/{batch_id}/export",
+    summary="Export the batch: PNG mask zip (re-uploadable), nnU-Net v2 raw dataset (zip) or COCO JSON (RLE)",
+    response_model=None,
+    responses={
+        200: {"content": {"application/zip": {}, "application/json": {}}},
+        422: {"description": "nnU-Net needs one channel count across the batch's images."},
+    },
+)
+def export_batch(
+    dataset: DatasetDep,
+    batch_id: uuid.UUID,
+    session: SessionDep,
+    store: StoreDep,
+    format: exports.ExportFormat = "png",  # the public query parameter name
+    dataset_number: Annotated[int, Query(ge=1, le=999, description="nnU-Net's DatasetNNN id.")] = 501,
+) -> Response:
+    batch = batches.get_batch(session, dataset, batch_id)
+    if format == "coco":
+        return JSONResponse(
+            exports.coco(session, store, dataset, batch),
+            headers={"Content-Disposition": f'attachment; filename="coco-{batch.id}.json"'},
+        )
+    if format == "nnunet":
+        root, entries = exports.nnunet_entries(session, dataset, batch, dataset_number)
+        filename = f"{root}.zip"
+    else:
+        entries, filename = exports.png_entries(session, batch), f"masks-{batch.id}.zip"
+    return StreamingResponse(
+        stream_zip(store, entries),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -12,7 +12,7 @@ from fastapi import Depends, Query, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.db.models import Dataset, Project, TrainingJob
+from app.db.models import ApiKey, Dataset, Project, TrainingJob
 from app.errors import Unauthorized, UnsupportedMediaType
 from app.services import datasets, jobs, projects, unit
 from app.services.inference import ModelCache
@@ -72,12 +72,22 @@ ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 LimitsDep = Annotated[UploadLimits, Depends(get_limits)]
 
 
-def get_project(
+def get_api_key(
     session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Project:
+) -> ApiKey:
     if credentials is None:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'.")
-    return projects.authenticate(session, credentials.credentials)
+    return projects.authenticate_key(session, credentials.credentials)
+
+
+ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
+
+
+def get_project(session: SessionDep, key: ApiKeyDep) -> Project:
+    project = session.get(Project, key.project_id)
+    if project is None:
+        raise Unauthorized("the API key's project no longer exists.")
+    return project
 
 
 ProjectDep = Annotated[Project, Depends(get_project)]

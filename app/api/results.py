@@ -75,6 +75,26 @@ def corrected_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store
 
 
 @router.get(
+    "/given-masks/{sample_id}",
+    summary="The mask the job trained on for one sample (PNG, class indices)",
+    response_class=Response,
+    responses={**_CONFLICT, **_PNG},
+)
+def given_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
+    return Response(reports.given_mask(session, store, job, sample_id), media_type="image/png")
+
+
+@router.get(
+    "/overlays/{sample_id}.png",
+    summary="The image with the given mask (amber) and the proposed correction's outline (cyan)",
+    response_class=Response,
+    responses={**_CONFLICT, **_PNG},
+)
+def overlay(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
+    return Response(reports.overlay_png(session, store, job, sample_id), media_type="image/png")
+
+
+@router.get(
     "/gmm-rounds",
     summary="Every GMM fit of the job as data: separation, means, weights, flagged count per round",
     response_model=Page[GmmRoundOut],

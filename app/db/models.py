@@ -18,12 +18,14 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -58,6 +60,17 @@ class BatchStatus(enum.StrEnum):
     validating = "validating"
     accepted = "accepted"
     rejected = "rejected"
+
+
+class BatchKind(enum.StrEnum):
+    uploaded = "uploaded"  # masks an annotator drew
+    curated = "curated"  # a job's masks after review: corrections accepted, originals kept (provenance)
+
+
+class ReviewChoice(enum.StrEnum):
+    accept_correction = "accept_correction"
+    keep_original = "keep_original"
+    needs_reannotation = "needs_reannotation"
 
 
 class JobStatus(enum.StrEnum):
@@ -132,6 +145,11 @@ class AnnotationBatch(Base):
     source: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[BatchStatus] = mapped_column(Enum(BatchStatus, name="batch_status"))
     report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    kind: Mapped[BatchKind] = mapped_column(
+        Enum(BatchKind, name="batch_kind"), default=BatchKind.uploaded, server_default="uploaded"
+    )
+    # For a curated batch: the job, its decisions and the batches its masks came from.
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = _created()
 
 
@@ -194,6 +212,34 @@ class CorrectedMask(Base):
     object_key: Mapped[str] = mapped_column(String(500))
     changed_fraction: Mapped[float] = mapped_column(Float)
     changed_pixels: Mapped[int | None] = mapped_column(Integer, default=None)  # at the original size
+
+
+class ReviewDecision(Base):
+    """A reviewer's decision on one mask of a job. A new decision supersedes the current one (which
+    keeps its row, with ``superseded_at`` set): the history stays."""
+
+    __tablename__ = "review_decisions"
+    __table_args__ = (
+        Index(
+            "uq_review_decisions_current",
+            "job_id",
+            "sample_id",
+            unique=True,
+            postgresql_where=text("superseded_at IS NULL"),
+            sqlite_where=text("superseded_at IS NULL"),
+        ),
+    )
+    id: Mapped[uuid.UUID] = _pk()
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"), index=True)
+    sample_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"))
+    decision: Mapped[ReviewChoice] = mapped_column(Enum(ReviewChoice, name="review_choice"))
+    reviewer: Mapped[str] = mapped_column(String(200), default="")
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), default=None
+    )
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _created()
+    superseded_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class GmmRound(Base):

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.db.models import BatchStatus
+from app.db.models import BatchKind, BatchStatus
 
 
 class BatchOut(BaseModel):
@@ -37,4 +37,11 @@ class BatchOut(BaseModel):
     source: str
     status: BatchStatus
     report: dict[str, Any] = Field(default_factory=dict)
+    kind: BatchKind = Field(
+        BatchKind.uploaded,
+        description="uploaded (an annotator's masks) or curated (a job's masks after review).",
+    )
+    provenance: dict[str, Any] | None = Field(
+        None, description="For a curated batch: the job, its decisions, and the batches its masks came from."
+    )
     created_at: datetime

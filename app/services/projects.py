@@ -42,8 +42,9 @@ def issue_key(session: Session, project: Project, name: str = "default") -> str:
     return key
 
 
-def authenticate(session: Session, key: str) -> Project:
-    """Return the project owning ``key``; raise ``Unauthorized`` for unknown, wrong or revoked keys."""
+def authenticate_key(session: Session, key: str) -> ApiKey:
+    """Return the row of ``key``; raise ``Unauthorized`` for unknown, wrong or revoked keys and for keys
+    whose project is gone."""
     if not key.startswith(KEY_PREFIX) or len(key) <= LOOKUP_CHARS:
         raise Unauthorized("the API key is malformed: expected 'gtc_...'.")
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == key[:LOOKUP_CHARS]))
@@ -51,7 +52,13 @@ def authenticate(session: Session, key: str) -> Project:
         raise Unauthorized("the API key is not valid.")
     if row.revoked_at is not None:
         raise Unauthorized("the API key has been revoked.")
-    project = session.get(Project, row.project_id)
-    if project is None:
+    if session.get(Project, row.project_id) is None:
         raise Unauthorized("the API key's project no longer exists.")
+    return row
+
+
+def authenticate(session: Session, key: str) -> Project:
+    """Return the project owning ``key`` (``authenticate_key``'s checks)."""
+    project = session.get(Project, authenticate_key(session, key).project_id)
+    assert project is not None  # checked by authenticate_key
     return project

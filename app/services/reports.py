@@ -10,7 +10,7 @@ import io
 import re
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import PurePosixPath
@@ -18,11 +18,14 @@ from pathlib import PurePosixPath
 from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import CorrectedMask, GmmRound, JobStatus, NoiseFlag, Sample, TrainingJob
+from app.db.models import Annotation, CorrectedMask, GmmRound, JobStatus, NoiseFlag, Sample, TrainingJob
 from app.errors import Conflict, InvalidInput, NotFound
+from app.services.images import encode_png
 from app.services.objects import read_object
 from app.storage import keys
 from app.storage.base import ObjectNotFound, ObjectStore
+from gtcorrect.data import read_image
+from gtcorrect.export import overlay
 
 SORTS = {
     "clean_probability": NoiseFlag.clean_probability,
@@ -143,6 +146,43 @@ def corrected_mask(session: Session, store: ObjectStore, job: TrainingJob, sampl
     return read_object(store, row.object_key)
 
 
+def given_mask(session: Session, store: ObjectStore, job: TrainingJob, sample_id: uuid.UUID) -> bytes:
+    """The mask the job trained on for one sample (PNG, class indices at the image's size)."""
+    return read_object(store, _given(session, job, sample_id).object_key)
+
+
+def _given(session: Session, job: TrainingJob, sample_id: uuid.UUID) -> Annotation:
+    require_succeeded(job)
+    row = session.scalar(
+        select(Annotation)
+        .join(NoiseFlag, NoiseFlag.annotation_id == Annotation.id)
+        .where(NoiseFlag.job_id == job.id, NoiseFlag.sample_id == sample_id)
+    )
+    if row is None:
+        raise NotFound(f"sample {sample_id} is not in the noise report of job {job.id}.")
+    return row
+
+
+def overlay_png(session: Session, store: ObjectStore, job: TrainingJob, sample_id: uuid.UUID) -> bytes:
+    """The image with the given mask (amber) and, where proposed, the correction's outline (cyan)."""
+    given = _given(session, job, sample_id)
+    sample = session.get(Sample, sample_id)
+    assert sample is not None  # the flag references it
+    image = read_image(read_object(store, sample.object_key), name=sample.file_name)
+    given_mask = read_image(read_object(store, given.object_key), name="given mask", keep_values=True)[
+        :, :, 0
+    ]
+    corrected = session.scalar(
+        select(CorrectedMask.object_key).where(
+            CorrectedMask.job_id == job.id, CorrectedMask.sample_id == sample_id
+        )
+    )
+    proposed = None
+    if corrected is not None:
+        proposed = read_image(read_object(store, corrected), name="corrected mask", keep_values=True)[:, :, 0]
+    return encode_png(overlay(image, given_mask, proposed))
+
+
 def corrected_entries(session: Session, job: TrainingJob) -> list[tuple[str, str]]:
     """(archive entry name, object key) for every corrected mask; names are sample stems + '.png'."""
     require_succeeded(job)
@@ -186,12 +226,13 @@ class _Sink:
         return data
 
 
-def stream_zip(store: ObjectStore, entries: list[tuple[str, str]]) -> Iterator[bytes]:
-    """A zip archive of the objects, produced one entry at a time (never the whole archive in memory)."""
+def stream_zip(store: ObjectStore, entries: Sequence[tuple[str, str | bytes]]) -> Iterator[bytes]:
+    """A zip archive of (name, object key or content) entries, produced one entry at a time (never the
+    whole archive in memory)."""
     sink = _Sink()
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
-        for name, key in entries:
-            archive.writestr(name, read_object(store, key))
+        for name, source in entries:
+            archive.writestr(name, source if isinstance(source, bytes) else read_object(store, source))
             yield sink.take()
     yield sink.take()
 

@@ -11,98 +11,23 @@ import csv
 import io
 import uuid
 import zipfile
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import JobStatus, TrainingJob
-from app.db.session import session_scope
 from app.services import inference
 from app.services.reports import ReportRow, report_csv, spreadsheet_safe
-from app.services.results import CorrectedRecord, JobResults, SampleVerdict, model_id_for_job, record_results
-from app.storage import ObjectStore, keys
-from tests.api.conftest import assert_problem, files_part, image_png, mask_png, png_bytes, tiny_bundle
+from tests.api.conftest import (
+    Finished,
+    assert_problem,
+    files_part,
+    image_png,
+    queued_job,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Finished:
-    job_id: str
-    model_id: str
-    samples: dict[str, str]  # file name -> sample id
-
-
-def _queued_job(client: TestClient, auth: dict[str, str], dataset_id: str) -> tuple[str, dict[str, str]]:
-    images = {"a.png": image_png(30, 50, 1), "b.jpg.png": image_png(30, 50, 2), "c.png": image_png(30, 50, 3)}
-    upload = client.post(f"/v1/datasets/{dataset_id}/images", files=files_part(images), headers=auth).json()
-    masks = {name: mask_png(30, 50) for name in images}
-    batch = client.post(
-        f"/v1/datasets/{dataset_id}/annotation-batches",
-        data={"annotator": "x"},
-        files=files_part(masks),
-        headers=auth,
-    )
-    assert batch.status_code == 201, batch.text
-    job = client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=auth)
-    assert job.status_code == 202, job.text
-    return str(job.json()["id"]), {f["file"]: f["id"] for f in upload["files"]}
-
-
-@pytest.fixture
-def finished(
-    client: TestClient,
-    auth: dict[str, str],
-    dataset_id: str,
-    store: ObjectStore,
-    db_session_factory: sessionmaker[Session],
-) -> Finished:
-    job_id, samples = _queued_job(client, auth, dataset_id)
-    batch = client.get(f"/v1/datasets/{dataset_id}/annotation-batches", headers=auth).json()["items"][0]
-    annotation = {f["sample_id"]: f["annotation_id"] for f in batch["report"]["files"]}
-    job_uuid = uuid.UUID(job_id)
-    with session_scope(db_session_factory) as session:
-        job = session.get(TrainingJob, job_uuid)
-        assert job is not None
-        job.status, job.attempt = JobStatus.running, 1
-        project = job.project_id
-    # What the worker writes: corrected masks for flagged samples, one plot per G round, the model.
-    corrected_mask = np.zeros((30, 50), dtype=np.uint8)
-    corrected_mask[5:10, 5:10] = 1
-    flagged = [samples["a.png"], samples["b.jpg.png"]]
-    records = []
-    for sid in flagged:
-        key = keys.corrected(project, job_uuid, uuid.UUID(sid))
-        store.put(key, png_bytes(corrected_mask), "image/png")
-        records.append(CorrectedRecord(uuid.UUID(sid), key, 0.25, 375))
-    for k in (0, 1):
-        store.put(keys.plot(project, job_uuid, f"gmm_round_{k}"), png_bytes(np.full((4, 4), k, np.uint8)))
-    weights_key = keys.model(project, model_id_for_job(job_uuid))
-    store.put(weights_key, tiny_bundle().to_bytes())
-    probability = {samples["a.png"]: 0.1, samples["b.jpg.png"]: 0.3, samples["c.png"]: 0.9}
-    verdicts = [
-        SampleVerdict(uuid.UUID(sid), uuid.UUID(annotation[sid]), p, p < 0.5, 1.0 - p, 1)
-        for sid, p in probability.items()
-    ]
-    with session_scope(db_session_factory) as session:
-        model = record_results(
-            session,
-            job_uuid,
-            1,
-            JobResults(
-                verdicts,
-                records,
-                weights_key,
-                {"dice": 0.5},
-                {"phase": "done", "estimated_noise_rate": 2 / 3},
-            ),
-        )
-        model_id = str(model.id)
-    return Finished(job_id, model_id, samples)
 
 
 def test_noise_report_pages_filters_and_sorts(
@@ -166,7 +91,7 @@ def test_gmm_round_plots(client: TestClient, auth: dict[str, str], finished: Fin
 
 
 def test_results_of_unfinished_job_are_409(client: TestClient, auth: dict[str, str], dataset_id: str) -> None:
-    job_id, samples = _queued_job(client, auth, dataset_id)
+    job_id, samples = queued_job(client, auth, dataset_id)
     for path in (
         "noise-report",
         "corrected-masks.zip",

@@ -45,7 +45,7 @@ def test_postgres_upgrade_downgrade_upgrade(fresh_pg: str) -> None:
     try:
         upgrade(fresh_pg)
         assert set(inspect(engine).get_table_names()) == MODEL_TABLES | {"alembic_version"}
-        assert _enum_types(engine) == {"batch_status", "job_status"}
+        assert _enum_types(engine) == {"batch_status", "job_status", "batch_kind", "review_choice"}
 
         downgrade(fresh_pg)
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}

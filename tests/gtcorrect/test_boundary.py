@@ -7,8 +7,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from gtcorrect.boundary import edge_alignment, mask_alignment, outline
+from gtcorrect.config import TrainConfig
+from gtcorrect.gstage import fit_gmm
 from gtcorrect.noise import simulate_noise, strong_mixed
-from gtcorrect.quality import edge_auroc, fit_joint
+from gtcorrect.quality import Evidence, Fetch, assess, edge_auroc, fit_joint, score_masks
 from tests.gtcorrect.synthetic import make_noisy_set
 
 
@@ -46,3 +48,72 @@ def test_joint_split_needs_groups_that_agree() -> None:
     reversed_ = fit_joint(net, np.r_[rng.normal(1.0, 0.1, 300), rng.normal(1.5, 0.15, 100)], 0, 0.03)
     assert isinstance(reversed_, str) and "edges" in reversed_
     assert isinstance(fit_joint(net, np.full(400, np.nan), 0, 0.03), str)
+
+
+def _evidence(given: np.ndarray, predicted: np.ndarray, images: np.ndarray) -> tuple[Evidence, Fetch]:
+    """A finished run whose network confidently predicts ``predicted`` (N, S, S) on ``images``, trained
+    on ``given`` masks: its split and its corrections (the prediction, for every flagged mask)."""
+    confidence = np.random.default_rng(1).uniform(0.97, 0.999, predicted.shape)
+    fg = np.where(predicted == 1, confidence, 1.0 - confidence)
+    probs = np.stack([1.0 - fg, fg], 1).astype(np.float32)
+    config = TrainConfig(image_size=given.shape[-1])
+    scores = score_masks(probs, given, "excess", 0.8)
+    clean_prob, record = fit_gmm(scores, config.g, seed=config.seed)
+    flagged = clean_prob <= config.g.tau
+    ev = Evidence(
+        config=config,
+        splits=True,
+        corrects=True,
+        rounds=[record],
+        clean_prob=clean_prob,
+        flagged=flagged,
+        scores=scores,
+        thresholds=None,
+        corrections={int(i): predicted[i] for i in np.flatnonzero(flagged)},
+        n_total=given.shape[0],
+        validation_dice=0.9,
+        validation_source="held_out",
+        held_scores=np.zeros(0),
+        images=images,
+        masks=given,
+        held_alignment=np.zeros(0),
+    )
+    return ev, lambda idx: (probs[idx], given[idx])
+
+
+def test_edges_confirm_a_split_of_wrong_masks_and_veto_corrections_that_leave_them() -> None:
+    data = make_noisy_set(120, 64, alpha=0.3, seed=5, strength=6)
+    predicted = data.clean.copy()
+    wrong = np.flatnonzero(~data.corrupted)[:8]  # correct masks on which the network errs
+    predicted[wrong] = np.roll(data.clean[wrong], 12, axis=2)
+    ev, fetch = _evidence(data.noisy, predicted, data.images)
+    quality, verdict, _ = assess(ev, fetch)
+    boundary = quality.boundary
+    assert boundary is not None and boundary.used and not boundary.refutes, boundary
+    assert boundary.edge_auroc is not None and boundary.edge_auroc >= 0.75
+    assert quality.noise_evidence and quality.corrections == "applied", quality.warnings
+    assert (verdict.flagged == data.corrupted).mean() >= 0.9
+    # The network flags the correct masks it errs on; the joint split keeps them, as their outlines
+    # follow the edges, and their "corrections" (shifted off the object) would never be proposed.
+    assert ev.flagged[wrong].all() and not verdict.proposed[wrong].any() and boundary.vetoed >= wrong.size
+    proposed = np.flatnonzero(verdict.proposed)
+    assert proposed.size >= 20 and not (verdict.proposed & ~verdict.flagged).any()
+    assert (predicted[proposed] == data.clean[proposed]).all()
+    data_out = quality.to_dict()["boundary"]
+    assert data_out["used"] is True and data_out["confirmation"] > 0.6
+
+
+def test_edges_refute_a_split_of_correct_masks_on_hard_images() -> None:
+    # Every mask is correct; on a third of the images the network is wrong (it predicts a shifted
+    # object), so the network's own split flags them. Their outlines follow the edges: no evidence.
+    data = make_noisy_set(120, 64, alpha=0.0, seed=6)
+    hard = np.random.default_rng(0).permutation(120)[:40]
+    predicted = data.clean.copy()
+    predicted[hard] = np.roll(data.clean[hard], 10, axis=1)
+    ev, fetch = _evidence(data.clean, predicted, data.images)
+    assert ev.flagged[hard].mean() > 0.9  # the network's split alone would flag the hard images
+    quality, verdict, _ = assess(ev, fetch)
+    assert quality.boundary is not None and quality.boundary.refutes, quality.boundary
+    assert quality.noise_evidence is False and not verdict.flagged.any() and not verdict.proposed.any()
+    codes = {w.code: w.message for w in quality.warnings}
+    assert "edges" in codes["no_evidence_of_noise"] and quality.corrections == "withheld"

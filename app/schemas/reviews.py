@@ -1,0 +1,69 @@
+"""Review decisions, bulk rules and curated versions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.models import ReviewChoice
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"decision": "accept_correction", "note": "", "reviewer": "dr-lee"}]},
+    )
+
+    decision: ReviewChoice = Field(
+        description="accept_correction (use the proposed correction), keep_original (the given mask is "
+        "right) or needs_reannotation (neither: send the image back to an annotator)."
+    )
+    note: str = Field("", max_length=2000)
+    reviewer: str = Field("", max_length=200, description="Who decided; default: the API key's name.")
+
+
+class DecisionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    sample_id: uuid.UUID
+    file_name: str
+    decision: ReviewChoice
+    reviewer: str
+    note: str
+    created_at: datetime
+    superseded_at: datetime | None = Field(None, description="Set when a later decision replaced this one.")
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rule: Literal["keep_unflagged", "accept_proposed_above"] = Field(
+        description="keep_unflagged: keep every unflagged mask; accept_proposed_above: accept every proposed "
+        "correction whose mask is noisy with probability >= min_noise_probability. Samples already decided "
+        "keep their decision."
+    )
+    min_noise_probability: float = Field(0.9, ge=0.0, le=1.0)
+    reviewer: str = Field("", max_length=200)
+
+
+class BulkOut(BaseModel):
+    decided: int = Field(description="How many undecided samples the rule decided.")
+
+
+class CuratedIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"undecided": "keep", "annotator": "", "note": "round 2"}]},
+    )
+
+    undecided: Literal["keep", "exclude"] = Field(
+        "keep", description="keep: undecided samples keep their given mask; exclude: leave them out."
+    )
+    annotator: str = Field(
+        "", max_length=200, description="The batch's annotator (default: 'curated from job ...')."
+    )
+    note: str = Field("", max_length=2000, description="Stored as the batch's source note.")
+    reviewer: str = Field("", max_length=200)

@@ -1,0 +1,148 @@
+"""Exports of an annotation batch (uploaded or curated) for other tools: a PNG mask zip that can be
+uploaded again, nnU-Net v2's raw dataset layout, and COCO JSON with RLE masks.
+
+The formats themselves are pure functions of the engine (``gtcorrect.export``); this module picks the
+batch's masks and images from the store and names the archive entries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import Annotation, AnnotationBatch, Dataset, Sample
+from app.errors import InvalidInput, NotFound
+from app.services.datasets import label_map_of
+from app.services.objects import read_object
+from app.storage.base import ObjectStore
+from gtcorrect.data import read_mask
+from gtcorrect.export import ExportImage, case_ids, coco_document, nnunet_dataset_json
+
+ExportFormat = Literal["png", "nnunet", "coco"]
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9]+")
+
+
+@dataclass(frozen=True)
+class _Item:
+    sample: Sample
+    annotation: Annotation
+
+
+def _items(session: Session, batch: AnnotationBatch) -> list[_Item]:
+    rows = session.execute(
+        select(Sample, Annotation)
+        .join(Annotation, Annotation.sample_id == Sample.id)
+        .where(Annotation.batch_id == batch.id)
+        .order_by(Sample.file_name)
+    ).all()
+    return [_Item(s, a) for s, a in rows]
+
+
+def batch_mask(session: Session, store: ObjectStore, batch: AnnotationBatch, sample_id: Any) -> bytes:
+    """One mask of the batch (PNG, class indices at the image's size)."""
+    key = session.scalar(
+        select(Annotation.object_key).where(
+            Annotation.batch_id == batch.id, Annotation.sample_id == sample_id
+        )
+    )
+    if key is None:
+        raise NotFound(f"annotation batch {batch.id} has no mask for sample {sample_id}.")
+    return read_object(store, key)
+
+
+def png_entries(session: Session, batch: AnnotationBatch) -> list[tuple[str, str | bytes]]:
+    """``masks/{stem}.png`` for every mask plus ``manifest.csv`` (mask, sample): the zip uploads again as
+    a batch of the same dataset."""
+    items = _items(session, batch)
+    names = _unique([f"{PurePosixPath(i.sample.file_name).stem}.png" for i in items])
+    manifest = io.StringIO()
+    writer = csv.writer(manifest)
+    writer.writerow(["mask", "sample"])
+    entries: list[tuple[str, str | bytes]] = []
+    for name, item in zip(names, items, strict=True):
+        entries.append((f"masks/{name}", item.annotation.object_key))
+        writer.writerow([name, item.sample.file_name])
+    entries.append(("masks/manifest.csv", manifest.getvalue().encode()))
+    return entries
+
+
+def nnunet_entries(
+    session: Session, dataset: Dataset, batch: AnnotationBatch, dataset_number: int
+) -> tuple[str, list[tuple[str, str | bytes]]]:
+    """nnU-Net v2 raw layout ``Dataset{NNN}_{name}/``: ``imagesTr/{case}_0000.png``,
+    ``labelsTr/{case}.png``, ``dataset.json``, and ``cases.csv`` mapping cases to samples. Returns the
+    folder name and the entries."""
+    if not 1 <= dataset_number <= 999:
+        raise InvalidInput(
+            f"dataset_number must lie in 1..999, got {dataset_number}.", field="dataset_number"
+        )
+    items = _items(session, batch)
+    channels = {i.sample.channels for i in items}
+    if len(channels) > 1:
+        raise InvalidInput(
+            f"nnU-Net needs one channel count per dataset; the batch's images have {sorted(channels)}.",
+            field="format",
+        )
+    name = _NAME_UNSAFE.sub("", dataset.name.title()) or "Dataset"
+    root = f"Dataset{dataset_number:03d}_{name}"
+    cases = case_ids([PurePosixPath(i.sample.file_name).stem for i in items])
+    mapping = io.StringIO()
+    writer = csv.writer(mapping)
+    writer.writerow(["case", "sample_id", "file_name", "annotation_id"])
+    entries: list[tuple[str, str | bytes]] = []
+    for case, item in zip(cases, items, strict=True):
+        entries.append((f"{root}/imagesTr/{case}_0000.png", item.sample.object_key))
+        entries.append((f"{root}/labelsTr/{case}.png", item.annotation.object_key))
+        writer.writerow([case, item.sample.id, item.sample.file_name, item.annotation.id])
+    description = f"gtcorrect annotation batch {batch.id} ({batch.kind.value}, annotator {batch.annotator!r})"
+    meta = nnunet_dataset_json(
+        label_map_of(dataset), channels.pop() if channels else 3, len(items), description
+    )
+    entries.append((f"{root}/dataset.json", json.dumps(meta, indent=2).encode()))
+    entries.append((f"{root}/cases.csv", mapping.getvalue().encode()))
+    return root, entries
+
+
+def coco(session: Session, store: ObjectStore, dataset: Dataset, batch: AnnotationBatch) -> dict[str, Any]:
+    """The batch as a COCO instances document: one RLE annotation per image and foreground class."""
+    label_map = label_map_of(dataset)
+    items = _items(session, batch)
+
+    def images() -> Any:
+        for k, item in enumerate(items, start=1):
+            mask = read_mask(
+                read_object(store, item.annotation.object_key),
+                num_classes=label_map.num_classes,
+                name=item.sample.file_name,
+            )
+            yield ExportImage(k, item.sample.file_name, mask)
+
+    info = {
+        "description": f"gtcorrect annotation batch {batch.id}",
+        "dataset_id": str(dataset.id),
+        "batch_id": str(batch.id),
+        "kind": batch.kind.value,
+        "annotator": batch.annotator,
+    }
+    return coco_document(images(), label_map, info)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        candidate, k = name, 1
+        while candidate.lower() in seen:
+            k += 1
+            candidate = f"{PurePosixPath(name).stem}-{k}.png"
+        seen.add(candidate.lower())
+        out.append(candidate)
+    return out

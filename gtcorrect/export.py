@@ -1,0 +1,148 @@
+"""Masks in the formats other tools read: COCO run-length encoding and nnU-Net v2's ``dataset.json``.
+
+COCO (https://cocodataset.org/#format-data): one annotation per image and foreground class, its
+``segmentation`` an uncompressed RLE ``{"size": [H, W], "counts": [...]}``: run lengths of the mask
+flattened in column-major (Fortran) order, starting with a run of zeros (0 when the first pixel is set).
+nnU-Net v2 (documentation/dataset_format.md): ``imagesTr/{case}_{channel:04d}{ending}``,
+``labelsTr/{case}{ending}`` and a ``dataset.json`` with ``channel_names``, ``labels`` (name -> index,
+``background`` 0, indices consecutive), ``numTraining`` and ``file_ending``. A 2D RGB PNG is one file,
+``_0000``, with channels R, G, B (nnU-Net's natural-image reader).
+Shape legend: H, W mask height and width.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from gtcorrect.boundary import outline
+from gtcorrect.types import LabelMap
+
+_CASE_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """COCO uncompressed RLE of a (H, W) boolean mask."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {m.shape}.")
+    flat = m.ravel(order="F").astype(np.int8)
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def bbox(mask: np.ndarray) -> list[float]:
+    """COCO box [x, y, width, height] of a (H, W) boolean mask; zeros when empty."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    return [float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1)]
+
+
+@dataclass(frozen=True)
+class ExportImage:
+    """One image of an export: its id (a positive integer), file name and its (H, W) class-index mask."""
+
+    image_id: int
+    file_name: str
+    mask: np.ndarray
+
+
+def coco_document(images: Iterable[ExportImage], label_map: LabelMap, info: dict[str, Any]) -> dict[str, Any]:
+    """A COCO instances document: every non-empty (image, foreground class) region as one annotation."""
+    image_rows: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for image in images:
+        h, w = image.mask.shape
+        image_rows.append({"id": image.image_id, "file_name": image.file_name, "height": h, "width": w})
+        for class_index in range(1, label_map.num_classes):
+            region = image.mask == class_index
+            area = int(region.sum())
+            if area == 0:
+                continue
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image.image_id,
+                    "category_id": class_index,
+                    "segmentation": rle_encode(region),
+                    "area": area,
+                    "bbox": bbox(region),
+                    "iscrowd": 0,
+                }
+            )
+    categories = [
+        {"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(label_map.names) if i > 0
+    ]
+    return {"info": info, "images": image_rows, "annotations": annotations, "categories": categories}
+
+
+def case_ids(names: Sequence[str]) -> list[str]:
+    """nnU-Net case identifiers for file stems: letters, digits and '-' only, unique (a numeric suffix
+    where two stems would collide)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for name in names:
+        base = _CASE_UNSAFE.sub("-", name).strip("-") or "case"
+        case, k = base, 1
+        while case.lower() in seen:
+            k += 1
+            case = f"{base}-{k}"
+        seen.add(case.lower())
+        out.append(case)
+    return out
+
+
+def nnunet_dataset_json(
+    label_map: LabelMap, channels: int, n_training: int, description: str
+) -> dict[str, Any]:
+    """nnU-Net v2's ``dataset.json`` for 2D PNG cases with ``channels`` channels (1 or 3)."""
+    if channels not in (1, 3):
+        raise ValueError(f"nnU-Net PNG export takes 1 or 3 channels, got {channels}.")
+    channel_names = {"0": "R", "1": "G", "2": "B"} if channels == 3 else {"0": "grey"}
+    return {
+        "channel_names": channel_names,
+        # nnU-Net requires the name "background" for label 0, whatever the dataset calls it.
+        "labels": {"background": 0, **{name: i for i, name in enumerate(label_map.names) if i > 0}},
+        "numTraining": n_training,
+        "file_ending": ".png",
+        "description": description,
+    }
+
+
+GIVEN_COLOUR = (255, 196, 0)  # amber: the mask as given
+PROPOSED_COLOUR = (0, 200, 255)  # cyan: the proposed correction
+
+
+def overlay(image: np.ndarray, given: np.ndarray, proposed: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 picture for review: the image (H, W, C) uint8, C 1 or 3, with the given mask's
+    foreground tinted and outlined in amber and the proposed correction's outline in cyan."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[:2] != given.shape or (proposed is not None and proposed.shape != given.shape):
+        raise ValueError(
+            f"image {image.shape[:2]}, given {given.shape} and proposed "
+            f"{None if proposed is None else proposed.shape} must have one size."
+        )
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
+    out = rgb.astype(np.float32)
+    fg = given > 0
+    out[fg] = 0.75 * out[fg] + 0.25 * np.array(GIVEN_COLOUR, dtype=np.float32)
+    thickness = max(1, round(max(given.shape) / 256))
+    for mask, colour in ((given, GIVEN_COLOUR), (proposed, PROPOSED_COLOUR)):
+        if mask is None:
+            continue
+        line = outline(mask)
+        if thickness > 1:
+            line = ndimage.binary_dilation(line, iterations=thickness - 1)
+        out[line] = colour
+    return np.clip(out, 0, 255).astype(np.uint8)
