@@ -91,6 +91,12 @@ class Unauthorized(AppError):
     slug = "unauthorized"
 
 
+class Forbidden(AppError):
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
 class ServiceUnavailable(AppError):
     status = 503
     title = "Service unavailable"

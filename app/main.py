@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -26,6 +27,7 @@ from app.services.sweeper import Sweeper, SweepPolicy
 from app.services.uploads import PixelBudget
 from app.settings import Settings, get_settings
 from app.storage import make_store
+from app.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +94,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     docs.install(app)
+    pages.install(app)
     problems.install(app)
     tune_allocator()
     app.state.pixel_budget = PixelBudget(settings.max_decode_pixels)
+    secret = settings.session_secret
+    app.state.session_secret = secret.encode() if secret else secrets.token_bytes(32)
     app.add_middleware(TrimAfterLargeRequests)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     for module in (health, datasets, annotation_routes, jobs, results, reviews, models):

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
 
     device: str = "auto"
 
+    # Signs the review pages' session cookies. Unset: a random secret per API process, so sessions end
+    # when the API restarts (set it when several API processes serve one site).
+    session_secret: str | None = None
+    session_ttl_s: int = Field(default=12 * 3600, ge=60)
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
         strict = self.environment != "development"

@@ -123,9 +123,16 @@ GIVEN_COLOUR = (255, 196, 0)  # amber: the mask as given
 PROPOSED_COLOUR = (0, 200, 255)  # cyan: the proposed correction
 
 
-def overlay(image: np.ndarray, given: np.ndarray, proposed: np.ndarray | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 picture for review: the image (H, W, C) uint8, C 1 or 3, with the given mask's
-    foreground tinted and outlined in amber and the proposed correction's outline in cyan."""
+def overlay(
+    image: np.ndarray, given: np.ndarray, proposed: np.ndarray | None = None, show: str = "both"
+) -> np.ndarray:
+    """(H, W, 3) uint8 picture for review from the image (H, W, C) uint8, C 1 or 3, and (H, W) masks.
+
+    show "both": the given mask tinted and outlined in amber, the proposed correction outlined in cyan;
+    "given" or "proposed": that mask alone, tinted and outlined in its colour.
+    """
+    if show not in ("both", "given", "proposed"):
+        raise ValueError(f"show must be 'both', 'given' or 'proposed', got {show!r}.")
     if image.ndim == 2:
         image = image[:, :, None]
     if image.shape[:2] != given.shape or (proposed is not None and proposed.shape != given.shape):
@@ -135,12 +142,16 @@ def overlay(image: np.ndarray, given: np.ndarray, proposed: np.ndarray | None = 
         )
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
     out = rgb.astype(np.float32)
-    fg = given > 0
-    out[fg] = 0.75 * out[fg] + 0.25 * np.array(GIVEN_COLOUR, dtype=np.float32)
+    layers = [(given, GIVEN_COLOUR, show != "proposed"), (proposed, PROPOSED_COLOUR, show == "proposed")]
+    if show == "given":
+        layers = layers[:1]
     thickness = max(1, round(max(given.shape) / 256))
-    for mask, colour in ((given, GIVEN_COLOUR), (proposed, PROPOSED_COLOUR)):
+    for mask, colour, tint in layers:
         if mask is None:
             continue
+        if tint:
+            fg = mask > 0
+            out[fg] = 0.75 * out[fg] + 0.25 * np.array(colour, dtype=np.float32)
         line = outline(mask)
         if thickness > 1:
             line = ndimage.binary_dilation(line, iterations=thickness - 1)

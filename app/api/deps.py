@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, Dataset, Project, TrainingJob
 from app.errors import Unauthorized, UnsupportedMediaType
-from app.services import datasets, jobs, projects, unit
+from app.services import datasets, jobs, projects, sessions, unit
 from app.services.inference import ModelCache
 from app.services.queue import TaskQueue
 from app.services.uploads import Blob, UploadLimits
@@ -72,12 +72,32 @@ ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 LimitsDep = Annotated[UploadLimits, Depends(get_limits)]
 
 
+def get_session_secret(request: Request) -> bytes:
+    secret: bytes = request.app.state.session_secret
+    return secret
+
+
+SessionSecretDep = Annotated[bytes, Depends(get_session_secret)]
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def get_api_key(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    session: SessionDep,
+    secret: SessionSecretDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
-    if credentials is None:
+    """The API key of the request: the bearer token, or the review pages' session cookie (with the
+    session's CSRF token on requests that change something)."""
+    if credentials is not None:
+        return projects.authenticate_key(session, credentials.credentials)
+    cookie = request.cookies.get(sessions.COOKIE)
+    if cookie is None:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'.")
-    return projects.authenticate_key(session, credentials.credentials)
+    browser = sessions.read(secret, cookie)
+    if request.method not in _SAFE_METHODS:
+        sessions.check_csrf(secret, browser, request.headers.get(sessions.CSRF_HEADER))
+    return projects.key_by_id(session, browser.api_key_id)
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]

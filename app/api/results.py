@@ -32,19 +32,27 @@ def noise_report(
     limit: Limit = 50,
     offset: Offset = 0,
     flagged: bool | None = None,
+    annotator: Annotated[
+        str | None, Query(max_length=200, description="Only this annotator's masks.")
+    ] = None,
+    batch_id: Annotated[uuid.UUID | None, Query(description="Only masks of this annotation batch.")] = None,
+    decided: Annotated[
+        bool | None, Query(description="Only samples with (or without) a review decision.")
+    ] = None,
     sort: Annotated[
         str, Query(description="clean_probability, loss, file_name or round_decided; '-' = desc")
     ] = "clean_probability",
     format: Literal["json", "csv"] = "json",  # the public query parameter name
 ) -> Page[NoiseFlagOut] | Response:
+    only = reports.ReportFilter(flagged, annotator, batch_id, decided)
     if format == "csv":
-        rows, _ = reports.noise_report(session, job, flagged=flagged, sort=sort, limit=None)
+        rows, _ = reports.noise_report(session, job, only=only, sort=sort, limit=None)
         return Response(
             reports.report_csv(rows),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="noise-report-{job.id}.csv"'},
         )
-    rows, total = reports.noise_report(session, job, flagged=flagged, sort=sort, limit=limit, offset=offset)
+    rows, total = reports.noise_report(session, job, only=only, sort=sort, limit=limit, offset=offset)
     items = [NoiseFlagOut.model_validate(r, from_attributes=True) for r in rows]
     return Page(items=items, total=total, limit=limit, offset=offset)
 
@@ -90,8 +98,14 @@ def given_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store: St
     response_class=Response,
     responses={**_CONFLICT, **_PNG},
 )
-def overlay(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
-    return Response(reports.overlay_png(session, store, job, sample_id), media_type="image/png")
+def overlay(
+    job: JobDep,
+    sample_id: uuid.UUID,
+    session: SessionDep,
+    store: StoreDep,
+    show: Literal["both", "given", "proposed"] = "both",
+) -> Response:
+    return Response(reports.overlay_png(session, store, job, sample_id, show), media_type="image/png")
 
 
 @router.get(

@@ -27,6 +27,9 @@ class NoiseFlagOut(BaseModel):
                     "correction_proposed": True,
                     "changed_fraction": 0.12,
                     "changed_pixels": 4810,
+                    "annotator": "vendor-a",
+                    "batch_id": "0b2e...",
+                    "decision": None,
                 }
             ]
         }
@@ -53,6 +56,12 @@ class NoiseFlagOut(BaseModel):
     )
     changed_pixels: int | None = Field(
         default=None, description="Pixels the proposed correction changes, at the original size."
+    )
+    annotator: str = Field(description="Who drew the mask (its annotation batch's annotator).")
+    batch_id: uuid.UUID = Field(description="The annotation batch the mask came from.")
+    decision: str | None = Field(
+        default=None,
+        description="The current review decision, if any (PUT /v1/jobs/{id}/decisions/{sample}).",
     )
 
 

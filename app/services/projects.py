@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import uuid
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -50,6 +51,18 @@ def authenticate_key(session: Session, key: str) -> ApiKey:
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == key[:LOOKUP_CHARS]))
     if row is None or not hmac.compare_digest(row.key_hash, _hash(key)):
         raise Unauthorized("the API key is not valid.")
+    return _usable(session, row)
+
+
+def key_by_id(session: Session, key_id: uuid.UUID) -> ApiKey:
+    """The key row a browser session names, with ``authenticate_key``'s checks."""
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise Unauthorized("the session's API key no longer exists: sign in again.")
+    return _usable(session, row)
+
+
+def _usable(session: Session, row: ApiKey) -> ApiKey:
     if row.revoked_at is not None:
         raise Unauthorized("the API key has been revoked.")
     if session.get(Project, row.project_id) is None:

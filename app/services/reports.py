@@ -16,9 +16,20 @@ from dataclasses import fields as dataclass_fields
 from pathlib import PurePosixPath
 
 from sqlalchemy import Select, and_, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from app.db.models import Annotation, CorrectedMask, GmmRound, JobStatus, NoiseFlag, Sample, TrainingJob
+from app.db.models import (
+    Annotation,
+    AnnotationBatch,
+    CorrectedMask,
+    GmmRound,
+    JobStatus,
+    NoiseFlag,
+    ReviewChoice,
+    ReviewDecision,
+    Sample,
+    TrainingJob,
+)
 from app.errors import Conflict, InvalidInput, NotFound
 from app.services.images import encode_png
 from app.services.objects import read_object
@@ -49,6 +60,19 @@ class ReportRow:
     correction_proposed: bool
     changed_fraction: float | None
     changed_pixels: int | None
+    annotator: str
+    batch_id: uuid.UUID
+    decision: str | None  # the current review decision (app.services.reviews), if any
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """Which rows: flagged or not, one annotator, one batch, decided or not (None: all)."""
+
+    flagged: bool | None = None
+    annotator: str | None = None
+    batch_id: uuid.UUID | None = None
+    decided: bool | None = None
 
 
 def require_succeeded(job: TrainingJob) -> None:
@@ -59,21 +83,56 @@ def require_succeeded(job: TrainingJob) -> None:
         )
 
 
-def _report_query(job: TrainingJob, flagged: bool | None) -> Select[NoiseFlag, str, float, int | None]:
+def _report_query(
+    job: TrainingJob, only: ReportFilter
+) -> Select[NoiseFlag, str, float, int | None, str, uuid.UUID, ReviewChoice]:
+    decision = aliased(ReviewDecision)
     query = (
-        select(NoiseFlag, Sample.file_name, CorrectedMask.changed_fraction, CorrectedMask.changed_pixels)
+        select(
+            NoiseFlag,
+            Sample.file_name,
+            CorrectedMask.changed_fraction,
+            CorrectedMask.changed_pixels,
+            AnnotationBatch.annotator,
+            AnnotationBatch.id,
+            decision.decision,
+        )
         .join(Sample, Sample.id == NoiseFlag.sample_id)
+        .join(Annotation, Annotation.id == NoiseFlag.annotation_id)
+        .join(AnnotationBatch, AnnotationBatch.id == Annotation.batch_id)
         .outerjoin(
             CorrectedMask,
             and_(CorrectedMask.job_id == job.id, CorrectedMask.sample_id == NoiseFlag.sample_id),
         )
+        .outerjoin(
+            decision,
+            and_(
+                decision.job_id == job.id,
+                decision.sample_id == NoiseFlag.sample_id,
+                decision.superseded_at.is_(None),
+            ),
+        )
         .where(NoiseFlag.job_id == job.id)
     )
-    return query if flagged is None else query.where(NoiseFlag.flagged == flagged)
+    if only.flagged is not None:
+        query = query.where(NoiseFlag.flagged == only.flagged)
+    if only.annotator is not None:
+        query = query.where(AnnotationBatch.annotator == only.annotator)
+    if only.batch_id is not None:
+        query = query.where(AnnotationBatch.id == only.batch_id)
+    if only.decided is not None:
+        query = query.where(decision.id.is_not(None) if only.decided else decision.id.is_(None))
+    return query
 
 
 def noise_report(
-    session: Session, job: TrainingJob, *, flagged: bool | None, sort: str, limit: int | None, offset: int = 0
+    session: Session,
+    job: TrainingJob,
+    *,
+    only: ReportFilter = ReportFilter(),
+    sort: str,
+    limit: int | None,
+    offset: int = 0,
 ) -> tuple[list[ReportRow], int]:
     """Rows of the noise report; ``sort`` is a key of ``SORTS``, prefixed with '-' for descending."""
     require_succeeded(job)
@@ -82,7 +141,7 @@ def noise_report(
         raise InvalidInput(
             f"sort must be one of {sorted(SORTS)} (optionally '-'-prefixed), got {sort!r}.", field="sort"
         )
-    query = _report_query(job, flagged)
+    query = _report_query(job, only)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     order = column.desc() if sort.startswith("-") else column.asc()
     query = query.order_by(order, Sample.file_name).offset(offset)
@@ -101,8 +160,11 @@ def noise_report(
             frac is not None,
             frac,
             pixels,
+            annotator,
+            batch_id,
+            None if choice is None else choice.value,
         )
-        for f, name, frac, pixels in session.execute(query).all()
+        for f, name, frac, pixels, annotator, batch_id, choice in session.execute(query).all()
     ]
     return rows, total
 
@@ -163,8 +225,11 @@ def _given(session: Session, job: TrainingJob, sample_id: uuid.UUID) -> Annotati
     return row
 
 
-def overlay_png(session: Session, store: ObjectStore, job: TrainingJob, sample_id: uuid.UUID) -> bytes:
-    """The image with the given mask (amber) and, where proposed, the correction's outline (cyan)."""
+def overlay_png(
+    session: Session, store: ObjectStore, job: TrainingJob, sample_id: uuid.UUID, show: str = "both"
+) -> bytes:
+    """The image with the given mask (amber) and, where proposed, the correction (cyan); ``show``: both,
+    given or proposed (``gtcorrect.export.overlay``)."""
     given = _given(session, job, sample_id)
     sample = session.get(Sample, sample_id)
     assert sample is not None  # the flag references it
@@ -180,7 +245,7 @@ def overlay_png(session: Session, store: ObjectStore, job: TrainingJob, sample_i
     proposed = None
     if corrected is not None:
         proposed = read_image(read_object(store, corrected), name="corrected mask", keep_values=True)[:, :, 0]
-    return encode_png(overlay(image, given_mask, proposed))
+    return encode_png(overlay(image, given_mask, proposed, show))
 
 
 def corrected_entries(session: Session, job: TrainingJob) -> list[tuple[str, str]]:

@@ -58,11 +58,25 @@ def test_noise_report_csv(client: TestClient, auth: dict[str, str], finished: Fi
 
 def test_noise_report_csv_cannot_run_formulas() -> None:
     row = ReportRow(
-        uuid.uuid4(), '=HYPERLINK("http://x","y").png', uuid.uuid4(), 0.2, True, -1.5, 1, False, True, 0.1, 7
+        uuid.uuid4(),
+        '=HYPERLINK("http://x","y").png',
+        uuid.uuid4(),
+        0.2,
+        True,
+        -1.5,
+        1,
+        False,
+        True,
+        0.1,
+        7,
+        "-vendor",
+        uuid.uuid4(),
+        None,
     )
     (parsed,) = list(csv.DictReader(io.StringIO(report_csv([row]))))
     assert parsed["file_name"] == '\'=HYPERLINK("http://x","y").png'
     assert parsed["loss"] == "-1.5"  # numbers are not text: no apostrophe
+    assert parsed["annotator"] == "'-vendor"
     assert spreadsheet_safe("@sum.png") == "'@sum.png" and spreadsheet_safe("a-b.png") == "a-b.png"
 
 

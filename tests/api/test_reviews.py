@@ -239,3 +239,23 @@ def test_overlay_and_given_mask(client: TestClient, auth: dict[str, str], finish
     assert (picture == (0, 200, 255)).all(-1).any() and (picture == (255, 196, 0)).all(-1).any()
     given = _png(client.get(f"/v1/jobs/{finished.job_id}/given-masks/{sample}", headers=auth).content)
     assert given.shape == (30, 50) and given.max() == 1
+
+
+def test_noise_report_filters_by_annotator_batch_and_decision(
+    client: TestClient, auth: dict[str, str], dataset_id: str, finished: Finished
+) -> None:
+    assert _put(client, auth, finished, "a.png", "keep_original").status_code == 201
+    url = f"/v1/jobs/{finished.job_id}/noise-report"
+    rows = client.get(url, headers=auth).json()["items"]
+    assert {r["annotator"] for r in rows} == {"x"} and {r["decision"] for r in rows} == {
+        "keep_original",
+        None,
+    }
+    (batch,) = client.get(f"/v1/datasets/{dataset_id}/annotation-batches", headers=auth).json()["items"]
+
+    def names(**params: str) -> list[str]:
+        return [r["file_name"] for r in client.get(url, params=params, headers=auth).json()["items"]]
+
+    assert names(decided="true") == ["a.png"] and names(decided="false") == ["b.jpg.png", "c.png"]
+    assert names(annotator="x", batch_id=batch["id"]) == ["a.png", "b.jpg.png", "c.png"]
+    assert names(annotator="nobody") == [] and names(batch_id=finished.model_id) == []

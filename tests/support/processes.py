@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
+
+import httpx
+
+START_TIMEOUT_S = 90.0
 
 
 def quiet_env(env: dict[str, str]) -> dict[str, str]:
@@ -36,3 +43,40 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout_s)
+
+
+def start_logged(
+    cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+
+
+def stop_logged(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"server at {base_url} not ready after {START_TIMEOUT_S}s:\n{tail(log)}")
+
+
+def serve_command() -> list[str]:
+    script = Path(sys.executable).parent / "gtcorrect"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "app.cli"]

@@ -6,20 +6,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from app.main import create_app
 from app.settings import Settings
 from tests.support.s3server import free_ports
+from tests.web.conftest import SHOTS
 
-CHROMIUM = "/usr/bin/chromium"
 # ReDoc's footer logo: an <img> that removes itself when it cannot load (offline); nothing else may leave.
 COSMETIC = ("https://cdn.redoc.ly/redoc/logo-mini.svg",)
-SHOTS = Path(__file__).resolve().parents[2] / "tests" / "web" / "screenshots"
 
 
 @pytest.fixture
@@ -37,16 +35,6 @@ def live_url(embedded_settings: Settings) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,198 @@
+"""From a finished job to a curated nnU-Net dataset in the browser alone, on real Kvasir-SEG images.
+
+``gtcorrect serve`` runs as a user starts it (embedded mode, its own worker). The test uploads 16
+Kvasir-SEG images with masks from a careless annotator (6 of them grown by 9 px), trains a small job,
+and then, in Debian's chromium: signs in with the API key, decides masks with the keyboard, keeps every
+unflagged mask in bulk, creates the curated version and downloads its nnU-Net export from the page.
+What the page did is checked over the API. Screenshots land in tests/web/screenshots.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect
+from scipy import ndimage
+
+from tests.e2e.flow import wait_for_job
+from tests.support.processes import quiet_env, serve_command, start_logged, stop_logged, tail, wait_ready
+from tests.support.s3server import free_ports
+from tests.web.conftest import SHOTS
+
+pytestmark = pytest.mark.integration
+
+KVASIR = Path(os.environ.get("GTC_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+N_IMAGES, N_SLOPPY = 16, 6
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """(base URL, API key, server log) of a fresh ``gtcorrect serve``."""
+    data_dir = tmp_path / "gtc-data"
+    env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
+    env["GTC_DATA_DIR"] = str(data_dir)
+    (port,) = free_ports(1)
+    log = tmp_path / "serve.log"
+    proc = start_logged([*serve_command(), "serve", "--port", str(port)], env, log, cwd=tmp_path)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url, proc, log)
+        yield base_url, (data_dir / "api_key").read_text().strip(), log
+    finally:
+        stop_logged(proc)
+        print(f"--- serve log ---\n{tail(log)}")
+
+
+def _png(mask: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((mask > 0).astype(np.uint8) * 255).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _finished_job(client: httpx.Client) -> tuple[str, str, set[str]]:
+    """Upload Kvasir-SEG images and a sloppy annotator's masks, train; (job id, dataset id, sloppy)."""
+    root = KVASIR / "kvasir-seg"
+    names = sorted(p.name for p in (root / "images").glob("*.jpg"))[:N_IMAGES]
+    assert len(names) == N_IMAGES, f"{root}: Kvasir-SEG is missing"
+    sloppy = set(names[::3][:N_SLOPPY])
+    masks = {}
+    for name in names:
+        mask = np.asarray(Image.open(root / "masks" / name).convert("L")) > 127
+        if name in sloppy:
+            mask = ndimage.binary_dilation(mask, iterations=9)
+        masks[name.replace(".jpg", ".png")] = _png(mask)
+    label_map = {"0": "background", "1": "polyp"}
+    dataset = client.post("/v1/datasets", json={"name": "kvasir-review", "label_map": label_map}).json()
+    images = _zip({n: (root / "images" / n).read_bytes() for n in names})
+    upload = client.post(f"/v1/datasets/{dataset['id']}/images", files={"files": ("i.zip", images)})
+    assert upload.status_code == 201, upload.text
+    batch = client.post(
+        f"/v1/datasets/{dataset['id']}/annotation-batches",
+        data={"annotator": "vendor-b"},
+        files={"files": ("m.zip", _zip(masks))},
+    )
+    assert batch.status_code == 201, batch.text
+    # Small enough for 2 cores; the gate is off so that the page has corrections to decide on (a job
+    # this small withholds them by default, see QUALITY.md).
+    config = {
+        "image_size": 64,
+        "batch_size": 4,
+        "net": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
+        "g": {"warmup_epochs": 4, "rounds_max": 1, "epochs_per_round": 1, "max_flagged_share": 1.0},
+        "t": {"epochs": 2, "early_learning": "fixed", "early_learning_fixed_epochs": 1, "rampup_epochs": 1},
+        "quality": {"gate": False, "val_fraction": 0.0, "min_separation": 0.0, "boundary": False},
+    }
+    job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "config": config})
+    assert job.status_code == 202, job.text
+    done = wait_for_job(client, job.json()["id"])
+    assert done["status"] == "succeeded", done
+    return str(done["id"]), str(dataset["id"]), {n.replace(".jpg", ".png") for n in sloppy}
+
+
+def _focused(page: Page) -> str:
+    return str(page.locator(".card.focused .name").inner_text())
+
+
+def test_review_to_curated_nnunet_dataset_in_the_browser(
+    browser: Browser,
+    served: tuple[str, str, Path],
+) -> None:
+    base_url, key, log = served
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        job_id, dataset_id, _ = _finished_job(client)
+        report = client.get(f"/v1/jobs/{job_id}/noise-report", params={"limit": 100}).json()["items"]
+    proposed = [r["file_name"] for r in report if r["correction_proposed"]]
+    assert proposed, "the job proposed no correction to review"
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    page.goto(f"{base_url}/review/jobs/{job_id}")
+    expect(page.locator("#api_key")).to_be_visible()  # not signed in: the sign-in form
+    page.fill("#api_key", "gtc_not-a-key-at-all")
+    page.click("button[type=submit]")
+    expect(page.locator(".error")).to_contain_text("not valid")
+    page.fill("#api_key", key)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/review/jobs/{job_id}")
+    expect(page.locator(".card")).to_have_count(N_IMAGES)
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-start.png"), full_page=True)
+
+    # Most suspicious first; the keyboard decides and moves on.
+    names = page.locator(".card .name").all_inner_texts()
+    assert names[0] == report[0]["file_name"]
+    decided: dict[str, str] = {}
+    first = _focused(page)
+    if first in proposed:
+        page.keyboard.press("a")
+        decided[first] = "accept_correction"
+    else:
+        page.keyboard.press("o")
+        decided[first] = "keep_original"
+    expect(page.locator(".card[data-sample] .decision").first).not_to_have_text("undecided")
+    second = _focused(page)
+    assert second == names[1]
+    page.keyboard.press("r")
+    decided[second] = "needs_reannotation"
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    assert _focused(page) == first
+    page.keyboard.press("t")  # given only
+    expect(page.locator("#view")).to_have_value("given")
+    page.keyboard.press("t")
+    expect(page.locator("#view")).to_have_value("proposed")
+    page.click("#bulk-keep")
+    expect(page.locator("#status")).to_contain_text("masks decided")
+    page.select_option("#filter-show", "undecided")
+    page.screenshot(path=str(SHOTS / "review-undecided.png"), full_page=True)
+    page.select_option("#filter-show", "all")
+
+    page.click("#curate")
+    expect(page.locator("#curated")).to_be_visible()
+    batch_id = page.locator("#curated").get_attribute("data-batch")
+    assert batch_id
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(SHOTS / "review-curated.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("#export-nnunet")
+    archive = zipfile.ZipFile(download.value.path())
+    page.close()
+
+    # What the page did, over the API.
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        decisions = client.get(f"/v1/jobs/{job_id}/decisions", params={"limit": 100}).json()["items"]
+        by_name = {d["file_name"]: d["decision"] for d in decisions}
+        for name, decision in decided.items():
+            assert by_name[name] == decision
+        unflagged = {r["file_name"] for r in report if not r["flagged"]} - set(decided)
+        assert all(by_name[n] == "keep_original" for n in unflagged)
+        batch = client.get(f"/v1/datasets/{dataset_id}/annotation-batches/{batch_id}").json()
+    assert batch["kind"] == "curated" and batch["provenance"]["job_id"] == job_id
+    kept = {f["sample"] for f in batch["report"]["files"]}
+    assert second not in kept and len(kept) == N_IMAGES - 1  # undecided masks keep theirs
+    (meta_name,) = [n for n in archive.namelist() if n.endswith("/dataset.json")]
+    meta = json.loads(archive.read(meta_name))
+    assert meta["numTraining"] == len(kept) and meta["labels"] == {"background": 0, "polyp": 1}
+    assert len([n for n in archive.namelist() if "/labelsTr/" in n]) == len(kept)
+    # The key went once, in the sign-in form's body: never in a URL, never in the server's log.
+    assert not [u for u in urls if key in u]
+    assert log.read_text().count(key) == 1  # printed once, at the first start
