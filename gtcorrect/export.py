@@ -26,18 +26,35 @@ from gtcorrect.types import LabelMap
 _CASE_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
-    """COCO uncompressed RLE of a (H, W) boolean mask."""
-    m = np.asarray(mask, dtype=bool)
-    if m.ndim != 2:
-        raise ValueError(f"mask must be (H, W), got shape {m.shape}.")
-    flat = m.ravel(order="F").astype(np.int8)
-    changes = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
+def mask_to_rle(mask: np.ndarray, cls: int) -> dict[str, object]:
+    """(H, W) class indices -> COCO uncompressed RLE of ``mask == cls``.
+
+    ``{"size": [H, W], "counts": [...]}``: run lengths in column-major (Fortran) order, starting
+    with a run of zeros (possibly of length 0), as ``pycocotools`` expects.
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}.")
+    flat = (mask == cls).ravel(order="F").astype(np.int8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
     counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
+    if flat.size and flat[0] == 1:
         counts = [0, *counts]
-    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": [int(c) for c in counts]}
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def rle_to_mask(rle: dict[str, object]) -> np.ndarray:
+    """COCO uncompressed RLE -> (H, W) uint8 binary mask (1 where the class is)."""
+    size, counts = rle.get("size"), rle.get("counts")
+    if not isinstance(size, list | tuple) or len(size) != 2 or not isinstance(counts, list | tuple):
+        raise ValueError(f"RLE needs 'size' [H, W] and a list of 'counts', got keys {sorted(rle)}.")
+    h, w = int(size[0]), int(size[1])
+    runs = np.asarray(counts, dtype=np.int64)
+    if runs.size and (runs.min() < 0 or runs.sum() != h * w):
+        raise ValueError(f"RLE counts sum to {int(runs.sum())}, expected H*W = {h * w}.")
+    values = np.arange(runs.size) % 2
+    flat = np.repeat(values, runs).astype(np.uint8)
+    return flat.reshape((h, w), order="F")
 
 
 def bbox(mask: np.ndarray) -> list[float]:
@@ -74,7 +91,7 @@ def coco_document(images: Iterable[ExportImage], label_map: LabelMap, info: dict
                     "id": len(annotations) + 1,
                     "image_id": image.image_id,
                     "category_id": class_index,
-                    "segmentation": rle_encode(region),
+                    "segmentation": mask_to_rle(image.mask, class_index),
                     "area": area,
                     "bbox": bbox(region),
                     "iscrowd": 0,

@@ -104,7 +104,7 @@ class ClassSegmentation(BaseModel):
     index: int
     name: str
     area: int = Field(description="Pixels of this class at the original size.")
-    rle: Any = Field(description="Run-length encoding of the class mask (gtcorrect.inference.mask_to_rle).")
+    rle: Any = Field(description="Run-length encoding of the class mask (gtcorrect.export.mask_to_rle).")
 
 
 class SegmentationOut(BaseModel):

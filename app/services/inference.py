@@ -23,7 +23,8 @@ from app.services.objects import read_object
 from app.services.uploads import Blob, reason
 from app.storage.base import ObjectNotFound, ObjectStore
 from gtcorrect.data import read_image
-from gtcorrect.inference import Prediction, Predictor, mask_to_png, mask_to_rle
+from gtcorrect.export import mask_to_rle
+from gtcorrect.inference import Prediction, Predictor, mask_to_png
 from gtcorrect.model import ModelBundle
 
 FORMATS = ("png", "json", "probabilities", "npy")

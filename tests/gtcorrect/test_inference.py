@@ -12,15 +12,14 @@ from PIL import Image
 from gtcorrect import inference
 from gtcorrect.config import NetConfig, TrainConfig
 from gtcorrect.data import prepare_images, restore_probabilities
+from gtcorrect.export import mask_to_rle, rle_to_mask
 from gtcorrect.inference import (
     Prediction,
     Predictor,
     mask_to_png,
-    mask_to_rle,
     png_to_mask,
     predict,
     reduce_large,
-    rle_to_mask,
 )
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network

@@ -193,6 +193,8 @@ def test_review_to_curated_nnunet_dataset_in_the_browser(
     meta = json.loads(archive.read(meta_name))
     assert meta["numTraining"] == len(kept) and meta["labels"] == {"background": 0, "polyp": 1}
     assert len([n for n in archive.namelist() if "/labelsTr/" in n]) == len(kept)
-    # The key went once, in the sign-in form's body: never in a URL, never in the server's log.
+    # Offline: every request of the page went to the API itself. The key went once, in the sign-in
+    # form's body: never in a URL, never in the server's log.
+    assert not [u for u in urls if not u.startswith((base_url, "data:", "blob:"))]
     assert not [u for u in urls if key in u]
     assert log.read_text().count(key) == 1  # printed once, at the first start
