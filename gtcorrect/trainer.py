@@ -65,6 +65,7 @@ def fit(
         run = Run(config, train_data, dev, callbacks, should_stop, checkpoint)
         keep = _RUNNERS[config.method](run, resume)
         held = _held_out(run, keep, data, held_idx)
+        predicted = _predicted(run, keep, train_idx.size, held)
         metrics = run.val_metrics(keep)
         evidence = _evidence(run, train_data, held, metrics)
         quality, verdict, held_clean = assess(evidence, _fetch(run, keep))
@@ -92,6 +93,7 @@ def fit(
         held_out=full(np.zeros(train_idx.size, bool), np.ones(held_idx.size, bool), bool),
         withheld={i: m for i, m in corrections.items() if not verdict.proposed[_pos(train_idx, i)]},
         quality=quality,
+        predicted=_place(predicted, held.predicted, train_idx, held_idx),
     )
 
 
@@ -118,19 +120,37 @@ class _HeldOut:
     scores: np.ndarray  # (M,) their per-sample scores under the kept net
     alignment: np.ndarray  # (M,) their outlines' edge alignment (gtcorrect.boundary)
     n_total: int  # training + held back
+    predicted: np.ndarray  # (M, S, S) uint8: the kept net's prediction
+
+
+def _predicted(run: Run, keep: str, n_train: int, held: _HeldOut, chunk: int = 256) -> np.ndarray:
+    """(n_train, S, S) uint8: the kept net's prediction on every training image, a chunk at a time."""
+    out = np.zeros((n_train, *run.images.shape[2:]), dtype=np.uint8)
+    for start in range(0, n_train, chunk):
+        idx = np.arange(start, min(start + chunk, n_train))
+        out[idx] = run.predict_probs(keep, idx).argmax(1)
+    return out
+
+
+def _place(train: np.ndarray, held: np.ndarray, train_idx: np.ndarray, held_idx: np.ndarray) -> np.ndarray:
+    out = np.zeros((train_idx.size + held_idx.size, *train.shape[1:]), dtype=train.dtype)
+    out[train_idx], out[held_idx] = train, held
+    return out
 
 
 def _held_out(run: Run, keep: str, data: TrainingData, held_idx: np.ndarray) -> _HeldOut:
     n = data.images.shape[0]
     if held_idx.size == 0:
-        return _HeldOut(None, np.zeros(0), np.zeros(0), n)
+        empty = np.zeros((0, *data.images.shape[2:]), dtype=np.uint8)
+        return _HeldOut(None, np.zeros(0), np.zeros(0), n, empty)
     images = torch.as_tensor(data.images[held_idx], dtype=torch.float32)
     probs = run.probs_of(keep, images)
     masks = np.asarray(data.masks[held_idx], dtype=np.int64)
     g = run.config.g
     dice = float(foreground_dice(probs.argmax(1), masks).mean())
     alignment = edge_alignment(data.images[held_idx], masks)
-    return _HeldOut(dice, score_masks(probs, masks, g.sample_loss, g.confident_floor), alignment, n)
+    scores = score_masks(probs, masks, g.sample_loss, g.confident_floor)
+    return _HeldOut(dice, scores, alignment, n, probs.argmax(1).astype(np.uint8))
 
 
 def _evidence(run: Run, train: TrainingData, held: _HeldOut, metrics: dict[str, float]) -> Evidence:

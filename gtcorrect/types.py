@@ -128,6 +128,7 @@ class FitResult:
     held_out: np.ndarray | None = None  # (N,) bool: held back for validation, never trained on
     withheld: dict[int, np.ndarray] = field(default_factory=dict)  # corrections the gate did not propose
     quality: Any = None  # a ``gtcorrect.quality.Quality``: the job's judgement of itself
+    predicted: np.ndarray | None = None  # (N, S, S) uint8: the kept network's prediction on every image
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -32,6 +32,7 @@ class SampleRef:
     annotation_key: str
     height: int
     width: int
+    annotator: str  # of the annotation's batch
 
 
 @dataclass
@@ -116,6 +117,10 @@ def fetch_inputs(
     images = np.empty((len(pairs), channels, image_size, image_size), dtype=np.float32)
     masks = np.empty((len(pairs), image_size, image_size), dtype=np.int64)
     refs: list[SampleRef] = []
+    batches = select(AnnotationBatch.id, AnnotationBatch.annotator).where(
+        AnnotationBatch.dataset_id == dataset_id
+    )
+    annotators = {batch_id: name for batch_id, name in session.execute(batches)}
     for i, (sample, annotation) in enumerate(pairs):
         what = f"sample {sample.file_name!r} ({sample.id})"
         image = read_image(_get(store, sample.object_key, what), name=sample.file_name)
@@ -129,7 +134,14 @@ def fetch_inputs(
         images[i] = prepare_images([image], size=image_size, channels=channels)[0]
         masks[i] = resize_mask(mask, image_size)
         refs.append(
-            SampleRef(sample.id, annotation.id, annotation.object_key, image.shape[0], image.shape[1])
+            SampleRef(
+                sample.id,
+                annotation.id,
+                annotation.object_key,
+                image.shape[0],
+                image.shape[1],
+                annotators[annotation.batch_id],
+            )
         )
     data = TrainingData(
         images=images,

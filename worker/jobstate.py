@@ -142,5 +142,3 @@ def finish(factory: Factory, job: ClaimedJob, status: JobStatus, error: str | No
             .values(status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
         )
         return _rowcount(result) == 1
-
-

@@ -36,7 +36,15 @@ from gtcorrect.types import FitResult, Progress, json_safe
 from worker import jobstate
 from worker.fetch import JobInputs, fetch_inputs
 from worker.jobstate import ClaimedJob
-from worker.push import push_corrected, push_model, push_plots, remove_stale, round_rows, verdicts
+from worker.push import (
+    annotator_rows,
+    push_corrected,
+    push_model,
+    push_plots,
+    remove_stale,
+    round_rows,
+    verdicts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +219,7 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobSt
         progress=_final_progress(result),
         quality=None if result.quality is None else result.quality.to_dict(),
         rounds=round_rows(result, config.g.tau),
+        annotators=annotator_rows(inputs, result),
     )
     try:
         with session_scope(ctx.session_factory) as session:

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import JobDep, Limit, Offset, SessionDep, StoreDep
 from app.schemas.common import Page
-from app.schemas.results import GmmRoundOut, NoiseFlagOut, PlotOut
+from app.schemas.results import AnnotatorOut, GmmRoundOut, NoiseFlagOut, PlotOut
 from app.services import reports
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
@@ -106,6 +106,25 @@ def overlay(
     show: Literal["both", "given", "proposed"] = "both",
 ) -> Response:
     return Response(reports.overlay_png(session, store, job, sample_id, show), media_type="image/png")
+
+
+@router.get(
+    "/annotators",
+    summary="Per annotator: masks, flags, and whether their outlines are consistently wider or narrower",
+    response_model=list[AnnotatorOut],
+    responses={**_CONFLICT, 200: {"content": {"text/csv": {}}}},
+)
+def annotators(
+    job: JobDep, session: SessionDep, format: Literal["json", "csv"] = "json"
+) -> list[AnnotatorOut] | Response:
+    rows = [AnnotatorOut.model_validate(r) for r in reports.annotator_stats(session, job)]
+    if format == "csv":
+        return Response(
+            reports.rows_csv(rows, list(AnnotatorOut.model_fields)),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="annotators-{job.id}.csv"'},
+        )
+    return rows
 
 
 @router.get(

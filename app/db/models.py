@@ -242,6 +242,26 @@ class ReviewDecision(Base):
     superseded_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class AnnotatorStat(Base):
+    """One annotator's masks in one job, against the job's model (``gtcorrect.annotators``)."""
+
+    __tablename__ = "annotator_stats"
+    __table_args__ = (UniqueConstraint("job_id", "annotator"),)
+    id: Mapped[uuid.UUID] = _pk()
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"), index=True)
+    annotator: Mapped[str] = mapped_column(String(200))
+    n_masks: Mapped[int] = mapped_column(Integer)
+    n_flagged: Mapped[int] = mapped_column(Integer)
+    dice_vs_model: Mapped[float | None] = mapped_column(Float)
+    area_ratio: Mapped[float | None] = mapped_column(Float)
+    offset_px: Mapped[float | None] = mapped_column(Float)  # + : outlines outside the model's (wider)
+    offset_spread_px: Mapped[float | None] = mapped_column(Float)
+    relative_offset_px: Mapped[float | None] = mapped_column(Float)  # against the other annotators
+    edge_alignment: Mapped[float | None] = mapped_column(Float)
+    suspect: Mapped[bool] = mapped_column(Boolean)
+    verdict: Mapped[str] = mapped_column(Text)
+
+
 class GmmRound(Base):
     """One GMM fit of a job (G-stage rounds, the final split): what the histogram plots show, as data."""
 

@@ -65,6 +65,35 @@ class NoiseFlagOut(BaseModel):
     )
 
 
+class AnnotatorOut(BaseModel):
+    """One annotator's masks in a job, against the job's model (see docs/ANNOTATORS.md)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    annotator: str
+    n_masks: int
+    n_flagged: int
+    dice_vs_model: float | None = Field(
+        description="Mean Dice of the annotator's masks with the model's prediction."
+    )
+    area_ratio: float | None = Field(description="Median mask area over the predicted area.")
+    offset_px: float | None = Field(
+        description="Mean signed distance of the outlines from the model's, in pixels of the original images "
+        "(+: wider, -: narrower)."
+    )
+    offset_spread_px: float | None = Field(description="Standard deviation of the per-mask offsets.")
+    relative_offset_px: float | None = Field(
+        description="offset_px minus the other annotators' mean offset; null with a single annotator."
+    )
+    edge_alignment: float | None = Field(
+        description="How closely the outlines follow the image's edges (1: no closer than nearby pixels)."
+    )
+    suspect: bool = Field(
+        description="A consistent offset, and with several annotators outlines that follow the edges less."
+    )
+    verdict: str
+
+
 class GmmRoundOut(BaseModel):
     """One GMM fit of a job on the normalised scores (0 = lowest score, 1 = highest)."""
 

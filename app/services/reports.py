@@ -11,7 +11,7 @@ import re
 import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import PurePosixPath
 
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from app.db.models import (
     Annotation,
     AnnotationBatch,
+    AnnotatorStat,
     CorrectedMask,
     GmmRound,
     JobStatus,
@@ -175,6 +176,23 @@ def gmm_rounds(session: Session, job: TrainingJob) -> list[GmmRound]:
     return list(session.scalars(select(GmmRound).where(GmmRound.job_id == job.id).order_by(GmmRound.round)))
 
 
+def annotator_stats(session: Session, job: TrainingJob) -> list[AnnotatorStat]:
+    """The job's annotator report, suspects first, then by name."""
+    require_succeeded(job)
+    query = select(AnnotatorStat).where(AnnotatorStat.job_id == job.id)
+    return list(session.scalars(query.order_by(AnnotatorStat.suspect.desc(), AnnotatorStat.annotator)))
+
+
+def rows_csv(rows: Sequence[object], fields: Sequence[str]) -> str:
+    """Objects' attributes as CSV, text cells guarded against formula injection."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({f: spreadsheet_safe(getattr(row, f)) for f in fields})
+    return buffer.getvalue()
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -187,13 +205,7 @@ def spreadsheet_safe(value: object) -> object:
 
 
 def report_csv(rows: list[ReportRow]) -> str:
-    buffer = io.StringIO()
-    fields = [f.name for f in dataclass_fields(ReportRow)]
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: spreadsheet_safe(v) for k, v in asdict(row).items()})
-    return buffer.getvalue()
+    return rows_csv(rows, [f.name for f in dataclass_fields(ReportRow)])
 
 
 def corrected_mask(session: Session, store: ObjectStore, job: TrainingJob, sample_id: uuid.UUID) -> bytes:

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import (
+    AnnotatorStat,
     CorrectedMask,
     Dataset,
     GmmRound,
@@ -67,6 +68,7 @@ class JobResults:
     progress: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)  # GmmRound columns per fit
+    annotators: list[dict[str, Any]] = field(default_factory=list)  # AnnotatorStat columns per annotator
 
 
 def model_id_for_job(job_id: uuid.UUID) -> uuid.UUID:
@@ -108,7 +110,9 @@ def record_results(session: Session, job_id: uuid.UUID, attempt: int, results: J
     session.execute(delete(CorrectedMask).where(CorrectedMask.job_id == job_id))
     session.execute(delete(Model).where(Model.job_id == job_id))
     session.execute(delete(GmmRound).where(GmmRound.job_id == job_id))
+    session.execute(delete(AnnotatorStat).where(AnnotatorStat.job_id == job_id))
     session.add_all(GmmRound(job_id=job_id, **r) for r in results.rounds)
+    session.add_all(AnnotatorStat(job_id=job_id, **a) for a in results.annotators)
     session.add_all(
         NoiseFlag(
             job_id=job_id,

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app.api.deps import SessionDep, SessionSecretDep, SettingsDep
 from app.db.models import ApiKey, JobStatus, Project
 from app.errors import Forbidden, Unauthorized
-from app.services import datasets, jobs, projects, sessions
+from app.services import datasets, jobs, projects, reports, sessions
 
 HERE = Path(__file__).parent
 STATIC = "/review-assets"
@@ -163,5 +163,6 @@ def review_page(
         "dataset": dataset,
         "quality": job.quality or {},
         "succeeded": job.status == JobStatus.succeeded,
+        "annotators": reports.annotator_stats(session, job) if job.status == JobStatus.succeeded else [],
     }
     return templates.TemplateResponse(request, "review.html", context)

@@ -1,4 +1,5 @@
-"""Review: decisions per job and sample (history kept), curated annotation batches with provenance.
+"""Review and annotators: decisions per job and sample (history kept), curated annotation batches with
+provenance, per-annotator statistics per job.
 
 Revision ID: 0003
 Revises: 0002
@@ -43,6 +44,25 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_review_decisions'))
     )
     op.create_index(op.f('ix_review_decisions_job_id'), 'review_decisions', ['job_id'], unique=False)
+    op.create_table('annotator_stats',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('job_id', sa.Uuid(), nullable=False),
+    sa.Column('annotator', sa.String(length=200), nullable=False),
+    sa.Column('n_masks', sa.Integer(), nullable=False),
+    sa.Column('n_flagged', sa.Integer(), nullable=False),
+    sa.Column('dice_vs_model', sa.Float(), nullable=True),
+    sa.Column('area_ratio', sa.Float(), nullable=True),
+    sa.Column('offset_px', sa.Float(), nullable=True),
+    sa.Column('offset_spread_px', sa.Float(), nullable=True),
+    sa.Column('relative_offset_px', sa.Float(), nullable=True),
+    sa.Column('edge_alignment', sa.Float(), nullable=True),
+    sa.Column('suspect', sa.Boolean(), nullable=False),
+    sa.Column('verdict', sa.Text(), nullable=False),
+    sa.ForeignKeyConstraint(['job_id'], ['training_jobs.id'], name=op.f('fk_annotator_stats_job_id_training_jobs'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_annotator_stats')),
+    sa.UniqueConstraint('job_id', 'annotator', name=op.f('uq_annotator_stats_job_id_annotator'))
+    )
+    op.create_index(op.f('ix_annotator_stats_job_id'), 'annotator_stats', ['job_id'], unique=False)
     op.create_index(
         'uq_review_decisions_current', 'review_decisions', ['job_id', 'sample_id'], unique=True,
         postgresql_where=sa.text('superseded_at IS NULL'), sqlite_where=sa.text('superseded_at IS NULL'),
@@ -50,6 +70,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_annotator_stats_job_id'), table_name='annotator_stats')
+    op.drop_table('annotator_stats')
     op.drop_index('uq_review_decisions_current', table_name='review_decisions')
     op.drop_index(op.f('ix_review_decisions_job_id'), table_name='review_decisions')
     op.drop_table('review_decisions')

@@ -194,6 +194,21 @@ def finished(
                 weights_key,
                 {"dice": 0.5},
                 {"phase": "done", "estimated_noise_rate": 2 / 3},
+                annotators=[
+                    {
+                        "annotator": "x",
+                        "n_masks": 3,
+                        "n_flagged": 2,
+                        "dice_vs_model": 0.8,
+                        "area_ratio": 1.3,
+                        "offset_px": 2.5,
+                        "offset_spread_px": 0.5,
+                        "relative_offset_px": None,
+                        "edge_alignment": 1.2,
+                        "suspect": False,
+                        "verdict": "too few masks (3) to judge",
+                    }
+                ],
             ),
         )
         model_id = str(model.id)

@@ -56,6 +56,16 @@ def test_noise_report_csv(client: TestClient, auth: dict[str, str], finished: Fi
     assert rows[0]["flagged"] == "True" and float(rows[2]["clean_probability"]) == pytest.approx(0.9)
 
 
+def test_annotator_report_json_and_csv(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
+    url = f"/v1/jobs/{finished.job_id}/annotators"
+    (row,) = client.get(url, headers=auth).json()
+    assert row["annotator"] == "x" and row["n_flagged"] == 2 and row["relative_offset_px"] is None
+    (parsed,) = list(
+        csv.DictReader(io.StringIO(client.get(url, params={"format": "csv"}, headers=auth).text))
+    )
+    assert parsed["verdict"] == "too few masks (3) to judge" and parsed["offset_px"] == "2.5"
+
+
 def test_noise_report_csv_cannot_run_formulas() -> None:
     row = ReportRow(
         uuid.uuid4(),

@@ -13,7 +13,7 @@ import torch
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import CorrectedMask, JobStatus, Model, NoiseFlag, TrainingJob, utcnow
+from app.db.models import AnnotatorStat, CorrectedMask, JobStatus, Model, NoiseFlag, TrainingJob, utcnow
 from app.db.session import session_scope
 from app.settings import Settings
 from app.storage import ObjectStore, keys, make_store
@@ -109,6 +109,11 @@ def test_success_records_rows_and_objects(ctx: RunnerContext, seeded: Seeded) ->
         mask = read_mask(ctx.store.get(row.object_key), num_classes=2)
         assert mask.shape == (40, 48)  # the original size, not the 32 px training size
         assert 0.0 <= row.changed_fraction <= 1.0
+
+    (annotator,) = _rows(ctx.session_factory, AnnotatorStat, seeded.job_id)
+    assert annotator.annotator == "vendor-a" and annotator.n_masks == 8
+    assert annotator.n_flagged == sum(f.flagged for f in flags) and annotator.relative_offset_px is None
+    assert "the model" in annotator.verdict or "too few" in annotator.verdict
 
     (model,) = _rows(ctx.session_factory, Model, seeded.job_id)
     assert model.version == 1 and model.metrics["samples"] == 8

@@ -1,0 +1,150 @@
+"""Per-annotator statistics: is one annotator's outline consistently wider or narrower than the rest?
+
+A per-mask score cannot see a bias that every mask of one annotator shares and the network learns
+(BENCHMARKS.md, systematic regime). Within one dataset, though, that annotator's masks differ from the
+model's prediction in the same direction, and the others' do not. For each mask: the signed offset of
+its outline from the predicted outline (mean signed distance over both sides of the given mask's
+boundary; positive: outside the prediction, i.e. wider), its area over the predicted area, and its Dice
+with the prediction. Per annotator: their means, the offset relative to the other annotators' masks
+(the model learnt from everyone, so absolute offsets lean towards the majority), and a verdict in words.
+Two annotators who differ are each "wider" or "narrower" than the other; the image breaks the tie: the
+one whose outlines follow the image's edges less (``gtcorrect.boundary``) is the ``suspect``.
+Offsets are in pixels of the original images (``scales``: original side over training side per mask).
+Spatial Correction (Yao et al., ICLR 2023) models label noise as such a boundary offset.
+Shape legend: N masks, S training size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from gtcorrect.boundary import outline
+from gtcorrect.metrics import dice
+
+MIN_MASKS = 5  # fewer masks: no verdict
+MIN_OFFSET_PX = 1.0  # a consistent offset smaller than this (original pixels) is not called a bias
+MIN_T = 3.0  # the mean offset must be this many standard errors from zero
+
+
+@dataclass(frozen=True)
+class AnnotatorStats:
+    annotator: str
+    n_masks: int
+    n_flagged: int
+    dice_vs_model: float  # mean Dice(given, predicted)
+    area_ratio: float  # median given area / predicted area
+    offset_px: float  # mean signed outline offset from the prediction (+: wider), original pixels
+    offset_spread_px: float  # standard deviation of the per-mask offsets
+    relative_offset_px: float | None  # offset_px minus the other annotators' mean; None with one annotator
+    edge_alignment: float | None  # mean edge alignment of the outlines (gtcorrect.boundary); None: not given
+    suspect: bool  # a consistent offset, and (with several annotators) outlines that follow the edges less
+    verdict: str
+
+
+def outline_offset(given: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean signed distance (px) of the outline of ``given`` (S, S) from that of ``predicted``: + where
+    the given outline lies outside the prediction; NaN when either mask is empty or full."""
+    g, p = np.asarray(given) > 0, np.asarray(predicted) > 0
+    if not g.any() or g.all() or not p.any() or p.all():
+        return float("nan")
+    signed = np.where(p, 0.5 - ndimage.distance_transform_edt(p), ndimage.distance_transform_edt(~p) - 0.5)
+    return float(signed[outline(g)].mean())
+
+
+def mask_stats(given: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per mask (N,): outline offset (px at S), area ratio given / predicted, Dice(given, predicted)."""
+    offsets = np.array([outline_offset(g, p) for g, p in zip(given, predicted, strict=True)])
+    area_g = (np.asarray(given) > 0).sum((1, 2)).astype(np.float64)
+    area_p = (np.asarray(predicted) > 0).sum((1, 2)).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(area_p > 0, area_g / area_p, np.nan)
+    dices = np.array([dice(g > 0, p > 0) for g, p in zip(given, predicted, strict=True)])
+    return offsets, ratios, dices
+
+
+def _consistent(n: int, offset: float, spread: float) -> bool:
+    if n < MIN_MASKS or math.isnan(offset):
+        return False
+    t = abs(offset) / (spread / math.sqrt(n)) if spread > 0 else math.inf
+    return abs(offset) >= MIN_OFFSET_PX and t >= MIN_T
+
+
+def _verdict(n: int, offset: float, spread: float, reference: str, edges: str) -> str:
+    if n < MIN_MASKS:
+        return f"too few masks ({n}) to judge"
+    if math.isnan(offset):
+        return "no outlines to compare"
+    if _consistent(n, offset, spread):
+        side = "wider" if offset > 0 else "narrower"
+        return f"outlines {abs(offset):.1f} px {side} than {reference} on average ({n} masks){edges}"
+    return f"no consistent offset from {reference} ({offset:+.1f} px, {n} masks)"
+
+
+def annotator_report(
+    annotators: Sequence[str],
+    given: np.ndarray,
+    predicted: np.ndarray,
+    flagged: np.ndarray,
+    scales: np.ndarray | float = 1.0,
+    alignment: np.ndarray | None = None,
+) -> list[AnnotatorStats]:
+    """Statistics per annotator (sorted by name) of masks ``given`` (N, S, S) against the model's
+    ``predicted`` (N, S, S), with the noise flags (N,), per-mask pixel scales (N,) or one scale, and the
+    given outlines' edge alignment (N,) (``gtcorrect.boundary.edge_alignment``) when known."""
+    n = len(annotators)
+    if given.shape[0] != n or predicted.shape != given.shape or np.asarray(flagged).shape != (n,):
+        raise ValueError(
+            f"annotators ({n}), given {given.shape}, predicted {predicted.shape} and flagged "
+            f"{np.asarray(flagged).shape} must describe the same masks."
+        )
+    offsets, ratios, dices = mask_stats(given, predicted)
+    offsets = offsets * np.broadcast_to(np.asarray(scales, dtype=np.float64), (n,))
+    aligned = np.full(n, np.nan) if alignment is None else np.asarray(alignment, dtype=np.float64)
+    names = np.asarray(annotators, dtype=object)
+    several = len(set(annotators)) > 1
+    out = []
+    for name in sorted(set(annotators)):
+        mine = names == name
+        own = offsets[mine & np.isfinite(offsets)]
+        others = offsets[~mine & np.isfinite(offsets)]
+        mean = float(own.mean()) if own.size else float("nan")
+        spread = float(own.std(ddof=1)) if own.size > 1 else 0.0
+        relative = mean - float(others.mean()) if several and others.size and own.size else None
+        shown, reference = (relative, "the other annotators") if relative is not None else (mean, "the model")
+        edge = _mean(aligned[mine])
+        edge_others = _mean(aligned[~mine]) if several else None
+        follows_less = edge is not None and edge_others is not None and edge < edge_others
+        suspect = _consistent(int(own.size), shown, spread) and (relative is None or follows_less)
+        edges = ""
+        if edge is not None and edge_others is not None:
+            side = "less" if follows_less else "more"
+            edges = (
+                f"; follows the image's edges {side} than they do (alignment {edge:.2f} vs {edge_others:.2f})"
+            )
+        finite_ratios = ratios[mine][np.isfinite(ratios[mine])]
+        out.append(
+            AnnotatorStats(
+                annotator=name,
+                n_masks=int(mine.sum()),
+                n_flagged=int(np.asarray(flagged)[mine].sum()),
+                dice_vs_model=float(np.nanmean(dices[mine])),
+                area_ratio=float(np.median(finite_ratios)) if finite_ratios.size else float("nan"),
+                offset_px=mean,
+                offset_spread_px=spread,
+                relative_offset_px=relative,
+                edge_alignment=edge,
+                suspect=bool(suspect),
+                verdict=_verdict(int(own.size), shown, spread, reference, edges),
+            )
+        )
+    return out
+
+
+def _mean(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
