@@ -8,6 +8,7 @@ S x S pixels, not at the original resolution.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import math
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from gtcorrect.annotators import annotator_report
+from gtcorrect.boundary import edge_alignment
 from gtcorrect.config import TrainConfig
 from gtcorrect.metrics import (
     correction_metrics,
@@ -255,6 +258,18 @@ def correction(
     return out
 
 
+def annotators(split: Split, given: np.ndarray, truth: np.ndarray, result: FitResult) -> list[dict[str, Any]]:
+    """The annotator report with the simulated noise as a second annotator: the corrupted masks are
+    annotator "noisy", the others "clean" (in the systematic regime "noisy" dilates every mask)."""
+    names = ["noisy" if t else "clean" for t in truth]
+    predicted = result.predicted
+    assert predicted is not None  # the caller checks
+    report = annotator_report(
+        names, given, predicted, result.flagged, 1.0, edge_alignment(split.train_images, given)
+    )
+    return [dataclasses.asdict(stats) for stats in report]
+
+
 def nan_to_none(value: Any) -> Any:
     """JSON has no NaN; undefined figures become null."""
     if isinstance(value, float) and math.isnan(value):
@@ -317,6 +332,8 @@ def train_and_score(
         )
     if result.quality is not None:
         record["quality"] = result.quality.to_dict()
+    if truth is not None and result.predicted is not None and has_split:
+        record["annotators"] = annotators(split, given, truth, result)
     if config.method == "gt":
         record["handed_back"] = handed_back(result, given, split.train_masks)
         record["per_sample"] = per_sample(result, given, split.train_masks, truth)

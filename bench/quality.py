@@ -34,7 +34,16 @@ from bench.plan import (
     make_config,
     quick_plan,
 )
-from bench.report import BENCHMARKS, quality_table, section, size_table, table, type_table, write_section
+from bench.report import (
+    BENCHMARKS,
+    annotator_table,
+    quality_table,
+    section,
+    size_table,
+    table,
+    type_table,
+    write_section,
+)
 from gtcorrect.noise import PRESETS, simulate_noise
 
 
@@ -184,6 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Recognition by corruption type (share flagged / AUROC against the clean masks / mean pixel noise"
             " of the type, means over seeds)",
             type_table(runs),
+        ),
+        (
+            "Annotator report (gtcorrect.annotators) with the corrupted masks as annotator 'noisy' and the "
+            "others as 'clean'",
+            annotator_table(runs),
         ),
         (
             "Recognition by object size (quintiles of the true mask area; AUROC / share of the clean masks"

@@ -252,6 +252,40 @@ def quality_table(runs: dict[str, dict[str, Any]]) -> str:
     return _markdown(head, rows)
 
 
+def annotator_table(runs: dict[str, dict[str, Any]]) -> str:
+    """The annotator report with the simulated noise as annotator "noisy": is it the suspect, its offset
+    relative to the clean masks (original pixels = training pixels here), and the verdict of seed 0."""
+    groups = [(k, recs) for k, recs in _groups(runs) if all(r.get("annotators") for r in recs)]
+    if not groups:
+        return ""
+
+    def noisy(rec: dict[str, Any]) -> dict[str, Any] | None:
+        return next((a for a in rec["annotators"] if a["annotator"] == "noisy"), None)
+
+    head = [
+        *KEY_HEAD,
+        "noisy named suspect",
+        "clean named suspect",
+        "noisy: offset vs clean px",
+        "verdict (first seed)",
+    ]
+    rows = []
+    for key, recs in groups:
+        found = [noisy(r) for r in recs]
+        clean = [next(a for a in r["annotators"] if a["annotator"] == "clean") for r in recs]
+        offsets = [f["relative_offset_px"] if f else None for f in found]
+        rows.append(
+            [
+                *_key_cells(key, recs),
+                f"{sum(bool(f and f['suspect']) for f in found)}/{len(recs)}",
+                f"{sum(bool(c['suspect']) for c in clean)}/{len(recs)}",
+                mean_std(offsets, 2),
+                (found[0] or {}).get("verdict", "–"),
+            ]
+        )
+    return _markdown(head, rows)
+
+
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (appended if absent)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
