@@ -103,20 +103,23 @@ def coco_document(images: Iterable[ExportImage], label_map: LabelMap, info: dict
     return {"info": info, "images": image_rows, "annotations": annotations, "categories": categories}
 
 
-def case_ids(names: Sequence[str]) -> list[str]:
-    """nnU-Net case identifiers for file stems: letters, digits and '-' only, unique (a numeric suffix
-    where two stems would collide)."""
+def unique_names(names: Sequence[str]) -> list[str]:
+    """The names made unique without regard to case: a later duplicate gets "-2", "-3", ..."""
     out: list[str] = []
     seen: set[str] = set()
     for name in names:
-        base = _CASE_UNSAFE.sub("-", name).strip("-") or "case"
-        case, k = base, 1
-        while case.lower() in seen:
+        candidate, k = name, 1
+        while candidate.lower() in seen:
             k += 1
-            case = f"{base}-{k}"
-        seen.add(case.lower())
-        out.append(case)
+            candidate = f"{name}-{k}"
+        seen.add(candidate.lower())
+        out.append(candidate)
     return out
+
+
+def case_ids(names: Sequence[str]) -> list[str]:
+    """nnU-Net case identifiers for file stems: letters, digits and '-' only, unique."""
+    return unique_names([_CASE_UNSAFE.sub("-", name).strip("-") or "case" for name in names])
 
 
 def nnunet_dataset_json(
@@ -159,11 +162,14 @@ def overlay(
         )
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
     out = rgb.astype(np.float32)
-    layers = [(given, GIVEN_COLOUR, show != "proposed"), (proposed, PROPOSED_COLOUR, show == "proposed")]
-    if show == "given":
-        layers = layers[:1]
+    Layer = tuple[np.ndarray | None, tuple[int, int, int], bool]  # mask, colour, tinted
+    layers: dict[str, list[Layer]] = {
+        "both": [(given, GIVEN_COLOUR, True), (proposed, PROPOSED_COLOUR, False)],
+        "given": [(given, GIVEN_COLOUR, True)],
+        "proposed": [(proposed, PROPOSED_COLOUR, True)],
+    }
     thickness = max(1, round(max(given.shape) / 256))
-    for mask, colour, tint in layers:
+    for mask, colour, tint in layers[show]:
         if mask is None:
             continue
         if tint:

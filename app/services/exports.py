@@ -24,7 +24,7 @@ from app.services.datasets import label_map_of
 from app.services.objects import read_object
 from app.storage.base import ObjectStore
 from gtcorrect.data import read_mask
-from gtcorrect.export import ExportImage, case_ids, coco_document, nnunet_dataset_json
+from gtcorrect.export import ExportImage, case_ids, coco_document, nnunet_dataset_json, unique_names
 
 ExportFormat = Literal["png", "nnunet", "coco"]
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9]+")
@@ -62,7 +62,7 @@ def png_entries(session: Session, batch: AnnotationBatch) -> list[tuple[str, str
     """``masks/{stem}.png`` for every mask plus ``manifest.csv`` (mask, sample): the zip uploads again as
     a batch of the same dataset."""
     items = _items(session, batch)
-    names = _unique([f"{PurePosixPath(i.sample.file_name).stem}.png" for i in items])
+    names = [f"{stem}.png" for stem in unique_names([PurePosixPath(i.sample.file_name).stem for i in items])]
     manifest = io.StringIO()
     writer = csv.writer(manifest)
     writer.writerow(["mask", "sample"])
@@ -133,16 +133,3 @@ def coco(session: Session, store: ObjectStore, dataset: Dataset, batch: Annotati
         "annotator": batch.annotator,
     }
     return coco_document(images(), label_map, info)
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: set[str] = set()
-    out = []
-    for name in names:
-        candidate, k = name, 1
-        while candidate.lower() in seen:
-            k += 1
-            candidate = f"{PurePosixPath(name).stem}-{k}.png"
-        seen.add(candidate.lower())
-        out.append(candidate)
-    return out

@@ -7,11 +7,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from gtcorrect.boundary import edge_alignment, mask_alignment, outline
-from gtcorrect.config import TrainConfig
-from gtcorrect.gstage import fit_gmm
 from gtcorrect.noise import simulate_noise, strong_mixed
-from gtcorrect.quality import Evidence, Fetch, assess, edge_auroc, fit_joint, score_masks
-from tests.gtcorrect.synthetic import make_noisy_set
+from gtcorrect.quality import assess, edge_auroc, fit_joint
+from tests.gtcorrect.synthetic import make_noisy_set, run_evidence
 
 
 def test_outline_marks_both_sides_of_every_boundary() -> None:
@@ -50,43 +48,12 @@ def test_joint_split_needs_groups_that_agree() -> None:
     assert isinstance(fit_joint(net, np.full(400, np.nan), 0, 0.03), str)
 
 
-def _evidence(given: np.ndarray, predicted: np.ndarray, images: np.ndarray) -> tuple[Evidence, Fetch]:
-    """A finished run whose network confidently predicts ``predicted`` (N, S, S) on ``images``, trained
-    on ``given`` masks: its split and its corrections (the prediction, for every flagged mask)."""
-    confidence = np.random.default_rng(1).uniform(0.97, 0.999, predicted.shape)
-    fg = np.where(predicted == 1, confidence, 1.0 - confidence)
-    probs = np.stack([1.0 - fg, fg], 1).astype(np.float32)
-    config = TrainConfig(image_size=given.shape[-1])
-    scores = score_masks(probs, given, "excess", 0.8)
-    clean_prob, record = fit_gmm(scores, config.g, seed=config.seed)
-    flagged = clean_prob <= config.g.tau
-    ev = Evidence(
-        config=config,
-        splits=True,
-        corrects=True,
-        rounds=[record],
-        clean_prob=clean_prob,
-        flagged=flagged,
-        scores=scores,
-        thresholds=None,
-        corrections={int(i): predicted[i] for i in np.flatnonzero(flagged)},
-        n_total=given.shape[0],
-        validation_dice=0.9,
-        validation_source="held_out",
-        held_scores=np.zeros(0),
-        images=images,
-        masks=given,
-        held_alignment=np.zeros(0),
-    )
-    return ev, lambda idx: (probs[idx], given[idx])
-
-
 def test_edges_confirm_a_split_of_wrong_masks_and_veto_corrections_that_leave_them() -> None:
     data = make_noisy_set(120, 64, alpha=0.3, seed=5, strength=6)
     predicted = data.clean.copy()
     wrong = np.flatnonzero(~data.corrupted)[:8]  # correct masks on which the network errs
     predicted[wrong] = np.roll(data.clean[wrong], 12, axis=2)
-    ev, fetch = _evidence(data.noisy, predicted, data.images)
+    ev, fetch = run_evidence(data.noisy, predicted, data.images)
     quality, verdict, _ = assess(ev, fetch)
     boundary = quality.boundary
     assert boundary is not None and boundary.used and not boundary.refutes, boundary
@@ -110,7 +77,7 @@ def test_edges_refute_a_split_of_correct_masks_on_hard_images() -> None:
     hard = np.random.default_rng(0).permutation(120)[:40]
     predicted = data.clean.copy()
     predicted[hard] = np.roll(data.clean[hard], 10, axis=1)
-    ev, fetch = _evidence(data.clean, predicted, data.images)
+    ev, fetch = run_evidence(data.clean, predicted, data.images)
     assert ev.flagged[hard].mean() > 0.9  # the network's split alone would flag the hard images
     quality, verdict, _ = assess(ev, fetch)
     assert quality.boundary is not None and quality.boundary.refutes, quality.boundary

@@ -12,8 +12,8 @@ from gtcorrect import fit
 from gtcorrect.config import GStageConfig, QualityConfig, TrainConfig
 from gtcorrect.gstage import fit_gmm, is_bimodal
 from gtcorrect.noise import simulate_noise, strong_mixed
-from gtcorrect.quality import Evidence, assess, holdout_indices, score_masks
-from tests.gtcorrect.synthetic import make_noisy_set
+from gtcorrect.quality import Evidence, Fetch, assess, holdout_indices
+from tests.gtcorrect.synthetic import make_noisy_set, run_evidence
 from tests.gtcorrect.test_fit import tiny
 
 
@@ -86,52 +86,21 @@ def _disc(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
     return out
 
 
-def _evidence(
-    n: int = 100, noisy: int = 30, val: float | None = 0.9
-) -> tuple[Evidence, tuple[np.ndarray, np.ndarray]]:
+def _evidence(n: int = 100, noisy: int = 30, val: float | None = 0.9) -> tuple[Evidence, Fetch]:
     """A finished run on discs whose network predicts the true discs; the last ``noisy`` given masks
-    are strongly corrupted. Returns the evidence and (network probabilities, given masks)."""
+    are strongly corrupted."""
     truth = _disc(n)
     given = truth.copy()
     if noisy:
         given[n - noisy :] = np.stack(simulate_noise(list(truth[n - noisy :]), strong_mixed(1.0), 0).masks)
-    # A confident network, unsure here and there. (With 0.8-0.99 per pixel the clean masks' 'excess'
-    # scores overlap the noisy ones and the split flags 83 of 100: a collapse, no evidence.)
-    confidence = np.random.default_rng(1).uniform(0.97, 0.999, truth.shape)
-    fg = np.where(truth == 1, confidence, 1.0 - confidence)
-    probs = np.stack([1.0 - fg, fg], 1).astype(np.float32)
-    scores = score_masks(probs, given, "excess", 0.8)
-    if not noisy:  # one group of scores, as clean Kvasir-SEG masks give (BENCHMARKS.md: S about 0.9)
-        scores = np.random.default_rng(2).normal(0.1, 0.02, n)
-    config = TrainConfig(image_size=32)
-    clean_prob, record = fit_gmm(scores, config.g, seed=config.seed)
-    flagged = clean_prob <= config.g.tau
-    ev = Evidence(
-        config=config,
-        splits=True,
-        corrects=True,
-        rounds=[record],
-        clean_prob=clean_prob,
-        flagged=flagged,
-        scores=scores,
-        thresholds=None,
-        corrections={int(i): truth[i] for i in np.flatnonzero(flagged)},
-        n_total=n,
-        validation_dice=val,
-        validation_source=None if val is None else "held_out",
-        held_scores=np.zeros(0),
-    )
-    return ev, (probs, given)
-
-
-def _fetch(arrays: tuple[np.ndarray, np.ndarray]):  # type: ignore[no-untyped-def]
-    probs, given = arrays
-    return lambda idx: (probs[idx], given[idx])
+    # Without noise: one group of scores, as clean Kvasir-SEG masks give (BENCHMARKS.md: S about 0.9).
+    scores = None if noisy else np.random.default_rng(2).normal(0.1, 0.02, n)
+    return run_evidence(given, truth, val=val, scores=scores)
 
 
 def test_gate_opens_when_the_evidence_holds() -> None:
-    ev, arrays = _evidence()
-    quality, verdict, _ = assess(ev, _fetch(arrays))
+    ev, fetch = _evidence()
+    quality, verdict, _ = assess(ev, fetch)
     assert quality.noise_evidence and quality.corrections == "applied", quality.warnings
     assert quality.calibration is not None and quality.calibration.recall > 0.5
     assert quality.calibration.dice_corrected > quality.calibration.dice_corrupted
@@ -150,8 +119,8 @@ def test_gate_opens_when_the_evidence_holds() -> None:
     ],
 )
 def test_gate_closes_and_says_why(kw: dict[str, float], code: str) -> None:
-    ev, arrays = _evidence(**kw)  # type: ignore[arg-type]
-    quality, verdict, _ = assess(ev, _fetch(arrays))
+    ev, fetch = _evidence(**kw)  # type: ignore[arg-type]
+    quality, verdict, _ = assess(ev, fetch)
     codes = {w.code for w in quality.warnings}
     assert code in codes and "corrections_withheld" in codes, codes
     assert quality.corrections == "withheld" and not verdict.proposed.any()
