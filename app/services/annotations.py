@@ -145,11 +145,32 @@ def _validate(
                 {"file": m.blob.name, "reason": f"{len(others)} masks match sample {m.sample.file_name}"}
             )
     if problems:
+        hint = _lossy_hint(problems, encoding, num_classes)
         raise InvalidInput(
-            f"{len(problems)} problem(s) in the batch of {len(blobs)} masks; nothing was stored.",
+            f"{len(problems)} problem(s) in the batch of {len(blobs)} masks; nothing was stored."
+            + (f" Hint: {hint}" if hint else ""),
             invalid_files=problems,
+            **({"hint": hint} if hint else {}),
         )
     return matches
+
+
+LOSSY = (".jpg", ".jpeg", ".jfif", ".webp")
+
+
+def _lossy_hint(problems: list[dict[str, str]], encoding: MaskEncoding, num_classes: int) -> str | None:
+    """Lossy masks of a two-class dataset carry compression noise around 0 and 255: the fix is not in
+    the files but in ``mask_mode``."""
+    lossy = [
+        p for p in problems if p["file"].lower().endswith(LOSSY) and "outside the label map" in p["reason"]
+    ]
+    if encoding.mode != "index" or num_classes != 2 or not lossy:
+        return None
+    return (
+        f"{len(lossy)} mask(s) are lossy images (JPEG) whose compression noise puts values between 0 and "
+        "255; upload them with mask_mode=binary (grey above the threshold, 127 by default, is the "
+        "foreground)."
+    )
 
 
 def _check_text(field: str, value: str, *, allow_newlines: bool) -> None:

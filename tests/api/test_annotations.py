@@ -97,6 +97,8 @@ def test_jpeg_masks_need_binary_mode(
     assert refused.status_code == 422
     assert refused.json()["invalid_files"][0]["file"] == "img01.jpg"
     assert "outside the label map" in refused.json()["invalid_files"][0]["reason"]
+    # The fix is not in the files: the answer says which option to use, once, not per file.
+    assert "mask_mode=binary" in refused.json()["hint"] and "mask_mode=binary" in refused.json()["detail"]
     accepted = _post_batch(client, dataset_id, auth, entries, mask_mode="binary")
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["report"]["mask_mode"] == "binary"
