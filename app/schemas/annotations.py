@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import BatchKind, BatchStatus
+from app.schemas.common import UtcDateTime
 
 
 class BatchOut(BaseModel):
@@ -44,4 +44,4 @@ class BatchOut(BaseModel):
     provenance: dict[str, Any] | None = Field(
         None, description="For a curated batch: the job, its decisions, and the batches its masks came from."
     )
-    created_at: datetime
+    created_at: UtcDateTime

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar
+from datetime import datetime
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from app.db.models import as_utc
 
 T = TypeVar("T")
+
+# Every time the API answers is RFC 3339 with its zone: SQLite (the embedded mode) hands back naive UTC.
+UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class Page(BaseModel, Generic[T]):

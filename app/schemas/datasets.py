@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.common import FileOutcome
+from app.schemas.common import FileOutcome, UtcDateTime
 
 
 class DatasetCreate(BaseModel):
@@ -30,7 +29,7 @@ class DatasetOut(BaseModel):
     name: str
     label_map: dict[str, str]
     image_settings: dict[str, Any]
-    created_at: datetime
+    created_at: UtcDateTime
     sample_count: int = 0
 
 
@@ -44,7 +43,7 @@ class SampleOut(BaseModel):
     width: int
     height: int
     channels: int
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class ImageUploadOut(BaseModel):

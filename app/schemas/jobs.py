@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import JobStatus, TrainingJob
+from app.schemas.common import UtcDateTime
 
 MAX_BATCH_IDS = 1000  # more batches than any dataset needs; keeps the SQL IN list within bounds
 
@@ -78,10 +78,10 @@ class JobOut(BaseModel):
         "calibration self-test, warnings (code + message) and corrections (applied or withheld, with the "
         "reason). See docs/QUALITY.md.",
     )
-    created_at: datetime
-    started_at: datetime | None = None
-    heartbeat_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None = None
+    heartbeat_at: UtcDateTime | None = None
+    finished_at: UtcDateTime | None = None
 
     @classmethod
     def from_row(cls, job: TrainingJob) -> JobOut:

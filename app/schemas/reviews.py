@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import ReviewChoice
+from app.schemas.common import UtcDateTime
 
 
 class DecisionIn(BaseModel):
@@ -33,8 +33,10 @@ class DecisionOut(BaseModel):
     decision: ReviewChoice
     reviewer: str
     note: str
-    created_at: datetime
-    superseded_at: datetime | None = Field(None, description="Set when a later decision replaced this one.")
+    created_at: UtcDateTime
+    superseded_at: UtcDateTime | None = Field(
+        None, description="Set when a later decision replaced this one."
+    )
 
 
 class BulkIn(BaseModel):

@@ -42,5 +42,10 @@ def test_upload_annotate_and_queue_a_job_embedded(embedded_settings: Settings) -
             "/v1/jobs", json={"dataset_id": dataset, "config": {"image_size": 32}}, headers=auth
         )
         assert job.status_code == 202, job.text
+        # SQLite hands back naive times: the API still answers RFC 3339 with the zone, as on POST.
+        polled = client.get(f"/v1/jobs/{job.json()['id']}", headers=auth).json()
+        assert polled["created_at"] == job.json()["created_at"] and polled["created_at"].endswith("Z")
+        listed = client.get(f"/v1/datasets/{dataset}/annotation-batches", headers=auth).json()["items"]
+        assert listed[0]["created_at"] == batch.json()["created_at"]
     queued = list((embedded_settings.broker_dir / "queue").iterdir())
     assert len(queued) == 1 and job.json()["id"] in queued[0].read_text()
