@@ -111,12 +111,12 @@ def overlay(
 @router.get(
     "/annotators",
     summary="Per annotator: masks, flags, and whether their outlines are consistently wider or narrower",
-    response_model=list[AnnotatorOut],
+    response_model=Page[AnnotatorOut],
     responses={**_CONFLICT, 200: {"content": {"text/csv": {}}}},
 )
 def annotators(
     job: JobDep, session: SessionDep, format: Literal["json", "csv"] = "json"
-) -> list[AnnotatorOut] | Response:
+) -> Page[AnnotatorOut] | Response:
     rows = [AnnotatorOut.model_validate(r) for r in reports.annotator_stats(session, job)]
     if format == "csv":
         return Response(
@@ -124,7 +124,7 @@ def annotators(
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="annotators-{job.id}.csv"'},
         )
-    return rows
+    return Page(items=rows, total=len(rows), limit=max(len(rows), 1), offset=0)
 
 
 @router.get(

@@ -197,8 +197,11 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_safe(value: object) -> object:
-    """A text cell a spreadsheet would run as a formula (a file named ``=HYPERLINK(...)``) gets a leading
-    apostrophe, OWASP's guard against CSV injection; numbers and other text pass unchanged."""
+    """A CSV cell: booleans as ``true``/``false`` (as in the JSON), and a text cell a spreadsheet would run
+    as a formula (a file named ``=HYPERLINK(...)``) gets a leading apostrophe, OWASP's guard against CSV
+    injection; numbers and other text pass unchanged."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value

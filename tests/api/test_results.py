@@ -53,12 +53,18 @@ def test_noise_report_csv(client: TestClient, auth: dict[str, str], finished: Fi
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert [r["file_name"] for r in rows] == ["a.png", "b.jpg.png", "c.png"]
-    assert rows[0]["flagged"] == "True" and float(rows[2]["clean_probability"]) == pytest.approx(0.9)
+    assert (
+        rows[0]["flagged"] == "true"
+        and rows[2]["flagged"] == "false"
+        and float(rows[2]["clean_probability"]) == pytest.approx(0.9)
+    )
 
 
 def test_annotator_report_json_and_csv(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
     url = f"/v1/jobs/{finished.job_id}/annotators"
-    (row,) = client.get(url, headers=auth).json()
+    page = client.get(url, headers=auth).json()
+    assert page["total"] == 1
+    (row,) = page["items"]
     assert row["annotator"] == "x" and row["n_flagged"] == 2 and row["relative_offset_px"] is None
     (parsed,) = list(
         csv.DictReader(io.StringIO(client.get(url, params={"format": "csv"}, headers=auth).text))
