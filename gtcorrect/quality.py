@@ -32,10 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
-from sklearn.mixture import GaussianMixture
 
-from gtcorrect.boundary import edge_alignment
+from gtcorrect.boundary import JointMixture, edge_alignment, edge_auroc, fit_joint, low_alignment_auroc
 from gtcorrect.config import TrainConfig
 from gtcorrect.gstage import ScoreMixture, fit_gmm, fit_mixture, is_bimodal
 from gtcorrect.losses import per_sample_loss
@@ -248,17 +246,6 @@ def self_test(
         gain_ratio=float((after - before) / changed) if changed > 1e-9 else 0.0,
         edge_auroc=None if images is None else edge_auroc(images, masks, copies),
     )
-
-
-def edge_auroc(images: np.ndarray, originals: np.ndarray, copies: np.ndarray) -> float | None:
-    """AUROC of low edge alignment for copies (M, S, S) against their originals (M, S, S); None when
-    fewer than 4 of each have an outline."""
-    orig, copy = edge_alignment(images, originals), edge_alignment(images, copies)
-    orig, copy = orig[np.isfinite(orig)], copy[np.isfinite(copy)]
-    if min(orig.size, copy.size) < 4:
-        return None
-    labels = np.r_[np.zeros(orig.size), np.ones(copy.size)]
-    return float(roc_auc_score(labels, -np.r_[orig, copy]))
 
 
 def matched_self_test(
@@ -536,15 +523,6 @@ class JointSplit:
         return out
 
 
-def low_alignment_auroc(alignment: np.ndarray, flagged: np.ndarray) -> float | None:
-    """AUROC of low edge alignment (N,) for the flagged masks (N,) bool against the others; None when
-    fewer than 4 on a side have an outline."""
-    ok = np.isfinite(alignment)
-    if min((ok & flagged).sum(), (ok & ~flagged).sum()) < 4:
-        return None
-    return float(roc_auc_score(flagged[ok], -alignment[ok]))
-
-
 def _hard(mask: np.ndarray) -> np.ndarray:
     return np.asarray(mask.argmax(0) if mask.ndim == 3 else mask)
 
@@ -592,53 +570,6 @@ def check_boundary(
         auroc, True, "the image's edges confirm the network's split", confirmation, False, fit.noisy_weight
     )
     return check, JointSplit(clean_prob, held_clean, rate, alignment, mixture, fit, tau)
-
-
-@dataclass(frozen=True)
-class JointMixture:
-    """Two diagonal Gaussians over standardised (normalised network score, log edge alignment)."""
-
-    gmm: GaussianMixture
-    mean: np.ndarray  # (2,)
-    std: np.ndarray  # (2,)
-    fill: float  # log alignment used where a mask has no outline
-    clean: int  # the component with the lower network score
-    noisy_weight: float
-
-    def features(self, net: np.ndarray, alignment: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_align = np.log(alignment)
-        log_align = np.where(np.isfinite(log_align), log_align, self.fill)
-        return (np.stack([net, log_align], 1) - self.mean) / self.std
-
-    def clean_prob(self, net: np.ndarray, alignment: np.ndarray) -> np.ndarray:
-        if net.size == 0:
-            return np.ones(0)
-        return np.asarray(self.gmm.predict_proba(self.features(net, alignment))[:, self.clean])
-
-
-def fit_joint(net: np.ndarray, alignment: np.ndarray, seed: int, min_weight: float) -> JointMixture | str:
-    """Fit the joint mixture to normalised network scores (N,) and edge alignments (N,); a reason (str)
-    instead when it finds no two groups that agree: the group that fits the network worse must also
-    follow the image's edges less, and each must hold at least ``min_weight`` of the masks."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_align = np.log(alignment)
-    finite = np.isfinite(log_align)
-    if finite.sum() < 8:
-        return "too few masks have an outline to measure"
-    fill = float(np.median(log_align[finite]))
-    x = np.stack([net, np.where(finite, log_align, fill)], 1)
-    mean, std = x.mean(0), x.std(0)
-    if np.any(std < 1e-9):
-        return "the scores or the edge alignments do not vary"
-    gmm = GaussianMixture(2, covariance_type="diag", reg_covar=1e-4, max_iter=200, random_state=seed)
-    gmm.fit((x - mean) / std)
-    clean = int(np.argmin(gmm.means_[:, 0]))
-    if gmm.means_[clean, 1] <= gmm.means_[1 - clean, 1]:
-        return "the masks the network fits worse follow the image's edges as well as the others"
-    if float(gmm.weights_.min()) < min_weight:
-        return f"a joint group holds under {min_weight:.0%} of the masks"
-    return JointMixture(gmm, mean, std, fill, clean, float(gmm.weights_[1 - clean]))
 
 
 def _gate(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from gtcorrect.boundary import edge_alignment, mask_alignment, outline
+from gtcorrect.boundary import edge_alignment, edge_auroc, fit_joint, mask_alignment, outline
 from gtcorrect.noise import simulate_noise, strong_mixed
-from gtcorrect.quality import assess, edge_auroc, fit_joint
+from gtcorrect.quality import assess
 from tests.gtcorrect.synthetic import make_noisy_set, run_evidence
 
 
