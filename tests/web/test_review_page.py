@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,6 +154,8 @@ def test_review_to_curated_nnunet_dataset_in_the_browser(
     assert second == names[1]
     page.keyboard.press("r")
     decided[second] = "needs_reannotation"
+    expect(page.locator(".card").nth(1).locator(".decision")).to_have_text("needs re-annotation")
+    expect(page.locator(".card").nth(2)).to_have_class(re.compile(r"\bfocused\b"))
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
     assert _focused(page) == first

@@ -142,7 +142,8 @@
   }
 
   async function decide(choice) {
-    const row = shown[focus];
+    const index = focus;
+    const row = shown[index];
     if (!row) return;
     if (choice === "accept_correction" && !row.correction_proposed) {
       say(`${row.file_name}: no correction is proposed; keep it or send it for re-annotation.`, true);
@@ -151,9 +152,10 @@
     try {
       const saved = await api("PUT", `/v1/jobs/${job}/decisions/${row.sample_id}`, { decision: choice });
       row.decision = saved.decision;
-      paintDecision(grid.children[focus], row);
+      paintDecision(grid.children[index], row);
       say(`${row.file_name}: ${labels[choice]}.`);
-      if (focus < shown.length - 1) setFocus(focus + 1);
+      // Move on, unless the reviewer has moved elsewhere while the decision was saved.
+      if (focus === index && index < shown.length - 1) setFocus(index + 1);
       updateCounts();
     } catch (error) {
       say(`${row.file_name}: ${error.message}`, true);
@@ -161,12 +163,13 @@
   }
 
   async function undo() {
-    const row = shown[focus];
+    const index = focus;
+    const row = shown[index];
     if (!row || !row.decision) return;
     try {
       await api("DELETE", `/v1/jobs/${job}/decisions/${row.sample_id}`);
       row.decision = null;
-      paintDecision(grid.children[focus], row);
+      paintDecision(grid.children[index], row);
       say(`${row.file_name}: decision withdrawn.`);
       updateCounts();
     } catch (error) {
