@@ -208,6 +208,9 @@ QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
     ("flagged / true noise", _pair(_get("recognition", "estimated_noise_rate"), _get("spec", "alpha"), 2)),
     ("noise-rate interval", _interval),
     ("S final", _col(_get("quality", "separation"), 2)),
+    ("self-test edge AUROC", _col(_get("quality", "calibration", "edge_auroc"), 2)),
+    ("edges used", lambda recs: _share(_get("quality", "boundary", "used"), recs)),
+    ("corrections vetoed by the edges", _col(_get("quality", "boundary", "vetoed"), 0)),
     ("false-flag est.", _col(_get("quality", "false_flag_rate"), 2)),
     ("held-out Dice (given masks)", _col(_get("quality", "validation", "dice"), 3)),
     (

@@ -7,8 +7,8 @@ smoothed gradient magnitude, summed over channels) on the outline (within 1 px) 
 of ``reach`` px around it: above 1 when the outline lies on the strongest edges near it. It needs no
 training, so it does not share the network's blind spots (objects much larger or smaller than usual,
 where the network is wrong and the given mask right). It only helps where objects have visible edges:
-on Kvasir-SEG it ranks strong mixed noise with AUROC 0.87, on BU-BIL's faint cell outlines 0.62
-(BENCHMARKS.md), so a run measures how well it separates its own self-test copies before using it
+on Kvasir-SEG it ranks strong mixed noise with AUROC 0.84-0.87, on BU-BIL's faint cell outlines 0.61
+(``python -m bench.edges``), so a run measures how well it separates its own self-test copies before using it
 (``gtcorrect.quality``).
 Also here: how well the alignment tells corrupted copies from their originals (``edge_auroc``, the
 self-test's check that edges are evidence on this data), whether a split's flagged masks follow the
