@@ -33,6 +33,7 @@ from gtcorrect.metrics import (
     recognition_metrics,
     segmentation_metrics,
 )
+from gtcorrect.quality import score_masks
 from gtcorrect.trainer import fit
 from gtcorrect.types import FitResult, TrainingData
 
@@ -206,8 +207,24 @@ def handed_back(result: FitResult, given: np.ndarray, clean: np.ndarray) -> dict
     }
 
 
+def kept_scores(result: FitResult, images: np.ndarray, given: np.ndarray, device: str) -> np.ndarray:
+    """(N,) the kept network's score of every given training mask (the G stage's score kind)."""
+    net = result.model.build(device)
+    g = result.model.config.g
+    out = []
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], 64):
+            x = torch.as_tensor(images[start : start + 64], dtype=torch.float32, device=device)
+            out.append(torch.softmax(net(x).float(), 1).cpu().numpy())
+    return score_masks(np.concatenate(out), given, g.sample_loss, g.confident_floor)
+
+
 def per_sample(
-    result: FitResult, given: np.ndarray, clean: np.ndarray, truth: np.ndarray | None
+    result: FitResult,
+    given: np.ndarray,
+    clean: np.ndarray,
+    truth: np.ndarray | None,
+    kept: np.ndarray | None = None,
 ) -> dict[str, list[Any]]:
     """G-T's verdict on every training mask next to the truth, for studying the gate offline: held
     back, score, clean probability, flagged, proposed, Dice(given, truth), and, where the T stage made a
@@ -234,6 +251,8 @@ def per_sample(
         "dice_given": r4(foreground_dice(given, clean)),
         "dice_corrected": r4(corrected_dice),
         "change": r4(change),
+        "kept_score": [] if kept is None else r4(kept),
+        "dice_predicted": [] if result.predicted is None else r4(foreground_dice(result.predicted, clean)),
     }
 
 
@@ -336,7 +355,8 @@ def train_and_score(
         record["annotators"] = annotators(split, given, truth, result)
     if config.method == "gt":
         record["handed_back"] = handed_back(result, given, split.train_masks)
-        record["per_sample"] = per_sample(result, given, split.train_masks, truth)
+        kept = kept_scores(result, split.train_images, given, device)
+        record["per_sample"] = per_sample(result, given, split.train_masks, truth, kept)
         record["correction"] = correction(result, given, split.train_masks)
         if truth is not None:
             # Flagged clean masks can only get worse; this isolates what correction does to real errors.

@@ -17,6 +17,7 @@ from bench.evidence import table as evidence_table
 from bench.plan import RunSpec, Schedule, expand
 from bench.quality import main, make_noise
 from bench.report import mean_std, table, write_section
+from bench.tail import main as tail_main
 from gtcorrect.losses import SAMPLE_LOSS_KINDS
 
 
@@ -78,6 +79,34 @@ def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> 
     assert "Recognition by object size" in md
     assert "Annotator report" in md
     assert "MALLOC_MMAP_THRESHOLD_=4294967296" in md and "--smoke" in md
+    per = gt["per_sample"]
+    assert len(per["kept_score"]) == len(per["dice_predicted"]) == len(per["held_out"])
+    assert all(0.0 <= d <= 1.0 for d in per["dice_predicted"])
+
+
+def test_tail_table_counts_the_masks_far_above_the_median(tmp_path: Path) -> None:
+    log = {
+        "settings": {"dataset": "toy"},
+        "runs": {
+            "strong|a0.5|gt|default|s0": {
+                "per_sample": {
+                    "held_out": [0] * 10 + [1],
+                    "noisy": [0] * 8 + [1, 1, 0],
+                    "kept_score": [0.0, 0.01, -0.01, 0.02, -0.02, 0.0, 0.01, -0.01, 0.5, 0.01, 9.0],
+                    "dice_given": [1.0] * 8 + [0.4, 0.5, 1.0],
+                    "dice_predicted": [0.9] * 8 + [0.8, 0.9, 0.1],
+                },
+                "quality": {"separation": 0.9, "calibration": {"edge_auroc": 0.6}},
+            }
+        },
+    }
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(log))
+    md = tmp_path / "B.md"
+    assert tail_main([str(path), "--benchmarks", str(md)]) == 0
+    text = md.read_text()
+    # One training mask (0.5) is far out; the held-back 9.0 is not counted; 1 of 2 wrong masks.
+    assert "| toy | strong | 0.5 | 0 | 10 | 2 | 1 (1 wrong) | 0.400 → 0.800 | 0.90 | 0.60 |" in text
 
 
 def test_resume_skips_runs_in_the_log_and_refuses_other_settings(
