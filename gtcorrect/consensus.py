@@ -24,13 +24,22 @@ CONSENSUS_KINDS: tuple[str, ...] = ("latest", "majority", "staple")
 @dataclass(frozen=True)
 class Consensus:
     """labels: I consensus masks (S, S) int64; confusion: (A, K, K) rows = true class, columns = drawn
-    class, each row summing to 1 (NaN rows: the annotator never met that class); n_masks: (A,)."""
+    class, each row summing to 1 (NaN rows: the annotator never met that class); n_masks: (A,);
+    prior: (K,) the class shares the fit assumed."""
 
     labels: list[np.ndarray]
     confusion: np.ndarray
     n_masks: np.ndarray
     iterations: int
     converged: bool
+    prior: np.ndarray
+
+    def label(self, stack: np.ndarray, who: Sequence[int]) -> np.ndarray:
+        """The consensus (H, W) int64 of one image's masks (R, H, W) under the fitted matrices: the
+        parameters can be fitted on reduced masks and applied to the full-size ones."""
+        log_theta = np.log(np.clip(np.nan_to_num(self.confusion, nan=1.0 / self.prior.size), 1e-9, None))
+        log_prior = np.log(np.clip(self.prior, 1e-6, None))
+        return _posterior(stack, who, log_theta, log_prior).argmax(0).astype(np.int64)
 
     def sensitivity(self) -> np.ndarray:
         """(A,) share of true foreground each annotator drew as foreground (any foreground class)."""
@@ -83,7 +92,8 @@ def staple(
     _check(masks, raters, n_raters)
     k = num_classes
     prior = np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=k)[:k].astype(np.float64)
-    log_prior = np.log(np.clip(prior / prior.sum(), 1e-6, None))
+    prior = prior / prior.sum()
+    log_prior = np.log(np.clip(prior, 1e-6, None))
     off = (1.0 - init) / max(k - 1, 1)
     theta = np.full((n_raters, k, k), off) + np.eye(k) * (init - off)
     n_masks = np.zeros(n_raters, dtype=np.int64)
@@ -112,7 +122,7 @@ def staple(
         present = np.bincount(lab.ravel(), minlength=k)[:k] > 0
         seen[list(who)] |= present
     confusion = np.where(seen[:, :, None], theta, np.nan)
-    return Consensus(labels, confusion, n_masks, iterations, converged)
+    return Consensus(labels, confusion, n_masks, iterations, converged, prior)
 
 
 def _posterior(

@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.deps import DatasetDep, Limit, LimitsDep, Multipart, Offset, SessionDep, StoreDep, read_uploads
 from app.db.models import BatchStatus
-from app.schemas.annotations import BatchOut
+from app.schemas.annotations import BatchOut, ConsensusIn
 from app.schemas.common import Page
 from app.services import annotations as batches
-from app.services import exports
+from app.services import consensus, exports
 from app.services.reports import stream_zip
 
 router = APIRouter(prefix="/v1/datasets/{dataset_id}/annotation-batches", tags=["annotations"])
@@ -60,6 +60,28 @@ def create_batch(
         files=read_uploads(files),
         limits=limits,
         encoding=batches.MaskEncoding(mask_mode, threshold),
+    )
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}/annotation-batches/{batch.id}"
+    return BatchOut.model_validate(batch)
+
+
+@router.post(
+    "/consensus",
+    status_code=201,
+    summary="Agree one mask per sample from several annotators' batches (STAPLE or majority): a new batch",
+    response_model=BatchOut,
+    responses={
+        422: {"description": "Fewer than two annotators, no sample they share, or an unknown batch."},
+    },
+)
+def create_consensus(
+    dataset: DatasetDep, body: ConsensusIn, session: SessionDep, store: StoreDep, response: Response
+) -> BatchOut:
+    """Samples that several annotators outlined get the consensus of their masks; samples only one
+    outlined keep that mask. The provenance says how reliable each annotator was against the consensus.
+    Train on it like any batch (a job's ``batch_ids``)."""
+    batch = consensus.create_consensus_batch(
+        session, store, dataset, body.batch_ids, body.method, annotator=body.annotator, note=body.note
     )
     response.headers["Location"] = f"/v1/datasets/{dataset.id}/annotation-batches/{batch.id}"
     return BatchOut.model_validate(batch)

@@ -65,6 +65,7 @@ class BatchStatus(enum.StrEnum):
 class BatchKind(enum.StrEnum):
     uploaded = "uploaded"  # masks an annotator drew
     curated = "curated"  # a job's masks after review: corrections accepted, originals kept (provenance)
+    consensus = "consensus"  # one mask per sample agreed from several annotators' masks (provenance)
 
 
 class ReviewChoice(enum.StrEnum):

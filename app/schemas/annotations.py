@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,9 +39,36 @@ class BatchOut(BaseModel):
     report: dict[str, Any] = Field(default_factory=dict)
     kind: BatchKind = Field(
         BatchKind.uploaded,
-        description="uploaded (an annotator's masks) or curated (a job's masks after review).",
+        description="uploaded (an annotator's masks), curated (a job's masks after review) or consensus "
+        "(one mask per sample agreed from several annotators' masks).",
     )
     provenance: dict[str, Any] | None = Field(
-        None, description="For a curated batch: the job, its decisions, and the batches its masks came from."
+        None,
+        description="For a curated batch: the job, its decisions, and the batches its masks came from. For a "
+        "consensus batch: the method, the source batches, and per annotator their masks, mean Dice against "
+        "the consensus on shared samples and (STAPLE) sensitivity and specificity.",
     )
     created_at: UtcDateTime
+
+
+class ConsensusIn(BaseModel):
+    """Which batches to agree, and how."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"batch_ids": None, "method": "staple", "note": "three vendors"}]},
+    )
+
+    batch_ids: list[uuid.UUID] | None = Field(
+        None, description="Accepted batches to agree (default: every accepted uploaded batch of the dataset)."
+    )
+    method: Literal["staple", "majority"] = Field(
+        "staple",
+        description="staple: each annotator's reliability is estimated from all their masks and weighs their "
+        "vote (Warfield et al. 2004); majority: one vote each, ties go to background.",
+    )
+    annotator: str = Field(
+        "", max_length=200, description="The batch's annotator (default: 'consensus (method)')."
+    )
+    note: str = Field("", max_length=2000, description="Stored as the batch's source note.")
+

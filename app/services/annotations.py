@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import uuid
@@ -297,3 +298,17 @@ def list_batches(
         query.order_by(AnnotationBatch.created_at, AnnotationBatch.id).limit(limit).offset(offset)
     )
     return list(rows.all()), total
+
+
+def add_mask(
+    session: Session, store: ObjectStore, dataset: Dataset, batch: AnnotationBatch, sample: Sample, png: bytes
+) -> uuid.UUID:
+    """Store one derived mask (a curated or consensus version) as the batch's own object and row; the
+    object is removed again if the transaction rolls back. Returns the annotation id."""
+    ann_id = uuid.uuid4()
+    key = keys.annotation(dataset.project_id, dataset.id, ann_id)
+    unit.delete_on_rollback(session, store, [key])
+    store.put(key, png, content_type="image/png")
+    digest = hashlib.sha256(png).hexdigest()
+    session.add(Annotation(id=ann_id, sample_id=sample.id, batch_id=batch.id, object_key=key, sha256=digest))
+    return ann_id

@@ -9,7 +9,6 @@ stays whole whatever happens to the job; the batches the masks came from are nev
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections import Counter
 from typing import Any, Literal
@@ -30,11 +29,10 @@ from app.db.models import (
     TrainingJob,
 )
 from app.errors import Conflict
-from app.services import unit
+from app.services.annotations import add_mask
 from app.services.objects import read_object
 from app.services.reports import require_succeeded
 from app.services.reviews import Reviewer, check_text, current_decisions
-from app.storage import keys
 from app.storage.base import ObjectStore
 
 Undecided = Literal["keep", "exclude"]
@@ -126,15 +124,7 @@ def _copy_masks(
     assert dataset is not None  # the job's dataset: its rows cascade with it
     report: list[dict[str, str]] = []
     for sample, source_key, origin in chosen:
-        ann_id = uuid.uuid4()
-        key = keys.annotation(dataset.project_id, dataset.id, ann_id)
-        data = read_object(store, source_key)
-        unit.delete_on_rollback(session, store, [key])
-        store.put(key, data, content_type="image/png")
-        digest = hashlib.sha256(data).hexdigest()
-        session.add(
-            Annotation(id=ann_id, sample_id=sample.id, batch_id=batch.id, object_key=key, sha256=digest)
-        )
+        ann_id = add_mask(session, store, dataset, batch, sample, read_object(store, source_key))
         report.append(
             {
                 "sample": sample.file_name,

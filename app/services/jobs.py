@@ -55,7 +55,7 @@ def _check_active(session: Session, project: Project, most: int) -> None:
         )
 
 
-def _check_batches(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID]) -> None:
+def check_batches(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID]) -> None:
     if not batch_ids:
         raise InvalidInput(
             "batch_ids must name at least one batch, or be null for the latest masks.", field="batch_ids"
@@ -102,7 +102,7 @@ def create_job(
     _check_active(session, project, settings.max_active_jobs)
     if batch_ids is not None:
         batch_ids = list(dict.fromkeys(batch_ids))
-        _check_batches(session, dataset, batch_ids)
+        check_batches(session, dataset, batch_ids)
     used, total = count_annotated(session, dataset, batch_ids)
     if used == 0:
         raise InvalidInput(

@@ -78,3 +78,11 @@ def test_majority_breaks_ties_towards_background() -> None:
 def test_staple_names_bad_input(masks: list[np.ndarray], raters: list[list[int]], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         staple(masks, raters, 3)
+
+
+def test_parameters_fitted_on_reduced_masks_label_the_full_size_ones() -> None:
+    truth, masks, raters = _panel(seed=2)
+    small = [m[:, ::2, ::2] for m in masks]
+    result = staple(small, raters, 3)
+    full = [result.label(m, r) for m, r in zip(masks, raters, strict=True)]
+    assert foreground_dice(np.stack(full), np.stack(truth)).mean() > 0.98
