@@ -103,7 +103,12 @@ def jobs_for(
             noisy = noise(spec)
             given = split.train_masks if spec.method == "clean" else noisy.masks
             config = make_config(spec, schedule, split.size)
-            record = train_and_score(config, split, given, noisy.truth, device, noisy.types)
+            # The systematic regime is the biased annotator: the corrupted masks are theirs, the others
+            # another annotator's; the job is told who drew what, as the service tells it.
+            names = None
+            if spec.regime == "systematic" and spec.method != "clean":
+                names = ["noisy" if t else "clean" for t in noisy.truth]
+            record = train_and_score(config, split, given, noisy.truth, device, noisy.types, names)
             record.update(spec=dataclasses.asdict(spec), noise=noisy.summary, config=config.to_dict())
             return record
 

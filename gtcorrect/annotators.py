@@ -148,3 +148,54 @@ def annotator_report(
 def _mean(values: np.ndarray) -> float | None:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else None
+
+
+def shift_outline(mask: np.ndarray, offset_px: float) -> np.ndarray:
+    """The binary mask (S, S) with its outline moved ``offset_px`` outwards (negative: inwards), by the
+    signed distance to the outline; empty and full masks are returned unchanged."""
+    m = np.asarray(mask) > 0
+    if not m.any() or m.all():
+        return np.asarray(mask).copy()
+    signed = np.where(m, 0.5 - ndimage.distance_transform_edt(m), ndimage.distance_transform_edt(~m) - 0.5)
+    return (signed < offset_px).astype(np.asarray(mask).dtype)
+
+
+@dataclass(frozen=True)
+class BiasFinding:
+    """A suspect annotator's masks: each mask's probability of carrying the bias (N,), NaN for the
+    other annotators' masks, and the shift that moves their outlines back (training pixels)."""
+
+    annotator: str
+    shift_px: float
+    noisy_prob: np.ndarray
+
+
+def bias_findings(
+    annotators: Sequence[str], given: np.ndarray, predicted: np.ndarray, report: Sequence[AnnotatorStats]
+) -> list[BiasFinding]:
+    """For each ``suspect`` annotator with others to compare against: how likely each of their masks
+    (N, S, S, at training size, report made with scale 1) is biased. A two-Gaussian posterior on the
+    mask's outline offset from the prediction: like this annotator's masks, or like the others'."""
+    offsets, _, _ = mask_stats(given, predicted)
+    names = np.asarray(annotators, dtype=object)
+    out = []
+    for stats in report:
+        if not stats.suspect or stats.relative_offset_px is None:
+            continue
+        mine = names == stats.annotator
+        own, others = offsets[mine & np.isfinite(offsets)], offsets[~mine & np.isfinite(offsets)]
+        if own.size < MIN_MASKS or others.size < MIN_MASKS:
+            continue
+        prob = np.full(len(names), np.nan)
+        x = offsets[mine]
+        like_own = own.size * _normal(x, own.mean(), own.std(ddof=1))
+        like_others = others.size * _normal(x, others.mean(), others.std(ddof=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prob[mine] = np.where(np.isfinite(x), like_own / (like_own + like_others), np.nan)
+        out.append(BiasFinding(stats.annotator, -float(stats.relative_offset_px), prob))
+    return out
+
+
+def _normal(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
+    sd = max(sd, 1e-3)
+    return np.asarray(np.exp(-0.5 * ((x - mean) / sd) ** 2) / sd)

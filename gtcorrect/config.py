@@ -179,6 +179,9 @@ class QualityConfig:
     # ... and when the edges are evidence, the masks the network flags must follow them less than the
     # rest (AUROC of low alignment, flagged vs unflagged, at least this), or there is no evidence of noise.
     min_edge_confirmation: float = 0.6
+    # With the annotator of each mask known (two or more annotators): flag a biased annotator's masks and
+    # propose their outlines moved back by the annotator's offset (gtcorrect.bias).
+    annotators: bool = True
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,9 @@ class Quality:
     warnings: list[Warning] = field(default_factory=list)
     validation_source: str | None = None  # "held_out" or "supplied" (the caller's validation images)
     boundary: BoundaryCheck | None = None
+    # The annotator check (gtcorrect.bias): per suspect annotator, the shift and how many of their masks
+    # were flagged, given a moved outline (proposed) or vetoed by the edges. None: no check was made.
+    annotator_bias: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gtcorrect.bias import apply_bias
 from gtcorrect.boundary import edge_alignment
 from gtcorrect.checkpoint import Checkpoint
 from gtcorrect.config import TrainConfig, check_config
@@ -69,6 +70,18 @@ def fit(
         metrics = run.val_metrics(keep)
         evidence = _evidence(run, train_data, held, metrics)
         quality, verdict, held_clean = assess(evidence, _fetch(run, keep))
+    corrections = dict(run.state.corrections)
+    if train_data.annotators is not None and evidence.corrects and config.quality.annotators:
+        quality, verdict, corrections = apply_bias(
+            config,
+            train_data.images,
+            np.asarray(train_data.masks),
+            train_data.annotators,
+            predicted,
+            quality,
+            verdict,
+            corrections,
+        )
     if held.dice is not None:
         metrics["holdout_dice"] = held.dice
     state, n = run.state, data.images.shape[0]
@@ -78,7 +91,7 @@ def fit(
         out[train_idx], out[held_idx] = train, held_values
         return out
 
-    corrections = {int(train_idx[j]): m for j, m in state.corrections.items()}
+    corrections = {int(train_idx[j]): m for j, m in corrections.items()}
     return FitResult(
         ids=list(data.ids),
         clean_prob=full(verdict.clean_prob, held_clean, np.float64),
@@ -111,6 +124,7 @@ def _subset(data: TrainingData, idx: np.ndarray) -> TrainingData:
         val_images=data.val_images,
         val_masks=data.val_masks,
         original_sizes=None if sizes is None else [sizes[i] for i in idx],
+        annotators=None if data.annotators is None else [data.annotators[i] for i in idx],
     )
 
 

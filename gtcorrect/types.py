@@ -54,6 +54,8 @@ class TrainingData:
     val_images: np.ndarray | None = None
     val_masks: np.ndarray | None = None
     original_sizes: list[tuple[int, int]] | None = None  # (height, width) per training image
+    # Who drew each mask (N,): with two or more annotators, a biased one is looked for (gtcorrect.bias).
+    annotators: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -67,6 +69,8 @@ class TrainingData:
             )
         if len(self.ids) != n:
             raise ValueError(f"got {len(self.ids)} ids for {n} images.")
+        if self.annotators is not None and len(self.annotators) != n:
+            raise ValueError(f"got {len(self.annotators)} annotators for {n} images.")
         bad = np.unique(self.masks[(self.masks < 0) | (self.masks >= self.label_map.num_classes)])
         if bad.size:
             raise ValueError(

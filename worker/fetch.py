@@ -149,5 +149,6 @@ def fetch_inputs(
         ids=[str(r.sample_id) for r in refs],
         label_map=label_map,
         original_sizes=[(r.height, r.width) for r in refs],
+        annotators=[r.annotator for r in refs],  # the engine looks for a biased annotator (gtcorrect.bias)
     )
     return JobInputs(data=data, refs=refs, label_map=label_map)

@@ -1,0 +1,99 @@
+"""The annotator check: where the job knows who drew each mask, a biased annotator's masks are flagged
+and their outlines moved back.
+
+A bias that one annotator's masks all share (every outline 5 px too wide) is invisible to per-mask
+scores: the network learns it. The annotator report (``gtcorrect.annotators``) sees it as a consistent
+offset from the other annotators; when it calls an annotator ``suspect``, each of their masks gets a
+probability of carrying the bias (``bias_findings``: is its outline offset more like this annotator's
+or like the others'?), which caps its clean probability, and a correction that moves its outline back by
+the annotator's offset (``shift_outline``; Spatial Correction, Yao et al., ICLR 2023, models label noise
+as such a shift). The correction is proposed where the mask carries the bias with probability at least
+``quality.min_noise_prob`` and the moved outline follows the image's edges better than the given one
+(``gtcorrect.boundary``); the others are counted as vetoed. Binary masks only (one foreground class).
+Shape legend: N training masks, C channels, S size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from gtcorrect.annotators import annotator_report, bias_findings, shift_outline
+from gtcorrect.boundary import edge_alignment
+from gtcorrect.config import TrainConfig
+from gtcorrect.quality import CORRECTIONS_APPLIED, Quality, Verdict, Warning
+
+
+def apply_bias(
+    config: TrainConfig,
+    images: np.ndarray,
+    masks: np.ndarray,
+    annotators: Sequence[str],
+    predicted: np.ndarray,
+    quality: Quality,
+    verdict: Verdict,
+    corrections: Mapping[int, np.ndarray],
+) -> tuple[Quality, Verdict, dict[int, np.ndarray]]:
+    """The run's quality, verdicts and corrections (training index -> mask) after the annotator check
+    of the training images (N, C, S, S), given masks (N, S, S) and the kept network's predictions."""
+    out = dict(corrections)
+    if int(masks.max(initial=0)) > 1 or len(set(annotators)) < 2:
+        return quality, verdict, out
+    alignment = edge_alignment(images, masks)
+    report = annotator_report(annotators, masks, predicted, verdict.flagged, 1.0, alignment)
+    findings = bias_findings(annotators, masks, predicted, report)
+    if not findings:
+        return quality, verdict, out
+    q, tau = config.quality, config.g.tau
+    clean, flagged, proposed = verdict.clean_prob.copy(), verdict.flagged.copy(), verdict.proposed.copy()
+    summary: list[dict[str, Any]] = []
+    warnings: list[Warning] = []
+    for f in findings:
+        idx = np.flatnonzero(np.isfinite(f.noisy_prob))
+        clean[idx] = np.minimum(clean[idx], 1.0 - f.noisy_prob[idx])
+        flagged[idx] |= clean[idx] <= tau
+        vetoed = moved = 0
+        for i in idx[f.noisy_prob[idx] >= q.min_noise_prob]:
+            shifted = shift_outline(masks[i], f.shift_px)
+            after = edge_alignment(images[i : i + 1], shifted[None])[0]
+            if np.isfinite(after) and np.isfinite(alignment[i]) and after <= alignment[i]:
+                vetoed += 1
+                continue
+            out[int(i)], proposed[i] = shifted.astype(np.int64), True
+            moved += 1
+        summary.append(
+            {
+                "annotator": f.annotator,
+                "shift_px": f.shift_px,
+                "masks": int(idx.size),
+                "flagged": int(flagged[idx].sum()),
+                "proposed": moved,
+                "vetoed": vetoed,
+            }
+        )
+        side = "wider" if f.shift_px < 0 else "narrower"
+        warnings.append(
+            Warning(
+                "annotator_bias",
+                f"annotator {f.annotator!r} outlines {abs(f.shift_px):.1f} px {side} than the others: "
+                f"{summary[-1]['flagged']} of their {idx.size} masks flagged, {moved} with the outline "
+                "moved back.",
+            )
+        )
+    status, reason, kept = quality.corrections, quality.corrections_reason, quality.warnings
+    if any(s["proposed"] for s in summary):
+        network = f"; the network's own corrections: {reason}" if status != CORRECTIONS_APPLIED else ""
+        status, reason = CORRECTIONS_APPLIED, "a biased annotator's outlines moved back" + network
+        kept = [w for w in kept if w.code != "corrections_withheld"]
+    quality = replace(
+        quality,
+        corrections=status,
+        corrections_reason=reason,
+        n_proposed=int(proposed.sum()),
+        warnings=[*kept, *warnings],
+        annotator_bias=summary,
+    )
+    return quality, Verdict(clean, flagged, proposed), out

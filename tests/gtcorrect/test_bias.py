@@ -1,0 +1,112 @@
+"""The annotator check (gtcorrect.bias) on seeded synthetic data: two annotators, one draws every
+outline 3 px too wide; the check flags their masks and moves the outlines back."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gtcorrect.annotators import shift_outline
+from gtcorrect.bias import apply_bias
+from gtcorrect.config import TrainConfig
+from gtcorrect.metrics import foreground_dice
+from gtcorrect.quality import CORRECTIONS_APPLIED, CORRECTIONS_WITHHELD, Quality, Verdict, Warning
+from gtcorrect.trainer import fit
+from gtcorrect.types import TrainingData
+from tests.gtcorrect.synthetic import PLUMBING, make_shapes
+from tests.gtcorrect.test_fit import tiny
+
+
+def _quality() -> Quality:
+    return Quality(
+        n_samples=40,
+        n_held_out=0,
+        validation_dice=0.9,
+        noise_evidence=False,
+        separation=1.0,
+        estimated_noise_rate=0.0,
+        noise_rate_interval=(0.0, 0.0),
+        false_flag_rate=None,
+        calibration=None,
+        corrections=CORRECTIONS_WITHHELD,
+        corrections_reason="no evidence of noise",
+        n_proposed=0,
+        warnings=[Warning("corrections_withheld", "corrected masks are withheld: no evidence of noise.")],
+    )
+
+
+def _panel(wide: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
+    images, truth = make_shapes(40, size=48, seed=3)
+    names = ["a" if i % 2 else "b" for i in range(40)]
+    given = np.stack([shift_outline(t, wide) if n == "b" else t for t, n in zip(truth, names, strict=True)])
+    # A network trained on both annotators lands between them.
+    predicted = np.stack([shift_outline(t, wide / 2) for t in truth])
+    return images, truth, given, names, predicted
+
+
+def test_shift_outline_moves_the_boundary_by_whole_pixels() -> None:
+    disc = np.zeros((21, 21), dtype=np.int64)
+    yy, xx = np.mgrid[:21, :21]
+    disc[(yy - 10) ** 2 + (xx - 10) ** 2 <= 16] = 1
+    grown, shrunk = shift_outline(disc, 2), shift_outline(disc, -2)
+    assert grown.sum() > disc.sum() > shrunk.sum() > 0
+    assert np.array_equal(shift_outline(shrunk, 2) & disc, shift_outline(shrunk, 2))
+    assert np.array_equal(shift_outline(disc, 0), disc)
+    assert np.array_equal(shift_outline(np.zeros_like(disc), 3), np.zeros_like(disc))
+
+
+def test_a_wide_annotator_is_flagged_and_moved_back() -> None:
+    images, truth, given, names, predicted = _panel(wide=3)
+    n = given.shape[0]
+    verdict = Verdict(np.ones(n), np.zeros(n, bool), np.zeros(n, bool))
+    quality, out, corrections = apply_bias(
+        TrainConfig(), images, given, names, predicted, _quality(), verdict, {}
+    )
+    wide = np.array([x == "b" for x in names])
+    assert out.flagged[wide].mean() > 0.9 and not out.flagged[~wide].any()
+    assert out.clean_prob[wide].max() < out.clean_prob[~wide].min()
+    assert set(corrections) == set(np.flatnonzero(out.proposed)) and out.proposed[wide].mean() > 0.8
+    idx = sorted(corrections)
+    before = foreground_dice(given[idx], truth[idx]).mean()
+    after = foreground_dice(np.stack([corrections[i] for i in idx]), truth[idx]).mean()
+    assert after > before + 0.1
+    assert quality.corrections == CORRECTIONS_APPLIED and quality.n_proposed == len(idx)
+    [finding] = quality.annotator_bias or []
+    assert finding["annotator"] == "b" and finding["shift_px"] == pytest.approx(-3, abs=0.6)
+    codes = [w.code for w in quality.warnings]
+    assert "annotator_bias" in codes and "corrections_withheld" not in codes
+    assert "no evidence of noise" in quality.corrections_reason
+
+
+def test_agreeing_annotators_change_nothing() -> None:
+    images, _, given, names, predicted = _panel(wide=0)
+    n = given.shape[0]
+    verdict = Verdict(np.ones(n), np.zeros(n, bool), np.zeros(n, bool))
+    quality, out, corrections = apply_bias(
+        TrainConfig(), images, given, names, predicted, _quality(), verdict, {}
+    )
+    assert not out.flagged.any() and corrections == {} and quality.annotator_bias is None
+    assert quality.corrections == CORRECTIONS_WITHHELD
+
+
+def test_fit_flags_the_wide_annotator_and_hands_back_moved_outlines() -> None:
+    images, truth = make_shapes(48, size=32, seed=5)
+    names = ["a" if i % 2 else "b" for i in range(48)]
+    given = np.stack([shift_outline(t, 3) if n == "b" else t for t, n in zip(truth, names, strict=True)])
+    data = TrainingData(images, given, [f"s{i}" for i in range(48)], annotators=names)
+    config = tiny(epochs=12, quality=replace(PLUMBING, val_fraction=0.1, min_val_samples=2))
+    result = fit(config, data)
+    wide = np.array([n == "b" for n in names])
+    train = ~result.held_out
+    [finding] = result.quality.annotator_bias
+    assert finding["annotator"] == "b" and finding["shift_px"] < -1
+    assert result.flagged[wide & train].mean() > 0.8
+    moved = [i for i in result.corrected if wide[i]]
+    assert moved and not any(result.held_out[i] for i in result.corrected)
+    before = foreground_dice(given[moved], truth[moved]).mean()
+    after = foreground_dice(np.stack([result.corrected[i] for i in moved]), truth[moved]).mean()
+    assert after > before
+    with pytest.raises(ValueError, match="2 annotators for 48 images"):
+        TrainingData(images, given, [f"s{i}" for i in range(48)], annotators=["a", "b"])
