@@ -51,6 +51,10 @@ def create_batch(
     ] = "index",
     threshold: Annotated[int, Form(ge=0, le=254, description="Foreground threshold for binary.")] = 127,
 ) -> BatchOut:
+    """Store one annotator's masks as a new batch, all or nothing: every file is matched to a sample by name
+    (or by the manifest), decoded and checked against the dataset's label map; one bad file rejects the
+    batch and names the reason per file.
+    """
     batch = batches.create_batch(
         session,
         store,
@@ -96,6 +100,7 @@ def list_batches(
     annotator: str | None = None,
     status: BatchStatus | None = None,
 ) -> Page[BatchOut]:
+    """The dataset's annotation batches, newest first, as a page (`limit`, `offset`, `total`)."""
     rows, total = batches.list_batches(
         session, dataset, annotator=annotator, status=status, limit=limit, offset=offset
     )
@@ -104,6 +109,9 @@ def list_batches(
 
 @router.get("/{batch_id}", summary="Get an annotation batch with its report", response_model=BatchOut)
 def get_batch(dataset: DatasetDep, batch_id: uuid.UUID, session: SessionDep) -> BatchOut:
+    """One batch with its report: every mask file and the sample it was matched to; curated and consensus
+    batches also carry their provenance.
+    """
     return BatchOut.model_validate(batches.get_batch(session, dataset, batch_id))
 
 
@@ -116,6 +124,9 @@ def get_batch(dataset: DatasetDep, batch_id: uuid.UUID, session: SessionDep) -> 
 def get_mask(
     dataset: DatasetDep, batch_id: uuid.UUID, sample_id: uuid.UUID, session: SessionDep, store: StoreDep
 ) -> Response:
+    """The batch's mask of one sample as a PNG of class indices (two-class datasets: 0 and 255 so the mask is
+    visible).
+    """
     batch = batches.get_batch(session, dataset, batch_id)
     return Response(exports.batch_mask(session, store, batch, sample_id), media_type="image/png")
 
@@ -137,6 +148,9 @@ def export_batch(
     format: exports.ExportFormat = "png",  # the public query parameter name
     dataset_number: Annotated[int, Query(ge=1, le=999, description="nnU-Net's DatasetNNN id.")] = 501,
 ) -> Response:
+    """The batch for other tools: `png` (a zip of masks with a manifest that uploads again as a batch),
+    `nnunet` (an nnU-Net v2 raw dataset with dataset.json) or `coco` (COCO JSON with RLE masks).
+    """
     batch = batches.get_batch(session, dataset, batch_id)
     if format == "coco":
         return JSONResponse(

@@ -36,6 +36,7 @@ def _out(session: SessionDep, dataset: datasets.Dataset) -> DatasetOut:
 def create_dataset(
     body: DatasetCreate, session: SessionDep, project: ProjectDep, response: Response
 ) -> DatasetOut:
+    """A new, empty dataset with its label map (class names, background first)."""
     dataset = datasets.create_dataset(session, project, body.name, body.label_map, body.image_settings)
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return _out(session, dataset)
@@ -45,12 +46,14 @@ def create_dataset(
 def list_datasets(
     session: SessionDep, project: ProjectDep, limit: Limit = 50, offset: Offset = 0, name: str | None = None
 ) -> Page[DatasetOut]:
+    """The project's datasets, newest first, as a page."""
     rows, total = datasets.list_datasets(session, project, name=name, limit=limit, offset=offset)
     return Page(items=[_out(session, d) for d in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{dataset_id}", summary="Get a dataset", response_model=DatasetOut)
 def get_dataset(dataset: DatasetDep, session: SessionDep) -> DatasetOut:
+    """One dataset with its label map and sample count."""
     return _out(session, dataset)
 
 
@@ -58,6 +61,7 @@ def get_dataset(dataset: DatasetDep, session: SessionDep) -> DatasetOut:
     "/{dataset_id}", status_code=204, summary="Delete a dataset with its samples, masks and results"
 )
 def delete_dataset(dataset: DatasetDep, session: SessionDep, store: StoreDep) -> Response:
+    """Delete the dataset with its samples, batches, jobs, models and stored objects."""
     datasets.delete_dataset(session, store, dataset)
     return Response(status_code=204)
 
@@ -80,6 +84,9 @@ def upload_images(
     limits: LimitsDep,
     files: Annotated[list[UploadFile], File(description="Image files (PNG, JPEG, TIFF, BMP) or one zip.")],
 ) -> ImageUploadOut:
+    """Add images (files or one zip) as samples, all or nothing: unreadable files and duplicate names are
+    refused with a reason per file.
+    """
     outcomes = images.upload_images(session, store, dataset, read_uploads(files), limits)
     return ImageUploadOut(
         created=sum(o.status == "created" for o in outcomes),
@@ -96,12 +103,14 @@ def list_samples(
     offset: Offset = 0,
     file_name: str | None = None,
 ) -> Page[SampleOut]:
+    """The dataset's samples in file-name order, as a page."""
     rows, total = images.list_samples(session, dataset, file_name=file_name, limit=limit, offset=offset)
     return Page(items=[SampleOut.model_validate(s) for s in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{dataset_id}/samples/{sample_id}", summary="Get a sample", response_model=SampleOut)
 def get_sample(dataset: DatasetDep, sample_id: uuid.UUID, session: SessionDep) -> SampleOut:
+    """One sample: file name, size, channels."""
     return SampleOut.model_validate(images.get_sample(session, dataset, sample_id))
 
 
@@ -114,5 +123,6 @@ def get_sample(dataset: DatasetDep, sample_id: uuid.UUID, session: SessionDep) -
 def get_sample_image(
     dataset: DatasetDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep
 ) -> Response:
+    """The sample's image as uploaded."""
     sample = images.get_sample(session, dataset, sample_id)
     return Response(read_object(store, sample.object_key), media_type="image/png")

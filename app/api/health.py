@@ -13,6 +13,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/livez", summary="The process is up", response_model=Readiness)
 def livez() -> Readiness:
+    """The process is up (no dependency is checked): for a container's liveness probe."""
     return Readiness(status="ok", checks={})
 
 
@@ -23,6 +24,8 @@ def livez() -> Readiness:
     responses={503: {"description": "A check failed; the failing check is named."}},
 )
 def readyz(request: Request) -> JSONResponse:
+    """Whether PostgreSQL, the broker (Redis) and the object store answer: 200 when all do, 503 naming
+    the ones that do not."""
     state = request.app.state
     checks = readiness(state.engine, state.queue, state.store)
     failed = [name for name, result in checks.items() if result != "ok"]

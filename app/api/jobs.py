@@ -40,6 +40,8 @@ def create_job(
     settings: SettingsDep,
     response: Response,
 ) -> JobOut:
+    """Queue a training job on the dataset's latest masks (or the named `batch_ids`) with a config
+    (every field optional; unknown fields and out-of-range values are refused with the field named)."""
     dataset = datasets.get_dataset(session, project, body.dataset_id)
     job = jobs.create_job(session, project, dataset, body.batch_ids, body.config, settings)
     jobs.submit(session, queue, job)
@@ -56,6 +58,7 @@ def list_jobs(
     dataset_id: uuid.UUID | None = None,
     status: JobStatus | None = None,
 ) -> Page[JobOut]:
+    """The project's jobs, newest first, as a page; filter by `status` or `dataset_id`."""
     rows, total = jobs.list_jobs(
         session, project, dataset_id=dataset_id, status=status, limit=limit, offset=offset
     )
@@ -64,6 +67,9 @@ def list_jobs(
 
 @router.get("/{job_id}", summary="Get a job: status, phase, epoch, round, metrics", response_model=JobOut)
 def get_job(job: JobDep) -> JobOut:
+    """One job: status, progress (phase, epoch, round), metrics, and once it succeeded its `quality` (how far
+    to trust the noise report; docs/QUALITY.md).
+    """
     return JobOut.from_row(job)
 
 
@@ -74,4 +80,6 @@ def get_job(job: JobDep) -> JobOut:
     responses={409: {"description": "The job already finished."}},
 )
 def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
+    """Ask a queued or running job to stop; the worker stops at the next batch and the job ends as
+    cancelled."""
     return JobOut.from_row(jobs.cancel_job(session, job))

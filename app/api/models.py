@@ -37,12 +37,14 @@ def list_models(
     offset: Offset = 0,
     dataset_id: uuid.UUID | None = None,
 ) -> Page[ModelOut]:
+    """The project's trained models, newest first, as a page."""
     rows, total = models.list_models(session, project, dataset_id=dataset_id, limit=limit, offset=offset)
     return Page(items=[ModelOut.model_validate(m) for m in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/v1/models/{model_id}", summary="Get a model", response_model=ModelOut)
 def get_model(model_id: uuid.UUID, session: SessionDep, project: ProjectDep) -> ModelOut:
+    """One model: its dataset, version, job, label map and metrics."""
     return ModelOut.model_validate(models.get_model(session, project, model_id))
 
 
@@ -52,6 +54,7 @@ def get_model(model_id: uuid.UUID, session: SessionDep, project: ProjectDep) -> 
     response_model=ModelOut,
 )
 def latest_model(dataset: DatasetDep, session: SessionDep, project: ProjectDep) -> ModelOut:
+    """The dataset's newest model."""
     return ModelOut.model_validate(models.latest_model(session, project, dataset.id))
 
 
@@ -77,6 +80,9 @@ def segment(
     file: Annotated[UploadFile | None, File(description="The image to segment.")] = None,
     sample_id: Annotated[uuid.UUID | None, Form(description="Or: a stored sample of this project.")] = None,
 ) -> Response:
+    """Segment images with a model (an id, or `latest` with `dataset_id`): masks as PNG, COCO RLE JSON or a
+    zip, at each image's own size.
+    """
     model = models.resolve_model(session, project, model_ref, dataset_id)
     upload: Blob | None = read_uploads([file])[0] if file is not None else None
     # An uploaded image holds the process's decode budget until its answer is encoded.

@@ -44,6 +44,10 @@ def noise_report(
     ] = "clean_probability",
     format: Literal["json", "csv"] = "json",  # the public query parameter name
 ) -> Page[NoiseFlagOut] | Response:
+    """Per training mask: clean probability, flag, score, the round that decided it, whether a correction is
+    proposed and how many pixels it changes, the annotator and the review decision; JSON pages or CSV, with
+    filters.
+    """
     only = reports.ReportFilter(flagged, annotator, batch_id, decided)
     if format == "csv":
         rows, _ = reports.noise_report(session, job, only=only, sort=sort, limit=None)
@@ -64,6 +68,9 @@ def noise_report(
     responses={**_CONFLICT, 200: {"content": {"application/zip": {}}}},
 )
 def corrected_masks_zip(job: JobDep, session: SessionDep, store: StoreDep) -> StreamingResponse:
+    """Every proposed corrected mask of the job as PNGs in one zip (withheld corrections are not in it; see
+    `quality.corrections`).
+    """
     entries = reports.corrected_entries(session, job)  # read now: the session closes before streaming
     return StreamingResponse(
         reports.stream_zip(store, entries),
@@ -79,6 +86,7 @@ def corrected_masks_zip(job: JobDep, session: SessionDep, store: StoreDep) -> St
     responses={**_CONFLICT, **_PNG},
 )
 def corrected_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
+    """The proposed corrected mask of one sample (PNG, class indices, at the image's own size)."""
     return Response(reports.corrected_mask(session, store, job, sample_id), media_type="image/png")
 
 
@@ -89,6 +97,7 @@ def corrected_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store
     responses={**_CONFLICT, **_PNG},
 )
 def given_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
+    """The mask the job trained on for one sample (PNG, class indices)."""
     return Response(reports.given_mask(session, store, job, sample_id), media_type="image/png")
 
 
@@ -105,6 +114,7 @@ def overlay(
     store: StoreDep,
     show: Literal["both", "given", "proposed"] = "both",
 ) -> Response:
+    """The image with the given mask (amber) and the proposed correction (cyan) drawn on it, for review."""
     return Response(reports.overlay_png(session, store, job, sample_id, show), media_type="image/png")
 
 
@@ -117,6 +127,9 @@ def overlay(
 def annotators(
     job: JobDep, session: SessionDep, format: Literal["json", "csv"] = "json"
 ) -> Page[AnnotatorOut] | Response:
+    """Per annotator of the job's masks: masks, flagged, Dice with the model, outline offset (wider or
+    narrower than the others, in pixels), edge alignment, and a verdict in words (docs/ANNOTATORS.md);
+    JSON page or CSV."""
     rows = [AnnotatorOut.model_validate(r) for r in reports.annotator_stats(session, job)]
     if format == "csv":
         return Response(
@@ -134,6 +147,9 @@ def annotators(
     responses=_CONFLICT,
 )
 def gmm_round_rows(job: JobDep, session: SessionDep) -> Page[GmmRoundOut]:
+    """The job's GMM splits, one row per round: separation, component weights and means, masks flagged and
+    changed.
+    """
     rows = [GmmRoundOut.model_validate(r) for r in reports.gmm_rounds(session, job)]
     return Page(items=rows, total=len(rows), limit=max(len(rows), 1), offset=0)
 
@@ -145,6 +161,7 @@ def gmm_round_rows(job: JobDep, session: SessionDep) -> Page[GmmRoundOut]:
     responses=_CONFLICT,
 )
 def gmm_rounds(job: JobDep, store: StoreDep) -> list[PlotOut]:
+    """The job's GMM round plots: one PNG per round with its URL."""
     return [
         PlotOut(round=k, url=f"/v1/jobs/{job.id}/plots/gmm-rounds/{k}.png")
         for k in reports.plot_rounds(store, job)
@@ -158,4 +175,5 @@ def gmm_rounds(job: JobDep, store: StoreDep) -> list[PlotOut]:
     responses={**_CONFLICT, **_PNG},
 )
 def gmm_round_png(job: JobDep, round_k: int, store: StoreDep) -> Response:
+    """The plot of one GMM round: the score histogram with the two fitted components and the threshold."""
     return Response(reports.plot_png(store, job, round_k), media_type="image/png")

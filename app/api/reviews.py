@@ -42,6 +42,10 @@ def put_decision(
     key: ApiKeyDep,
     response: Response,
 ) -> DecisionOut:
+    """Record a reviewer's decision on one mask (accept the correction, keep the original, or send for re-
+    annotation); the previous decision is kept in the history. 201 when it changed, 200 when it was already
+    so.
+    """
     row, created = reviews.decide(
         session, job, sample_id, body.decision, _reviewer(body.reviewer, key), body.note
     )
@@ -56,6 +60,7 @@ def put_decision(
     responses=_CONFLICT,
 )
 def delete_decision(job: JobDep, sample_id: uuid.UUID, session: SessionDep) -> Response:
+    """Withdraw the current decision on one mask (the history keeps it)."""
     reviews.undecide(session, job, sample_id)
     return Response(status_code=204)
 
@@ -74,6 +79,7 @@ def list_decisions(
     history: bool = False,
     format: Literal["json", "csv"] = "json",  # the public query parameter name
 ) -> Page[DecisionOut] | Response:
+    """The job's current decisions (or, with `history=true`, every decision ever made), as a page or CSV."""
     if format == "csv":
         rows, _ = reviews.list_decisions(session, job, history=history, limit=None)
         return Response(
@@ -93,6 +99,9 @@ def list_decisions(
     responses=_CONFLICT,
 )
 def bulk(job: JobDep, body: BulkIn, session: SessionDep, key: ApiKeyDep) -> BulkOut:
+    """Decide every undecided mask a rule covers: keep every unflagged mask, or accept every proposal above a
+    noise probability.
+    """
     n = reviews.bulk_decide(
         session, job, body.rule, _reviewer(body.reviewer, key), body.min_noise_probability
     )
@@ -112,6 +121,9 @@ def bulk(job: JobDep, body: BulkIn, session: SessionDep, key: ApiKeyDep) -> Bulk
 def create_curated(
     job: JobDep, body: CuratedIn, session: SessionDep, store: StoreDep, key: ApiKeyDep, response: Response
 ) -> BatchOut:
+    """Turn the job and its decisions into a new accepted batch of kind `curated`: accepted corrections, kept
+    originals and (optionally) undecided masks, copied into the batch's own objects with provenance.
+    """
     batch = curation.create_curated_batch(
         session,
         store,

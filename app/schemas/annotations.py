@@ -71,4 +71,3 @@ class ConsensusIn(BaseModel):
         "", max_length=200, description="The batch's annotator (default: 'consensus (method)')."
     )
     note: str = Field("", max_length=2000, description="Stored as the batch's source note.")
-

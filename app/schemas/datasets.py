@@ -23,7 +23,21 @@ class DatasetCreate(BaseModel):
 
 
 class DatasetOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "6f1c2a9e-0b2e-4c1d-9a7e-1f2e3d4c5b6a",
+                    "name": "kvasir-polyps",
+                    "label_map": {"0": "background", "1": "polyp"},
+                    "image_settings": {},
+                    "created_at": "2026-01-01T00:00:00Z",
+                    "sample_count": 700,
+                }
+            ]
+        },
+    )
 
     id: uuid.UUID
     name: str
@@ -34,7 +48,23 @@ class DatasetOut(BaseModel):
 
 
 class SampleOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b2e4c1d-6f1c-4a9e-8b7e-5b6a1f2e3d4c",
+                    "dataset_id": "6f1c2a9e-0b2e-4c1d-9a7e-1f2e3d4c5b6a",
+                    "file_name": "cju0qkwl35piu0993l0dewei2.jpg",
+                    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "width": 622,
+                    "height": 529,
+                    "channels": 3,
+                    "created_at": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
 
     id: uuid.UUID
     dataset_id: uuid.UUID

@@ -68,7 +68,27 @@ class NoiseFlagOut(BaseModel):
 class AnnotatorOut(BaseModel):
     """One annotator's masks in a job, against the job's model (see docs/ANNOTATORS.md)."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "annotator": "vendor-b",
+                    "n_masks": 212,
+                    "n_flagged": 180,
+                    "dice_vs_model": 0.81,
+                    "area_ratio": 1.32,
+                    "offset_px": 3.1,
+                    "offset_spread_px": 1.4,
+                    "relative_offset_px": 4.8,
+                    "edge_alignment": 1.05,
+                    "suspect": True,
+                    "verdict": "outlines 4.8 px wider than the other annotators on average (212 masks); "
+                    "follows the image's edges less than they do (alignment 1.05 vs 1.46)",
+                }
+            ]
+        },
+    )
 
     annotator: str
     n_masks: int
@@ -97,7 +117,27 @@ class AnnotatorOut(BaseModel):
 class GmmRoundOut(BaseModel):
     """One GMM fit of a job on the normalised scores (0 = lowest score, 1 = highest)."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "round": 1,
+                    "separation": 2.05,
+                    "mean_clean": -1.2,
+                    "mean_noisy": 0.4,
+                    "var_clean": 0.1,
+                    "var_noisy": 0.3,
+                    "weight_clean": 0.58,
+                    "weight_noisy": 0.42,
+                    "threshold": -0.35,
+                    "n_flagged": 294,
+                    "n_changed": 31,
+                    "applied": True,
+                }
+            ]
+        },
+    )
 
     round: int
     separation: float = Field(description="(mean_noisy - mean_clean) / sqrt(var_clean + var_noisy).")
@@ -114,12 +154,34 @@ class GmmRoundOut(BaseModel):
 
 
 class PlotOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"round": 1, "url": "/v1/jobs/0b2e4c1d-6f1c-4a9e-8b7e-5b6a1f2e3d4c/plots/gmm-rounds/1.png"}
+            ]
+        }
+    )
+
     round: int
     url: str = Field(examples=["/v1/jobs/1a2b.../plots/gmm-rounds/0.png"])
 
 
 class ModelOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "9a7e1f2e-3d4c-4b6a-8f1c-2a9e0b2e4c1d",
+                    "dataset_id": "6f1c2a9e-0b2e-4c1d-9a7e-1f2e3d4c5b6a",
+                    "job_id": "0b2e4c1d-6f1c-4a9e-8b7e-5b6a1f2e3d4c",
+                    "version": 3,
+                    "metrics": {"val_dice": 0.81},
+                    "created_at": "2026-01-01T12:00:00Z",
+                }
+            ]
+        },
+    )
 
     id: uuid.UUID
     dataset_id: uuid.UUID

@@ -26,7 +26,22 @@ class DecisionIn(BaseModel):
 
 
 class DecisionOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "sample_id": "0b2e4c1d-6f1c-4a9e-8b7e-5b6a1f2e3d4c",
+                    "file_name": "cju0qkwl35piu0993l0dewei2.jpg",
+                    "decision": "accept_correction",
+                    "reviewer": "dr-lee",
+                    "note": "",
+                    "created_at": "2026-01-02T09:30:00Z",
+                    "superseded_at": None,
+                }
+            ]
+        },
+    )
 
     sample_id: uuid.UUID
     file_name: str
@@ -40,7 +55,14 @@ class DecisionOut(BaseModel):
 
 
 class BulkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"rule": "accept_proposed_above", "min_noise_probability": 0.95, "reviewer": "dr-lee"}
+            ]
+        },
+    )
 
     rule: Literal["keep_unflagged", "accept_proposed_above"] = Field(
         description="keep_unflagged: keep every unflagged mask; accept_proposed_above: accept every proposed "
@@ -52,6 +74,8 @@ class BulkIn(BaseModel):
 
 
 class BulkOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"decided": 412}]})
+
     decided: int = Field(description="How many undecided samples the rule decided.")
 
 
