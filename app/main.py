@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import annotations as annotation_routes
-from app.api import datasets, docs, health, jobs, models, problems, results, reviews
+from app.api import datasets, docs, health, jobs, metrics, models, problems, results, reviews
 from app.api.limits import BodySizeLimit
 from app.db.session import make_engine, make_session_factory
 from app.memory import TrimAfterLargeRequests, tune_allocator
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
     pages.install(app)
     problems.install(app)
+    metrics.install(app)
     tune_allocator()
     app.state.pixel_budget = PixelBudget(settings.max_decode_pixels)
     secret = settings.session_secret

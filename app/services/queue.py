@@ -6,6 +6,7 @@ import uuid
 from typing import Any, Protocol
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 
 TRAIN_TASK = "gtcorrect.train"
 TRAIN_QUEUE = "train"
@@ -21,6 +22,9 @@ class TaskQueue(Protocol):
 
     def ping(self) -> None:
         """Raise if the broker cannot be reached (``/readyz``)."""
+
+    def depth(self) -> int:
+        """Training tasks waiting in the broker (``/metrics``); raise if it cannot be reached."""
 
     def close(self) -> None: ...
 
@@ -49,6 +53,15 @@ class CeleryQueue:
     def ping(self) -> None:
         with self._app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=5)
+
+    def depth(self) -> int:
+        with self._app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+            try:
+                declared = conn.default_channel.queue_declare(queue=TRAIN_QUEUE, passive=True)
+            except ChannelError:  # Redis keeps no empty lists: a queue with nothing waiting is "not found"
+                return 0
+            return int(declared.message_count)
 
     def close(self) -> None:
         self._app.close()

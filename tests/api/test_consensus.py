@@ -100,6 +100,8 @@ def test_consensus_batch_recovers_the_shapes_and_names_the_unreliable_annotator(
     after = client.get(f"/v1/datasets/{dataset_id}/annotation-batches", headers=auth).json()["total"]
     assert after == before
     wide_batch = next(b for b in prov["source_batches"] if b != speckle_batch)
-    vote = client.post(url, json={"batch_ids": [speckle_batch, wide_batch], "method": "majority"}, headers=auth)
+    vote = client.post(
+        url, json={"batch_ids": [speckle_batch, wide_batch], "method": "majority"}, headers=auth
+    )
     assert vote.status_code == 201, vote.text
     assert "sensitivity" not in vote.json()["provenance"]["annotators"][0]

@@ -87,6 +87,9 @@ class WorkerViewQueue:
     def ping(self) -> None:
         return None
 
+    def depth(self) -> int:
+        return len(self.seen)
+
     def close(self) -> None:
         return None
 

@@ -38,6 +38,10 @@ class RecordingQueue:
         if self.down:
             raise QueueError("connection refused")
 
+    def depth(self) -> int:
+        self.ping()
+        return len(self.sent)
+
     def close(self) -> None:
         pass
 
