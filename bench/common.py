@@ -307,12 +307,12 @@ def train_and_score(
     truth: np.ndarray | None,
     device: str,
     types: Sequence[str | None] | None = None,
-    annotators: list[str] | None = None,
+    drawn_by: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on the split's images with masks ``given`` (N, S, S); score on the clean test set.
 
     truth: (N,) bool, which training masks are wrong (None: recognition is not scored); types: (N,)
-    the corruption type of each mask (None where clean), for recognition per type; annotators: (N,)
+    the corruption type of each mask (None where clean), for recognition per type; drawn_by: (N,)
     who drew each mask, for the engine's annotator check (None: unknown).
     Returns a JSON-ready record (NaN -> null).
     """
@@ -322,7 +322,7 @@ def train_and_score(
         list(split.train_ids),
         val_images=split.val_images,
         val_masks=split.val_masks,
-        annotators=annotators,
+        annotators=drawn_by,
     )
     start = time.perf_counter()
     result = fit(config, data, device=device)

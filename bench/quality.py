@@ -87,9 +87,10 @@ def make_noise(split: Split, regime: str, alpha: float, seed: int) -> Noisy:
 
 
 def jobs_for(
-    plan: Sequence[RunSpec], split: Split, schedule: Schedule, device: str
+    plan: Sequence[RunSpec], split: Split, schedule: Schedule, device: str, clean_annotators: int = 1
 ) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
-    """One thunk per run; the noise of a (regime, alpha, seed) is simulated once and shared."""
+    """One thunk per run; the noise of a (regime, alpha, seed) is simulated once and shared. In the
+    systematic regimes the clean masks are shared out in turn among ``clean_annotators`` annotators."""
     cache: dict[tuple[str, float, int], Noisy] = {}
 
     def noise(spec: RunSpec) -> Noisy:
@@ -106,8 +107,12 @@ def jobs_for(
             # The systematic regime is the biased annotator: the corrupted masks are theirs, the others
             # another annotator's; the job is told who drew what, as the service tells it.
             names = None
-            if spec.regime == "systematic" and spec.method != "clean":
-                names = ["noisy" if t else "clean" for t in noisy.truth]
+            if spec.regime.startswith("systematic") and spec.method != "clean":
+                turn = np.cumsum(~noisy.truth) % clean_annotators
+                names = [
+                    "noisy" if t else "clean" if clean_annotators == 1 else f"clean-{k + 1}"
+                    for t, k in zip(noisy.truth, turn, strict=True)
+                ]
             record = train_and_score(config, split, given, noisy.truth, device, noisy.types, names)
             record.update(spec=dataclasses.asdict(spec), noise=noisy.summary, config=config.to_dict())
             return record
@@ -150,6 +155,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", type=Path, help="continue this JSON file, skipping runs already in it")
     p.add_argument("--benchmarks", type=Path, default=BENCHMARKS, help="markdown file to update")
     p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
+    p.add_argument(
+        "--clean-annotators",
+        type=int,
+        default=1,
+        help="systematic regimes: how many annotators share the clean masks (the job is told who drew what)",
+    )
     p.add_argument("--section", help="markdown section name (default: smoke, quick, default or custom)")
     args = p.parse_args(argv)
     args.plan = "quick" if args.quick else "default"
@@ -184,7 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = ResultLog(path, settings)
     plan = build_plan(args)
     print(f"{len(plan)} runs, log {path}", flush=True)
-    run_all(jobs_for(plan, split, schedule, args.device), log, lambda s: print(s, flush=True))
+    run_all(
+        jobs_for(plan, split, schedule, args.device, args.clean_annotators),
+        log,
+        lambda s: print(s, flush=True),
+    )
     keys = {spec.key for spec in plan}
     runs = {k: v for k, v in log.runs.items() if k in keys}
     body = table(runs)

@@ -203,6 +203,15 @@ def _proposed(which: str) -> Getter:
     return get
 
 
+def _bias(recs: list[dict[str, Any]]) -> str:
+    """The annotator check (gtcorrect.bias): masks flagged, moved back and vetoed, means over runs."""
+    found = [(r.get("quality") or {}).get("annotator_bias") for r in recs]
+    if not any(found):
+        return "–"
+    sums = [[sum(f[k] for f in (x or [])) for k in ("flagged", "proposed", "vetoed")] for x in found]
+    return " / ".join(f"{np.mean([s[i] for s in sums]):.0f}" for i in range(3))
+
+
 QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
     ("noise evidence", lambda recs: _share(_get("quality", "noise_evidence"), recs)),
     ("flagged / true noise", _pair(_get("recognition", "estimated_noise_rate"), _get("spec", "alpha"), 2)),
@@ -211,6 +220,7 @@ QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
     ("self-test edge AUROC", _col(_get("quality", "calibration", "edge_auroc"), 2)),
     ("edges used", lambda recs: _share(_get("quality", "boundary", "used"), recs)),
     ("corrections vetoed by the edges", _col(_get("quality", "boundary", "vetoed"), 0)),
+    ("annotator check: flagged / moved back / vetoed", _bias),
     ("false-flag est.", _col(_get("quality", "false_flag_rate"), 2)),
     ("held-out Dice (given masks)", _col(_get("quality", "validation", "dice"), 3)),
     (

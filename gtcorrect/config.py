@@ -28,7 +28,9 @@ ScoreNet = Literal["ema", "student"]
 EarlyLearning = Literal["curve", "fixed", "none"]
 Correction = Literal["hard", "soft", "none"]
 KeepModel = Literal["teacher", "student"]
-NoiseRegime = Literal["moderate", "strong", "systematic"]  # the presets of gtcorrect.noise
+NoiseRegime = Literal[
+    "moderate", "strong", "systematic", "systematic_erosion"
+]  # the presets of gtcorrect.noise
 
 METHODS: tuple[str, ...] = typing.get_args(Method)
 

@@ -84,9 +84,19 @@ def systematic(alpha: float) -> NoiseSpec:
     return NoiseSpec(alpha, (1.0, 0.0, 0.0, 0.0, 0.0), radius=(4.0, 8.0))
 
 
+def systematic_erosion(alpha: float) -> NoiseSpec:
+    """A biased annotator who draws too tight: every corrupted mask is eroded with radius 4-8."""
+    return NoiseSpec(alpha, (0.0, 1.0, 0.0, 0.0, 0.0), radius=(4.0, 8.0))
+
+
 # Read-only so that the package keeps no module-level mutable state.
 PRESETS: Mapping[str, Callable[[float], NoiseSpec]] = MappingProxyType(
-    {"moderate": moderate_mixed, "strong": strong_mixed, "systematic": systematic}
+    {
+        "moderate": moderate_mixed,
+        "strong": strong_mixed,
+        "systematic": systematic,
+        "systematic_erosion": systematic_erosion,
+    }
 )
 
 
