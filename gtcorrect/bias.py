@@ -9,7 +9,9 @@ or like the others'?), which caps its clean probability, and a correction that m
 the annotator's offset (``shift_outline``; Spatial Correction, Yao et al., ICLR 2023, models label noise
 as such a shift). The correction is proposed where the mask carries the bias with probability at least
 ``quality.min_noise_prob`` and the moved outline follows the image's edges better than the given one
-(``gtcorrect.boundary``); the others are counted as vetoed. Binary masks only (one foreground class).
+(``gtcorrect.boundary``); the others are counted as vetoed. Nothing is proposed when the job cannot
+vouch for its network (too few samples, no validation, a weak network). Binary masks only (one
+foreground class).
 Shape legend: N training masks, C channels, S size.
 """
 
@@ -48,6 +50,8 @@ def apply_bias(
     if not findings:
         return quality, verdict, out
     q, tau = config.quality, config.g.tau
+    # A network the job cannot vouch for still ranks, but its outlines do not move anyone's masks.
+    trusted = not {"too_few_samples", "weak_network", "no_validation"} & {w.code for w in quality.warnings}
     clean, flagged, proposed = verdict.clean_prob.copy(), verdict.flagged.copy(), verdict.proposed.copy()
     summary: list[dict[str, Any]] = []
     warnings: list[Warning] = []
@@ -56,7 +60,7 @@ def apply_bias(
         clean[idx] = np.minimum(clean[idx], 1.0 - f.noisy_prob[idx])
         flagged[idx] |= clean[idx] <= tau
         vetoed = moved = 0
-        for i in idx[f.noisy_prob[idx] >= q.min_noise_prob]:
+        for i in idx[(f.noisy_prob[idx] >= q.min_noise_prob) & trusted]:
             shifted = shift_outline(masks[i], f.shift_px)
             after = edge_alignment(images[i : i + 1], shifted[None])[0]
             if np.isfinite(after) and np.isfinite(alignment[i]) and after <= alignment[i]:

@@ -110,3 +110,13 @@ def test_fit_flags_the_wide_annotator_and_hands_back_moved_outlines() -> None:
     assert after > before
     with pytest.raises(ValueError, match="2 annotators for 48 images"):
         TrainingData(images, given, [f"s{i}" for i in range(48)], annotators=["a", "b"])
+
+
+def test_a_network_the_job_cannot_vouch_for_flags_but_moves_nothing() -> None:
+    images, _, given, names, predicted = _panel(wide=3)
+    n = given.shape[0]
+    verdict = Verdict(np.ones(n), np.zeros(n, bool), np.zeros(n, bool))
+    weak = replace(_quality(), warnings=[Warning("weak_network", "validation Dice 0.30 is below 0.50.")])
+    quality, out, corrections = apply_bias(TrainConfig(), images, given, names, predicted, weak, verdict, {})
+    assert out.flagged.any() and corrections == {} and not out.proposed.any()
+    assert quality.corrections == CORRECTIONS_WITHHELD
