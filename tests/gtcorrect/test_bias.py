@@ -96,7 +96,7 @@ def test_fit_flags_the_wide_annotator_and_hands_back_moved_outlines() -> None:
     names = ["a" if i % 2 else "b" for i in range(48)]
     given = np.stack([shift_outline(t, 3) if n == "b" else t for t, n in zip(truth, names, strict=True)])
     data = TrainingData(images, given, [f"s{i}" for i in range(48)], annotators=names)
-    config = tiny(epochs=12, quality=replace(PLUMBING, val_fraction=0.1, min_val_samples=2))
+    config = tiny(epochs=12, quality=replace(PLUMBING, val_fraction=0.1, min_val_samples=2, min_samples=10))
     result = fit(config, data)
     wide = np.array([n == "b" for n in names])
     train = ~result.held_out
