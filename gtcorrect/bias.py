@@ -7,9 +7,10 @@ offset from the other annotators; when it calls an annotator ``suspect``, each o
 probability of carrying the bias (``bias_findings``: is its outline offset more like this annotator's
 or like the others'?), which caps its clean probability, and a correction that moves its outline back by
 the annotator's offset (``shift_outline``; Spatial Correction, Yao et al., ICLR 2023, models label noise
-as such a shift). The correction is proposed where the mask carries the bias with probability at least
-``quality.min_noise_prob`` and the moved outline follows the image's edges better than the given one
-(``gtcorrect.boundary``); the others are counted as vetoed. Nothing is proposed when the job cannot
+as such a shift). The correction is proposed for every flagged mask of theirs whose moved outline follows the image's
+edges better than the given one (``gtcorrect.boundary``): the edges are the per-mask check, independent
+of the network (the offset posterior overlaps too much to ask 0.9 of it, BENCHMARKS.md); the others are
+counted as vetoed. Nothing is proposed when the job cannot
 vouch for its network (too few samples, no validation, a weak network). Binary masks only (one
 foreground class).
 Shape legend: N training masks, C channels, S size.
@@ -49,7 +50,7 @@ def apply_bias(
     findings = bias_findings(annotators, masks, predicted, report)
     if not findings:
         return quality, verdict, out
-    q, tau = config.quality, config.g.tau
+    tau = config.g.tau
     # A network the job cannot vouch for still ranks, but its outlines do not move anyone's masks.
     trusted = not {"too_few_samples", "weak_network", "no_validation"} & {w.code for w in quality.warnings}
     clean, flagged, proposed = verdict.clean_prob.copy(), verdict.flagged.copy(), verdict.proposed.copy()
@@ -60,7 +61,7 @@ def apply_bias(
         clean[idx] = np.minimum(clean[idx], 1.0 - f.noisy_prob[idx])
         flagged[idx] |= clean[idx] <= tau
         vetoed = moved = 0
-        for i in idx[(f.noisy_prob[idx] >= q.min_noise_prob) & trusted]:
+        for i in idx[flagged[idx] & trusted]:
             shifted = shift_outline(masks[i], f.shift_px)
             after = edge_alignment(images[i : i + 1], shifted[None])[0]
             if np.isfinite(after) and np.isfinite(alignment[i]) and after <= alignment[i]:
