@@ -89,6 +89,14 @@ def apply_bias(
             )
         )
     status, reason, kept = quality.corrections, quality.corrections_reason, quality.warnings
+    added = bool((flagged & ~verdict.flagged).any())
+    if added:  # the network's "nothing is flagged" no longer holds
+        kept = [
+            replace(w, message=w.message.replace("nothing is flagged", "the network flags nothing itself"))
+            if w.code == "no_evidence_of_noise"
+            else w
+            for w in kept
+        ]
     if any(s["proposed"] for s in summary):
         network = f"; the network's own corrections: {reason}" if status != CORRECTIONS_APPLIED else ""
         status, reason = CORRECTIONS_APPLIED, "a biased annotator's outlines moved back" + network
@@ -100,5 +108,11 @@ def apply_bias(
         n_proposed=int(proposed.sum()),
         warnings=[*kept, *warnings],
         annotator_bias=summary,
+        noise_evidence=True if added else quality.noise_evidence,
+        estimated_noise_rate=max(
+            quality.estimated_noise_rate or 0.0, float(flagged.sum()) / max(quality.n_samples, 1)
+        )
+        if added
+        else quality.estimated_noise_rate,
     )
     return quality, Verdict(clean, flagged, proposed), out

@@ -33,7 +33,13 @@ def _quality() -> Quality:
         corrections=CORRECTIONS_WITHHELD,
         corrections_reason="no evidence of noise",
         n_proposed=0,
-        warnings=[Warning("corrections_withheld", "corrected masks are withheld: no evidence of noise.")],
+        warnings=[
+            Warning(
+                "no_evidence_of_noise",
+                "the scores show no two groups: nothing is flagged; read them as a ranking.",
+            ),
+            Warning("corrections_withheld", "corrected masks are withheld: no evidence of noise."),
+        ],
     )
 
 
@@ -78,6 +84,9 @@ def test_a_wide_annotator_is_flagged_and_moved_back() -> None:
     codes = [w.code for w in quality.warnings]
     assert "annotator_bias" in codes and "corrections_withheld" not in codes
     assert "no evidence of noise" in quality.corrections_reason
+    assert quality.noise_evidence and quality.estimated_noise_rate == out.flagged.sum() / 40
+    [note] = [w.message for w in quality.warnings if w.code == "no_evidence_of_noise"]
+    assert "the network flags nothing itself" in note
 
 
 def test_agreeing_annotators_change_nothing() -> None:
