@@ -107,14 +107,20 @@ def machine() -> dict[str, Any]:
 
 
 @torch.no_grad()
-def predict_masks(model: Any, images: np.ndarray, device: str, batch_size: int = 16) -> np.ndarray:
-    """Argmax masks (N, S, S) int64 of a ``ModelBundle`` on prepared images (N, C, S, S)."""
+def predict_probs(model: Any, images: np.ndarray, device: str, batch_size: int = 16) -> np.ndarray:
+    """Class probabilities (N, K, S, S) float32 of a ``ModelBundle`` on prepared images (N, C, S, S)."""
     net = model.build(device)
     out = []
-    for start in range(0, images.shape[0], batch_size):
-        x = torch.as_tensor(images[start : start + batch_size], device=device)
-        out.append(net(x).argmax(1).cpu().numpy())
-    return np.concatenate(out).astype(np.int64)
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            x = torch.as_tensor(images[start : start + batch_size], dtype=torch.float32, device=device)
+            out.append(torch.softmax(net(x).float(), 1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def predict_masks(model: Any, images: np.ndarray, device: str, batch_size: int = 16) -> np.ndarray:
+    """Argmax masks (N, S, S) int64 of a ``ModelBundle`` on prepared images (N, C, S, S)."""
+    return predict_probs(model, images, device, batch_size).argmax(1).astype(np.int64)
 
 
 def recognition(truth: np.ndarray, result: FitResult) -> dict[str, float]:
@@ -205,18 +211,6 @@ def handed_back(result: FitResult, given: np.ndarray, clean: np.ndarray) -> dict
         "n_proposed": float(len(result.corrected)),
         "n_ungated": float(len(every)),
     }
-
-
-def kept_scores(result: FitResult, images: np.ndarray, given: np.ndarray, device: str) -> np.ndarray:
-    """(N,) the kept network's score of every given training mask (the G stage's score kind)."""
-    net = result.model.build(device)
-    g = result.model.config.g
-    out = []
-    with torch.inference_mode():
-        for start in range(0, images.shape[0], 64):
-            x = torch.as_tensor(images[start : start + 64], dtype=torch.float32, device=device)
-            out.append(torch.softmax(net(x).float(), 1).cpu().numpy())
-    return score_masks(np.concatenate(out), given, g.sample_loss, g.confident_floor)
 
 
 def per_sample(
@@ -358,7 +352,10 @@ def train_and_score(
         record["annotators"] = annotators(split, given, truth, result)
     if config.method == "gt":
         record["handed_back"] = handed_back(result, given, split.train_masks)
-        kept = kept_scores(result, split.train_images, given, device)
+        g = config.g
+        kept = score_masks(
+            predict_probs(result.model, split.train_images, device), given, g.sample_loss, g.confident_floor
+        )
         record["per_sample"] = per_sample(result, given, split.train_masks, truth, kept)
         record["correction"] = correction(result, given, split.train_masks)
         if truth is not None:

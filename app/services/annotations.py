@@ -9,13 +9,13 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Annotation, AnnotationBatch, BatchStatus, Dataset, Sample
+from app.db.models import Annotation, AnnotationBatch, BatchKind, BatchStatus, Dataset, Sample
 from app.errors import InvalidInput, NotFound
 from app.services import unit
 from app.services.datasets import label_map_of
@@ -312,3 +312,22 @@ def add_mask(
     digest = hashlib.sha256(png).hexdigest()
     session.add(Annotation(id=ann_id, sample_id=sample.id, batch_id=batch.id, object_key=key, sha256=digest))
     return ann_id
+
+
+def derived_batch(
+    session: Session, dataset: Dataset, kind: BatchKind, annotator: str, note: str, provenance: dict[str, Any]
+) -> AnnotationBatch:
+    """A new accepted batch made by the service from other masks (curated or consensus), flushed; its
+    masks follow with ``add_mask``."""
+    batch = AnnotationBatch(
+        id=uuid.uuid4(),
+        dataset_id=dataset.id,
+        annotator=annotator,
+        source=note,
+        status=BatchStatus.accepted,
+        kind=kind,
+        provenance=provenance,
+    )
+    session.add(batch)
+    session.flush()
+    return batch

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Annotation, AnnotationBatch, BatchKind, BatchStatus, Dataset, Sample
 from app.errors import InvalidInput
-from app.services.annotations import add_mask
+from app.services.annotations import add_mask, derived_batch
 from app.services.datasets import label_map_of
 from app.services.jobs import check_batches
 from app.services.objects import read_object
@@ -112,25 +112,16 @@ def create_consensus_batch(
     raters = [[a for a, _ in m] for m in panel.masks]
     fit = staple(small, raters, len(panel.annotators), k) if method == "staple" else None
     agreed = fit.labels if fit is not None else majority(small, k)
-    batch = AnnotationBatch(
-        id=uuid.uuid4(),
-        dataset_id=dataset.id,
-        annotator=annotator,
-        source=note,
-        status=BatchStatus.accepted,
-        kind=BatchKind.consensus,
-        provenance={
-            "method": method,
-            "source_batches": [str(b) for b in panel.batches],
-            "shared_samples": sum(len(r) > 1 for r in raters),
-            "single_samples": sum(len(r) == 1 for r in raters),
-            "work_size": WORK_SIZE,
-            "annotators": _annotator_stats(panel, small, raters, agreed, fit),
-            **({} if fit is None else {"iterations": fit.iterations, "converged": fit.converged}),
-        },
-    )
-    session.add(batch)
-    session.flush()
+    provenance = {
+        "method": method,
+        "source_batches": [str(b) for b in panel.batches],
+        "shared_samples": sum(len(r) > 1 for r in raters),
+        "single_samples": sum(len(r) == 1 for r in raters),
+        "work_size": WORK_SIZE,
+        "annotators": _annotator_stats(panel, small, raters, agreed, fit),
+        **({} if fit is None else {"iterations": fit.iterations, "converged": fit.converged}),
+    }
+    batch = derived_batch(session, dataset, BatchKind.consensus, annotator, note, provenance)
     files = []
     for sample, masks, who in zip(panel.samples, panel.masks, raters, strict=True):
         full = stack(masks, None)

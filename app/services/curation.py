@@ -9,7 +9,6 @@ stays whole whatever happens to the job; the batches the masks came from are nev
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from typing import Any, Literal
 
@@ -20,7 +19,6 @@ from app.db.models import (
     Annotation,
     AnnotationBatch,
     BatchKind,
-    BatchStatus,
     CorrectedMask,
     Dataset,
     NoiseFlag,
@@ -29,7 +27,7 @@ from app.db.models import (
     TrainingJob,
 )
 from app.errors import Conflict
-from app.services.annotations import add_mask
+from app.services.annotations import add_mask, derived_batch
 from app.services.objects import read_object
 from app.services.reports import require_succeeded
 from app.services.reviews import Reviewer, check_text, current_decisions
@@ -85,25 +83,18 @@ def create_curated_batch(
         raise Conflict(f"job {job.id}'s decisions leave no mask for a curated version.")
     origins.update(origin for _, _, origin in chosen)
     source_batches = sorted({str(b) for b in session.scalars(_given_batches(job))})
-    batch = AnnotationBatch(
-        id=uuid.uuid4(),
-        dataset_id=job.dataset_id,
-        annotator=annotator,
-        source=note,
-        status=BatchStatus.accepted,
-        kind=BatchKind.curated,
-        provenance={
-            "job_id": str(job.id),
-            "source_batches": source_batches,
-            "undecided": undecided,
-            "decided_by": reviewer.name,
-            "decisions": {c.value: n for c, n in Counter(decisions.values()).items()},
-            "masks": dict(origins),
-        },
-    )
-    session.add(batch)
-    session.flush()
-    batch.report = {"accepted": len(chosen), "files": _copy_masks(session, store, batch, chosen)}
+    dataset = session.get(Dataset, job.dataset_id)
+    assert dataset is not None  # the job's dataset: its rows cascade with it
+    provenance = {
+        "job_id": str(job.id),
+        "source_batches": source_batches,
+        "undecided": undecided,
+        "decided_by": reviewer.name,
+        "decisions": {c.value: n for c, n in Counter(decisions.values()).items()},
+        "masks": dict(origins),
+    }
+    batch = derived_batch(session, dataset, BatchKind.curated, annotator, note, provenance)
+    batch.report = {"accepted": len(chosen), "files": _copy_masks(session, store, dataset, batch, chosen)}
     session.flush()
     return batch
 
@@ -118,10 +109,12 @@ def _given_batches(job: TrainingJob) -> Any:
 
 
 def _copy_masks(
-    session: Session, store: ObjectStore, batch: AnnotationBatch, chosen: list[tuple[Sample, str, str]]
+    session: Session,
+    store: ObjectStore,
+    dataset: Dataset,
+    batch: AnnotationBatch,
+    chosen: list[tuple[Sample, str, str]],
 ) -> list[dict[str, str]]:
-    dataset = session.get(Dataset, batch.dataset_id)
-    assert dataset is not None  # the job's dataset: its rows cascade with it
     report: list[dict[str, str]] = []
     for sample, source_key, origin in chosen:
         ann_id = add_mask(session, store, dataset, batch, sample, read_object(store, source_key))
