@@ -100,8 +100,9 @@ def _checkpoint_epoch(key: str | None) -> int:
     return int(match.group(1))
 
 
-def _row_with_stored_checkpoint(stack: Stack, job_id: str) -> TrainingJob:
-    """The job row, once its checkpoint key names an object that is in the store.
+def _row_with_stored_checkpoint(stack: Stack, job_id: str, min_epoch: int = 1) -> TrainingJob:
+    """The job row, once its checkpoint key names an object that is in the store, of epoch ``min_epoch``
+    or later (progress reports an epoch before its checkpoint is recorded).
 
     The worker stores checkpoint N+1, points the row at it, then deletes N; reading the row and then
     listing can straddle that step, so the row is read again and the check made on a stable pair.
@@ -112,8 +113,10 @@ def _row_with_stored_checkpoint(stack: Stack, job_id: str) -> TrainingJob:
         before = stack.row(job_id)
         stored = list(store.list(f"{before.project_id}/jobs/{job_id}/checkpoints/"))
         after = stack.row(job_id)
-        if before.checkpoint_key != after.checkpoint_key:
-            return None  # a new checkpoint landed in between: look again
+        if before.checkpoint_key != after.checkpoint_key or after.checkpoint_key is None:
+            return None  # a new checkpoint landed in between (or none yet): look again
+        if _checkpoint_epoch(after.checkpoint_key) < min_epoch:
+            return None
         assert after.checkpoint_key in stored, (after.checkpoint_key, stored)
         return after
 
@@ -134,7 +137,7 @@ def test_killed_worker_resumes_from_the_checkpoint(default_stack: Stack, victim:
     _reaches_epoch(stack, job_id, 2)
 
     # Item 1: a heartbeat and a checkpoint object every epoch, before any fault.
-    row = _row_with_stored_checkpoint(stack, job_id)
+    row = _row_with_stored_checkpoint(stack, job_id, min_epoch=2)
     assert row.heartbeat_at is not None and row.attempt == 1
 
     if victim == "whole worker":
