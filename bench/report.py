@@ -204,12 +204,14 @@ def _proposed(which: str) -> Getter:
 
 
 def _bias(recs: list[dict[str, Any]]) -> str:
-    """The annotator check (gtcorrect.bias): masks flagged, moved back and vetoed, means over runs."""
+    """The annotator check (gtcorrect.bias): masks flagged, moved back, vetoed and learnt from moved back
+    (bias-aware training; runs before it count none), means over runs."""
     found = [(r.get("quality") or {}).get("annotator_bias") for r in recs]
     if not any(found):
         return "–"
-    sums = [[sum(f[k] for f in (x or [])) for k in ("flagged", "proposed", "vetoed")] for x in found]
-    return " / ".join(f"{np.mean([s[i] for s in sums]):.0f}" for i in range(3))
+    keys = ("flagged", "proposed", "vetoed", "trained_moved")
+    sums = [[sum(f.get(k, 0) for f in (x or [])) for k in keys] for x in found]
+    return " / ".join(f"{np.mean([s[i] for s in sums]):.0f}" for i in range(len(keys)))
 
 
 QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
@@ -220,7 +222,7 @@ QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
     ("self-test edge AUROC", _col(_get("quality", "calibration", "edge_auroc"), 2)),
     ("edges used", lambda recs: _share(_get("quality", "boundary", "used"), recs)),
     ("corrections vetoed by the edges", _col(_get("quality", "boundary", "vetoed"), 0)),
-    ("annotator check: flagged / moved back / vetoed", _bias),
+    ("annotator check: flagged / moved back / vetoed / learnt moved", _bias),
     ("false-flag est.", _col(_get("quality", "false_flag_rate"), 2)),
     ("held-out Dice (given masks)", _col(_get("quality", "validation", "dice"), 3)),
     (

@@ -18,16 +18,68 @@ Shape legend: N training masks, C channels, S size.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from gtcorrect.annotators import annotator_report, bias_findings, shift_outline
+from gtcorrect.annotators import BiasFinding, annotator_report, bias_findings, shift_outline
 from gtcorrect.boundary import edge_alignment
 from gtcorrect.config import TrainConfig
 from gtcorrect.quality import CORRECTIONS_APPLIED, Quality, Verdict, Warning
+
+
+def _check(
+    images: np.ndarray,
+    masks: np.ndarray,
+    annotators: Sequence[str],
+    predicted: np.ndarray,
+    flagged: np.ndarray,
+) -> tuple[np.ndarray, list[BiasFinding]]:
+    """The given outlines' edge alignment (N,) and the suspect annotators' findings (none for masks
+    with more than one foreground class or a single annotator)."""
+    if int(masks.max(initial=0)) > 1 or len(set(annotators)) < 2:
+        return np.zeros(0), []
+    alignment = edge_alignment(images, masks)
+    report = annotator_report(annotators, masks, predicted, flagged, 1.0, alignment)
+    return alignment, bias_findings(annotators, masks, predicted, report)
+
+
+def _move_back(
+    images: np.ndarray, masks: np.ndarray, alignment: np.ndarray, shift_px: float, idx: np.ndarray
+) -> tuple[dict[int, np.ndarray], int]:
+    """Masks ``idx`` with their outlines moved by ``shift_px`` where the moved outline follows the
+    image's edges better than the given one; and how many the edges vetoed."""
+    moved: dict[int, np.ndarray] = {}
+    for i in idx:
+        shifted = shift_outline(masks[i], shift_px)
+        after = edge_alignment(images[i : i + 1], shifted[None])[0]
+        if np.isfinite(after) and np.isfinite(alignment[i]) and after <= alignment[i]:
+            continue
+        moved[int(i)] = shifted.astype(np.int64)
+    return moved, int(idx.size) - len(moved)
+
+
+def bias_targets(
+    config: TrainConfig,
+    images: np.ndarray,
+    masks: np.ndarray,
+    annotators: Sequence[str],
+    predicted: np.ndarray,
+    flagged: np.ndarray,
+) -> dict[int, np.ndarray]:
+    """Bias-aware training: what a suspect annotator's masks (training index -> mask) are learnt from
+    for the rest of the run, given the network's predictions (N, S, S) so far. Their masks that carry the
+    bias (clean probability 1 - p <= ``g.tau``), with the outline moved back where the edges agree;
+    empty when no annotator is suspect."""
+    alignment, findings = _check(images, masks, annotators, predicted, flagged)
+    out: dict[int, np.ndarray] = {}
+    for f in findings:
+        idx = np.flatnonzero(np.isfinite(f.noisy_prob))
+        carries = idx[1.0 - f.noisy_prob[idx] <= config.g.tau]
+        out.update(_move_back(images, masks, alignment, f.shift_px, carries)[0])
+    return out
 
 
 def apply_bias(
@@ -39,15 +91,13 @@ def apply_bias(
     quality: Quality,
     verdict: Verdict,
     corrections: Mapping[int, np.ndarray],
+    trained: Collection[int] = (),
 ) -> tuple[Quality, Verdict, dict[int, np.ndarray]]:
     """The run's quality, verdicts and corrections (training index -> mask) after the annotator check
-    of the training images (N, C, S, S), given masks (N, S, S) and the kept network's predictions."""
+    of the training images (N, C, S, S), given masks (N, S, S) and the kept network's predictions;
+    ``trained``: the masks learnt from with their outlines moved back (``bias_targets``)."""
     out = dict(corrections)
-    if int(masks.max(initial=0)) > 1 or len(set(annotators)) < 2:
-        return quality, verdict, out
-    alignment = edge_alignment(images, masks)
-    report = annotator_report(annotators, masks, predicted, verdict.flagged, 1.0, alignment)
-    findings = bias_findings(annotators, masks, predicted, report)
+    alignment, findings = _check(images, masks, annotators, predicted, verdict.flagged)
     if not findings:
         return quality, verdict, out
     tau = config.g.tau
@@ -60,15 +110,10 @@ def apply_bias(
         idx = np.flatnonzero(np.isfinite(f.noisy_prob))
         clean[idx] = np.minimum(clean[idx], 1.0 - f.noisy_prob[idx])
         flagged[idx] |= clean[idx] <= tau
-        vetoed = moved = 0
-        for i in idx[flagged[idx] & trusted]:
-            shifted = shift_outline(masks[i], f.shift_px)
-            after = edge_alignment(images[i : i + 1], shifted[None])[0]
-            if np.isfinite(after) and np.isfinite(alignment[i]) and after <= alignment[i]:
-                vetoed += 1
-                continue
-            out[int(i)], proposed[i] = shifted.astype(np.int64), True
-            moved += 1
+        back, vetoed = _move_back(images, masks, alignment, f.shift_px, idx[flagged[idx] & trusted])
+        out.update(back)
+        proposed[np.fromiter(back, dtype=np.int64)] = True
+        moved = len(back)
         summary.append(
             {
                 "annotator": f.annotator,
@@ -77,6 +122,7 @@ def apply_bias(
                 "flagged": int(flagged[idx].sum()),
                 "proposed": moved,
                 "vetoed": vetoed,
+                "trained_moved": int(np.isin(idx, np.fromiter(trained, dtype=np.int64)).sum()),
             }
         )
         side = "wider" if f.shift_px < 0 else "narrower"
@@ -85,7 +131,12 @@ def apply_bias(
                 "annotator_bias",
                 f"annotator {f.annotator!r} outlines {abs(f.shift_px):.1f} px {side} than the others: "
                 f"{summary[-1]['flagged']} of their {idx.size} masks flagged, {moved} with the outline "
-                "moved back.",
+                "moved back"
+                + (
+                    f"; {summary[-1]['trained_moved']} learnt from with the outline moved back."
+                    if summary[-1]["trained_moved"]
+                    else "."
+                ),
             )
         )
     status, reason, kept = quality.corrections, quality.corrections_reason, quality.warnings

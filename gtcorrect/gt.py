@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gtcorrect.augment import augment_batch
+from gtcorrect.bias import bias_targets
 from gtcorrect.checkpoint import Checkpoint
 from gtcorrect.gstage import feedback_converged
 from gtcorrect.loop import Run
@@ -81,15 +82,27 @@ def _start_t(run: Run, detector: EarlyLearningDetector) -> None:
     if run.config.t.elr:
         run.state.elr_memory = torch.zeros(run.n, run.k, *run.images.shape[2:], device=run.device)
     run.state.detector = detector.state_dict()
+    _annotator_targets(run)
     flagged = np.flatnonzero(run.state.flagged)
     if (detector.switched or run.config.t.epochs == 0) and run.config.t.correction != "none" and flagged.size:
         _correct(run, flagged, run.predict_probs("teacher", flagged))
 
 
+def _annotator_targets(run: Run) -> None:
+    """Bias-aware training (``t.annotator_targets``): with the annotators known, a suspect annotator's
+    masks are learnt from with their outlines moved back for the whole T stage."""
+    data, config = run.data, run.config
+    if data.annotators is None or not (config.t.annotator_targets and config.quality.annotators):
+        return
+    masks = np.asarray(data.masks)
+    predicted = run.predicted("teacher")
+    run.retarget(bias_targets(config, data.images, masks, data.annotators, predicted, run.state.flagged))
+
+
 def _correct(run: Run, flagged: np.ndarray, probs: np.ndarray) -> None:
     """Confident correcting of the flagged masks from teacher probs (Nf, K, S, S), in place."""
     t, state = run.config.t, run.state
-    given = run.masks[torch.as_tensor(flagged, device=run.device)].cpu().numpy()
+    given = run.targets[torch.as_tensor(flagged, device=run.device)].cpu().numpy()
     state.thresholds = class_thresholds(probs, given, state.thresholds, t.threshold_ema)
     flags = confident_flags(probs, given, state.thresholds, t.confidence_floor)
     fix = soft_correction if t.correction == "soft" else hard_correction
@@ -102,9 +115,9 @@ def _flagged_targets(run: Run, correcting: bool) -> torch.Tensor | None:
     if not correcting or not run.state.corrections:
         return None
     soft = run.config.t.correction == "soft"
-    base = run.masks.clone()
+    base = run.targets.clone()
     if soft:
-        base = torch.nn.functional.one_hot(run.masks, run.k).permute(0, 3, 1, 2).float()
+        base = torch.nn.functional.one_hot(run.targets, run.k).permute(0, 3, 1, 2).float()
     for i, mask in run.state.corrections.items():
         base[i] = torch.as_tensor(mask, device=run.device)
     return base
@@ -123,12 +136,12 @@ def _t_step(
     loss = torch.zeros((), device=run.device)
     parts: dict[str, float] = {}
     if cb.numel():
-        x, y = augment_batch(run.images[cb], run.masks[cb], run.config.augment, gen)
+        x, y = augment_batch(run.images[cb], run.targets[cb], run.config.augment, gen)
         l_clean = seg_loss(student(x), y)
         loss = loss + l_clean
         parts["clean"] = float(l_clean.detach())
     if fb.numel():
-        given = run.masks[fb] if targets is None else targets[fb]
+        given = run.targets[fb] if targets is None else targets[fb]
         xf, yf = augment_batch(run.images[fb], given, run.config.augment, gen)
         s_logits = student(xf)
         with torch.no_grad():
@@ -244,6 +257,7 @@ def run_gt(run: Run, resume: Checkpoint | None) -> str:
             detector.load_state_dict(run.state.detector)
         if run.state.elr_memory is not None:
             run.state.elr_memory = run.state.elr_memory.to(run.device)
+        run.retarget(run.state.targets)
     epoch = run.state.epoch
     while not run.state.g_end:
         epoch += 1

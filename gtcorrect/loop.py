@@ -50,6 +50,8 @@ class RunState:
     detector: dict[str, Any] = field(default_factory=dict)
     thresholds: np.ndarray | None = None
     corrections: dict[int, np.ndarray] = field(default_factory=dict)
+    # Masks learnt from in place of the given ones (bias-aware training, gtcorrect.bias.bias_targets).
+    targets: dict[int, np.ndarray] = field(default_factory=dict)
     elr_memory: torch.Tensor | None = None  # (N, K, S, S)
     history: list[Progress] = field(default_factory=list)
 
@@ -70,6 +72,7 @@ class RunState:
             "detector": dict(self.detector),
             "thresholds": None if self.thresholds is None else torch.tensor(np.asarray(self.thresholds)),
             "corrections": {int(i): pack_mask(m) for i, m in self.corrections.items()},
+            "targets": {int(i): pack_mask(m) for i, m in self.targets.items()},
             "elr_memory": None if self.elr_memory is None else self.elr_memory.detach().cpu().clone(),
         }
 
@@ -91,6 +94,7 @@ class RunState:
         self.detector = dict(engine["detector"])
         self.thresholds = None if engine["thresholds"] is None else engine["thresholds"].numpy()
         self.corrections = {int(i): unpack_mask(m) for i, m in engine["corrections"].items()}
+        self.targets = {int(i): unpack_mask(m) for i, m in engine.get("targets", {}).items()}
         self.elr_memory = engine["elr_memory"]
         self.history = [Progress(**h) for h in history]
 
@@ -125,12 +129,23 @@ class Run:
         self.config, self.data, self.device = config, data, device
         self.images = torch.as_tensor(data.images, dtype=torch.float32).to(device)
         self.masks = torch.as_tensor(data.masks, dtype=torch.int64).to(device)
+        self.targets = self.masks  # what the masks' samples are learnt from (``retarget``)
         self.n, self.c = data.images.shape[0], data.images.shape[1]
         self.k = data.label_map.num_classes
         self.callbacks, self.should_stop, self.checkpoint_fn = callbacks, should_stop, checkpoint
         self.nets: dict[str, nn.Module] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self.state = RunState.initial(self.n)
+
+    def retarget(self, targets: dict[int, np.ndarray]) -> None:
+        """Learn samples ``targets`` (index -> mask) from those masks instead of the given ones; the given
+        masks (``self.masks``) stay what scores and reports compare against."""
+        self.state.targets = dict(targets)
+        self.targets = self.masks
+        if targets:
+            self.targets = self.masks.clone()
+            for i, mask in targets.items():
+                self.targets[i] = torch.as_tensor(mask, device=self.device)
 
     def add_net(self, name: str, seed_offset: int = 0, optimizer: bool = True) -> nn.Module:
         torch.manual_seed(self.config.seed + seed_offset)
@@ -173,7 +188,7 @@ class Run:
         losses = []
         for batch in self.batches(indices, self.config.batch_size, gen):
             self.check_stop(epoch)
-            x, y = augment_batch(self.images[batch], self.masks[batch], self.config.augment, gen)
+            x, y = augment_batch(self.images[batch], self.targets[batch], self.config.augment, gen)
             loss = seg_loss(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -189,6 +204,14 @@ class Run:
         return self.probs_of(
             name, self.images[torch.as_tensor(indices, dtype=torch.int64, device=self.device)]
         )
+
+    def predicted(self, name: str, chunk: int = 256) -> np.ndarray:
+        """(N, S, S) uint8: net ``name``'s prediction on every training image, a chunk at a time."""
+        out = np.zeros((self.n, *self.images.shape[2:]), dtype=np.uint8)
+        for start in range(0, self.n, chunk):
+            idx = np.arange(start, min(start + chunk, self.n))
+            out[idx] = self.predict_probs(name, idx).argmax(1)
+        return out
 
     @torch.no_grad()
     def probs_of(self, name: str, images: torch.Tensor) -> np.ndarray:

@@ -66,7 +66,7 @@ def fit(
         run = Run(config, train_data, dev, callbacks, should_stop, checkpoint)
         keep = _RUNNERS[config.method](run, resume)
         held = _held_out(run, keep, data, held_idx)
-        predicted = _predicted(run, keep, train_idx.size, held)
+        predicted = run.predicted(keep)
         metrics = run.val_metrics(keep)
         evidence = _evidence(run, train_data, held, metrics)
         quality, verdict, held_clean = assess(evidence, _fetch(run, keep))
@@ -81,6 +81,7 @@ def fit(
             quality,
             verdict,
             corrections,
+            trained=run.state.targets.keys(),
         )
     if held.dice is not None:
         metrics["holdout_dice"] = held.dice
@@ -135,15 +136,6 @@ class _HeldOut:
     alignment: np.ndarray  # (M,) their outlines' edge alignment (gtcorrect.boundary)
     n_total: int  # training + held back
     predicted: np.ndarray  # (M, S, S) uint8: the kept net's prediction
-
-
-def _predicted(run: Run, keep: str, n_train: int, held: _HeldOut, chunk: int = 256) -> np.ndarray:
-    """(n_train, S, S) uint8: the kept net's prediction on every training image, a chunk at a time."""
-    out = np.zeros((n_train, *run.images.shape[2:]), dtype=np.uint8)
-    for start in range(0, n_train, chunk):
-        idx = np.arange(start, min(start + chunk, n_train))
-        out[idx] = run.predict_probs(keep, idx).argmax(1)
-    return out
 
 
 def _place(train: np.ndarray, held: np.ndarray, train_idx: np.ndarray, held_idx: np.ndarray) -> np.ndarray:

@@ -7,14 +7,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from gtcorrect.annotators import shift_outline
 from gtcorrect.bias import apply_bias
+from gtcorrect.checkpoint import Checkpoint
 from gtcorrect.config import TrainConfig
+from gtcorrect.errors import TrainingStopped
 from gtcorrect.metrics import foreground_dice
 from gtcorrect.quality import CORRECTIONS_APPLIED, CORRECTIONS_WITHHELD, Quality, Verdict, Warning
 from gtcorrect.trainer import fit
-from gtcorrect.types import TrainingData
+from gtcorrect.types import Progress, TrainingData
 from tests.gtcorrect.synthetic import PLUMBING, make_shapes
 from tests.gtcorrect.test_fit import tiny
 
@@ -100,13 +103,22 @@ def test_agreeing_annotators_change_nothing() -> None:
     assert quality.corrections == CORRECTIONS_WITHHELD
 
 
-def test_fit_flags_the_wide_annotator_and_hands_back_moved_outlines() -> None:
+def _wide_annotator_set() -> tuple[np.ndarray, list[str], TrainingData]:
     images, truth = make_shapes(48, size=32, seed=5)
     names = ["a" if i % 2 else "b" for i in range(48)]
     given = np.stack([shift_outline(t, 3) if n == "b" else t for t, n in zip(truth, names, strict=True)])
-    data = TrainingData(images, given, [f"s{i}" for i in range(48)], annotators=names)
-    config = tiny(epochs=12, quality=replace(PLUMBING, val_fraction=0.1, min_val_samples=2, min_samples=10))
-    result = fit(config, data)
+    return truth, names, TrainingData(images, given, [f"s{i}" for i in range(48)], annotators=names)
+
+
+def _wide_config(**t: object) -> TrainConfig:
+    base = tiny(epochs=12, quality=replace(PLUMBING, val_fraction=0.1, min_val_samples=2, min_samples=10))
+    return replace(base, t=replace(base.t, **t))
+
+
+def test_fit_flags_the_wide_annotator_and_hands_back_moved_outlines() -> None:
+    truth, names, data = _wide_annotator_set()
+    given = data.masks
+    result = fit(_wide_config(), data)
     wide = np.array([n == "b" for n in names])
     train = ~result.held_out
     [finding] = result.quality.annotator_bias
@@ -118,7 +130,38 @@ def test_fit_flags_the_wide_annotator_and_hands_back_moved_outlines() -> None:
     after = foreground_dice(np.stack([result.corrected[i] for i in moved]), truth[moved]).mean()
     assert after > before
     with pytest.raises(ValueError, match="2 annotators for 48 images"):
-        TrainingData(images, given, [f"s{i}" for i in range(48)], annotators=["a", "b"])
+        TrainingData(data.images, given, [f"s{i}" for i in range(48)], annotators=["a", "b"])
+
+
+def test_bias_aware_training_learns_the_moved_outlines_and_resumes_exactly() -> None:
+    truth, names, data = _wide_annotator_set()
+    # A T stage long enough to learn from its targets.
+    config = _wide_config(epochs=10)
+    aware, plain = fit(config, data), fit(replace(config, t=replace(config.t, annotator_targets=False)), data)
+    [finding] = aware.quality.annotator_bias
+    assert finding["trained_moved"] > 10 and "learnt from with the outline moved back" in " ".join(
+        w.message for w in aware.quality.warnings
+    )
+    assert plain.quality.annotator_bias[0]["trained_moved"] == 0
+    # The network learnt the true outlines rather than halfway to the wide annotator's.
+    learnt = [foreground_dice(r.predicted, truth).mean() for r in (aware, plain)]
+    assert learnt[0] > learnt[1] + 0.02
+    # A checkpoint taken in the T stage carries the moved outlines: resuming is exact.
+    saved: list[Checkpoint] = []
+    events: list[Progress] = []
+    stop = len(aware.history) - 2
+    with pytest.raises(TrainingStopped):
+        fit(
+            config,
+            data,
+            callbacks=[events.append],
+            should_stop=lambda: len(events) >= stop,
+            checkpoint=saved.append,
+        )
+    assert saved[-1].phase.startswith("t_")
+    resumed = fit(config, data, resume=Checkpoint.from_bytes(saved[-1].to_bytes()))
+    for name, tensor in aware.model.state_dict.items():
+        assert torch.equal(tensor, resumed.model.state_dict[name]), name
 
 
 def test_a_network_the_job_cannot_vouch_for_flags_but_moves_nothing() -> None:
