@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import annotations as annotation_routes
+from app.api import config as config_routes
 from app.api import datasets, docs, health, jobs, metrics, models, problems, results, reviews
 from app.api.limits import BodySizeLimit
 from app.db.session import make_engine, make_session_factory
@@ -97,12 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     pages.install(app)
     problems.install(app)
     metrics.install(app)
+    config_routes.install_schema(app, settings.config_limits())
     tune_allocator()
     app.state.pixel_budget = PixelBudget(settings.max_decode_pixels)
     secret = settings.session_secret
     app.state.session_secret = secret.encode() if secret else secrets.token_bytes(32)
     app.add_middleware(TrimAfterLargeRequests)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    for module in (health, datasets, annotation_routes, jobs, results, reviews, models):
+    for module in (health, datasets, annotation_routes, jobs, config_routes, results, reviews, models):
         app.include_router(module.router)
     return app

@@ -39,20 +39,20 @@ METHODS: tuple[str, ...] = typing.get_args(Method)
 class NetConfig:
     """MONAI ``UNet`` (2-D). ``channels``/``strides`` as in ``monai.networks.nets.UNet``."""
 
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    strides: tuple[int, ...] = (2, 2, 2, 2)
-    num_res_units: int = 2
-    dropout: float = 0.0
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # filters per level of the U-Net, shallow to deep
+    strides: tuple[int, ...] = (2, 2, 2, 2)  # downsampling factor between levels (one fewer than channels)
+    num_res_units: int = 2  # residual units per block (0: plain convolutions)
+    dropout: float = 0.0  # dropout probability inside the blocks
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Train-time augmentation; never applied when scoring samples or at inference."""
 
-    enabled: bool = True
-    flip: bool = True
-    affine_degrees: float = 10.0
-    affine_scale: float = 0.1
+    enabled: bool = True  # False: no augmentation at all
+    flip: bool = True  # random horizontal and vertical flips
+    affine_degrees: float = 10.0  # max random rotation, degrees
+    affine_scale: float = 0.1  # max relative random zoom
     intensity: float = 0.1  # max relative brightness/contrast jitter
 
 
@@ -60,20 +60,20 @@ class AugmentConfig:
 class GStageConfig:
     """G stage: GMM split of the per-sample loss, iterated as positive feedback (ALGORITHM.md)."""
 
-    warmup_epochs: int = 10
+    warmup_epochs: int = 10  # epochs on every mask before the first GMM split (gt, gmm_select: >= 1)
     # "excess", not the paper's "ce+dice": on Kvasir-SEG (strong mixed, alpha 0.5, 700 images) it ranks
     # noisy masks better (BENCHMARKS.md, sections evidence-strong and full40-strong05); variant
     # "paper" of bench/plan.py keeps the reference configuration.
     sample_loss: SampleLoss = "excess"
-    rounds_max: int = 5
-    epochs_per_round: int = 5
+    rounds_max: int = 5  # most positive-feedback rounds (train on the clean set, split again)
+    epochs_per_round: int = 5  # epochs of each feedback round
     feedback: bool = True  # False: one GMM fit after warm-up (ablation)
     tau: float = 0.5  # clean set C = {w_i > tau}
     stop_change_frac: float = 0.01  # stop when fewer than this fraction of images change side
-    gmm_max_iter: int = 10
-    gmm_tol: float = 1e-2
-    gmm_reg_covar: float = 5e-4
-    histogram_bins: int = 50
+    gmm_max_iter: int = 10  # EM iterations of each GMM fit
+    gmm_tol: float = 1e-2  # EM convergence tolerance
+    gmm_reg_covar: float = 5e-4  # added to the GMM variances for stability
+    histogram_bins: int = 50  # bins of the score histogram stored with each round (plots)
     trajectory_epochs: int = 5  # sample_loss="trajectory": epochs averaged (scored every epoch)
     confident_floor: float = 0.8  # sample_loss="confident": min. max-probability of a counted pixel
     # 2 = the paper/DivideMix split. More components model several noise types (e.g. shifted masks far
@@ -108,24 +108,27 @@ class GStageConfig:
 class TStageConfig:
     """T stage: mean teacher, early-learning switch, confident correcting (ALGORITHM.md)."""
 
-    epochs: int = 20
-    ema_decay: float = 0.99
+    epochs: int = 20  # epochs of the T stage (mean teacher and correction)
+    ema_decay: float = 0.99  # the teacher's exponential moving average of the student's weights
     flagged_fraction: float = 0.5  # share of each batch drawn from the flagged set
-    consistency_noise_std: float = 0.1
-    consistency_noise_clip: float = 0.2
+    consistency_noise_std: float = 0.1  # Gaussian noise on the teacher's input (consistency loss)
+    consistency_noise_clip: float = 0.2  # that noise is clipped to +- this
     lambda_max: float = 0.1  # sigmoid ramp-up target of lambda(t)
-    rampup_epochs: int = 5
-    flagged_weight: float = 5.0
+    rampup_epochs: int = 5  # epochs over which lambda(t) ramps up to lambda_max
+    flagged_weight: float = 5.0  # weight of the flagged masks' segmentation loss
+    # "curve": switch to corrected masks when the flagged Dice curve flattens; "fixed": after
+    # early_learning_fixed_epochs; "none": at once.
     early_learning: EarlyLearning = "curve"
     early_learning_fixed_epochs: int = 5  # fallback, and the switch for early_learning="fixed"
     early_learning_slope_frac: float = 0.1  # ADELE: correct once slope < 10 % of the initial slope
+    # "hard": confident pixels take the teacher's class; "soft": its probabilities; "none": no correction.
     correction: Correction = "hard"
-    confidence_floor: float = 0.8
+    confidence_floor: float = 0.8  # a pixel is corrected only where the teacher is at least this sure
     threshold_ema: float = 0.0  # 0: per-class thresholds from the whole flagged set each epoch
-    elr: bool = False
-    elr_beta: float = 0.7
-    elr_lambda: float = 3.0
-    keep: KeepModel = "teacher"
+    elr: bool = False  # early-learning regularisation (Liu et al. 2020) on the flagged masks
+    elr_beta: float = 0.7  # ELR's moving average of the predictions
+    elr_lambda: float = 3.0  # ELR's weight
+    keep: KeepModel = "teacher"  # the network returned as the model
     # After the last epoch, score every image with the teacher and split once more (a last GMM round,
     # reported like the others); the corrections are then made for that final flagged set. The
     # teacher has trained for the whole T stage by then and ranks the noisy masks better than the
@@ -182,7 +185,7 @@ class QualityConfig:
     # ranking's AUROC from 0.856 to 0.914 and the proposed masks' gain from 6-13 to 20-25 Dice points
     # (BENCHMARKS.md, "third pass").
     boundary: bool = True
-    min_edge_auroc: float = 0.75
+    min_edge_auroc: float = 0.75  # the self-test's edge AUROC at which the edges count (boundary)
     # ... and when the edges are evidence, the masks the network flags must follow them less than the
     # rest (AUROC of low alignment, flagged vs unflagged, at least this), or there is no evidence of noise.
     min_edge_confirmation: float = 0.6
@@ -194,21 +197,22 @@ class QualityConfig:
 @dataclass(frozen=True)
 class CoteachingConfig:
     forget_rate: float | None = None  # None: the G stage's estimated noise rate is not known, use 0.3
-    num_gradual: int = 10
+    num_gradual: int = 10  # epochs over which the forget rate ramps up
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything ``gtcorrect.fit`` needs besides the data. Round-trips through ``to_dict``/``from_dict``."""
 
+    # "gt": G-T correcting; "noisy"/"clean": plain training; "gmm_select", "coteaching": peers.
     method: Method = "gt"
-    seed: int = 0
-    image_size: int = 128
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = 40  # total epochs for the baselines; G-T uses warm-up + rounds + T epochs
-    num_workers: int = 0
+    seed: int = 0  # seeds weights, batches and augmentation: same seed, same result on CPU
+    image_size: int = 128  # images and masks are resized to this square side for training (pixels)
+    batch_size: int = 8  # images per optimizer step
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam's L2 weight decay
+    epochs: int = 40  # total epochs for the baselines (>= 1); G-T uses warm-up + rounds + T epochs
+    num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
     net: NetConfig = field(default_factory=NetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     g: GStageConfig = field(default_factory=GStageConfig)
@@ -471,3 +475,69 @@ def _check_limits(config: TrainConfig, limits: ConfigLimits) -> None:
             max(parts, key=lambda k: parts[k]),
             f"the schedule would train {total} epochs; this service's limit is {limits.max_epochs}",
         )
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point for a job: ``config`` is a partial ``TrainConfig`` (omitted fields keep
+    their defaults); a job's own ``config`` is applied on top of it."""
+
+    name: str
+    description: str
+    config: dict[str, Any]
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "quick",
+            "A first look in minutes on a CPU: 64 px, 6 warm-up epochs, up to 2 feedback rounds of 2 "
+            "epochs, 4 T-stage epochs. Too short to trust its verdicts on a real dataset.",
+            {
+                "image_size": 64,
+                "g": {"warmup_epochs": 6, "rounds_max": 2, "epochs_per_round": 2},
+                "t": {"epochs": 4},
+            },
+        ),
+        Preset(
+            "standard",
+            "The defaults: 128 px, 10 warm-up epochs, up to 5 feedback rounds of 5 epochs, 20 T-stage "
+            "epochs (at most 55 epochs).",
+            {},
+        ),
+        Preset(
+            "benchmark",
+            "The protocol of BENCHMARKS.md's Kvasir-SEG figures: 128 px, 40 epochs (22 warm-up, up to 3 "
+            "feedback rounds of 3, 9 T-stage epochs).",
+            {"g": {"warmup_epochs": 22, "rounds_max": 3, "epochs_per_round": 3}, "t": {"epochs": 9}},
+        ),
+        Preset(
+            "paper",
+            "The paper's reference G stage (Gao et al. 2024): the student's per-image CE + Dice loss, the "
+            "GMM on raw scores, no final split; our other defaults stay.",
+            {
+                "g": {"sample_loss": "ce+dice", "score_transform": "none", "score_net": "student"},
+                "t": {"final_split": False},
+            },
+        ),
+    )
+}
+
+
+def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` applied on top of ``base`` (partial config dicts), section by section."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_config(name: str, override: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The partial config of preset ``name`` with ``override`` on top; ``ConfigError`` for an unknown name."""
+    if name not in PRESETS:
+        raise ConfigError("preset", f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return merge_config(PRESETS[name].config, override or {})

@@ -241,6 +241,14 @@ class Run:
         if self.checkpoint_fn is not None:
             self.checkpoint_fn(self.snapshot())
 
+    def announce(self, phase: str) -> None:
+        """Tell the callbacks what the run does after its last epoch ("assessing"): no epoch, so
+        nothing is recorded in the history or checkpointed."""
+        noise = float(self.state.flagged.mean()) if self.state.rounds else None
+        progress = Progress(phase, self.state.epoch, self.state.epoch, None, {}, noise)
+        for callback in self.callbacks:
+            callback(progress)
+
     def snapshot(self) -> Checkpoint:
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():

@@ -47,7 +47,7 @@ def fit(
 ) -> FitResult:
     """Train ``config.method`` on ``data`` and return the split, corrections and model.
 
-    callbacks get one ``Progress`` per epoch; ``should_stop`` is polled before every batch and raises
+    callbacks get one ``Progress`` per epoch, then one with phase "assessing" when training ends; ``should_stop`` is polled before every batch and raises
     ``gtcorrect.errors.TrainingStopped``; ``checkpoint`` receives a ``Checkpoint`` after every epoch,
     and ``fit(..., resume=ckpt)`` with the same config and data continues where it was taken (bit-exact
     on CPU; on CUDA up to the nondeterminism of cuDNN kernels).
@@ -65,6 +65,7 @@ def fit(
     with torch.random.fork_rng(devices=cuda):
         run = Run(config, train_data, dev, callbacks, should_stop, checkpoint)
         keep = _RUNNERS[config.method](run, resume)
+        run.announce("assessing")
         held = _held_out(run, keep, data, held_idx)
         predicted = run.predicted(keep)
         metrics = run.val_metrics(keep)

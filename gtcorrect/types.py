@@ -80,9 +80,9 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class Progress:
-    """What callbacks receive: one event per epoch (and one per G round)."""
+    """What callbacks receive: one event per epoch, then one "assessing" event when training ends."""
 
-    phase: str  # "warmup", "g_round", "t_early", "t_correct", "train", "done"
+    phase: str  # "warmup", "g_round", "t_early", "t_correct", "train"; then "assessing"
     epoch: int  # global epoch counter, 1-based, continues across phases and resumes
     total_epochs: int
     round: int | None = None

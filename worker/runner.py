@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import JobStatus
+from app.db.models import JobPhase, JobStatus
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.services.liveness import beat_period
 from app.services.results import JobNotOwned, JobResults, record_results
@@ -29,7 +29,7 @@ from app.storage import ObjectStore, make_store
 from app.storage import keys as object_keys
 from app.storage.base import ObjectNotFound
 from gtcorrect.checkpoint import Checkpoint
-from gtcorrect.config import TrainConfig
+from gtcorrect.config import TrainConfig, schedule_epochs
 from gtcorrect.errors import TrainingStopped
 from gtcorrect.trainer import fit
 from gtcorrect.types import FitResult, Progress, json_safe
@@ -124,9 +124,19 @@ class _Hooks:
         self.cancelled = False
         self._last_poll = 0.0
         self._deadline = time.monotonic() + ctx.settings.job_time_limit_s - job.elapsed_s
+        self._started = time.monotonic()
+        self._first_epoch: int | None = None  # the epoch this attempt started from (a resume's)
 
     def on_progress(self, progress: Progress) -> None:
-        if not jobstate.heartbeat(self.ctx.session_factory, self.job, progress_dict(progress)):
+        state = progress_dict(progress)
+        if self._first_epoch is None:
+            self._first_epoch = progress.epoch - 1
+        if progress.epoch > self._first_epoch:
+            # What the ETA of GET /v1/jobs/{id} is made of: this attempt's mean epoch so far.
+            state["seconds_per_epoch"] = (time.monotonic() - self._started) / (
+                progress.epoch - self._first_epoch
+            )
+        if not jobstate.heartbeat(self.ctx.session_factory, self.job, state):
             raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
         self._last_poll = time.monotonic()
         # Read the flag at every epoch end whatever the throttle says, so a cancelled job stops at the
@@ -195,18 +205,28 @@ def _final_progress(result: FitResult) -> dict[str, Any]:
     last = result.history[-1] if result.history else None
     progress: dict[str, Any] = progress_dict(last) if last is not None else {}
     progress.update(
-        phase="done",
+        phase=JobPhase.done.value,
         metrics=json_safe(dict(result.metrics)),
         estimated_noise_rate=float(result.flagged.mean()) if len(result.flagged) else 0.0,
     )
     return progress
 
 
+def _enter(ctx: RunnerContext, job: ClaimedJob, phase: JobPhase, progress: dict[str, Any]) -> None:
+    """Show ``phase`` in the job's progress (a step of the worker's own, between the epochs' reports)."""
+    if not jobstate.heartbeat(ctx.session_factory, job, {**progress, "phase": phase.value}):
+        raise LostOwnership(f"job {job.id} attempt {job.attempt} is no longer ours.")
+
+
 def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobStatus:
     config = TrainConfig.from_stored(job.config)
+    planned = {"total_epochs": schedule_epochs(config)}
+    _enter(ctx, job, JobPhase.fetching_inputs, planned)
     with session_scope(ctx.session_factory) as session:
         inputs = fetch_inputs(session, ctx.store, job.dataset_id, job.selection, config.image_size)
+    _enter(ctx, job, JobPhase.preparing, planned)
     result = _train(ctx, job, beat, config, inputs)
+    _enter(ctx, job, JobPhase.storing_results, _final_progress(result))
     corrected = push_corrected(ctx.store, job, inputs, result)
     plots = push_plots(ctx.store, job, result, config)
     weights_key = push_model(ctx.store, job, result)

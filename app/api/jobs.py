@@ -43,7 +43,7 @@ def create_job(
     """Queue a training job on the dataset's latest masks (or the named `batch_ids`) with a config
     (every field optional; unknown fields and out-of-range values are refused with the field named)."""
     dataset = datasets.get_dataset(session, project, body.dataset_id)
-    job = jobs.create_job(session, project, dataset, body.batch_ids, body.config, settings)
+    job = jobs.create_job(session, project, dataset, body.batch_ids, body.config, settings, body.preset)
     jobs.submit(session, queue, job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.from_row(job)

@@ -85,6 +85,23 @@ class JobStatus(enum.StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 
+class JobPhase(enum.StrEnum):
+    """Where a job is, in order (``progress.phase``); a failed or cancelled job keeps the phase it
+    stopped in. G-T trains warmup, g_round, t_early, t_correct; the other methods train "train"."""
+
+    queued = "queued"  # waiting for a worker
+    fetching_inputs = "fetching_inputs"  # the worker reads the images and masks from the object store
+    preparing = "preparing"  # resizing to image_size, building the network (or loading the checkpoint)
+    warmup = "warmup"  # G stage: every mask, before the first GMM split
+    g_round = "g_round"  # G stage: positive-feedback rounds on the clean set
+    t_early = "t_early"  # T stage, early learning: flagged masks learnt as given
+    t_correct = "t_correct"  # T stage: flagged masks learnt from their confident corrections
+    train = "train"  # plain training (methods noisy, clean, gmm_select, coteaching)
+    assessing = "assessing"  # the final split, the held-back validation and the self-test
+    storing_results = "storing_results"  # corrected masks, plots, model and verdicts written
+    done = "done"
+
+
 def _pk() -> Mapped[uuid.UUID]:
     return mapped_column(primary_key=True, default=uuid.uuid4)
 

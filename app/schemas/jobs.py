@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.db.models import JobStatus, TrainingJob
+from app.db.models import JobPhase, JobStatus, TrainingJob
 from app.schemas.common import UtcDateTime
 
 MAX_BATCH_IDS = 1000  # more batches than any dataset needs; keeps the SQL IN list within bounds
@@ -15,7 +15,7 @@ MAX_BATCH_IDS = 1000  # more batches than any dataset needs; keeps the SQL IN li
 
 class JobCreate(BaseModel):
     """Start training. ``batch_ids`` null = the latest annotation of each sample; ``config`` is a partial
-    ``TrainConfig`` (unknown or invalid fields are a 422 naming the field)."""
+    ``TrainConfig`` (unknown or invalid fields are a 422 naming the field), applied on top of ``preset``."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -23,7 +23,8 @@ class JobCreate(BaseModel):
                 {
                     "dataset_id": "6f1c0a9e-3f0e-4a59-9d55-5b0a3c1d2e4f",
                     "batch_ids": None,
-                    "config": {"method": "gt", "image_size": 128, "g": {"warmup_epochs": 10}},
+                    "preset": "quick",
+                    "config": {"image_size": 128, "g": {"warmup_epochs": 10}},
                 }
             ]
         }
@@ -31,7 +32,39 @@ class JobCreate(BaseModel):
 
     dataset_id: uuid.UUID
     batch_ids: list[uuid.UUID] | None = Field(default=None, max_length=MAX_BATCH_IDS)
-    config: dict[str, Any] = Field(default_factory=dict)
+    preset: str | None = Field(
+        default=None,
+        description="A named starting point (GET /v1/config/presets: quick, standard, benchmark, paper); "
+        "`config` is applied on top of it. Null: the defaults.",
+        examples=["quick"],
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A partial TrainConfig (schema TrainConfig: every field, its default and bounds); "
+        "omitted fields keep the preset's or the default value.",
+    )
+
+
+class PresetOut(BaseModel):
+    """A named starting point for a job's config."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "quick",
+                    "description": "A first look in minutes on a CPU: 64 px, ...",
+                    "config": {"image_size": 64, "t": {"epochs": 4}},
+                    "epochs": 14,
+                }
+            ]
+        }
+    )
+
+    name: str
+    description: str
+    config: dict[str, Any] = Field(description="The partial TrainConfig the preset sets.")
+    epochs: int = Field(description="The most epochs a job of this preset trains (G-T: every round run).")
 
 
 class JobOut(BaseModel):
@@ -57,12 +90,34 @@ class JobOut(BaseModel):
     id: uuid.UUID
     dataset_id: uuid.UUID
     status: JobStatus
-    phase: str | None = None
-    epoch: int | None = None
-    total_epochs: int | None = None
-    round: int | None = None
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    losses: dict[str, Any] = Field(default_factory=dict)
+    phase: JobPhase | None = Field(
+        default=None,
+        description="Where the job is, in order: queued, fetching_inputs, preparing, then the training "
+        "phases (G-T: warmup, g_round, t_early, t_correct; other methods: train), assessing, "
+        "storing_results, done. A failed or cancelled job keeps the phase it stopped in.",
+    )
+    epoch: int | None = Field(default=None, description="Epochs trained so far (null before the first).")
+    total_epochs: int | None = Field(
+        default=None,
+        description="Epochs the job trains. For G-T an upper bound until the G stage ends (the feedback "
+        "rounds stop early once few masks change side), then exact.",
+    )
+    round: int | None = Field(
+        default=None, description="The GMM round (0: after warm-up) split in the latest epoch, else null."
+    )
+    eta_seconds: float | None = Field(
+        default=None,
+        description="Seconds of training left at this attempt's mean epoch time (total_epochs - epoch "
+        "epochs; the assessment and storing the results come on top). Null unless training.",
+    )
+    metrics: dict[str, Any] = Field(
+        default_factory=dict, description="Set when the job succeeds: validation Dice and counts."
+    )
+    losses: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The latest epoch's mean training losses by term (train, clean, flagged, consistency; "
+        "elr with t.elr). The elr term is lambda * log(1 - <p, target>), below zero by construction.",
+    )
     estimated_noise_rate: float | None = None
     error: str | None = None
     cancel_requested: bool = False
@@ -96,6 +151,7 @@ class JobOut(BaseModel):
             epoch=progress.get("epoch"),
             total_epochs=progress.get("total_epochs"),
             round=progress.get("round"),
+            eta_seconds=_eta(job.status, progress),
             metrics=progress.get("metrics") or {},
             losses=progress.get("losses") or {},
             estimated_noise_rate=progress.get("estimated_noise_rate"),
@@ -112,3 +168,17 @@ class JobOut(BaseModel):
             heartbeat_at=job.heartbeat_at,
             finished_at=job.finished_at,
         )
+
+
+TRAINING_PHASES = frozenset(
+    {JobPhase.warmup, JobPhase.g_round, JobPhase.t_early, JobPhase.t_correct, JobPhase.train}
+)
+
+
+def _eta(status: JobStatus, progress: dict[str, Any]) -> float | None:
+    per_epoch, epoch, total = (progress.get(k) for k in ("seconds_per_epoch", "epoch", "total_epochs"))
+    if status != JobStatus.running or progress.get("phase") not in TRAINING_PHASES:
+        return None
+    if per_epoch is None or epoch is None or total is None:
+        return None
+    return round(float(per_epoch) * max(int(total) - int(epoch), 0), 1)

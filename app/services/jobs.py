@@ -16,6 +16,7 @@ from app.db.models import (
     AnnotationBatch,
     BatchStatus,
     Dataset,
+    JobPhase,
     JobStatus,
     Project,
     Sample,
@@ -26,7 +27,7 @@ from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from app.services.queue import QueueError, TaskQueue
 from app.services.sweeper import mark_pending
 from app.settings import Settings
-from gtcorrect.config import ConfigLimits, TrainConfig
+from gtcorrect.config import PRESETS, ConfigLimits, TrainConfig, preset_config
 from gtcorrect.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,17 @@ def create_job(
     batch_ids: list[uuid.UUID] | None,
     config: dict[str, Any],
     settings: Settings,
+    preset: str | None = None,
 ) -> TrainingJob:
-    """A queued job row (flushed, not committed). Samples without a chosen annotation are left out."""
+    """A queued job row (flushed, not committed). Samples without a chosen annotation are left out.
+    ``config`` applies on top of the named ``preset`` (``gtcorrect.config.PRESETS``) when given."""
+    if preset is not None:
+        if preset not in PRESETS:
+            raise InvalidInput(
+                f"preset: unknown preset {preset!r} (known: {', '.join(PRESETS)}; GET /v1/config/presets).",
+                field="preset",
+            )
+        config = preset_config(preset, config)
     cfg = parse_config(config, settings.config_limits())
     _check_active(session, project, settings.max_active_jobs)
     if batch_ids is not None:
@@ -119,7 +129,7 @@ def create_job(
         batch_ids=selection,
         config=cfg.to_dict(),
         status=JobStatus.queued,
-        progress={"phase": "queued"},
+        progress={"phase": JobPhase.queued.value},
     )
     session.add(job)
     session.flush()

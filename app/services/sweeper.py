@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
+from app.db.models import JobPhase, JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
 from app.services.liveness import abandoned, is_abandoned
 from app.services.queue import QueueError, TaskQueue
@@ -72,7 +72,12 @@ class _Row:
 
 def mark_pending(progress: dict[str, Any] | None, reason: str) -> dict[str, Any]:
     """The progress JSON of a queued job whose message the broker did not take (the outbox marker)."""
-    return {**(progress or {}), "phase": "queued", DISPATCH_KEY: DISPATCH_PENDING, "dispatch_error": reason}
+    return {
+        **(progress or {}),
+        "phase": JobPhase.queued.value,
+        DISPATCH_KEY: DISPATCH_PENDING,
+        "dispatch_error": reason,
+    }
 
 
 class Sweeper:
@@ -127,7 +132,7 @@ class Sweeper:
             session.execute(
                 update(TrainingJob)
                 .where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.queued)
-                .values(progress={"phase": "queued"})
+                .values(progress={"phase": JobPhase.queued.value})
             )
 
     def _send(self, job_id: uuid.UUID, report: SweepReport) -> bool:

@@ -272,3 +272,26 @@ def test_dataset_with_an_unfinished_job_cannot_be_deleted(
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth).json()["status"] == "cancelled"
     assert client.delete(f"/v1/datasets/{dataset_id}", headers=auth).status_code == 204
     assert_problem(client.get(f"/v1/jobs/{job['id']}", headers=auth), 404)
+
+
+def test_a_preset_by_name_with_the_config_on_top(
+    client: TestClient,
+    auth: dict[str, str],
+    dataset_id: str,
+    batch_id: str,
+    train_queue: Callable[[], list[dict[str, Any]]],
+    db_session_factory: sessionmaker[Session],
+) -> None:
+    presets = client.get("/v1/config/presets", headers=auth).json()
+    by_name = {p["name"]: p for p in presets["items"]}
+    assert presets["total"] == len(by_name) >= 4 and by_name["benchmark"]["epochs"] == 40
+    assert by_name["quick"]["config"]["image_size"] == 64 and by_name["quick"]["description"]
+    body = {"dataset_id": dataset_id, "preset": "quick", "config": {"g": {"rounds_max": 1}}}
+    job = client.post("/v1/jobs", json=body, headers=auth)
+    assert job.status_code == 202, job.text
+    stored = job.json()["config"]
+    assert (stored["image_size"], stored["g"]["warmup_epochs"], stored["g"]["rounds_max"]) == (64, 6, 1)
+    unknown = client.post("/v1/jobs", json={"dataset_id": dataset_id, "preset": "fast"}, headers=auth)
+    problem = assert_problem(unknown, 422)
+    assert problem["field"] == "preset" and "quick" in problem["detail"]
+    assert count_rows(db_session_factory, TrainingJob) == 1 and len(train_queue()) == 1

@@ -55,3 +55,19 @@ def test_every_operation_has_a_description_and_every_json_body_an_example() -> N
                 if not _has_example(spec, content):
                     missing.append(f"{name}: {part} has no example")
     assert missing == []
+
+
+def test_the_job_config_schema_is_train_config_with_bounds_and_descriptions() -> None:
+    spec = create_app(Settings(max_epochs=300)).openapi()
+    schemas = spec["components"]["schemas"]
+    config = schemas["JobCreate"]["properties"]["config"]
+    assert config["allOf"] == [{"$ref": "#/components/schemas/TrainConfig"}]
+    train = schemas["TrainConfig"]
+    assert "at most 300 epochs" in train["description"]
+    assert train["properties"]["t"]["allOf"] == [{"$ref": "#/components/schemas/TStageConfig"}]
+    lr = train["properties"]["lr"]
+    assert (lr["type"], lr["exclusiveMinimum"], lr["maximum"], lr["default"]) == ("number", 0, 1, 1e-3)
+    assert train["properties"]["image_size"]["maximum"] == Settings().max_image_size
+    tau = schemas["GStageConfig"]["properties"]["tau"]
+    assert tau["description"].startswith("Clean set") and tau["default"] == 0.5
+    assert schemas["TStageConfig"]["properties"]["correction"]["enum"] == ["hard", "soft", "none"]

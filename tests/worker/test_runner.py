@@ -15,12 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import AnnotatorStat, CorrectedMask, JobStatus, Model, NoiseFlag, TrainingJob, utcnow
 from app.db.session import session_scope
+from app.schemas.jobs import JobOut
 from app.settings import Settings
 from app.storage import ObjectStore, keys, make_store
 from gtcorrect.data import read_mask
 from gtcorrect.model import ModelBundle
 from tests.worker.seed import Seeded, seed_job, tiny_config
 from tests.worker.synthetic import make_set
+from worker import jobstate
 from worker.runner import RunnerContext, run_job
 
 pytestmark = pytest.mark.integration
@@ -125,6 +127,34 @@ def test_success_records_rows_and_objects(ctx: RunnerContext, seeded: Seeded) ->
     assert not [k for k in job_objects if "/checkpoints/" in k], "checkpoints must go once the model exists"
 
 
+def test_progress_shows_every_phase_in_order_with_an_eta(
+    ctx: RunnerContext, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[JobOut] = []
+    beat = jobstate.heartbeat
+
+    def watched(factory: Factory, job: Any, progress: dict[str, Any] | None = None) -> bool:
+        owned = beat(factory, job, progress)
+        if progress is not None:
+            seen.append(JobOut.from_row(_job(factory, job.id)))
+        return owned
+
+    monkeypatch.setattr(jobstate, "heartbeat", watched)
+    assert run_job(seeded.job_id, ctx) is JobStatus.succeeded
+    phases = [j.phase for j in seen]
+    total = seen[-1].total_epochs
+    assert phases[:2] == ["fetching_inputs", "preparing"] and phases[-2:] == ["assessing", "storing_results"]
+    training = seen[2:-2]
+    assert training[0].phase == "warmup" and training[-1].phase.startswith("t_")
+    assert [j.epoch for j in training] == list(range(1, len(training) + 1)) and total == len(training)
+    # An upper bound while the G stage runs, exact once it ended.
+    assert all(j.total_epochs >= total for j in seen) and seen[0].epoch is None
+    etas = [j.eta_seconds for j in training]
+    assert all(e is not None and e >= 0 for e in etas) and etas[-1] == 0 and etas[0] > 0
+    assert seen[0].eta_seconds is None and seen[-1].eta_seconds is None
+    assert _job(ctx.session_factory, seeded.job_id).progress["phase"] == "done"
+
+
 def test_second_run_of_a_finished_job_does_nothing(ctx: RunnerContext, seeded: Seeded) -> None:
     assert run_job(seeded.job_id, ctx) is JobStatus.succeeded
     first = _job(ctx.session_factory, seeded.job_id)
@@ -155,6 +185,7 @@ def test_missing_object_fails_the_job_with_a_readable_error(ctx: RunnerContext, 
     assert job.status is JobStatus.failed and job.finished_at is not None
     assert job.error is not None and job.error.startswith("JobInputError: ")
     assert missing in job.error and "Traceback" not in job.error
+    assert job.progress["phase"] == "fetching_inputs"  # where it failed
 
 
 def test_out_of_attempts_fails_instead_of_looping(ctx: RunnerContext, seeded: Seeded) -> None:
