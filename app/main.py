@@ -21,6 +21,7 @@ from app.api import config as config_routes
 from app.api import datasets, docs, health, jobs, metrics, models, problems, results, reviews
 from app.api.limits import BodySizeLimit
 from app.db.session import make_engine, make_session_factory
+from app.logs import configure_logging
 from app.memory import TrimAfterLargeRequests, tune_allocator
 from app.services.inference import ModelCache
 from app.services.queue import CeleryQueue
@@ -85,6 +86,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (default: ``get_settings()`` from ``GTC_*`` variables)."""
     settings = settings or get_settings()
+    configure_logging(settings.log_format, settings.log_level)
     app = FastAPI(
         title="gtcorrect",
         version="0.1.0",

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
 
     device: str = "auto"
 
+    # "json": one JSON object per log line (time, level, logger, message, exception) from the API, the
+    # worker and `gtcorrect serve`, for a log collector; "text": the usual lines.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     # Signs the review pages' session cookies. Unset: a random secret per API process, so sessions end
     # when the API restarts (set it when several API processes serve one site).
     session_secret: str | None = None

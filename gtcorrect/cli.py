@@ -27,7 +27,16 @@ from gtcorrect.noise import PRESETS, simulate_noise
 from gtcorrect.plots import gmm_histogram_png
 from gtcorrect.types import FitResult, LabelMap, Progress
 
-REPORT_FIELDS = ("id", "clean_prob", "flagged", "loss", "round", "held_out", "correction_proposed")
+# The columns of the service's noise report that a folder run has (GET /v1/jobs/{id}/noise-report).
+REPORT_FIELDS = (
+    "file_name",
+    "clean_probability",
+    "flagged",
+    "loss",
+    "round_decided",
+    "held_out",
+    "correction_proposed",
+)
 
 
 def _label_map(num_classes: int) -> LabelMap:
@@ -77,14 +86,15 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def _write_report(out: Path, result: FitResult) -> None:
+def _write_report(out: Path, result: FitResult, names: dict[str, str]) -> None:
+    """noise_report.csv and .json; ``names``: image file stem (the sample's id) -> file name."""
     rows = [
         {
-            "id": sid,
-            "clean_prob": float(result.clean_prob[i]),
+            "file_name": names.get(sid, sid),
+            "clean_probability": float(result.clean_prob[i]),
             "flagged": bool(result.flagged[i]),
             "loss": float(result.sample_loss[i]),
-            "round": int(result.round_decided[i]),
+            "round_decided": int(result.round_decided[i]),
             "held_out": bool(result.held_out[i]) if result.held_out is not None else False,
             "correction_proposed": i in result.corrected,
         }
@@ -93,7 +103,10 @@ def _write_report(out: Path, result: FitResult) -> None:
     with open(out / "noise_report.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=REPORT_FIELDS)
         writer.writeheader()
-        writer.writerows(rows)
+        # true/false as in the JSON and the service's CSV
+        writer.writerows(
+            {k: str(v).lower() if isinstance(v, bool) else v for k, v in r.items()} for r in rows
+        )
     (out / "noise_report.json").write_text(json.dumps(rows, indent=1))
 
 
@@ -139,7 +152,7 @@ def _train(args: argparse.Namespace) -> int:
 
         result = fit(config, data, device=device, callbacks=(on_progress,))
     result.model.save(str(out / "model.pt"))
-    _write_report(out, result)
+    _write_report(out, result, {p.stem: p.name for p in Path(args.images).iterdir()})
     _write_corrected(out, result, sizes, lm)
     if result.quality is not None:
         (out / "quality.json").write_text(json.dumps(result.quality.to_dict(), indent=1))

@@ -47,7 +47,8 @@ def fit(
 ) -> FitResult:
     """Train ``config.method`` on ``data`` and return the split, corrections and model.
 
-    callbacks get one ``Progress`` per epoch, then one with phase "assessing" when training ends; ``should_stop`` is polled before every batch and raises
+    callbacks get one ``Progress`` per epoch, then one with phase "assessing" when training ends;
+    ``should_stop`` is polled before every batch and raises
     ``gtcorrect.errors.TrainingStopped``; ``checkpoint`` receives a ``Checkpoint`` after every epoch,
     and ``fit(..., resume=ckpt)`` with the same config and data continues where it was taken (bit-exact
     on CPU; on CUDA up to the nondeterminism of cuDNN kernels).

@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 from celery import Celery
+from celery.signals import after_setup_logger
 
+from app.logs import configure_logging
 from app.settings import Settings, get_settings
 
 TRAIN_QUEUE = "train"
@@ -66,3 +68,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 celery_app = make_celery()
+
+
+@after_setup_logger.connect
+def _structured_logs(**_kwargs: Any) -> None:
+    """``GTC_LOG_FORMAT=json``: once Celery has set up its logging, every record goes out as JSON."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)

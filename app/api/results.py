@@ -157,15 +157,16 @@ def gmm_round_rows(job: JobDep, session: SessionDep) -> Page[GmmRoundOut]:
 @router.get(
     "/plots/gmm-rounds",
     summary="The GMM fit of each round (G-stage rounds, then the final split)",
-    response_model=list[PlotOut],
+    response_model=Page[PlotOut],
     responses=_CONFLICT,
 )
-def gmm_rounds(job: JobDep, store: StoreDep) -> list[PlotOut]:
-    """The job's GMM round plots: one PNG per round with its URL."""
-    return [
+def gmm_rounds(job: JobDep, store: StoreDep) -> Page[PlotOut]:
+    """The job's GMM round plots: one PNG per round with its URL (a page like every list, all rounds)."""
+    rows = [
         PlotOut(round=k, url=f"/v1/jobs/{job.id}/plots/gmm-rounds/{k}.png")
         for k in reports.plot_rounds(store, job)
     ]
+    return Page(items=rows, total=len(rows), limit=max(len(rows), 1), offset=0)
 
 
 @router.get(

@@ -112,8 +112,9 @@ def test_corrected_masks_single_and_zip(client: TestClient, auth: dict[str, str]
 
 
 def test_gmm_round_plots(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
-    rounds = client.get(f"/v1/jobs/{finished.job_id}/plots/gmm-rounds", headers=auth).json()
-    assert [r["round"] for r in rounds] == [0, 1]
+    page = client.get(f"/v1/jobs/{finished.job_id}/plots/gmm-rounds", headers=auth).json()
+    rounds = page["items"]
+    assert [r["round"] for r in rounds] == [0, 1] and page["total"] == 2
     png = client.get(rounds[1]["url"], headers=auth)
     assert png.headers["content-type"] == "image/png"
     assert np.asarray(Image.open(io.BytesIO(png.content)))[0, 0] == 1

@@ -106,7 +106,7 @@ def _check_outputs(client: httpx.Client, job_id: str, dataset_id: str, report: l
 
     rounds = _ok(client.get(f"/v1/jobs/{job_id}/gmm-rounds"), 200)["items"]
     assert rounds and rounds[0]["round"] == 0 and all(r["threshold"] == 0.5 for r in rounds), rounds
-    plots = client.get(f"/v1/jobs/{job_id}/plots/gmm-rounds").json()
+    plots = client.get(f"/v1/jobs/{job_id}/plots/gmm-rounds").json()["items"]
     assert plots and plots[0]["round"] == 0, plots
     plot = client.get(plots[0]["url"])
     assert plot.status_code == 200 and plot.content.startswith(PNG_MAGIC)

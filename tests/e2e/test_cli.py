@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from app.db.models import Project
@@ -55,10 +57,12 @@ def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "invalid choice: 'frobnicate'" in result.stderr, result.stderr
 
 
-def test_worker_starts_on_the_embedded_broker_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_worker_starts_on_the_embedded_broker_and_stops_cleanly(tmp_path: Path, log_format: str) -> None:
     log = tmp_path / "worker.log"
+    env = {**_env(tmp_path / "data"), "GTC_LOG_FORMAT": log_format}
     with log.open("wb") as out:
-        proc = subprocess.Popen([*_cli(), "worker"], env=_env(tmp_path / "data"), stdout=out, stderr=out)
+        proc = subprocess.Popen([*_cli(), "worker"], env=env, stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 90
         while "ready." not in log.read_text(errors="replace"):
@@ -66,6 +70,10 @@ def test_worker_starts_on_the_embedded_broker_and_stops_cleanly(tmp_path: Path) 
             assert time.monotonic() < deadline, log.read_text(errors="replace")
             time.sleep(0.5)
         assert "gtcorrect.train" in log.read_text()
+        if log_format == "json":  # Celery's own lines too; its start-up banner is no log record
+            records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+            [ready] = [r for r in records if r["message"].endswith("ready.")]
+            assert ready["logger"].startswith("celery") and ready["level"] == "INFO"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")
     finally:

@@ -126,11 +126,12 @@ def test_train_writes_model_report_corrections_and_plots(tmp_path: Path) -> None
     bundle = ModelBundle.load(str(out / "model.pt"))
     assert bundle.in_channels == 1 and bundle.image_size == 32 and bundle.config.seed == 1
     rows = list(csv.DictReader(io.StringIO((out / "noise_report.csv").read_text())))
-    assert [r["id"] for r in rows] == [f"img{i}" for i in range(8)]
-    assert all(0.0 <= float(r["clean_prob"]) <= 1.0 for r in rows)
+    assert [r["file_name"] for r in rows] == [f"img{i}.png" for i in range(8)]
+    assert all(0.0 <= float(r["clean_probability"]) <= 1.0 for r in rows)
+    assert {r["flagged"] for r in rows} <= {"true", "false"} and all("." in r["file_name"] for r in rows)
     report = json.loads((out / "noise_report.json").read_text())
     assert set(report[0]) == {*REPORT_FIELDS}
-    flagged = {r["id"] for r in report if r["flagged"]}
+    flagged = {r["file_name"].removesuffix(".png") for r in report if r["flagged"]}
     written = {p.stem for p in (out / "corrected").iterdir()}
     assert flagged and written == flagged  # hard correction: every flagged image gets a corrected mask
     for p in (out / "corrected").iterdir():

@@ -70,7 +70,8 @@ def test_gt_recognises_and_corrects_strongly_corrupted_masks() -> None:
     *epochs, assessing = events
     assert [e.epoch for e in epochs] == list(range(1, len(epochs) + 1)) and epochs == result.history
     assert epochs[-1].total_epochs == len(epochs) and epochs[-1].phase == "t_correct"
-    assert (assessing.phase, assessing.epoch, assessing.total_epochs) == ("assessing", len(epochs), len(epochs))
+    last = (assessing.phase, assessing.epoch, assessing.total_epochs)
+    assert last == ("assessing", len(epochs), len(epochs))
     assert [e.phase for e in events[:8]] == ["warmup"] * 8
     assert result.rounds[0].round == 0 and len(result.rounds) >= 2
     assert set(np.unique(result.round_decided)) <= {r.round for r in result.rounds}
