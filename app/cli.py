@@ -14,10 +14,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.db.session import make_engine, make_session_factory, session_scope, upgrade
 from app.errors import AppError
-from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+# The database, settings and engine modules are imported inside the commands that use them, so that
+# `gtcorrect --help` and the client commands start in well under a second.
 
 LOCAL_PROJECT = "local"
 API_KEY_FILE = "api_key"
@@ -47,6 +51,8 @@ def worker_command(pool: str, concurrency: int, queues: str = "train", loglevel:
 
 
 def _migrate(settings: Settings) -> None:
+    from app.db.session import upgrade
+
     upgrade(settings.resolved_database_url())
 
 
@@ -67,6 +73,7 @@ def ensure_local_project(settings: Settings) -> tuple[str | None, Path]:
     from sqlalchemy import select
 
     from app.db.models import Project
+    from app.db.session import make_engine, make_session_factory, session_scope
     from app.services.projects import create_project, issue_key
 
     key_path = settings.data_dir / API_KEY_FILE
@@ -106,6 +113,7 @@ def _raise_stop(_signum: int, _frame: object) -> None:
 
 
 def _resend_unfinished(settings: Settings) -> int:
+    from app.db.session import make_engine, make_session_factory
     from worker.celery_app import celery_app
     from worker.recover import resend_unfinished
 
@@ -120,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.settings import get_settings
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +147,9 @@ def _serve(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     worker = subprocess.Popen(worker_command("solo", 1))
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        # JSON logs: uvicorn keeps the handlers create_app installed instead of its own.
+        log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=log_config)
     except _StopServing:
         pass
     finally:
@@ -157,6 +168,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _migrate_cmd(_args: argparse.Namespace) -> int:
+    from app.settings import get_settings
+
     settings = get_settings()
     _migrate(settings)
     print(f"database at {settings.safe_database_url()} is at the latest schema")
@@ -164,7 +177,9 @@ def _migrate_cmd(_args: argparse.Namespace) -> int:
 
 
 def _create_project(args: argparse.Namespace) -> int:
+    from app.db.session import make_engine, make_session_factory, session_scope
     from app.services.projects import create_project
+    from app.settings import get_settings
 
     engine = make_engine(get_settings().resolved_database_url())
     try:
@@ -178,6 +193,7 @@ def _create_project(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from gtcorrect.cli import add_commands
+    from gtcorrect.client_cli import add_client_commands
 
     parser = argparse.ArgumentParser(prog="gtcorrect", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.set_defaults(func=_create_project)
     add_commands(sub)
+    add_client_commands(sub)
     return parser
 
 

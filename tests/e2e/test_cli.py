@@ -80,3 +80,18 @@ def test_worker_starts_on_the_embedded_broker_and_stops_cleanly(tmp_path: Path, 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_help_and_the_client_start_without_torch_numpy_or_the_database() -> None:
+    # What makes `gtcorrect --help` and `gtcorrect client ...` start in a fraction of a second (the CPU
+    # time is in BENCHMARKS.md, "Start-up"): the heavy modules load only in the commands that use them.
+    probe = (
+        "import sys, app.cli\n"
+        "app.cli.build_parser().parse_args(['client', 'presets'])\n"
+        "import gtcorrect, gtcorrect.client\n"
+        "print(sorted({'torch', 'numpy', 'monai', 'sqlalchemy', 'fastapi'} & set(sys.modules)))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+    shown = subprocess.run([*_cli(), "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "client" in shown.stdout and "train" in shown.stdout

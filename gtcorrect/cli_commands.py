@@ -1,0 +1,226 @@
+"""The engine commands' work (``train``, ``simulate-noise``, ``predict``); ``gtcorrect.cli`` defines their
+options and imports this module only when one of them runs, so that ``--help`` starts without torch."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from gtcorrect.cli import REPORT_FIELDS
+from gtcorrect.config import ConfigLimits, TrainConfig, check_config
+from gtcorrect.data import IMAGE_SUFFIXES, load_folder, prepare, read_image, read_mask, restore_mask
+from gtcorrect.data import restore_probabilities as restore_prob
+from gtcorrect.inference import Predictor, mask_to_png
+from gtcorrect.model import ModelBundle
+from gtcorrect.noise import PRESETS, simulate_noise
+from gtcorrect.plots import gmm_histogram_png
+from gtcorrect.types import FitResult, LabelMap, Progress
+
+
+def _label_map(num_classes: int) -> LabelMap:
+    if num_classes < 2:
+        raise ValueError(f"--num-classes must be >= 2, got {num_classes}.")
+    if num_classes == 2:
+        return LabelMap()
+    return LabelMap(("background", *(f"class_{k}" for k in range(1, num_classes))))
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} requested but CUDA is not available on this machine.")
+    return name
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    if args.config:
+        try:
+            config = TrainConfig.from_json(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{args.config}: cannot read the config ({exc}).") from exc
+    else:
+        config = TrainConfig()
+    overrides = {
+        k: v
+        for k, v in (("method", args.method), ("image_size", args.size), ("seed", args.seed))
+        if v is not None
+    }
+    config = dataclasses.replace(config, **overrides)
+    check_config(config, ConfigLimits())  # the service's default limits: a typo of 10**9 epochs stops here
+    return config
+
+
+def _write_report(out: Path, result: FitResult, names: dict[str, str]) -> None:
+    """noise_report.csv and .json; ``names``: image file stem (the sample's id) -> file name."""
+    rows = [
+        {
+            "file_name": names.get(sid, sid),
+            "clean_probability": float(result.clean_prob[i]),
+            "flagged": bool(result.flagged[i]),
+            "loss": float(result.sample_loss[i]),
+            "round_decided": int(result.round_decided[i]),
+            "held_out": bool(result.held_out[i]) if result.held_out is not None else False,
+            "correction_proposed": i in result.corrected,
+        }
+        for i, sid in enumerate(result.ids)
+    ]
+    with open(out / "noise_report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=REPORT_FIELDS)
+        writer.writeheader()
+        # true/false as in the JSON and the service's CSV
+        writer.writerows(
+            {k: str(v).lower() if isinstance(v, bool) else v for k, v in r.items()} for r in rows
+        )
+    (out / "noise_report.json").write_text(json.dumps(rows, indent=1))
+
+
+def _write_corrected(out: Path, result: FitResult, sizes: Sequence[tuple[int, int]], lm: LabelMap) -> None:
+    folder = out / "corrected"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, m in result.corrected.items():
+        if m.ndim == 3:  # soft targets (K, S, S)
+            full = restore_prob(m, sizes[i]).argmax(axis=0)
+        else:
+            full = restore_mask(m, sizes[i], lm.num_classes)
+        (folder / f"{result.ids[i]}.png").write_bytes(mask_to_png(full, lm))
+
+
+def train(args: argparse.Namespace) -> int:
+    from gtcorrect.trainer import fit  # heavy import, only for this command
+
+    config = _config(args)
+    device = _device(args.device)
+    lm = _label_map(args.num_classes)
+    images, masks, ids = load_folder(
+        args.images,
+        args.masks,
+        num_classes=lm.num_classes,
+        mask_mode=args.mask_mode,
+        invert=args.invert_masks,
+        threshold=args.threshold,
+        mask_prefix=args.mask_prefix,
+    )
+    data = prepare(images, masks, ids, label_map=lm, size=config.image_size)
+    sizes = [(int(im.shape[0]), int(im.shape[1])) for im in images]
+    del images, masks
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(config.to_json())
+    with tqdm(unit="epoch", file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def on_progress(p: Progress) -> None:
+            bar.total = p.total_epochs
+            bar.n = p.epoch
+            bar.set_description(p.phase if p.round is None else f"{p.phase} r{p.round}")
+            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items()}, refresh=True)
+
+        result = fit(config, data, device=device, callbacks=(on_progress,))
+    result.model.save(str(out / "model.pt"))
+    _write_report(out, result, {p.stem: p.name for p in Path(args.images).iterdir()})
+    _write_corrected(out, result, sizes, lm)
+    if result.quality is not None:
+        (out / "quality.json").write_text(json.dumps(result.quality.to_dict(), indent=1))
+        for warning in result.quality.warnings:
+            print(f"warning [{warning.code}]: {warning.message}", file=sys.stderr)
+    (out / "plots").mkdir(exist_ok=True)
+    for r in result.rounds:
+        (out / "plots" / f"gmm_round_{r.round}.png").write_bytes(gmm_histogram_png(r, tau=config.g.tau))
+    print(
+        f"trained {len(ids)} images with method {config.method}; flagged {int(result.flagged.sum())}; "
+        f"wrote {out}"
+    )
+    return 0
+
+
+def _mask_files(folder: Path, prefix: str) -> list[Path]:
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a directory.")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.name.lower().startswith(prefix.lower())
+    )
+    if not files:
+        raise ValueError(f"{folder}: no mask files ({', '.join(IMAGE_SUFFIXES)}).")
+    return files
+
+
+def simulate(args: argparse.Namespace) -> int:
+    lm = _label_map(args.num_classes)
+    files = _mask_files(Path(args.masks), args.mask_prefix)
+    masks = [
+        read_mask(
+            p,
+            num_classes=lm.num_classes,
+            mode=args.mask_mode,
+            threshold=args.threshold,
+            invert=args.invert_masks,
+        )
+        for p in files
+    ]
+    spec = PRESETS[args.preset](args.alpha)
+    result = simulate_noise(masks, spec, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries: list[dict[str, Any]] = []
+    for p, noisy, truth in zip(files, result.masks, result.truth, strict=True):
+        name = f"{p.stem}.png"
+        (out / name).write_bytes(mask_to_png(noisy, lm))
+        entries.append({"id": p.stem, "file": name, **dataclasses.asdict(truth)})
+    flagged = [e["pixel_noise"] for e in entries if e["flag"]]
+    summary = {
+        "preset": args.preset,
+        "seed": args.seed,
+        "spec": dataclasses.asdict(spec),
+        "n_masks": len(entries),
+        "n_corrupted": len(flagged),
+        "mean_pixel_noise": float(np.mean(flagged)) if flagged else 0.0,
+        "masks": entries,
+    }
+    (out / "truth.json").write_text(json.dumps(summary, indent=1))
+    print(
+        f"corrupted {len(flagged)} of {len(entries)} masks (mean pixel noise "
+        f"{summary['mean_pixel_noise']:.3f}); wrote {out}"
+    )
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    try:
+        bundle = ModelBundle.load(args.model)
+    except OSError as exc:
+        raise ValueError(f"{args.model}: cannot read the model file ({exc.strerror or exc}).") from exc
+    predictor = Predictor(bundle, _device(args.device))
+    folder = Path(args.images)
+    files = _mask_files(folder, "")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = []
+    for start in range(0, len(files), args.batch_size):
+        chunk = files[start : start + args.batch_size]
+        preds = predictor.predict([read_image(p) for p in chunk], batch_size=args.batch_size)
+        for p, pred in zip(chunk, preds, strict=True):
+            (out / f"{p.stem}.png").write_bytes(mask_to_png(pred.mask, bundle.label_map))
+            fractions = (
+                np.bincount(pred.mask.ravel(), minlength=bundle.label_map.num_classes) / pred.mask.size
+            )
+            summary.append(
+                {
+                    "id": p.stem,
+                    "mean_confidence": pred.mean_confidence,
+                    "class_fractions": [float(f) for f in fractions],
+                }
+            )
+    (out / "predictions.json").write_text(json.dumps(summary, indent=1))
+    print(f"segmented {len(files)} images; wrote {out}")
+    return 0

@@ -1,0 +1,433 @@
+"""A typed client of the gtcorrect REST API: upload two folders, train, wait, fetch the results.
+
+Imports only the standard library, httpx and tqdm, so scripts and ``gtcorrect client`` start without
+torch. Progress bars go to stderr. GET calls are retried with exponential backoff on connection errors
+and 429/502/503/504; POST calls never are (a retried upload or job start could happen twice).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, NotRequired, TypedDict, cast
+
+import httpx
+from tqdm import tqdm
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what the API decodes
+MANIFEST_NAMES = ("manifest.csv", "manifest.json")  # mask file -> sample file, beside the masks
+STORED_SUFFIXES = (".png", ".jpg", ".jpeg")  # already compressed: zipped as they are
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
+PAGE_SIZE = 1000  # the API's largest page
+CHUNK_BYTES = 1 << 16
+UPLOAD_READ_TIMEOUT_S = 900.0  # the API decodes and checks every file of an upload before it answers
+
+Json = dict[str, Any]
+
+
+class Job(TypedDict):
+    """``GET /v1/jobs/{id}``: the fields this client reads (the dict holds every field the API sends)."""
+
+    id: str
+    dataset_id: str
+    status: str
+    phase: str | None
+    epoch: int | None
+    total_epochs: int | None
+    round: int | None
+    error: str | None
+    quality: Json | None
+    eta_seconds: NotRequired[float | None]
+
+
+class ReportRow(TypedDict):
+    """One row of a job's noise report (``GET /v1/jobs/{id}/noise-report``)."""
+
+    sample_id: str
+    file_name: str
+    annotation_id: str
+    clean_probability: float
+    flagged: bool
+    loss: float
+    round_decided: int
+    held_out: bool
+    correction_proposed: bool
+    changed_fraction: float | None
+    changed_pixels: int | None
+    annotator: str
+    batch_id: str
+    decision: str | None
+
+
+class ClientError(Exception):
+    """The API could not be reached or refused the call, or a job did not succeed."""
+
+
+class ApiError(ClientError):
+    """An error answer, from the API's ``application/problem+json`` body (RFC 9457) when it has one."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, problem: Mapping[str, Any] | None = None
+    ) -> None:
+        self.status, self.title, self.detail = status, title, detail
+        self.problem: Json = dict(problem or {})
+        files = self.problem.get("invalid_files") or []
+        named = "; ".join(f"{f.get('file')}: {f.get('reason')}" for f in files[:5])
+        more = f" (and {len(files) - 5} more)" if len(files) > 5 else ""
+        super().__init__(f"{title} ({status}): {detail}" + (f" {named}{more}" if named else ""))
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "title" in body:
+            return cls(response.status_code, str(body["title"]), str(body.get("detail", "")), body)
+        return cls(response.status_code, response.reason_phrase, response.text.strip()[:300])
+
+
+class JobFailed(ClientError):
+    """The job ended ``failed`` or ``cancelled``; ``job`` is its last state, ``error`` its error."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.status = job["status"]
+        self.error = job.get("error")
+        super().__init__(f"job {job['id']} {self.status}" + (f": {self.error}" if self.error else ""))
+
+
+def folder_files(folder: str | Path, names: Sequence[str] = ()) -> list[Path]:
+    """The image files directly in ``folder`` (and the files called one of ``names``), by name.
+
+    Raises ``ValueError`` when ``folder`` is not a directory or holds none of them.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a directory.")
+    files = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and (p.suffix.lower() in IMAGE_SUFFIXES or p.name.lower() in names)
+    )
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
+        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}).")
+    return files
+
+
+def _zip_to(archive: IO[bytes], files: Sequence[Path]) -> int:
+    """Write ``files`` into ``archive`` as one flat zip; returns its size in bytes."""
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in files:
+            stored = path.suffix.lower() in STORED_SUFFIXES
+            zf.write(path, path.name, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    return archive.tell()
+
+
+def _multipart_head(boundary: str, fields: Mapping[str, str], file_name: str) -> bytes:
+    """A multipart/form-data body up to the content of its one file part, called ``files``."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{file_name}"\r\n'
+        "Content-Type: application/zip\r\n\r\n"
+    )
+    return "".join(parts).encode()
+
+
+class Client:
+    """``Client(base_url, api_key)``: one project's view of a gtcorrect API; a context manager.
+
+    Every method returns the API's JSON as plain dicts and lists and raises ``ApiError`` (naming the
+    problem) for an error answer, ``ClientError`` when the API cannot be reached.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- transport -------------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        """Send one call, retrying idempotent ones; the answer is read unless ``stream`` (then close it)."""
+        retry = method in IDEMPOTENT_METHODS
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries or not retry
+            request = self._http.build_request(method, url, **kwargs)
+            try:
+                response = self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                if last:
+                    raise ClientError(f"{method} {request.url}: {type(exc).__name__}: {exc}") from exc
+            else:
+                if response.status_code not in RETRY_STATUSES or last:
+                    break
+                response.close()
+            time.sleep(self.backoff_s * 2**attempt)
+        if response.is_error:
+            response.read()
+            response.close()
+            raise ApiError.from_response(response)
+        if not stream:
+            response.read()
+            response.close()
+        return response
+
+    def _json(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self._send(method, url, **kwargs).json()
+
+    def _pages(self, url: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """The items of every page of a paged list (``limit``/``offset``/``total``)."""
+        items: list[Any] = []
+        while True:
+            page = self._json("GET", url, params={**(params or {}), "limit": PAGE_SIZE, "offset": len(items)})
+            items.extend(page["items"])
+            if not page["items"] or len(items) >= page["total"]:
+                return items
+
+    def _download(self, url: str, path: str | Path, params: Mapping[str, Any] | None = None) -> Path:
+        """Stream a GET answer into ``path`` (written whole or not at all)."""
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".part")
+        response = self._send("GET", url, params=params, stream=True)
+        try:
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes(CHUNK_BYTES):
+                    out.write(chunk)
+            partial.replace(dest)
+        except httpx.TransportError as exc:
+            raise ClientError(
+                f"GET {response.url}: the download broke off: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            response.close()
+            partial.unlink(missing_ok=True)
+        return dest
+
+    def _upload(
+        self, url: str, files: Sequence[Path], fields: Mapping[str, str], label: str, progress: bool
+    ) -> Json:
+        """Zip ``files`` into a temporary file and POST it as the multipart part ``files`` beside ``fields``,
+        streaming the body with a byte progress bar."""
+        with tempfile.TemporaryFile() as archive:
+            size = _zip_to(archive, files)
+            boundary = uuid.uuid4().hex
+            head = _multipart_head(boundary, fields, f"{label}.zip")
+            tail = f"\r\n--{boundary}--\r\n".encode()
+            total = len(head) + size + len(tail)
+            archive.seek(0)
+            chunks = itertools.chain((head,), iter(lambda: archive.read(CHUNK_BYTES), b""), (tail,))
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"upload {label}",
+                file=sys.stderr,
+                disable=not progress,
+            ) as bar:
+
+                def body() -> Iterator[bytes]:
+                    for chunk in chunks:
+                        bar.update(len(chunk))
+                        yield chunk
+
+                headers = {
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    "Content-Length": str(total),
+                }
+                timeout = httpx.Timeout(self.timeout, read=UPLOAD_READ_TIMEOUT_S)
+                return cast(Json, self._json("POST", url, content=body(), headers=headers, timeout=timeout))
+
+    # --- datasets and uploads --------------------------------------------------------------------
+
+    def create_dataset(self, name: str, label_map: Mapping[str, str] | None = None) -> Json:
+        """A new dataset; ``label_map`` maps class index (as text, 0 = background) to name; None: the API's
+        two-class default."""
+        body: Json = {"name": name}
+        if label_map is not None:
+            body["label_map"] = dict(label_map)
+        return cast(Json, self._json("POST", "/v1/datasets", json=body))
+
+    def upload_images(self, dataset_id: str, folder: str | Path, progress: bool = True) -> Json:
+        """Upload every image file directly in ``folder`` as one zip (all or nothing); returns the API's
+        ``created``/``duplicates``/``files`` report."""
+        files = folder_files(folder)
+        return self._upload(f"/v1/datasets/{dataset_id}/images", files, {}, "images", progress)
+
+    def upload_masks(
+        self,
+        dataset_id: str,
+        folder: str | Path,
+        annotator: str,
+        mask_mode: str | None = None,
+        note: str | None = None,
+        progress: bool = True,
+    ) -> Json:
+        """Upload the mask files in ``folder`` (named like their images, or with a manifest.csv/json) as one
+        annotation batch of ``annotator``; ``mask_mode`` "binary" for lossy two-class masks; ``note`` is
+        stored as the batch's ``source``. Returns the batch."""
+        fields = {"annotator": annotator}
+        if mask_mode is not None:
+            fields["mask_mode"] = mask_mode
+        if note is not None:
+            fields["source"] = note
+        files = folder_files(folder, MANIFEST_NAMES)
+        return self._upload(f"/v1/datasets/{dataset_id}/annotation-batches", files, fields, "masks", progress)
+
+    # --- jobs --------------------------------------------------------------------------------------
+
+    def presets(self) -> list[Json]:
+        """The named starting points of a job's config (``GET /v1/config/presets``): name, description,
+        config, epochs."""
+        return self._pages("/v1/config/presets")
+
+    def start_job(
+        self,
+        dataset_id: str,
+        config: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        batch_ids: Sequence[str] | None = None,
+    ) -> Job:
+        """Queue a training job: ``config`` a partial TrainConfig, ``preset`` a preset's name, ``batch_ids``
+        None for the latest mask of each sample."""
+        body: Json = {
+            "dataset_id": dataset_id,
+            "config": dict(config or {}),
+            "batch_ids": None if batch_ids is None else list(batch_ids),
+        }
+        if preset is not None:
+            body["preset"] = preset
+        return cast(Job, self._json("POST", "/v1/jobs", json=body))
+
+    def job(self, job_id: str) -> Job:
+        """The job's current state: status, phase, epoch of total_epochs, round, eta_seconds, quality."""
+        return cast(Job, self._json("GET", f"/v1/jobs/{job_id}"))
+
+    def wait(
+        self, job_id: str, progress: bool = True, poll_s: float = 1.0, timeout_s: float | None = None
+    ) -> Job:
+        """Poll the job until it ends, with a live epoch bar on stderr; returns the succeeded job.
+
+        Raises ``JobFailed`` when it failed or was cancelled, ``TimeoutError`` after ``timeout_s``.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with tqdm(unit="epoch", file=sys.stderr, dynamic_ncols=True, disable=not progress) as bar:
+            while True:
+                job = self.job(job_id)
+                bar.total = job.get("total_epochs")
+                bar.n = job.get("epoch") or 0
+                bar.set_description(job.get("phase") or job["status"])
+                postfix: dict[str, object] = {}
+                if job.get("round") is not None:
+                    postfix["round"] = job.get("round")
+                if job.get("eta_seconds") is not None:
+                    postfix["eta"] = f"{job.get('eta_seconds'):.0f}s"
+                bar.set_postfix(postfix, refresh=True)
+                if job["status"] in TERMINAL_STATUSES:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout_s} s.")
+                time.sleep(poll_s)
+        if job["status"] != "succeeded":
+            raise JobFailed(job)
+        return job
+
+    # --- results -----------------------------------------------------------------------------------
+
+    def noise_report(self, job_id: str, flagged: bool | None = None) -> list[ReportRow]:
+        """Every row of the job's noise report (all pages), least likely clean first."""
+        params = {} if flagged is None else {"flagged": flagged}
+        return self._pages(f"/v1/jobs/{job_id}/noise-report", params)
+
+    def download_report_csv(self, job_id: str, path: str | Path, flagged: bool | None = None) -> Path:
+        """The noise report as the API's CSV (same columns as the JSON rows)."""
+        params: Json = {"format": "csv"}
+        if flagged is not None:
+            params["flagged"] = flagged
+        return self._download(f"/v1/jobs/{job_id}/noise-report", path, params)
+
+    def download_corrected(self, job_id: str, path: str | Path) -> Path:
+        """The zip of the proposed corrected masks (PNG, at each image's size; empty when withheld)."""
+        return self._download(f"/v1/jobs/{job_id}/corrected-masks.zip", path)
+
+    def download_plots(self, job_id: str, folder: str | Path) -> list[Path]:
+        """One PNG per GMM round, written as ``gmm-round-<k>.png`` in ``folder``."""
+        plots = self._pages(f"/v1/jobs/{job_id}/plots/gmm-rounds")
+        return [self._download(p["url"], Path(folder) / f"gmm-round-{p['round']}.png") for p in plots]
+
+    def segment(
+        self, image_path: str | Path, model_ref: str = "latest", dataset_id: str | None = None
+    ) -> bytes:
+        """The mask PNG of one image at its own size (class indices; 0/255 for two classes); ``model_ref`` a
+        model id, or "latest" with ``dataset_id``."""
+        path = Path(image_path)
+        params = {"format": "png"} | ({} if dataset_id is None else {"dataset_id": dataset_id})
+        with path.open("rb") as f:
+            response = self._send(
+                "POST", f"/v1/models/{model_ref}/segment", params=params, files={"file": (path.name, f)}
+            )
+        return response.content
+
+    def segment_folder(
+        self,
+        folder: str | Path,
+        out_folder: str | Path,
+        model_ref: str = "latest",
+        dataset_id: str | None = None,
+        progress: bool = True,
+    ) -> list[Path]:
+        """Segment every image in ``folder``; each mask is written as ``<stem>.png`` in ``out_folder``."""
+        images = folder_files(folder)
+        stems = [p.stem for p in images]
+        if len(set(stems)) < len(stems):
+            raise ValueError(
+                f"{folder}: several images share a name stem; their masks would overwrite each other."
+            )
+        out = Path(out_folder)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for path in tqdm(images, desc="segment", unit="image", file=sys.stderr, disable=not progress):
+            target = out / f"{path.stem}.png"
+            target.write_bytes(self.segment(path, model_ref, dataset_id))
+            written.append(target)
+        return written

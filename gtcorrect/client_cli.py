@@ -1,0 +1,287 @@
+"""``gtcorrect client ...``: the API from the command line, with progress bars (``gtcorrect.client``).
+
+``gtcorrect client run --images DIR --masks DIR --name NAME`` goes from two folders to a noise report;
+the other verbs do one step each. ``datasets create``, ``jobs start`` and ``jobs show`` print JSON on
+stdout, the others text. Exit status: 0, 1 when the job failed or was cancelled, 2 for an API error
+or bad input (``error: ...`` on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from gtcorrect.client import Client, ClientError, Job, JobFailed, ReportRow, folder_files
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_OUT = "gtcorrect-out"
+
+
+def _api_key(given: str | None) -> str:
+    """--api-key, else $GTC_API_KEY, else the key file ``gtcorrect serve`` writes ($GTC_DATA_DIR or
+    .gtcorrect)."""
+    key = given or os.environ.get("GTC_API_KEY")
+    if key:
+        return key
+    for data_dir in (os.environ.get("GTC_DATA_DIR"), ".gtcorrect"):
+        if data_dir and (path := Path(data_dir) / "api_key").is_file():
+            return path.read_text().strip()
+    raise ValueError("no API key: pass --api-key, set GTC_API_KEY, or run where `gtcorrect serve` keeps it.")
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url or os.environ.get("GTC_URL") or DEFAULT_URL, _api_key(args.api_key))
+
+
+def _say(text: str, stream: TextIO | None = None) -> None:
+    (stream or sys.stdout).write(text + "\n")
+
+
+def _print_json(value: Any) -> None:
+    _say(json.dumps(value, indent=1))
+
+
+def _labels(text: str | None) -> dict[str, str] | None:
+    return None if text is None else {str(i): n.strip() for i, n in enumerate(text.split(","))}
+
+
+def _config(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    config = json.loads(Path(path).read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a config is a JSON object (a partial TrainConfig).")
+    return config
+
+
+def _datasets_create(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(client.create_dataset(args.name, _labels(args.labels)))
+    return 0
+
+
+def _images_upload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        out = client.upload_images(args.dataset, args.dir)
+    _say(f"dataset {args.dataset}: {out['created']} images added, {out['duplicates']} already there")
+    return 0
+
+
+def _masks_upload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        batch = client.upload_masks(args.dataset, args.dir, args.annotator, args.mask_mode, args.note)
+    _say(f"batch {batch['id']}: {batch['report'].get('accepted')} masks from {batch['annotator']}")
+    return 0
+
+
+def _jobs_start(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.start_job(args.dataset, _config(args.config), args.preset, args.batch)
+        if args.wait:
+            job = _wait_printing(client, job["id"])
+    _print_json(job)
+    return 0
+
+
+def _wait_printing(client: Client, job_id: str) -> Job:
+    """Wait for the job; when it failed, print its last state as JSON before raising."""
+    try:
+        return client.wait(job_id)
+    except JobFailed as exc:
+        _print_json(exc.job)
+        raise
+
+
+def _jobs_wait(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.wait(args.job)
+    _say(f"job {job['id']} {job['status']}")
+    return 0
+
+
+def _jobs_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(client.job(args.job))
+    return 0
+
+
+def _print_rows(rows: list[ReportRow]) -> None:
+    flagged = [r for r in rows if r["flagged"]]
+    _say(f"{len(flagged)} of {len(rows)} masks flagged")
+    for row in flagged:
+        _say(f"  {row['file_name']}  clean {row['clean_probability']:.3f}  {row['annotator']}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.noise_report(args.job, flagged=True if args.flagged else None)
+        if args.csv:
+            client.download_report_csv(args.job, args.csv, flagged=True if args.flagged else None)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    _print_rows(rows)
+    return 0
+
+
+def _corrected(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        path = client.download_corrected(args.job, args.out)
+    _say(f"wrote {path}")
+    return 0
+
+
+def _plots(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        paths = client.download_plots(args.job, args.out)
+    _say(f"wrote {len(paths)} plots to {args.out}")
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    if args.model == "latest" and args.dataset is None:
+        raise ValueError("give --dataset (its latest model) or --model ID.")
+    with _client(args) as client:
+        paths = client.segment_folder(args.dir, args.out, args.model, args.dataset)
+    _say(f"wrote {len(paths)} masks to {args.out}")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for preset in client.presets():
+            about = preset.get("description")
+            _say(f"{preset.get('name')}: {about}" if about else str(preset.get("name")))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    folder_files(args.images)  # refuse a missing or empty folder before creating anything
+    folder_files(args.masks)
+    config = _config(args.config)
+    out = Path(args.out)
+    with _client(args) as client:
+        dataset = client.create_dataset(args.name, _labels(args.labels))
+        _say(f"dataset {dataset['id']} ({args.name})", sys.stderr)
+        client.upload_images(dataset["id"], args.images)
+        batch = client.upload_masks(dataset["id"], args.masks, args.annotator, args.mask_mode)
+        job = client.start_job(dataset["id"], config, args.preset, [batch["id"]])
+        _say(f"job {job['id']} queued", sys.stderr)
+        job = client.wait(job["id"])
+        rows = client.noise_report(job["id"])
+        out.mkdir(parents=True, exist_ok=True)
+        client.download_report_csv(job["id"], out / "report.csv")
+        (out / "report.json").write_text(json.dumps(rows, indent=1))
+        client.download_corrected(job["id"], out / "corrected-masks.zip")
+        plots = client.download_plots(job["id"], out / "plots")
+    flagged = sum(r["flagged"] for r in rows)
+    _say(f"job {job['id']} succeeded: {flagged} of {len(rows)} masks flagged")
+    for warning in (job["quality"] or {}).get("warnings", []):
+        _say(f"warning: {warning['message']}")
+    _say(
+        f"wrote {out}/report.csv, {out}/report.json, {out}/corrected-masks.zip and "
+        f"{len(plots)} GMM plots in {out}/plots"
+    )
+    return 0
+
+
+def _guarded(verb: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a verb; a failed or cancelled job exits 1, API errors and bad input exit 2 (``error: ...``)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return verb(args)
+        except JobFailed as exc:
+            _say(f"error: {exc}", sys.stderr)
+            return 1
+        except (ClientError, OSError, ValueError) as exc:
+            _say(f"error: {exc}", sys.stderr)
+            return 2
+
+    return run
+
+
+def add_client_commands(subparsers: Any) -> None:
+    """Register ``client`` and its verbs on an ``argparse`` subparsers object."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help=f"the API (default: $GTC_URL, else {DEFAULT_URL})")
+    common.add_argument(
+        "--api-key", help="default: $GTC_API_KEY, else $GTC_DATA_DIR/api_key or .gtcorrect/api_key"
+    )
+    client = subparsers.add_parser("client", help="use a running gtcorrect API: upload, train, fetch results")
+    verbs = client.add_subparsers(dest="client_command", required=True)
+
+    def verb(parent: Any, name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
+        parser = parent.add_parser(name, parents=[common], help=text, description=text)
+        parser.set_defaults(func=_guarded(func))
+        return parser
+
+    def group(name: str, text: str) -> Any:
+        return verbs.add_parser(name, help=text).add_subparsers(dest=f"{name}_command", required=True)
+
+    labels_help = "class names, background first (default: background,foreground)"
+    p = verb(group("datasets", "datasets"), "create", _datasets_create, "create a dataset (prints its JSON)")
+    p.add_argument("name")
+    p.add_argument("--labels", help=labels_help)
+
+    p = verb(group("images", "images"), "upload", _images_upload, "upload a folder of images as one zip")
+    p.add_argument("dir")
+    p.add_argument("--dataset", required=True, help="dataset id")
+
+    p = verb(group("masks", "masks"), "upload", _masks_upload, "upload a folder of masks as one batch")
+    p.add_argument("dir")
+    p.add_argument("--dataset", required=True, help="dataset id")
+    p.add_argument("--annotator", required=True, help="who drew the masks")
+    p.add_argument("--mask-mode", choices=("index", "binary"), help="binary: grey > 127 is foreground")
+    p.add_argument("--note", help="free text stored as the batch's source")
+
+    jobs = group("jobs", "training jobs")
+    p = verb(jobs, "start", _jobs_start, "start a training job (prints its JSON)")
+    p.add_argument("--dataset", required=True, help="dataset id")
+    p.add_argument("--batch", action="append", help="annotation batch id (repeat; default: latest masks)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--preset", help="a preset's name (`gtcorrect client presets`)")
+    how.add_argument("--config", help="a JSON file with a partial TrainConfig")
+    p.add_argument("--wait", action="store_true", help="wait with a progress bar; print the final job")
+    p = verb(jobs, "wait", _jobs_wait, "wait for a job with a progress bar")
+    p.add_argument("job")
+    p = verb(jobs, "show", _jobs_show, "print a job's JSON")
+    p.add_argument("job")
+
+    p = verb(verbs, "report", _report, "print the flagged masks; save the whole noise report")
+    p.add_argument("job")
+    p.add_argument("--flagged", action="store_true", help="flagged masks only")
+    p.add_argument("--csv", help="write the report as CSV to this file")
+    p.add_argument("--json", help="write the report's rows as JSON to this file")
+
+    p = verb(verbs, "corrected", _corrected, "download the corrected masks (zip)")
+    p.add_argument("job")
+    p.add_argument("--out", required=True, help="zip file to write")
+
+    p = verb(verbs, "plots", _plots, "download the GMM plot of each round (PNG)")
+    p.add_argument("job")
+    p.add_argument("--out", required=True, help="folder to write into")
+
+    p = verb(verbs, "segment", _segment, "segment a folder of images; masks as <name>.png")
+    p.add_argument("dir")
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--dataset", help="use this dataset's latest model")
+    p.add_argument("--model", default="latest", help="a model id (default: latest of --dataset)")
+
+    verb(verbs, "presets", _presets, "list the training presets")
+
+    p = verb(verbs, "run", _run, "two folders to a noise report: create, upload, train, wait, download")
+    p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--masks", required=True, help="folder of masks named like their images")
+    p.add_argument("--name", required=True, help="name of the new dataset")
+    p.add_argument("--labels", help=labels_help)
+    p.add_argument("--annotator", default="unknown", help="who drew the masks")
+    p.add_argument("--mask-mode", choices=("index", "binary"), help="binary: grey > 127 is foreground")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--preset", help="a preset's name")
+    how.add_argument("--config", help="a JSON file with a partial TrainConfig")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the results (default: {DEFAULT_OUT})")

@@ -1,0 +1,263 @@
+"""``gtcorrect.client`` and ``gtcorrect client``: the whole flow from two folders against ``gtcorrect serve``
+(subprocesses, no mocks), and the client's retry, error and paging rules against ``httpx.MockTransport``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.schemas.results import NoiseFlagOut
+from gtcorrect.client import ApiError, Client, ClientError, JobFailed
+from gtcorrect.client_cli import add_client_commands
+from tests.e2e.flow import HEIGHT, N_CORRUPTED, N_IMAGES, WIDTH, e2e_config
+from tests.support.processes import quiet_env, serve_command, start_logged, stop_logged, tail, wait_ready
+from tests.support.s3server import free_ports
+from tests.worker.synthetic import make_set, png_bytes
+
+CLI_TIMEOUT_S = 600
+
+
+def _write_set(folder: Path, names: list[str], arrays: list[np.ndarray]) -> None:
+    folder.mkdir(parents=True)
+    for name, array in zip(names, arrays, strict=True):
+        (folder / name).write_bytes(png_bytes(array))
+
+
+def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "gtc-data"
+    env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
+    env["GTC_DATA_DIR"] = str(data_dir)
+    (port,) = free_ports(1)
+    log = tmp_path / "serve.log"
+    serve = start_logged([*serve_command(), "serve", "--port", str(port)], env, log, cwd=tmp_path)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url, serve, log)
+        client_env = {**env, "GTC_URL": base_url, "GTC_API_KEY": (data_dir / "api_key").read_text().strip()}
+
+        def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*serve_command(), "client", *map(str, args)],
+                env=client_env,
+                capture_output=True,
+                text=True,
+                timeout=CLI_TIMEOUT_S,
+                cwd=tmp_path,
+            )
+
+        data = make_set(N_IMAGES, N_CORRUPTED, height=HEIGHT, width=WIDTH, seed=2)
+        _write_set(tmp_path / "images", data.names, data.images)
+        _write_set(tmp_path / "masks", data.names, data.given)
+        config = tmp_path / "cfg.json"
+        config.write_text(json.dumps(e2e_config(2)))
+        out = tmp_path / "out"
+        images, masks = tmp_path / "images", tmp_path / "masks"
+        run = cli(
+            "run", "--images", images, "--masks", masks, "--name", "discs", "--config", config, "--out", out
+        )
+        assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+        job_id = run.stdout.split("job ", 1)[1].split()[0]
+
+        shown = cli("jobs", "show", job_id)
+        assert shown.returncode == 0, shown.stderr
+        job = json.loads(shown.stdout)
+        assert job["status"] == "succeeded" and job["id"] == job_id
+        total = job["total_epochs"]
+        assert "upload images" in run.stderr and "upload masks" in run.stderr, run.stderr
+        assert f"{total}/{total} [" in run.stderr and "epoch" in run.stderr, run.stderr
+
+        with (out / "report.csv").open(newline="") as f:
+            reader = csv.DictReader(f)
+            csv_rows = list(reader)
+        assert reader.fieldnames == list(NoiseFlagOut.model_fields)
+        assert sorted(r["file_name"] for r in csv_rows) == data.names
+        rows = json.loads((out / "report.json").read_text())
+        assert sorted(r["file_name"] for r in rows) == data.names
+        assert f"job {job_id} succeeded: {sum(r['flagged'] for r in rows)} of {N_IMAGES}" in run.stdout
+        corrected = zipfile.ZipFile(out / "corrected-masks.zip").namelist()
+        assert len(corrected) == sum(r["correction_proposed"] for r in rows), corrected
+        plots = sorted((out / "plots").glob("gmm-round-*.png"))
+        assert plots and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
+
+        fresh = make_set(2, 0, height=52, width=60, seed=3)
+        _write_set(tmp_path / "new", ["a.png", "b.png"], [fresh.images[0], fresh.images[1][:30, :44]])
+        segmented = cli(
+            "segment", tmp_path / "new", "--out", tmp_path / "seg", "--dataset", job["dataset_id"]
+        )
+        assert segmented.returncode == 0, segmented.stderr
+        sizes = {p.name: Image.open(p).size for p in (tmp_path / "seg").iterdir()}
+        assert sizes == {"a.png": (60, 52), "b.png": (44, 30)}
+    finally:
+        code = stop_logged(serve, signal.SIGTERM)
+        print(f"--- serve log ---\n{tail(log)}")
+    assert code == 0, f"gtcorrect serve exited with {code}"
+
+
+# --- the client's rules, against httpx.MockTransport ------------------------------------------------
+
+PROBLEM = {
+    "type": "https://gtcorrect.dev/problems/invalid-input",
+    "title": "Invalid input",
+    "status": 422,
+    "detail": "1 files were rejected; nothing was stored.",
+    "invalid_files": [{"file": "img_01.png", "reason": "not a decodable image"}],
+}
+JOB = {
+    "id": "j1",
+    "dataset_id": "d1",
+    "status": "running",
+    "phase": "g_round",
+    "epoch": 3,
+    "total_epochs": 10,
+    "round": 1,
+    "error": None,
+    "quality": None,
+}
+
+
+def _client(handler: Callable[[httpx.Request], httpx.Response]) -> Client:
+    return Client("http://api.test", "key", transport=httpx.MockTransport(handler), backoff_s=0.0)
+
+
+def test_get_is_retried_after_a_503_and_a_connection_error() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(503, json={**PROBLEM, "status": 503, "title": "Service unavailable"})
+        if len(calls) == 2:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json=JOB)
+
+    with _client(handler) as client:
+        assert client.job("j1")["status"] == "running"
+    assert len(calls) == 3 and all(c.headers["authorization"] == "Bearer key" for c in calls)
+
+
+def test_get_gives_up_after_its_retries() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with _client(handler) as client, pytest.raises(ClientError, match="connection refused"):
+        client.job("j1")
+    assert len(calls) == 4  # the call and 3 retries
+
+
+def test_post_is_never_retried() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503, json={**PROBLEM, "status": 503, "title": "Service unavailable"})
+
+    with _client(handler) as client, pytest.raises(ApiError) as caught:
+        client.start_job("d1", {"image_size": 64})
+    assert len(calls) == 1 and caught.value.status == 503
+    assert json.loads(calls[0].content) == {
+        "dataset_id": "d1",
+        "config": {"image_size": 64},
+        "batch_ids": None,
+    }
+
+
+def test_start_job_sends_the_preset_only_when_given() -> None:
+    bodies: list[object] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.read()))
+        return httpx.Response(202, json={**JOB, "status": "queued"})
+
+    with _client(handler) as client:
+        client.start_job("d1", preset="quick", batch_ids=["b1"])
+        client.start_job("d1")
+    assert bodies == [
+        {"dataset_id": "d1", "config": {}, "batch_ids": ["b1"], "preset": "quick"},
+        {"dataset_id": "d1", "config": {}, "batch_ids": None},
+    ]
+
+
+def test_api_error_names_the_problem_and_the_upload_is_one_streamed_zip(tmp_path: Path) -> None:
+    (tmp_path / "img_00.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "img_01.png").write_bytes(b"junk")
+    (tmp_path / "notes.txt").write_text("not an image: left out")
+    bodies: list[tuple[httpx.Request, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append((request, request.read()))
+        return httpx.Response(422, json=PROBLEM, headers={"Content-Type": "application/problem+json"})
+
+    with _client(handler) as client, pytest.raises(ApiError) as caught:
+        client.upload_masks("d1", tmp_path, "vendor-a", mask_mode="binary", progress=False)
+    assert caught.value.status == 422 and caught.value.problem["invalid_files"] == PROBLEM["invalid_files"]
+    assert str(caught.value) == (
+        "Invalid input (422): 1 files were rejected; nothing was stored. img_01.png: not a decodable image"
+    )
+    ((request, body),) = bodies
+    assert request.url.path == "/v1/datasets/d1/annotation-batches"
+    assert int(request.headers["content-length"]) == len(body)
+    boundary = request.headers["content-type"].split("boundary=")[1].encode()
+    parts = body.split(b"--" + boundary)
+    assert parts[-1] == b"--\r\n"
+    fields = {p.split(b'name="')[1].split(b'"')[0]: p.split(b"\r\n\r\n", 1)[1][:-2] for p in parts[1:-1]}
+    assert fields[b"annotator"] == b"vendor-a" and fields[b"mask_mode"] == b"binary"
+    assert zipfile.ZipFile(io.BytesIO(fields[b"files"])).namelist() == ["img_00.png", "img_01.png"]
+
+
+def test_noise_report_follows_the_pages() -> None:
+    calls: list[httpx.Request] = []
+    rows = [{"file_name": f"img_{i:03d}.png", "flagged": True} for i in range(120)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        limit = min(int(request.url.params["limit"]), 50)  # the server's page may be smaller than asked
+        offset = int(request.url.params["offset"])
+        page = {"items": rows[offset : offset + limit], "total": len(rows), "limit": limit, "offset": offset}
+        return httpx.Response(200, json=page)
+
+    with _client(handler) as client:
+        assert client.noise_report("j1", flagged=True) == rows
+    assert [c.url.params["offset"] for c in calls] == ["0", "50", "100"]
+    assert all(c.url.params["flagged"] == "true" for c in calls)
+
+
+def test_wait_raises_job_failed_with_the_jobs_error() -> None:
+    queued = {**JOB, "status": "queued", "phase": None, "epoch": None, "total_epochs": None, "round": None}
+    failed = {**JOB, "status": "failed", "error": "RuntimeError: out of memory"}
+    states = iter([queued, {**JOB, "eta_seconds": 12.0}, failed])
+
+    client = _client(lambda request: httpx.Response(200, json=next(states)))
+    with client, pytest.raises(JobFailed, match="job j1 failed: RuntimeError: out of memory") as caught:
+        client.wait("j1", poll_s=0.0)
+    assert caught.value.job["status"] == "failed"
+
+
+def test_cli_refuses_a_missing_or_empty_folder_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GTC_API_KEY", "key")
+    parser = argparse.ArgumentParser()
+    add_client_commands(parser.add_subparsers(dest="command", required=True))
+    (tmp_path / "empty").mkdir()
+    for folder, reason in ((tmp_path / "missing", "not a directory"), (tmp_path / "empty", "no image files")):
+        args = parser.parse_args(
+            ["client", "run", "--images", str(folder), "--masks", str(folder), "--name", "x"]
+        )
+        assert args.func(args) == 2
+        assert capsys.readouterr().err.startswith(f"error: {folder}: {reason}")
