@@ -162,37 +162,39 @@ def shift_outline(mask: np.ndarray, offset_px: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BiasFinding:
-    """A suspect annotator's masks: each mask's probability of carrying the bias (N,), NaN for the
-    other annotators' masks, and the shift that moves their outlines back (training pixels)."""
+    """A suspect annotator: which masks are theirs (N,) bool, each mask's probability of carrying their
+    bias (N,; NaN where the outline offset is undefined), and the shift that moves their outlines back
+    (training pixels). For the other annotators' masks the probability says how much their outline looks
+    like the suspect's rather than like the rest."""
 
     annotator: str
     shift_px: float
+    mine: np.ndarray
     noisy_prob: np.ndarray
 
 
 def bias_findings(
     annotators: Sequence[str], given: np.ndarray, predicted: np.ndarray, report: Sequence[AnnotatorStats]
 ) -> list[BiasFinding]:
-    """For each ``suspect`` annotator with others to compare against: how likely each of their masks
-    (N, S, S, at training size, report made with scale 1) is biased. A two-Gaussian posterior on the
-    mask's outline offset from the prediction: like this annotator's masks, or like the others'."""
+    """For each ``suspect`` annotator with others to compare against: how likely each mask (N, S, S, at
+    training size, report made with scale 1) carries their bias. A two-Gaussian posterior on the mask's
+    outline offset from the prediction: like this annotator's masks, or like the others'."""
     offsets, _, _ = mask_stats(given, predicted)
     names = np.asarray(annotators, dtype=object)
+    finite = np.isfinite(offsets)
     out = []
     for stats in report:
         if not stats.suspect or stats.relative_offset_px is None:
             continue
         mine = names == stats.annotator
-        own, others = offsets[mine & np.isfinite(offsets)], offsets[~mine & np.isfinite(offsets)]
+        own, others = offsets[mine & finite], offsets[~mine & finite]
         if own.size < MIN_MASKS or others.size < MIN_MASKS:
             continue
-        prob = np.full(len(names), np.nan)
-        x = offsets[mine]
-        like_own = own.size * _normal(x, own.mean(), own.std(ddof=1))
-        like_others = others.size * _normal(x, others.mean(), others.std(ddof=1))
+        like_own = own.size * _normal(offsets, own.mean(), own.std(ddof=1))
+        like_others = others.size * _normal(offsets, others.mean(), others.std(ddof=1))
         with np.errstate(invalid="ignore", divide="ignore"):
-            prob[mine] = np.where(np.isfinite(x), like_own / (like_own + like_others), np.nan)
-        out.append(BiasFinding(stats.annotator, -float(stats.relative_offset_px), prob))
+            prob = np.where(finite, like_own / (like_own + like_others), np.nan)
+        out.append(BiasFinding(stats.annotator, -float(stats.relative_offset_px), mine, prob))
     return out
 
 

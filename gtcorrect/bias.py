@@ -76,7 +76,7 @@ def bias_targets(
     alignment, findings = _check(images, masks, annotators, predicted, flagged)
     out: dict[int, np.ndarray] = {}
     for f in findings:
-        idx = np.flatnonzero(np.isfinite(f.noisy_prob))
+        idx = np.flatnonzero(f.mine & np.isfinite(f.noisy_prob))
         carries = idx[1.0 - f.noisy_prob[idx] <= config.g.tau]
         out.update(_move_back(images, masks, alignment, f.shift_px, carries)[0])
     return out
@@ -104,10 +104,16 @@ def apply_bias(
     # A network the job cannot vouch for still ranks, but its outlines do not move anyone's masks.
     trusted = not {"too_few_samples", "weak_network", "no_validation"} & {w.code for w in quality.warnings}
     clean, flagged, proposed = verdict.clean_prob.copy(), verdict.flagged.copy(), verdict.proposed.copy()
+    if not quality.noise_evidence:
+        # The network's scores were no verdict (one group): the annotator check's evidence ranks every
+        # mask, how much its outline looks like a suspect's, so that the clean probabilities form one
+        # ranking. Only the suspect's masks are flagged for it (below).
+        ranked = np.isfinite(np.stack([f.noisy_prob for f in findings])).all(0)
+        clean[ranked] = np.min([1.0 - f.noisy_prob[ranked] for f in findings], axis=0)
     summary: list[dict[str, Any]] = []
     warnings: list[Warning] = []
     for f in findings:
-        idx = np.flatnonzero(np.isfinite(f.noisy_prob))
+        idx = np.flatnonzero(f.mine & np.isfinite(f.noisy_prob))
         clean[idx] = np.minimum(clean[idx], 1.0 - f.noisy_prob[idx])
         flagged[idx] |= clean[idx] <= tau
         back, vetoed = _move_back(images, masks, alignment, f.shift_px, idx[flagged[idx] & trusted])

@@ -14,7 +14,7 @@ from gtcorrect.bias import apply_bias
 from gtcorrect.checkpoint import Checkpoint
 from gtcorrect.config import TrainConfig
 from gtcorrect.errors import TrainingStopped
-from gtcorrect.metrics import foreground_dice
+from gtcorrect.metrics import foreground_dice, recognition_metrics
 from gtcorrect.quality import CORRECTIONS_APPLIED, CORRECTIONS_WITHHELD, Quality, Verdict, Warning
 from gtcorrect.trainer import fit
 from gtcorrect.types import Progress, TrainingData
@@ -90,6 +90,21 @@ def test_a_wide_annotator_is_flagged_and_moved_back() -> None:
     assert quality.noise_evidence and quality.estimated_noise_rate == out.flagged.sum() / 40
     [note] = [w.message for w in quality.warnings if w.code == "no_evidence_of_noise"]
     assert "the network flags nothing itself" in note
+
+
+def test_without_network_evidence_the_check_ranks_every_mask() -> None:
+    images, _, given, names, predicted = _panel(wide=3)
+    n = given.shape[0]
+    wide = np.array([x == "b" for x in names])
+    noise = np.random.default_rng(0).uniform(0.2, 1.0, n)  # a network's split that is no verdict
+    verdict = Verdict(noise, np.zeros(n, bool), np.zeros(n, bool))
+    _, out, _ = apply_bias(TrainConfig(), images, given, names, predicted, _quality(), verdict, {})
+    assert recognition_metrics(wide, out.clean_prob)["auroc"] > 0.95
+    assert not out.flagged[~wide].any() and out.clean_prob[~wide].min() > 0.5
+    # Where the network's own split is evidence, the other annotators' masks keep its probabilities.
+    evidence = replace(_quality(), noise_evidence=True)
+    _, kept, _ = apply_bias(TrainConfig(), images, given, names, predicted, evidence, verdict, {})
+    np.testing.assert_array_equal(kept.clean_prob[~wide], noise[~wide])
 
 
 def test_agreeing_annotators_change_nothing() -> None:
