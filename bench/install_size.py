@@ -34,8 +34,7 @@ def _pip(venv: Path, *args: str) -> None:
 def measure(extra: str | None) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="gtc-size-") as tmp:
         venv = Path(tmp) / "venv"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "ensurepip", "-q"], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         _pip(venv, TORCH)
         _pip(venv, f"{REPO}[{extra}]" if extra else str(REPO))
         (site,) = (venv / "lib").glob("python3*/site-packages")

@@ -40,7 +40,7 @@ class Schedule:
 SCHEDULES = {
     # ~60 min on this 2-core machine when it is not shared (see bench/README.md for measured times).
     "default": Schedule(n_train=200, epochs=30, warmup=10, rounds_max=3, epochs_per_round=3, t_epochs=11),
-    # ALGORITHM.md's reference protocol: the full 700-image training set, 40 epochs. The long warm-up
+    # The reference protocol: the full 700-image training set, 40 epochs. The long warm-up
     # matters: the ranking of noisy masks keeps improving while the network learns (AUROC of the excess
     # score 0.68 / 0.76 / 0.84 / 0.86 at epochs 10 / 20 / 30 / 40 on strong mixed alpha 0.5, section
     # evidence-strong of BENCHMARKS.md). 11-14 min a run with two runs sharing the 2 cores.
@@ -77,10 +77,10 @@ def _scaled_g(warmup: float, rounds: float) -> Callable[[TrainConfig], TrainConf
     return apply
 
 
-# G-T variants: the ablations of ALGORITHM.md and the G-stage options for the side-by-side.
+# G-T variants: the ablations of the method and the G-stage options for the side-by-side.
 VARIANTS: dict[str, Callable[[TrainConfig], TrainConfig]] = {
     "default": lambda c: c,
-    # The reference G stage of ALGORITHM.md: the student's CE + Dice on raw scores, its split final.
+    # The paper's G stage: the student's CE + Dice on raw scores, its split final.
     "paper": lambda c: _t(final_split=False)(
         _g(sample_loss="ce+dice", score_transform="none", score_net="student")(c)
     ),

@@ -1,7 +1,7 @@
 """Training configuration: frozen dataclasses that round-trip to JSON.
 
 The service stores ``TrainConfig.to_dict()`` with every job, so every field must be a JSON scalar,
-a tuple of scalars or a nested config. Defaults follow ``ALGORITHM.md``; every choice that the paper
+a tuple of scalars or a nested config. Defaults follow ``docs/METHOD.md``; every choice that the paper
 (Gao et al., Med Biol Eng Comput 2024, doi 10.1007/s11517-024-03170-4) does not state is a field here.
 """
 
@@ -58,7 +58,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class GStageConfig:
-    """G stage: GMM split of the per-sample loss, iterated as positive feedback (ALGORITHM.md)."""
+    """G stage: GMM split of the per-sample loss, iterated as positive feedback (docs/METHOD.md)."""
 
     warmup_epochs: int = 10  # epochs on every mask before the first GMM split (gt, gmm_select: >= 1)
     # "excess", not the paper's "ce+dice": on Kvasir-SEG (strong mixed, alpha 0.5, 700 images) it ranks
@@ -106,7 +106,7 @@ class GStageConfig:
 
 @dataclass(frozen=True)
 class TStageConfig:
-    """T stage: mean teacher, early-learning switch, confident correcting (ALGORITHM.md)."""
+    """T stage: mean teacher, early-learning switch, confident correcting (docs/METHOD.md)."""
 
     epochs: int = 20  # epochs of the T stage (mean teacher and correction)
     ema_decay: float = 0.99  # the teacher's exponential moving average of the student's weights

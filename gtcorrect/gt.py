@@ -6,12 +6,12 @@ The splits score images with the EMA of the student's weights (``g.score_net="em
 with the student itself (the paper).
 T stage: student from the G-stage weights, EMA teacher (the G stage's EMA goes on, or a copy of the
 student); batches mix clean and flagged images; flagged images learn from their given masks during
-early learning and from confidently corrected masks after the switch (see ALGORITHM.md). Corrections
+early learning and from confidently corrected masks after the switch (see docs/METHOD.md). Corrections
 are recomputed from the teacher at the end of every correction-phase epoch and at the last epoch, so
 flagged images always get a corrected mask. With ``t.final_split`` (our choice) the teacher scores
 every image after the last epoch and the GMM splits once more; unless that mixture has one mode
-(separation below ``t.final_split_min_separation``: the split is then dropped, not reported) its flags
-are final, and the last corrections are made for the final flagged set. The early-learning curve is
+(separation below ``t.final_split_min_separation``: the split is then recorded with applied=False and
+the G stage's flags stand) its flags are final, and the last corrections are made for the final flagged set. The early-learning curve is
 the teacher's (eval mode) Dice against the given flagged masks.
 Shape legend: N images, Nf flagged, K classes, S size.
 """

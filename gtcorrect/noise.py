@@ -1,4 +1,4 @@
-"""Simulated annotation noise: corrupt a seeded fraction alpha of the masks (ALGORITHM.md).
+"""Simulated annotation noise: corrupt a seeded fraction alpha of the masks (docs/METHOD.md).
 
 Shape legend: H, W mask height and width; N masks. Masks are (H, W) integer class indices
 (0 = background); every foreground class's region is corrupted with the same transform.

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models: the data model of ARCHITECTURE.md. Migrations in ``migrations/`` mirror it.
+"""SQLAlchemy 2 models: the data model of docs/ARCHITECTURE.md. Migrations in ``migrations/`` mirror it.
 
 All ids are UUIDs, all times timezone-aware UTC. Types are portable so the embedded mode runs the same
 models on SQLite.
@@ -90,8 +90,8 @@ class JobPhase(enum.StrEnum):
     stopped in. G-T trains warmup, g_round, t_early, t_correct; the other methods train "train"."""
 
     queued = "queued"  # waiting for a worker
-    fetching_inputs = "fetching_inputs"  # the worker reads the images and masks from the object store
-    preparing = "preparing"  # resizing to image_size, building the network (or loading the checkpoint)
+    fetching_inputs = "fetching_inputs"  # reading the images and masks, resizing them to image_size
+    preparing = "preparing"  # building the network, loading the checkpoint of a resumed job
     warmup = "warmup"  # G stage: every mask, before the first GMM split
     g_round = "g_round"  # G stage: positive-feedback rounds on the clean set
     t_early = "t_early"  # T stage, early learning: flagged masks learnt as given

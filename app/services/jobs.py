@@ -139,7 +139,7 @@ def create_job(
 def submit(session: Session, queue: TaskQueue, job: TrainingJob) -> bool:
     """Commit the job, then send its task: a worker must never receive an id it cannot read yet.
 
-    The one place a service commits, because the order matters (ARCHITECTURE.md, "enqueue only after
+    The one place a service commits, because the order matters (docs/ARCHITECTURE.md, "enqueue only after
     commit"). The committed row is the outbox: if the broker refuses, the job stays ``queued`` with a
     ``dispatch: pending`` marker and the sweeper (``app.services.sweeper``) sends it once the broker is
     back. Returns whether the message was sent now.

@@ -1,4 +1,4 @@
-"""The queue port: the API sends tasks by name and never imports the worker (ARCHITECTURE.md)."""
+"""The queue port: the API sends tasks by name and never imports the worker (docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 

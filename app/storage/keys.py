@@ -1,4 +1,4 @@
-"""Deterministic object keys, built here and nowhere else (ARCHITECTURE.md, "Object keys").
+"""Deterministic object keys, built here and nowhere else (docs/ARCHITECTURE.md, "Object keys").
 
 A re-run of the same job writes the same keys, so it overwrites instead of duplicating.
 """

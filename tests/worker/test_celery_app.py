@@ -1,4 +1,4 @@
-"""The Celery configuration that the job lifecycle relies on (ARCHITECTURE.md, "Job lifecycle")."""
+"""The Celery configuration that the job lifecycle relies on (docs/ARCHITECTURE.md, "Job lifecycle")."""
 
 from __future__ import annotations
 
