@@ -11,8 +11,8 @@ are recomputed from the teacher at the end of every correction-phase epoch and a
 flagged images always get a corrected mask. With ``t.final_split`` (our choice) the teacher scores
 every image after the last epoch and the GMM splits once more; unless that mixture has one mode
 (separation below ``t.final_split_min_separation``: the split is then recorded with applied=False and
-the G stage's flags stand) its flags are final, and the last corrections are made for the final flagged set. The early-learning curve is
-the teacher's (eval mode) Dice against the given flagged masks.
+the G stage's flags stand) its flags are final, and the last corrections are made for the final
+flagged set. The early-learning curve is the teacher's (eval mode) Dice against the given flagged masks.
 Shape legend: N images, Nf flagged, K classes, S size.
 """
 
