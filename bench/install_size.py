@@ -1,5 +1,6 @@
 """What a user's install weighs: a fresh virtual environment with the CPU torch wheel and ``pip install .``
-(the service and the engine, no test tools), measured before and after Python compiles its bytecode.
+of the committed tree (the service and the engine, no test tools), measured before and after Python
+compiles its bytecode.
 
     python -m bench.install_size            # about 3 minutes; needs the package index
     python -m bench.install_size --extra test   # the developers' install, for comparison
@@ -35,8 +36,13 @@ def measure(extra: str | None) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="gtc-size-") as tmp:
         venv = Path(tmp) / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        # From a clean copy of the committed tree: building in place would leave build/ in the checkout.
+        source = Path(tmp) / "src"
+        source.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
         _pip(venv, TORCH)
-        _pip(venv, f"{REPO}[{extra}]" if extra else str(REPO))
+        _pip(venv, f"{source}[{extra}]" if extra else str(source))
         (site,) = (venv / "lib").glob("python3*/site-packages")
         before = _mb(venv)
         compile_all = [str(venv / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(site)]
