@@ -395,6 +395,18 @@ class Client:
         plots = self._pages(f"/v1/jobs/{job_id}/plots/gmm-rounds")
         return [self._download(p["url"], Path(folder) / f"gmm-round-{p['round']}.png") for p in plots]
 
+    def annotators(self, job_id: str | None = None, dataset_id: str | None = None) -> list[Json]:
+        """The annotator report: per annotator of a job's masks (``job_id``), or per annotator of a
+        dataset with their row of its latest job's report (``dataset_id``)."""
+        if (job_id is None) == (dataset_id is None):
+            raise ValueError("give a job_id or a dataset_id.")
+        url = f"/v1/jobs/{job_id}/annotators" if job_id else f"/v1/datasets/{dataset_id}/annotators"
+        return self._pages(url)
+
+    def download_annotators_plot(self, job_id: str, path: str | Path) -> Path:
+        """The job's annotator report as a bar chart of outline offsets (PNG)."""
+        return self._download(f"/v1/jobs/{job_id}/plots/annotators.png", path)
+
     def segment(
         self, image_path: str | Path, model_ref: str = "latest", dataset_id: str | None = None
     ) -> bytes:

@@ -151,6 +151,25 @@ def _segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _annotators(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.annotators(job_id=args.job, dataset_id=args.dataset)
+        if args.plot:
+            if not args.job:
+                raise ValueError("--plot needs a job (the report of one job).")
+            client.download_annotators_plot(args.job, args.plot)
+    for row in rows:
+        stats = row.get("report", row) if args.dataset else row
+        if stats is None:
+            _say(f"{row['annotator']}: {row['n_masks']} masks, no job has judged them yet")
+            continue
+        mark = "SUSPECT " if stats["suspect"] else ""
+        _say(f"{mark}{row['annotator']}: {stats['verdict']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for preset in client.presets():
@@ -271,6 +290,13 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--dataset", help="use this dataset's latest model")
     p.add_argument("--model", default="latest", help="a model id (default: latest of --dataset)")
+
+    p = verb(verbs, "annotators", _annotators, "the annotator report: who outlines wider or narrower")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job", help="a succeeded job's report")
+    which.add_argument("--dataset", help="every annotator of a dataset, with its latest job's verdict")
+    p.add_argument("--plot", help="write the job's report as a PNG bar chart to this file")
+    p.add_argument("--json", help="write the rows as JSON to this file")
 
     verb(verbs, "presets", _presets, "list the training presets")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -54,6 +55,41 @@ def gmm_histogram_png(round: GmmRound, *, tau: float = 0.5, dpi: int = 100) -> b
     ax.set_ylabel("density")
     ax.set_title(f"G stage round {round.round}: separation S = {round.separation:.2f}")
     ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def annotator_offsets_png(
+    names: Sequence[str],
+    offsets: Sequence[float | None],
+    spreads: Sequence[float | None],
+    n_masks: Sequence[int],
+    suspect: Sequence[bool],
+    *,
+    dpi: int = 100,
+) -> bytes:
+    """One bar per annotator: their outlines' mean offset in pixels (+ wider, - narrower; against the
+    other annotators where there are several, else against the model) with its standard deviation over
+    their masks as a whisker; suspects in red. PNG bytes (``gtcorrect.annotators.annotator_report``)."""
+    n = len(names)
+    fig = Figure(figsize=(6.4, max(2.2, 0.9 + 0.45 * n)), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    y = np.arange(n)[::-1]
+    values = np.array([np.nan if o is None else o for o in offsets], dtype=np.float64)
+    errors = np.array([0.0 if s is None else s for s in spreads], dtype=np.float64)
+    colors = ["tab:red" if s else "tab:blue" for s in suspect]
+    ax.barh(y, np.nan_to_num(values), xerr=errors, color=colors, alpha=0.8, capsize=3)
+    ax.axvline(0.0, color="k", linewidth=1)
+    labels = [
+        f"{name} ({k} masks): " + ("n/a" if not np.isfinite(v) else f"{v:+.1f} px")
+        for name, k, v in zip(names, n_masks, values, strict=True)
+    ]
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("outline offset, px (+ wider, - narrower; whisker: spread)")
+    ax.set_title("Annotators' outlines (red: suspect of a bias)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

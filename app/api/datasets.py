@@ -20,7 +20,8 @@ from app.api.deps import (
 )
 from app.schemas.common import FileOutcome, Page
 from app.schemas.datasets import DatasetCreate, DatasetOut, ImageUploadOut, SampleOut
-from app.services import datasets, images
+from app.schemas.results import AnnotatorOut, DatasetAnnotatorOut
+from app.services import datasets, images, reports
 from app.services.objects import read_object
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -106,6 +107,32 @@ def list_samples(
     """The dataset's samples in file-name order, as a page."""
     rows, total = images.list_samples(session, dataset, file_name=file_name, limit=limit, offset=offset)
     return Page(items=[SampleOut.model_validate(s) for s in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{dataset_id}/annotators",
+    summary="The dataset's annotators: uploads, and the latest job's verdict on each",
+    response_model=Page[DatasetAnnotatorOut],
+)
+def list_annotators(
+    dataset: DatasetDep, session: SessionDep, limit: Limit = 50, offset: Offset = 0
+) -> Page[DatasetAnnotatorOut]:
+    """Every annotator who uploaded masks to the dataset: batches, masks, last upload, and their row of the
+    annotator report of the dataset's latest succeeded job (offset, edge alignment, suspect, verdict;
+    docs/ANNOTATORS.md). Suspects first."""
+    rows = reports.dataset_annotators(session, dataset)
+    items = [
+        DatasetAnnotatorOut(
+            annotator=r.annotator,
+            n_batches=r.n_batches,
+            n_masks=r.n_masks,
+            last_upload_at=r.last_upload_at,
+            job_id=r.job_id,
+            report=None if r.report is None else AnnotatorOut.model_validate(r.report),
+        )
+        for r in rows[offset : offset + limit]
+    ]
+    return Page(items=items, total=len(rows), limit=limit, offset=offset)
 
 
 @router.get("/{dataset_id}/samples/{sample_id}", summary="Get a sample", response_model=SampleOut)

@@ -170,6 +170,18 @@ def gmm_rounds(job: JobDep, store: StoreDep) -> Page[PlotOut]:
 
 
 @router.get(
+    "/plots/annotators.png",
+    summary="The annotator report as a plot: each annotator's outline offset, suspects in red (PNG)",
+    response_class=Response,
+    responses={**_CONFLICT, **_PNG},
+)
+def annotators_png(job: JobDep, session: SessionDep) -> Response:
+    """One bar per annotator: the mean offset of their outlines from the others' (+ wider, - narrower, in
+    pixels of the original images) with its spread over their masks; suspects of a bias in red."""
+    return Response(reports.annotator_plot_png(session, job), media_type="image/png")
+
+
+@router.get(
     "/plots/gmm-rounds/{round_k}.png",
     summary="One GMM round plot (PNG)",
     response_class=Response,

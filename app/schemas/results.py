@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.common import UtcDateTime
+
 
 class NoiseFlagOut(BaseModel):
     """One sample's verdict: how likely its annotation is clean, and how much the correction changed."""
@@ -112,6 +114,33 @@ class AnnotatorOut(BaseModel):
         description="A consistent offset, and with several annotators outlines that follow the edges less."
     )
     verdict: str
+
+
+class DatasetAnnotatorOut(BaseModel):
+    """One annotator of a dataset: what they uploaded, and their row of the annotator report of the
+    dataset's latest succeeded job that trained on their masks (``report`` null otherwise)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "annotator": "vendor-b",
+                    "n_batches": 2,
+                    "n_masks": 212,
+                    "last_upload_at": "2026-12-01T09:30:00Z",
+                    "job_id": "1a2b...",
+                    "report": AnnotatorOut.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                }
+            ]
+        }
+    )
+
+    annotator: str
+    n_batches: int = Field(description="Annotation batches uploaded under this name.")
+    n_masks: int = Field(description="Masks in those batches.")
+    last_upload_at: UtcDateTime
+    job_id: uuid.UUID | None = Field(description="The job whose annotator report `report` is.")
+    report: AnnotatorOut | None
 
 
 class GmmRoundOut(BaseModel):

@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
+from datetime import datetime
 from pathlib import PurePosixPath
 
 from sqlalchemy import Select, and_, func, select
@@ -22,7 +23,9 @@ from app.db.models import (
     Annotation,
     AnnotationBatch,
     AnnotatorStat,
+    BatchKind,
     CorrectedMask,
+    Dataset,
     GmmRound,
     JobStatus,
     NoiseFlag,
@@ -30,6 +33,7 @@ from app.db.models import (
     ReviewDecision,
     Sample,
     TrainingJob,
+    as_utc,
 )
 from app.errors import Conflict, InvalidInput, NotFound
 from app.services.images import encode_png
@@ -38,6 +42,7 @@ from app.storage import keys
 from app.storage.base import ObjectNotFound, ObjectStore
 from gtcorrect.data import read_image
 from gtcorrect.export import overlay
+from gtcorrect.plots import annotator_offsets_png
 
 SORTS = {
     "clean_probability": NoiseFlag.clean_probability,
@@ -181,6 +186,68 @@ def annotator_stats(session: Session, job: TrainingJob) -> list[AnnotatorStat]:
     require_succeeded(job)
     query = select(AnnotatorStat).where(AnnotatorStat.job_id == job.id)
     return list(session.scalars(query.order_by(AnnotatorStat.suspect.desc(), AnnotatorStat.annotator)))
+
+
+def annotator_plot_png(session: Session, job: TrainingJob) -> bytes:
+    """The job's annotator report as a bar chart of outline offsets (``gtcorrect.plots``)."""
+    rows = annotator_stats(session, job)
+    if not rows:
+        raise NotFound(f"job {job.id} has no annotator report (no masks with an annotator).")
+    return annotator_offsets_png(
+        [r.annotator for r in rows],
+        [r.relative_offset_px if r.relative_offset_px is not None else r.offset_px for r in rows],
+        [r.offset_spread_px for r in rows],
+        [r.n_masks for r in rows],
+        [r.suspect for r in rows],
+    )
+
+
+@dataclass(frozen=True)
+class DatasetAnnotator:
+    """One annotator of a dataset: their batches and masks, and their row of the annotator report of
+    the dataset's latest succeeded job (None when no such job trained on their masks)."""
+
+    annotator: str
+    n_batches: int
+    n_masks: int
+    last_upload_at: datetime
+    job_id: uuid.UUID | None
+    report: AnnotatorStat | None
+
+
+def dataset_annotators(session: Session, dataset: Dataset) -> list[DatasetAnnotator]:
+    """Every annotator of the dataset's uploaded batches (consensus and curated batches are the
+    service's, not a person's), suspects of the latest report first, then by name."""
+    uploaded = (
+        select(
+            AnnotationBatch.annotator,
+            func.count(func.distinct(AnnotationBatch.id)),
+            func.count(Annotation.id),
+            func.max(AnnotationBatch.created_at),
+        )
+        .join(Annotation, Annotation.batch_id == AnnotationBatch.id, isouter=True)
+        .where(AnnotationBatch.dataset_id == dataset.id, AnnotationBatch.kind == BatchKind.uploaded)
+        .group_by(AnnotationBatch.annotator)
+    )
+    job = session.scalars(
+        select(TrainingJob)
+        .where(TrainingJob.dataset_id == dataset.id, TrainingJob.status == JobStatus.succeeded)
+        .order_by(TrainingJob.finished_at.desc())
+        .limit(1)
+    ).first()
+    stats = {s.annotator: s for s in annotator_stats(session, job)} if job is not None else {}
+    out = [
+        DatasetAnnotator(
+            name,
+            batches,
+            masks,
+            as_utc(last),
+            job.id if job is not None and name in stats else None,
+            stats.get(name),
+        )
+        for name, batches, masks, last in session.execute(uploaded).all()
+    ]
+    return sorted(out, key=lambda a: (not (a.report is not None and a.report.suspect), a.annotator))
 
 
 def rows_csv(rows: Sequence[object], fields: Sequence[str]) -> str:

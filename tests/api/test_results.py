@@ -24,6 +24,7 @@ from tests.api.conftest import (
     assert_problem,
     files_part,
     image_png,
+    mask_png,
     queued_job,
 )
 
@@ -70,6 +71,28 @@ def test_annotator_report_json_and_csv(client: TestClient, auth: dict[str, str],
         csv.DictReader(io.StringIO(client.get(url, params={"format": "csv"}, headers=auth).text))
     )
     assert parsed["verdict"] == "too few masks (3) to judge" and parsed["offset_px"] == "2.5"
+
+
+def test_annotators_plot_and_the_dataset_view(
+    client: TestClient, auth: dict[str, str], finished: Finished, dataset_id: str
+) -> None:
+    png = client.get(f"/v1/jobs/{finished.job_id}/plots/annotators.png", headers=auth)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size[0] >= 600
+    # A second annotator uploads after the job: listed, without a verdict yet.
+    later = client.post(
+        f"/v1/datasets/{dataset_id}/annotation-batches",
+        data={"annotator": "y"},
+        files=files_part({"c.png": mask_png(30, 50)}),
+        headers=auth,
+    )
+    assert later.status_code == 201, later.text
+    page = client.get(f"/v1/datasets/{dataset_id}/annotators", headers=auth).json()
+    assert page["total"] == 2 and [a["annotator"] for a in page["items"]] == ["x", "y"]
+    x, y = page["items"]
+    assert (x["n_batches"], x["n_masks"], x["job_id"]) == (1, 3, finished.job_id)
+    assert x["report"]["verdict"] == "too few masks (3) to judge" and x["last_upload_at"].endswith("Z")
+    assert (y["n_masks"], y["job_id"], y["report"]) == (1, None, None)
 
 
 def test_noise_report_csv_cannot_run_formulas() -> None:

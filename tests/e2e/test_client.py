@@ -92,6 +92,15 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
         plots = sorted((out / "plots").glob("gmm-round-*.png"))
         assert plots and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
 
+        # One annotator, too few masks to judge: the report says so, per job and per dataset.
+        judged = cli("annotators", "--job", job_id, "--plot", tmp_path / "annotators.png")
+        assert judged.returncode == 0 and "too few masks" not in judged.stderr, judged.stderr
+        assert judged.stdout.startswith("unknown: ") and (tmp_path / "annotators.png").stat().st_size > 1000
+        listed = cli("annotators", "--dataset", job["dataset_id"], "--json", tmp_path / "annotators.json")
+        assert listed.returncode == 0, listed.stderr
+        [row] = json.loads((tmp_path / "annotators.json").read_text())
+        assert (row["annotator"], row["n_masks"], row["job_id"]) == ("unknown", N_IMAGES, job_id)
+
         fresh = make_set(2, 0, height=52, width=60, seed=3)
         _write_set(tmp_path / "new", ["a.png", "b.png"], [fresh.images[0], fresh.images[1][:30, :44]])
         segmented = cli(
