@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import Any
 
-from gtcorrect.config import METHODS, NoiseRegime
+from gtcorrect.config import METHODS, PRESETS, NoiseRegime
 
 # The columns of the service's noise report that a folder run has (GET /v1/jobs/{id}/noise-report).
 REPORT_FIELDS = (
@@ -56,7 +56,8 @@ def add_commands(subparsers: Any) -> None:
     t.add_argument("--images", required=True)
     t.add_argument("--masks", required=True)
     t.add_argument("--out", required=True)
-    t.add_argument("--config", help="TrainConfig JSON; --method/--size/--seed override it")
+    t.add_argument("--preset", choices=tuple(PRESETS), help="a named starting point (before --config)")
+    t.add_argument("--config", help="a partial TrainConfig (JSON); --method/--size/--seed override it")
     t.add_argument("--method", choices=METHODS)
     t.add_argument("--size", type=int, help="training size S (default from the config: 128)")
     t.add_argument("--seed", type=int)

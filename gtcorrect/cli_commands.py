@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gtcorrect.cli import REPORT_FIELDS
-from gtcorrect.config import ConfigLimits, TrainConfig, check_config
+from gtcorrect.config import ConfigLimits, TrainConfig, check_config, preset_config
 from gtcorrect.data import IMAGE_SUFFIXES, load_folder, prepare, read_image, read_mask, restore_mask
 from gtcorrect.data import restore_probabilities as restore_prob
 from gtcorrect.inference import Predictor, mask_to_png
@@ -43,13 +43,16 @@ def _device(name: str) -> str:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
+    """--preset, then --config (a partial TrainConfig) on top, then --method/--size/--seed."""
+    given: dict[str, Any] = {}
     if args.config:
         try:
-            config = TrainConfig.from_json(Path(args.config).read_text())
+            given = json.loads(Path(args.config).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{args.config}: cannot read the config ({exc}).") from exc
-    else:
-        config = TrainConfig()
+        if not isinstance(given, dict):
+            raise ValueError(f"{args.config}: a config is a JSON object.")
+    config = TrainConfig.from_dict(preset_config(args.preset, given) if args.preset else given)
     overrides = {
         k: v
         for k, v in (("method", args.method), ("image_size", args.size), ("seed", args.seed))

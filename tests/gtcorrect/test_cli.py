@@ -122,7 +122,8 @@ def test_train_writes_model_report_corrections_and_plots(tmp_path: Path) -> None
     (tmp_path / "config.json").write_text(config.to_json())
     out = tmp_path / "run"
     argv = ["train", "--images", str(images), "--masks", str(noisy), "--out", str(out)]
-    assert main([*argv, "--config", str(tmp_path / "config.json"), "--seed", "1"]) == 0
+    # The preset first, the config file on top, then the flags.
+    assert main([*argv, "--preset", "quick", "--config", str(tmp_path / "config.json"), "--seed", "1"]) == 0
     bundle = ModelBundle.load(str(out / "model.pt"))
     assert bundle.in_channels == 1 and bundle.image_size == 32 and bundle.config.seed == 1
     rows = list(csv.DictReader(io.StringIO((out / "noise_report.csv").read_text())))
