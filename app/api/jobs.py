@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import JobDep, Limit, Offset, ProjectDep, QueueDep, SessionDep, SettingsDep
+from app.api.deps import JobDep, Limit, Offset, ProjectDep, QueueDep, SessionDep, SettingsDep, StoreDep
 from app.db.models import JobStatus
 from app.schemas.common import Page
 from app.schemas.jobs import JobCreate, JobOut
@@ -38,12 +38,15 @@ def create_job(
     project: ProjectDep,
     queue: QueueDep,
     settings: SettingsDep,
+    store: StoreDep,
     response: Response,
 ) -> JobOut:
     """Queue a training job on the dataset's latest masks (or the named `batch_ids`) with a config
     (every field optional; unknown fields and out-of-range values are refused with the field named)."""
     dataset = datasets.get_dataset(session, project, body.dataset_id)
-    job = jobs.create_job(session, project, dataset, body.batch_ids, body.config, settings, body.preset)
+    job = jobs.create_job(
+        session, project, dataset, body.batch_ids, body.config, settings, body.preset, body.consensus, store
+    )
     jobs.submit(session, queue, job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.from_row(job)

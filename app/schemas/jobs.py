@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,13 @@ class JobCreate(BaseModel):
 
     dataset_id: uuid.UUID
     batch_ids: list[uuid.UUID] | None = Field(default=None, max_length=MAX_BATCH_IDS)
+    consensus: Literal["staple", "majority"] | None = Field(
+        default=None,
+        description="Train on a consensus of several annotators' masks instead of the latest mask of each "
+        "sample: the job first agrees one mask per sample from `batch_ids` (default: every uploaded "
+        "batch) as a new consensus batch, as POST .../annotation-batches/consensus does, and trains on "
+        "it (the job's `batch_ids` name that batch).",
+    )
     preset: str | None = Field(
         default=None,
         description="A named starting point (GET /v1/config/presets: quick, standard, benchmark, paper); "

@@ -331,3 +331,24 @@ def derived_batch(
     session.add(batch)
     session.flush()
     return batch
+
+
+def check_batches(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID]) -> None:
+    if not batch_ids:
+        raise InvalidInput(
+            "batch_ids must name at least one batch, or be null for the latest masks.", field="batch_ids"
+        )
+    found = set(
+        session.scalars(
+            select(AnnotationBatch.id).where(
+                AnnotationBatch.dataset_id == dataset.id,
+                AnnotationBatch.status == BatchStatus.accepted,
+                AnnotationBatch.id.in_(batch_ids),
+            )
+        ).all()
+    )
+    missing = [str(b) for b in batch_ids if b not in found]
+    if missing:
+        raise InvalidInput(
+            f"batch_ids: no accepted batch {', '.join(missing)} in dataset {dataset.id}.", field="batch_ids"
+        )

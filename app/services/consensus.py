@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Annotation, AnnotationBatch, BatchKind, BatchStatus, Dataset, Sample
 from app.errors import InvalidInput
-from app.services.annotations import add_mask, derived_batch
+from app.services.annotations import add_mask, check_batches, derived_batch
 from app.services.datasets import label_map_of
-from app.services.jobs import check_batches
 from app.services.objects import read_object
 from app.services.reviews import check_text
 from app.storage.base import ObjectStore

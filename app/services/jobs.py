@@ -24,9 +24,13 @@ from app.db.models import (
     utcnow,
 )
 from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
+from app.services.annotations import check_batches
+from app.services.consensus import Method as ConsensusMethod
+from app.services.consensus import create_consensus_batch
 from app.services.queue import QueueError, TaskQueue
 from app.services.sweeper import mark_pending
 from app.settings import Settings
+from app.storage.base import ObjectStore
 from gtcorrect.config import PRESETS, ConfigLimits, TrainConfig, preset_config
 from gtcorrect.errors import ConfigError
 
@@ -56,27 +60,6 @@ def _check_active(session: Session, project: Project, most: int) -> None:
         )
 
 
-def check_batches(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID]) -> None:
-    if not batch_ids:
-        raise InvalidInput(
-            "batch_ids must name at least one batch, or be null for the latest masks.", field="batch_ids"
-        )
-    found = set(
-        session.scalars(
-            select(AnnotationBatch.id).where(
-                AnnotationBatch.dataset_id == dataset.id,
-                AnnotationBatch.status == BatchStatus.accepted,
-                AnnotationBatch.id.in_(batch_ids),
-            )
-        ).all()
-    )
-    missing = [str(b) for b in batch_ids if b not in found]
-    if missing:
-        raise InvalidInput(
-            f"batch_ids: no accepted batch {', '.join(missing)} in dataset {dataset.id}.", field="batch_ids"
-        )
-
-
 def count_annotated(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID] | None) -> tuple[int, int]:
     """(samples with an annotation in the chosen batches, all samples of the dataset)."""
     annotated = (
@@ -98,9 +81,12 @@ def create_job(
     config: dict[str, Any],
     settings: Settings,
     preset: str | None = None,
+    consensus: ConsensusMethod | None = None,
+    store: ObjectStore | None = None,
 ) -> TrainingJob:
     """A queued job row (flushed, not committed). Samples without a chosen annotation are left out.
-    ``config`` applies on top of the named ``preset`` (``gtcorrect.config.PRESETS``) when given."""
+    ``config`` applies on top of the named ``preset`` (``gtcorrect.config.PRESETS``) when given. With
+    ``consensus``, the job trains on a new consensus batch of ``batch_ids`` (needs ``store``)."""
     if preset is not None:
         if preset not in PRESETS:
             raise InvalidInput(
@@ -110,6 +96,13 @@ def create_job(
         config = preset_config(preset, config)
     cfg = parse_config(config, settings.config_limits())
     _check_active(session, project, settings.max_active_jobs)
+    if consensus is not None:
+        if store is None:
+            raise ValueError("a consensus job needs the object store.")
+        agreed = create_consensus_batch(
+            session, store, dataset, batch_ids, consensus, note="made for a training job"
+        )
+        batch_ids = [agreed.id]
     if batch_ids is not None:
         batch_ids = list(dict.fromkeys(batch_ids))
         check_batches(session, dataset, batch_ids)

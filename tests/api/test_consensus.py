@@ -85,9 +85,17 @@ def test_consensus_batch_recovers_the_shapes_and_names_the_unreliable_annotator(
         inter = (got & (truth[name] > 0)).sum()
         assert 2 * inter / (got.sum() + truth[name].sum()) > 0.95, name
 
-    # The batch trains like any other.
+    # The batch trains like any other; or a job makes its own consensus of the batches it is given.
     job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "batch_ids": [batch["id"]]}, headers=auth)
     assert job.status_code == 202, job.text
+    sources = prov["source_batches"]
+    body = {"dataset_id": dataset_id, "batch_ids": sources, "consensus": "majority"}
+    own = client.post("/v1/jobs", json=body, headers=auth)
+    assert own.status_code == 202, own.text
+    [made] = own.json()["batch_ids"]
+    made_batch = client.get(f"/v1/datasets/{dataset_id}/annotation-batches/{made}", headers=auth).json()
+    assert made_batch["kind"] == "consensus" and made_batch["provenance"]["source_batches"] == sources
+    assert made_batch["provenance"]["method"] == "majority" and own.json()["samples_used"] == 6
 
     # Majority over two named batches; refusals name the problem; nothing half-stored.
     before = client.get(f"/v1/datasets/{dataset_id}/annotation-batches", headers=auth).json()["total"]
