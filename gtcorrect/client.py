@@ -327,9 +327,11 @@ class Client:
         config: Mapping[str, Any] | None = None,
         preset: str | None = None,
         batch_ids: Sequence[str] | None = None,
+        consensus: str | None = None,
     ) -> Job:
         """Queue a training job: ``config`` a partial TrainConfig, ``preset`` a preset's name, ``batch_ids``
-        None for the latest mask of each sample."""
+        None for the latest mask of each sample; ``consensus`` "staple" or "majority" trains on the
+        consensus of the batches' masks instead."""
         body: Json = {
             "dataset_id": dataset_id,
             "config": dict(config or {}),
@@ -337,6 +339,8 @@ class Client:
         }
         if preset is not None:
             body["preset"] = preset
+        if consensus is not None:
+            body["consensus"] = consensus
         return cast(Job, self._json("POST", "/v1/jobs", json=body))
 
     def job(self, job_id: str) -> Job:

@@ -81,7 +81,7 @@ def _masks_upload(args: argparse.Namespace) -> int:
 
 def _jobs_start(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.start_job(args.dataset, _config(args.config), args.preset, args.batch)
+        job = client.start_job(args.dataset, _config(args.config), args.preset, args.batch, args.consensus)
         if args.wait:
             job = _wait_printing(client, job["id"])
     _print_json(job)
@@ -262,6 +262,11 @@ def add_client_commands(subparsers: Any) -> None:
     p = verb(jobs, "start", _jobs_start, "start a training job (prints its JSON)")
     p.add_argument("--dataset", required=True, help="dataset id")
     p.add_argument("--batch", action="append", help="annotation batch id (repeat; default: latest masks)")
+    p.add_argument(
+        "--consensus",
+        choices=("staple", "majority"),
+        help="train on the consensus of the batches' masks (several annotators per image)",
+    )
     how = p.add_mutually_exclusive_group()
     how.add_argument("--preset", help="a preset's name (`gtcorrect client presets`)")
     how.add_argument("--config", help="a JSON file with a partial TrainConfig")
