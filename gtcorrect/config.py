@@ -140,9 +140,9 @@ class TStageConfig:
     # gave S 0.28 and flagged 99 % of the masks); the G stage's split then stands.
     final_split_min_separation: float = 1.41
     # Bias-aware training: with the annotator of each mask known, the annotator check
-    # (gtcorrect.bias) runs on the G stage's network when the T stage starts; a suspect annotator's
-    # masks are learnt from with their outlines moved back for the whole T stage (the given masks stay
-    # what the report and the scores compare against).
+    # (gtcorrect.bias) runs on the network at the end of the warm-up and again when the T stage starts;
+    # a suspect annotator's masks are learnt from with their outlines moved back from then on (the given
+    # masks stay what the report, the scores and the splits compare against).
     annotator_targets: bool = True
 
 

@@ -61,6 +61,7 @@ def _g_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
     record_epoch_score(run, scorer)
     rnd: int | None = None
     if epoch == warm:
+        _annotator_targets(run, scorer)
         rnd = split(run, scorer, 0).round
         if not g.feedback or g.rounds_max == 0:
             state.g_end = epoch
@@ -82,20 +83,21 @@ def _start_t(run: Run, detector: EarlyLearningDetector) -> None:
     if run.config.t.elr:
         run.state.elr_memory = torch.zeros(run.n, run.k, *run.images.shape[2:], device=run.device)
     run.state.detector = detector.state_dict()
-    _annotator_targets(run)
+    _annotator_targets(run, "teacher")
     flagged = np.flatnonzero(run.state.flagged)
     if (detector.switched or run.config.t.epochs == 0) and run.config.t.correction != "none" and flagged.size:
         _correct(run, flagged, run.predict_probs("teacher", flagged))
 
 
-def _annotator_targets(run: Run) -> None:
+def _annotator_targets(run: Run, net: str) -> None:
     """Bias-aware training (``t.annotator_targets``): with the annotators known, a suspect annotator's
-    masks are learnt from with their outlines moved back for the whole T stage."""
+    masks are learnt from with their outlines moved back, from the end of the warm-up on (the feedback
+    rounds and the T stage); the check is made again with the G stage's network when the T stage starts."""
     data, config = run.data, run.config
     if data.annotators is None or not (config.t.annotator_targets and config.quality.annotators):
         return
     masks = np.asarray(data.masks)
-    predicted = run.predicted("teacher")
+    predicted = run.predicted(net)
     run.retarget(bias_targets(config, data.images, masks, data.annotators, predicted, run.state.flagged))
 
 
