@@ -7,6 +7,7 @@ and 429/502/503/504; POST calls never are (a retried upload or job start could h
 
 from __future__ import annotations
 
+import io
 import itertools
 import sys
 import tempfile
@@ -14,7 +15,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, NotRequired, TypedDict, cast
 
 import httpx
@@ -243,11 +244,17 @@ class Client:
             partial.unlink(missing_ok=True)
         return dest
 
-    def _upload(
-        self, url: str, files: Sequence[Path], fields: Mapping[str, str], label: str, progress: bool
-    ) -> Json:
+    def _post_zip(
+        self,
+        url: str,
+        files: Sequence[Path],
+        fields: Mapping[str, str],
+        label: str,
+        progress: bool,
+        params: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
         """Zip ``files`` into a temporary file and POST it as the multipart part ``files`` beside ``fields``,
-        streaming the body with a byte progress bar."""
+        streaming the body with a byte progress bar; returns the (read) answer."""
         with tempfile.TemporaryFile() as archive:
             size = _zip_to(archive, files)
             boundary = uuid.uuid4().hex
@@ -276,7 +283,14 @@ class Client:
                     "Content-Length": str(total),
                 }
                 timeout = httpx.Timeout(self.timeout, read=UPLOAD_READ_TIMEOUT_S)
-                return cast(Json, self._json("POST", url, content=body(), headers=headers, timeout=timeout))
+                return self._send(
+                    "POST", url, content=body(), headers=headers, timeout=timeout, params=params
+                )
+
+    def _upload(
+        self, url: str, files: Sequence[Path], fields: Mapping[str, str], label: str, progress: bool
+    ) -> Json:
+        return cast(Json, self._post_zip(url, files, fields, label, progress).json())
 
     # --- datasets and uploads --------------------------------------------------------------------
 
@@ -432,18 +446,16 @@ class Client:
         dataset_id: str | None = None,
         progress: bool = True,
     ) -> list[Path]:
-        """Segment every image in ``folder``; each mask is written as ``<stem>.png`` in ``out_folder``."""
+        """Segment every image in ``folder`` in one call (``segment-batch``); each mask is written as
+        ``<stem>.png`` in ``out_folder``, with the API's ``predictions.json`` beside them."""
         images = folder_files(folder)
-        stems = [p.stem for p in images]
-        if len(set(stems)) < len(stems):
-            raise ValueError(
-                f"{folder}: several images share a name stem; their masks would overwrite each other."
-            )
+        params = {"format": "png"} | ({} if dataset_id is None else {"dataset_id": dataset_id})
+        url = f"/v1/models/{model_ref}/segment-batch"
+        response = self._post_zip(url, images, {}, "images", progress, params)
         out = Path(out_folder)
         out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for path in tqdm(images, desc="segment", unit="image", file=sys.stderr, disable=not progress):
-            target = out / f"{path.stem}.png"
-            target.write_bytes(self.segment(path, model_ref, dataset_id))
-            written.append(target)
-        return written
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            names = [n for n in archive.namelist() if PurePosixPath(n).name == n]  # flat names only
+            for name in names:
+                (out / name).write_bytes(archive.read(name))
+        return sorted(out / n for n in names if n.endswith(".png"))

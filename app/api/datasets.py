@@ -33,7 +33,13 @@ def _out(session: SessionDep, dataset: datasets.Dataset) -> DatasetOut:
     return out
 
 
-@router.post("", status_code=201, summary="Create a dataset", response_model=DatasetOut)
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a dataset",
+    response_model=DatasetOut,
+    responses={409: {"description": "The project already has a dataset of that name."}},
+)
 def create_dataset(
     body: DatasetCreate, session: SessionDep, project: ProjectDep, response: Response
 ) -> DatasetOut:

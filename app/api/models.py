@@ -7,7 +7,8 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from app.api.deps import (
     DatasetDep,
@@ -24,7 +25,7 @@ from app.api.deps import (
 from app.schemas.common import Page
 from app.schemas.results import ModelOut, SegmentationOut
 from app.services import inference, models
-from app.services.uploads import Blob
+from app.services.uploads import Blob, expand
 
 router = APIRouter(tags=["models"])
 
@@ -56,6 +57,44 @@ def get_model(model_id: uuid.UUID, session: SessionDep, project: ProjectDep) -> 
 def latest_model(dataset: DatasetDep, session: SessionDep, project: ProjectDep) -> ModelOut:
     """The dataset's newest model."""
     return ModelOut.model_validate(models.latest_model(session, project, dataset.id))
+
+
+@router.post(
+    "/v1/models/{model_ref}/segment-batch",
+    dependencies=[FormBody],
+    summary="Segment several images in one call: a zip of masks",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/zip": {}}},
+        422: {"description": "Unreadable images or clashing names (each named in invalid_files)."},
+    },
+)
+def segment_batch(
+    model_ref: str,
+    session: SessionDep,
+    project: ProjectDep,
+    store: StoreDep,
+    cache: ModelCacheDep,
+    limits: LimitsDep,
+    files: Annotated[list[UploadFile], File(description="Images (PNG, JPEG, TIFF, BMP), or one zip.")],
+    dataset_id: uuid.UUID | None = None,
+    format: Literal["png", "probabilities"] = "png",  # the public query parameter name
+) -> StreamingResponse:
+    """Segment every uploaded image with a model (an id, or `latest` with `dataset_id`) in one request:
+    a zip with one mask PNG per image, `<image stem>.png` at the image's own size (`format=png`: class
+    indices, 0/255 for two classes; `probabilities`: the foreground probability as 8-bit grey), and
+    `predictions.json` (per image: size, mean confidence, pixel area per class). Images are decoded one
+    at a time; an unreadable file fails the whole request, naming every such file."""
+    model = models.resolve_model(session, project, model_ref, dataset_id)
+    blobs = expand(read_uploads(files), limits)
+    predictor = cache.get(store, model)
+    archive = inference.segment_zip(predictor, blobs, limits, model.id, format)
+    return StreamingResponse(
+        iter(lambda: archive.read(1 << 16), b""),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="masks-{model.id}.zip"'},
+        background=BackgroundTask(archive.close),
+    )
 
 
 @router.post(

@@ -6,11 +6,15 @@ Shape legend: H, W the input image's height and width; K classes (0 = background
 from __future__ import annotations
 
 import io
+import json
+import tempfile
 import threading
 import uuid
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from pathlib import PurePosixPath
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -20,7 +24,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Dataset, Model, Project, Sample
 from app.errors import InvalidInput, NotFound
 from app.services.objects import read_object
-from app.services.uploads import Blob, reason
+from app.services.uploads import Blob, UploadLimits, reason
 from app.storage.base import ObjectNotFound, ObjectStore
 from gtcorrect.data import read_image
 from gtcorrect.export import mask_to_rle
@@ -135,6 +139,89 @@ def encode(prediction: Prediction, predictor: Predictor, model_id: uuid.UUID, fm
         "classes": classes,
     }
     return Encoded("application/json", payload=payload)
+
+
+BATCH_FORMATS = ("png", "probabilities")
+
+
+def segment_zip(
+    predictor: Predictor, blobs: list[Blob], limits: UploadLimits, model_id: uuid.UUID, fmt: str
+) -> IO[bytes]:
+    """Every image of ``blobs`` segmented: a zip (in a spooled temporary file, rewound) of one mask PNG
+    per image, named ``<stem>.png``, at the image's size, plus ``predictions.json`` (per image: width,
+    height, mean confidence and pixel area per class). One image is decoded at a time under the
+    process's pixel budget. Bad files are collected and refused together (422 naming each)."""
+    if fmt not in BATCH_FORMATS:
+        raise InvalidInput(f"format must be one of {BATCH_FORMATS} for a batch, got {fmt!r}.", field="format")
+    stems: dict[str, list[str]] = {}
+    for blob in blobs:
+        stems.setdefault(PurePosixPath(blob.name).stem, []).append(blob.name)
+    clashes = [
+        {"file": n, "reason": f"shares its name stem with {', '.join(o for o in names if o != n)}"}
+        for names in stems.values()
+        if len(names) > 1
+        for n in names
+    ]
+    if clashes:
+        raise InvalidInput(
+            "masks are named after their images' stems; these would overwrite each other.",
+            invalid_files=clashes,
+        )
+    out = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (the caller streams it)
+    try:
+        _write_masks(out, predictor, blobs, limits, model_id, fmt)
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out
+
+
+def _write_masks(
+    out: IO[bytes],
+    predictor: Predictor,
+    blobs: list[Blob],
+    limits: UploadLimits,
+    model_id: uuid.UUID,
+    fmt: str,
+) -> None:
+    problems: list[dict[str, str]] = []
+    summary: list[dict[str, Any]] = []
+    labels = predictor.label_map
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for blob in blobs:
+            with limits.decoding(blob):
+                try:
+                    image = read_image(blob.data, name=blob.name, max_pixels=limits.max_image_pixels)
+                except ValueError as exc:
+                    problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
+                    continue
+                if problems:
+                    continue  # the request fails anyway: only check the remaining files
+                prediction = segment(predictor, image)
+                del image
+            name = f"{PurePosixPath(blob.name).stem}.png"
+            body = encode(prediction, predictor, model_id, fmt).body
+            assert body is not None  # png and probabilities are bodies, not JSON payloads
+            archive.writestr(name, body)
+            areas = np.bincount(prediction.mask.ravel(), minlength=labels.num_classes)
+            summary.append(
+                {
+                    "file": blob.name,
+                    "mask": name,
+                    "width": prediction.size[1],
+                    "height": prediction.size[0],
+                    "mean_confidence": prediction.mean_confidence,
+                    "area": {label: int(areas[k]) for k, label in enumerate(labels.names)},
+                }
+            )
+        if problems:
+            raise InvalidInput(
+                f"{len(problems)} of {len(blobs)} files are not readable images.", invalid_files=problems
+            )
+        archive.writestr(
+            "predictions.json", json.dumps({"model_id": str(model_id), "images": summary}, indent=1)
+        )
 
 
 def input_image(

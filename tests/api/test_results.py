@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 import zipfile
 
@@ -187,6 +188,40 @@ def test_segment_upload_in_every_format(client: TestClient, auth: dict[str, str]
     assert np.asarray(Image.open(io.BytesIO(prob.content))).shape == (37, 61)
     npy = np.load(io.BytesIO(client.post(url, params={"format": "npy"}, files=upload, headers=auth).content))
     assert npy.shape == (2, 37, 61) and np.allclose(npy.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_segment_batch_answers_a_zip_of_masks(
+    client: TestClient, auth: dict[str, str], finished: Finished, dataset_id: str
+) -> None:
+    url = "/v1/models/latest/segment-batch"
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        z.writestr("scans/c.png", image_png(20, 24, 3))
+    sizes = {"a.png": (37, 61), "b.jpg": (40, 30)}
+    parts = files_part({name: image_png(h, w, 5) for name, (h, w) in sizes.items()})
+    parts.append(("files", ("more.zip", inner.getvalue(), "application/zip")))
+    response = client.post(url, params={"dataset_id": dataset_id}, files=parts, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert sorted(archive.namelist()) == ["a.png", "b.png", "c.png", "predictions.json"]
+    for name, (h, w) in {**sizes, "c.png": (20, 24)}.items():
+        mask = np.asarray(Image.open(io.BytesIO(archive.read(name.replace(".jpg", ".png")))))
+        assert mask.shape == (h, w) and set(np.unique(mask).tolist()) <= {0, 255}, name
+    summary = json.loads(archive.read("predictions.json"))
+    assert summary["model_id"] == finished.model_id and len(summary["images"]) == 3
+    first = next(i for i in summary["images"] if i["file"] == "a.png")
+    assert (first["width"], first["height"]) == (61, 37) and sum(first["area"].values()) == 37 * 61
+
+    # All or nothing, every problem named: unreadable files, clashing names, a format without a PNG.
+    bad = files_part({"x.png": b"garbage", "y.png": b"nope", "ok.png": image_png(8, 8)})
+    body = assert_problem(client.post(url, params={"dataset_id": dataset_id}, files=bad, headers=auth), 422)
+    assert sorted(f["file"] for f in body["invalid_files"]) == ["x.png", "y.png"]
+    clash = files_part({"a.png": image_png(8, 8), "a.jpg": image_png(8, 8)})
+    body = assert_problem(client.post(url, params={"dataset_id": dataset_id}, files=clash, headers=auth), 422)
+    assert "overwrite" in body["detail"] and len(body["invalid_files"]) == 2
+    npy = client.post(url, params={"dataset_id": dataset_id, "format": "npy"}, files=clash, headers=auth)
+    assert_problem(npy, 422)
 
 
 def test_segment_outputs_are_bounded(

@@ -107,8 +107,9 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
             "segment", tmp_path / "new", "--out", tmp_path / "seg", "--dataset", job["dataset_id"]
         )
         assert segmented.returncode == 0, segmented.stderr
-        sizes = {p.name: Image.open(p).size for p in (tmp_path / "seg").iterdir()}
-        assert sizes == {"a.png": (60, 52), "b.png": (44, 30)}
+        sizes = {p.name: Image.open(p).size for p in (tmp_path / "seg").glob("*.png")}
+        assert sizes == {"a.png": (60, 52), "b.png": (44, 30)}  # one call: segment-batch
+        assert len(json.loads((tmp_path / "seg" / "predictions.json").read_text())["images"]) == 2
     finally:
         code = stop_logged(serve, signal.SIGTERM)
         print(f"--- serve log ---\n{tail(log)}")
