@@ -12,10 +12,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.worktree import REPO, checkout
+
 COMMANDS = (["--help"], ["client", "--help"])
 HEAVY = ("torch", "numpy", "sqlalchemy", "fastapi")
 PROBE = (
@@ -62,26 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", help="a git revision to measure side by side")
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args(argv)
-    trees = [("this checkout", REPO)]
-    with tempfile.TemporaryDirectory(prefix="gtc-startup-") as tmp:
-        if args.baseline:
-            worktree = Path(tmp) / "baseline"
-            subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(worktree), args.baseline],
-                check=True,
-            )
-            trees.append((args.baseline, worktree))
-        try:
-            print(f"| command | tree | CPU s (median of {args.runs}) | heavy modules loaded |")
-            print("|---|---|---|---|")
-            for label, tree in trees:
-                for command, seconds, loaded in measure(tree, args.runs):
-                    print(f"| `{command}` | {label} | {seconds:.2f} | {loaded or 'none'} |")
-        finally:
-            if args.baseline:
-                subprocess.run(
-                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False
-                )
+    print(f"| command | tree | CPU s (median of {args.runs}) | heavy modules loaded |")
+    print("|---|---|---|---|")
+    with checkout(args.baseline) if args.baseline else nullcontext(REPO) as baseline:
+        trees = [("this checkout", REPO)] + ([(args.baseline, baseline)] if args.baseline else [])
+        for label, tree in trees:
+            for command, seconds, loaded in measure(tree, args.runs):
+                print(f"| `{command}` | {label} | {seconds:.2f} | {loaded or 'none'} |")
     return 0
 
 

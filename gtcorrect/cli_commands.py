@@ -8,7 +8,7 @@ import csv
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from gtcorrect.data import IMAGE_SUFFIXES, load_folder, prepare, read_image, rea
 from gtcorrect.data import restore_probabilities as restore_prob
 from gtcorrect.inference import Predictor, mask_to_png
 from gtcorrect.model import ModelBundle
-from gtcorrect.noise import PRESETS, simulate_noise
+from gtcorrect.noise import PRESETS, corrupt_stream
 from gtcorrect.plots import gmm_histogram_png
 from gtcorrect.types import FitResult, LabelMap, Progress
 
@@ -159,24 +159,28 @@ def _mask_files(folder: Path, prefix: str) -> list[Path]:
 
 
 def simulate(args: argparse.Namespace) -> int:
+    """Streams: one mask in memory at a time (a first pass finds the empty masks), a progress bar."""
     lm = _label_map(args.num_classes)
     files = _mask_files(Path(args.masks), args.mask_prefix)
-    masks = [
-        read_mask(
-            p,
-            num_classes=lm.num_classes,
-            mode=args.mask_mode,
-            threshold=args.threshold,
-            invert=args.invert_masks,
-        )
-        for p in files
-    ]
+
+    def masks(desc: str) -> Iterator[np.ndarray]:
+        for p in tqdm(files, desc=desc, unit="mask", file=sys.stderr, dynamic_ncols=True):
+            yield read_mask(
+                p,
+                num_classes=lm.num_classes,
+                mode=args.mask_mode,
+                threshold=args.threshold,
+                invert=args.invert_masks,
+            )
+
+    nonempty = [bool((m > 0).any()) for m in masks("read")]
     spec = PRESETS[args.preset](args.alpha)
-    result = simulate_noise(masks, spec, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, Any]] = []
-    for p, noisy, truth in zip(files, result.masks, result.truth, strict=True):
+    for p, (noisy, truth) in zip(
+        files, corrupt_stream(masks("corrupt"), nonempty, spec, args.seed), strict=True
+    ):
         name = f"{p.stem}.png"
         (out / name).write_bytes(mask_to_png(noisy, lm))
         entries.append({"id": p.stem, "file": name, **dataclasses.asdict(truth)})

@@ -17,7 +17,7 @@ enough non-empty masks, by adding a spurious disk (type "spurious").
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -235,33 +235,48 @@ def _corrupt(
     raise ValueError(f"could not corrupt a mask of shape {mask.shape} without deleting a class.")
 
 
+def _check_mask(i: int, m: np.ndarray) -> None:
+    if m.ndim != 2:
+        raise ValueError(f"mask {i} must be (H, W), got shape {m.shape}.")
+    if m.size and m.min() < 0:
+        raise ValueError(f"mask {i} has negative class indices.")
+
+
+def corrupt_stream(
+    masks: Iterable[np.ndarray], nonempty: Sequence[bool], spec: NoiseSpec, seed: int
+) -> Iterator[tuple[np.ndarray, NoiseTruth]]:
+    """``simulate_noise`` one mask at a time, for folders too large to hold: ``nonempty`` (N,) says which
+    of the N masks have foreground (a first pass), ``masks`` yields them again in the same order. Yields
+    each noisy copy (H, W) int64 and its truth; the same seed gives the same result as ``simulate_noise``.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(nonempty)
+    n_corrupt = int(round(spec.alpha * n))
+    order_full = [i for i in rng.permutation(n).tolist() if nonempty[i]]
+    order_empty = [i for i in rng.permutation(n).tolist() if not nonempty[i]]
+    chosen = set((order_full + order_empty)[:n_corrupt])
+    probs = np.asarray(spec.weights, dtype=np.float64) / sum(spec.weights)
+    count = 0
+    for i, mask in enumerate(masks):
+        _check_mask(i, mask)
+        count += 1
+        clean = np.asarray(mask, dtype=np.int64)
+        if i not in chosen:
+            yield clean.copy(), NoiseTruth(False, None, 0.0)
+            continue
+        noisy, kind, p = _corrupt(clean, spec, probs, rng)
+        k = max(int(clean.max()), int(noisy.max())) + 1
+        yield noisy, NoiseTruth(True, kind, 1.0 - dice(noisy, clean, num_classes=max(k, 2)), dict(p))
+    if count != n:
+        raise ValueError(f"got {count} masks for {n} nonempty flags.")
+
+
 def simulate_noise(masks: Sequence[np.ndarray], spec: NoiseSpec, seed: int) -> NoiseResult:
     """Corrupt exactly round(alpha * N) of N (H, W) masks, chosen by ``seed``; return copies and truth.
 
     Non-empty masks are chosen first (see the module docstring). alpha 0 returns identical copies.
     """
     for i, m in enumerate(masks):
-        if m.ndim != 2:
-            raise ValueError(f"mask {i} must be (H, W), got shape {m.shape}.")
-        if m.size and m.min() < 0:
-            raise ValueError(f"mask {i} has negative class indices.")
-    rng = np.random.default_rng(seed)
-    n = len(masks)
-    n_corrupt = int(round(spec.alpha * n))
-    nonempty = [i for i in rng.permutation(n).tolist() if (masks[i] > 0).any()]
-    empty = [i for i in rng.permutation(n).tolist() if not (masks[i] > 0).any()]
-    chosen = set((nonempty + empty)[:n_corrupt])
-    probs = np.asarray(spec.weights, dtype=np.float64) / sum(spec.weights)
-    out: list[np.ndarray] = []
-    truth: list[NoiseTruth] = []
-    for i, clean in enumerate(masks):
-        clean = np.asarray(clean, dtype=np.int64)
-        if i not in chosen:
-            out.append(clean.copy())
-            truth.append(NoiseTruth(False, None, 0.0))
-            continue
-        noisy, kind, p = _corrupt(clean, spec, probs, rng)
-        k = max(int(clean.max()), int(noisy.max())) + 1
-        out.append(noisy)
-        truth.append(NoiseTruth(True, kind, 1.0 - dice(noisy, clean, num_classes=max(k, 2)), dict(p)))
-    return NoiseResult(out, truth)
+        _check_mask(i, m)
+    pairs = list(corrupt_stream(masks, [bool((m > 0).any()) for m in masks], spec, seed))
+    return NoiseResult([m for m, _ in pairs], [t for _, t in pairs])

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gtcorrect.noise import NoiseSpec, moderate_mixed, simulate_noise, strong_mixed, systematic
+from gtcorrect.noise import (
+    PRESETS,
+    NoiseSpec,
+    corrupt_stream,
+    moderate_mixed,
+    simulate_noise,
+    strong_mixed,
+    systematic,
+)
+from tests.gtcorrect.synthetic import make_shapes
 
 
 def _discs(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
@@ -120,3 +129,15 @@ def test_bad_spec_raises() -> None:
         NoiseSpec(0.5, radius=(8.0, 3.0))
     with pytest.raises(ValueError, match="weights must be 5"):
         NoiseSpec(0.5, weights=(0.0, 0.0, 0.0, 0.0, 0.0))
+
+
+def test_the_stream_gives_what_simulate_noise_gives_one_mask_at_a_time() -> None:
+    _, shapes = make_shapes(24, size=40, seed=4)
+    masks = [*shapes, np.zeros((40, 40), np.int64), np.zeros((40, 40), np.int64)]
+    whole = simulate_noise(masks, PRESETS["strong"](0.5), 11)
+    nonempty = [bool(m.any()) for m in masks]
+    streamed = list(corrupt_stream(iter(masks), nonempty, PRESETS["strong"](0.5), 11))
+    assert all(np.array_equal(a, b) for a, (b, _) in zip(whole.masks, streamed, strict=True))
+    assert whole.truth == [t for _, t in streamed]
+    with pytest.raises(ValueError, match="got 25 masks for 26"):
+        list(corrupt_stream(iter(masks[:-1]), nonempty, PRESETS["strong"](0.5), 11))
