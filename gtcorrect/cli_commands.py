@@ -17,12 +17,17 @@ from tqdm import tqdm
 
 from gtcorrect.cli import REPORT_FIELDS
 from gtcorrect.config import ConfigLimits, TrainConfig, check_config, preset_config
-from gtcorrect.data import IMAGE_SUFFIXES, load_folder, prepare, read_image, read_mask, restore_mask
+from gtcorrect.data import (
+    IMAGE_SUFFIXES,
+    load_folder,
+    mask_to_png,
+    prepare,
+    read_image,
+    read_mask,
+    restore_mask,
+)
 from gtcorrect.data import restore_probabilities as restore_prob
-from gtcorrect.inference import Predictor, mask_to_png
-from gtcorrect.model import ModelBundle
 from gtcorrect.noise import PRESETS, corrupt_stream
-from gtcorrect.plots import gmm_histogram_png
 from gtcorrect.types import FitResult, LabelMap, Progress
 
 
@@ -99,7 +104,8 @@ def _write_corrected(out: Path, result: FitResult, sizes: Sequence[tuple[int, in
 
 
 def train(args: argparse.Namespace) -> int:
-    from gtcorrect.trainer import fit  # heavy import, only for this command
+    from gtcorrect.plots import gmm_histogram_png  # heavy imports, only for this command
+    from gtcorrect.trainer import fit
 
     config = _config(args)
     device = _device(args.device)
@@ -203,6 +209,9 @@ def simulate(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
+    from gtcorrect.inference import Predictor  # heavy imports, only for this command
+    from gtcorrect.model import ModelBundle
+
     try:
         bundle = ModelBundle.load(args.model)
     except OSError as exc:

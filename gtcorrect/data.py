@@ -12,6 +12,9 @@ blocky.
 
 Normalisation "zscore" (``normalise``): images are scaled to [0, 1], then every image and channel is
 shifted to zero mean and unit variance. Its name is stored in the model file.
+
+torch is imported by the resizing functions when first called: reading and writing masks (uploads,
+``simulate-noise``) does not load it.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ from typing import Literal
 
 import numpy as np
 import tifffile
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from gtcorrect.types import LabelMap, TrainingData
@@ -197,6 +198,21 @@ def read_mask(
     return values
 
 
+def mask_to_png(mask: np.ndarray, label_map: LabelMap) -> bytes:
+    """(H, W) class indices -> 8-bit grey PNG; binary label maps write 0/255 so masks are visible."""
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}.")
+    k = label_map.num_classes
+    if k > 256:
+        raise ValueError(f"an 8-bit PNG holds at most 256 classes, the label map has {k}.")
+    if mask.size and (mask.min() < 0 or mask.max() >= k):
+        raise ValueError(f"mask values {int(mask.min())}..{int(mask.max())} lie outside 0..{k - 1}.")
+    pixels = mask.astype(np.uint8) * (255 if k == 2 else 1)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
     """(H, W, C) -> (H, W, channels): grey is replicated, RGB becomes ITU-R 601 luminance."""
     if img.ndim != 3 or img.shape[2] not in (1, 3):
@@ -214,6 +230,9 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
 
 def _resize_image(img: np.ndarray, size: int) -> np.ndarray:
     """(H, W, C) uint8 -> (C, S, S) float32 in [0, 1], bilinear."""
+    import torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32)).div_(255.0)[None]
     out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return out[0].clamp_(0.0, 1.0).numpy()
@@ -221,6 +240,9 @@ def _resize_image(img: np.ndarray, size: int) -> np.ndarray:
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """(H, W) int -> (S, S) int64, nearest neighbour."""
+    import torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(mask.astype(np.float32))[None, None]
     out = F.interpolate(t, size=(size, size), mode="nearest-exact")
     return out[0, 0].numpy().astype(np.int64)
@@ -239,6 +261,9 @@ def restore_probabilities(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray
     """(K, S, S) float -> (K, H, W) float32, bilinear; classes still sum to 1 per pixel."""
     if prob.ndim != 3:
         raise ValueError(f"probabilities must be (K, S, S), got shape {prob.shape}.")
+    import torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(prob, dtype=np.float32))[None]
     out = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0]
     return out.numpy()

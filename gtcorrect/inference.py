@@ -15,7 +15,6 @@ size only when asked for (``Prediction.probabilities``).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -144,21 +143,6 @@ def predict(
 ) -> list[Prediction]:
     """One-shot ``Predictor(bundle, device).predict(images, batch_size)``."""
     return Predictor(bundle, device).predict(images, batch_size=batch_size)
-
-
-def mask_to_png(mask: np.ndarray, label_map: LabelMap) -> bytes:
-    """(H, W) class indices -> 8-bit grey PNG; binary label maps write 0/255 so masks are visible."""
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be (H, W), got shape {mask.shape}.")
-    k = label_map.num_classes
-    if k > 256:
-        raise ValueError(f"an 8-bit PNG holds at most 256 classes, the label map has {k}.")
-    if mask.size and (mask.min() < 0 or mask.max() >= k):
-        raise ValueError(f"mask values {int(mask.min())}..{int(mask.max())} lie outside 0..{k - 1}.")
-    pixels = mask.astype(np.uint8) * (255 if k == 2 else 1)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def png_to_mask(data: bytes, label_map: LabelMap) -> np.ndarray:

@@ -19,8 +19,7 @@ from app.storage.base import ObjectStore
 from gtcorrect.annotators import annotator_report
 from gtcorrect.boundary import edge_alignment
 from gtcorrect.config import TrainConfig
-from gtcorrect.data import read_mask, restore_mask, restore_probabilities
-from gtcorrect.inference import mask_to_png
+from gtcorrect.data import mask_to_png, read_mask, restore_mask, restore_probabilities
 from gtcorrect.plots import gmm_histogram_png
 from gtcorrect.types import FitResult, json_safe
 from worker.fetch import JobInputs

@@ -27,8 +27,7 @@ from app.services.objects import read_object
 from app.services.reviews import check_text
 from app.storage.base import ObjectStore
 from gtcorrect.consensus import Consensus, majority, staple
-from gtcorrect.data import read_mask, resize_mask
-from gtcorrect.inference import mask_to_png
+from gtcorrect.data import mask_to_png, read_mask, resize_mask
 from gtcorrect.metrics import foreground_dice
 
 Method = Literal["staple", "majority"]

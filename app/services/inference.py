@@ -26,9 +26,9 @@ from app.errors import InvalidInput, NotFound
 from app.services.objects import read_object
 from app.services.uploads import Blob, UploadLimits, reason
 from app.storage.base import ObjectNotFound, ObjectStore
-from gtcorrect.data import read_image
+from gtcorrect.data import mask_to_png, read_image
 from gtcorrect.export import mask_to_rle
-from gtcorrect.inference import Prediction, Predictor, mask_to_png
+from gtcorrect.inference import Prediction, Predictor
 from gtcorrect.model import ModelBundle
 
 FORMATS = ("png", "json", "probabilities", "npy")

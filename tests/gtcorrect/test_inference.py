@@ -11,12 +11,11 @@ from PIL import Image
 
 from gtcorrect import inference
 from gtcorrect.config import NetConfig, TrainConfig
-from gtcorrect.data import prepare_images, restore_probabilities
+from gtcorrect.data import mask_to_png, prepare_images, restore_probabilities
 from gtcorrect.export import mask_to_rle, rle_to_mask
 from gtcorrect.inference import (
     Prediction,
     Predictor,
-    mask_to_png,
     png_to_mask,
     predict,
     reduce_large,
