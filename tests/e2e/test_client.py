@@ -7,8 +7,6 @@ import argparse
 import csv
 import io
 import json
-import os
-import signal
 import subprocess
 import zipfile
 from collections.abc import Callable
@@ -23,8 +21,7 @@ from app.schemas.results import NoiseFlagOut
 from gtcorrect.client import ApiError, Client, ClientError, JobFailed
 from gtcorrect.client_cli import add_client_commands
 from tests.e2e.flow import HEIGHT, N_CORRUPTED, N_IMAGES, WIDTH, e2e_config
-from tests.support.processes import quiet_env, serve_command, start_logged, stop_logged, tail, wait_ready
-from tests.support.s3server import free_ports
+from tests.support.processes import embedded_serve, serve_command
 from tests.worker.synthetic import make_set, png_bytes
 
 CLI_TIMEOUT_S = 600
@@ -37,16 +34,8 @@ def _write_set(folder: Path, names: list[str], arrays: list[np.ndarray]) -> None
 
 
 def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path) -> None:
-    data_dir = tmp_path / "gtc-data"
-    env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
-    env["GTC_DATA_DIR"] = str(data_dir)
-    (port,) = free_ports(1)
-    log = tmp_path / "serve.log"
-    serve = start_logged([*serve_command(), "serve", "--port", str(port)], env, log, cwd=tmp_path)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base_url, serve, log)
-        client_env = {**env, "GTC_URL": base_url, "GTC_API_KEY": (data_dir / "api_key").read_text().strip()}
+    with embedded_serve(tmp_path) as served:
+        client_env = {**served.env, "GTC_URL": served.base_url, "GTC_API_KEY": served.key}
 
         def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -110,10 +99,7 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
         sizes = {p.name: Image.open(p).size for p in (tmp_path / "seg").glob("*.png")}
         assert sizes == {"a.png": (60, 52), "b.png": (44, 30)}  # one call: segment-batch
         assert len(json.loads((tmp_path / "seg" / "predictions.json").read_text())["images"]) == 2
-    finally:
-        code = stop_logged(serve, signal.SIGTERM)
-        print(f"--- serve log ---\n{tail(log)}")
-    assert code == 0, f"gtcorrect serve exited with {code}"
+    assert served.exit_code == 0, f"gtcorrect serve exited with {served.exit_code}"
 
 
 # --- the client's rules, against httpx.MockTransport ------------------------------------------------

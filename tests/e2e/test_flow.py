@@ -7,8 +7,6 @@ own worker). Both run ``tests.e2e.flow.run_flow``.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from app.cli import worker_command
 from tests.e2e.flow import run_flow, run_tiny_clean_job
 from tests.support.processes import (
     children,
+    embedded_serve,
     quiet_env,
     serve_command,
     start_logged,
@@ -82,28 +81,17 @@ def test_flow_on_postgres_redis_s3_and_a_celery_worker(production_stack: tuple[s
 
 
 def test_flow_in_embedded_mode(tmp_path: Path) -> None:
-    data_dir = tmp_path / "gtc-data"
-    env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
-    env["GTC_DATA_DIR"] = str(data_dir)
-    (port,) = free_ports(1)
-    log = tmp_path / "serve.log"
-    serve = start_logged([*serve_command(), "serve", "--port", str(port)], env, log, cwd=tmp_path)
-    base_url = f"http://127.0.0.1:{port}"
     workers: list[int] = []
-    try:
-        wait_ready(base_url, serve, log)
-        key_file = data_dir / "api_key"
+    with embedded_serve(tmp_path) as served:
+        key_file = served.data_dir / "api_key"
         assert key_file.stat().st_mode & 0o777 == 0o600
-        key = key_file.read_text().strip()
-        assert key in log.read_text(), "the key is printed once on first start"
-        with _client(base_url, key) as client:
+        assert served.key in served.log.read_text(), "the key is printed once on first start"
+        with _client(served.base_url, served.key) as client:
             run_flow(client, seed=1)
             run_tiny_clean_job(client)
-        assert (data_dir / "gtcorrect.db").is_file() and any((data_dir / "objects").rglob("*.pt"))
-        workers = children(serve.pid)
+        assert (served.data_dir / "gtcorrect.db").is_file()
+        assert any((served.data_dir / "objects").rglob("*.pt"))
+        workers = children(served.proc.pid)
         assert workers, "gtcorrect serve must run its own worker subprocess"
-    finally:
-        code = stop_logged(serve, signal.SIGTERM)
-        print(f"--- serve log ---\n{tail(log)}")
-    assert code == 0, f"gtcorrect serve exited with {code}"
+    assert served.exit_code == 0, f"gtcorrect serve exited with {served.exit_code}"
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "the worker outlived serve"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.support.s3server import free_ports
 
 START_TIMEOUT_S = 90.0
 
@@ -80,3 +86,40 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 def serve_command() -> list[str]:
     script = Path(sys.executable).parent / "gtcorrect"
     return [str(script)] if script.is_file() else [sys.executable, "-m", "app.cli"]
+
+
+@dataclass
+class Served:
+    """A running ``gtcorrect serve``: its URL, the key it wrote, its data folder, environment, log and
+    process; ``exit_code`` is set once it has been stopped."""
+
+    base_url: str
+    key: str
+    data_dir: Path
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes]
+    exit_code: int | None = None
+
+
+@contextmanager
+def embedded_serve(tmp_path: Path) -> Iterator[Served]:
+    """A fresh ``gtcorrect serve`` (embedded mode, no GTC_* settings but its data folder) on a free port,
+    ready; stopped with SIGTERM afterwards, with the tail of its log printed."""
+    data_dir = tmp_path / "gtc-data"
+    env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
+    env["GTC_DATA_DIR"] = str(data_dir)
+    (port,) = free_ports(1)
+    log = tmp_path / "serve.log"
+    proc = start_logged([*serve_command(), "serve", "--port", str(port)], env, log, cwd=tmp_path)
+    base_url = f"http://127.0.0.1:{port}"
+    served: Served | None = None
+    try:
+        wait_ready(base_url, proc, log)
+        served = Served(base_url, (data_dir / "api_key").read_text().strip(), data_dir, env, log, proc)
+        yield served
+    finally:
+        code = stop_logged(proc, signal.SIGTERM)
+        if served is not None:
+            served.exit_code = code
+        print(f"--- serve log ---\n{tail(log)}")

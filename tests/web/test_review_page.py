@@ -25,8 +25,7 @@ from playwright.sync_api import Browser, Page, expect
 from scipy import ndimage
 
 from tests.e2e.flow import wait_for_job
-from tests.support.processes import quiet_env, serve_command, start_logged, stop_logged, tail, wait_ready
-from tests.support.s3server import free_ports
+from tests.support.processes import embedded_serve
 from tests.web.conftest import SHOTS
 
 pytestmark = pytest.mark.integration
@@ -38,19 +37,8 @@ N_IMAGES, N_SLOPPY = 16, 6
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """(base URL, API key, server log) of a fresh ``gtcorrect serve``."""
-    data_dir = tmp_path / "gtc-data"
-    env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
-    env["GTC_DATA_DIR"] = str(data_dir)
-    (port,) = free_ports(1)
-    log = tmp_path / "serve.log"
-    proc = start_logged([*serve_command(), "serve", "--port", str(port)], env, log, cwd=tmp_path)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base_url, proc, log)
-        yield base_url, (data_dir / "api_key").read_text().strip(), log
-    finally:
-        stop_logged(proc)
-        print(f"--- serve log ---\n{tail(log)}")
+    with embedded_serve(tmp_path) as server:
+        yield server.base_url, server.key, server.log
 
 
 def _png(mask: np.ndarray) -> bytes:
