@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from app.api.deps import Limit, Offset, ProjectDep
 from app.schemas.common import Page
@@ -34,17 +33,12 @@ def list_presets(_project: ProjectDep, limit: Limit = 50, offset: Offset = 0) ->
 
 def install_schema(app: FastAPI, limits: ConfigLimits) -> None:
     """OpenAPI gains ``TrainConfig`` and its sections as components, with this service's ``limits`` as
-    bounds, and a job's ``config`` refers to it."""
+    bounds, and a job's ``config`` refers to it. Wraps the app's ``openapi`` as installed so far."""
+    build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-                tags=app.openapi_tags,
-            )
+            schema = build()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(config_schemas(limits))
             field = schema["components"]["schemas"]["JobCreate"]["properties"]["config"]
             field.pop("additionalProperties", None)

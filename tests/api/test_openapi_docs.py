@@ -60,6 +60,9 @@ def test_every_operation_has_a_description_and_every_json_body_an_example() -> N
 def test_the_job_config_schema_is_train_config_with_bounds_and_descriptions() -> None:
     spec = create_app(Settings(max_epochs=300)).openapi()
     schemas = spec["components"]["schemas"]
+    # Added on top of the problem documentation, not instead of it.
+    assert {"401", "404", "422"} <= set(spec["paths"]["/v1/jobs"]["post"]["responses"])
+    assert "Problem" in schemas
     config = schemas["JobCreate"]["properties"]["config"]
     assert config["allOf"] == [{"$ref": "#/components/schemas/TrainConfig"}]
     train = schemas["TrainConfig"]
