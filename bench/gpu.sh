@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared run for a fresh GPU machine: a CUDA smoke test of the engine, then the quality
+# One prepared run for a fresh GPU machine: a CUDA smoke test of the engine, the CUDA tests (tests/gpu),
+# then the quality
 # benchmark's self-assessment matrix (G-T on Kvasir-SEG: alpha 0, strong mixed 0.3 and 0.5, the
 # systematic regime; the noisy baseline at strong 0.5; the full 40-epoch protocol, 2 seeds), all runs
 # in parallel on the one GPU, and the BENCHMARKS.md sections rendered there (the machine line names
@@ -44,6 +45,13 @@ if ! $PY -m bench.quality --smoke --device "$DEVICE" --no-markdown --out "$OUT/l
   echo "smoke benchmark failed on $DEVICE:"; tail -40 "$OUT/logs/smoke.log"; exit 1
 fi
 echo "smoke ok after $(( $(date +%s) - start )) s"
+# The engine's CUDA tests (tests/gpu: fit and resume on CUDA, checkpoints and models moved to the CPU).
+$PY -m pytest --version >/dev/null 2>&1 || $PY -m pip install -q pytest
+if $PY -m pytest -q --noconftest -p no:cacheprovider -m gpu tests/gpu >"$OUT/logs/gpu-tests.log" 2>&1; then
+  echo "gpu tests: $(tail -1 "$OUT/logs/gpu-tests.log")"
+else
+  echo "gpu tests failed:"; tail -30 "$OUT/logs/gpu-tests.log"
+fi
 $PY -c "from bench.kvasir import load_arrays; load_arrays($SIZE)" || exit 1
 echo "data ready after $(( $(date +%s) - start )) s"
 
