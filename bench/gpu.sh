@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # One prepared run for a fresh GPU machine: a CUDA smoke test of the engine, the CUDA tests (tests/gpu),
-# then the quality
-# benchmark's self-assessment matrix (G-T on Kvasir-SEG: alpha 0, strong mixed 0.3 and 0.5, the
+# then the quality benchmark's self-assessment matrix (G-T on Kvasir-SEG: alpha 0, strong mixed 0.3 and 0.5, the
 # systematic regime; the noisy baseline at strong 0.5; the full 40-epoch protocol, 2 seeds), all runs
 # in parallel on the one GPU, and the BENCHMARKS.md sections rendered there (the machine line names
 # the GPU). Everything lands in one folder: $OUT when set, else bench/out/gpu.
