@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 class LostOwnership(RuntimeError):
     """Another worker reclaimed the job (our heartbeat went stale) or it finished meanwhile."""
 
+    def __init__(self, job: ClaimedJob) -> None:
+        super().__init__(f"job {job.id} attempt {job.attempt} is no longer ours.")
+
 
 @dataclass
 class RunnerContext:
@@ -137,7 +140,7 @@ class _Hooks:
                 progress.epoch - self._first_epoch
             )
         if not jobstate.heartbeat(self.ctx.session_factory, self.job, state):
-            raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
+            raise LostOwnership(self.job)
         self._last_poll = time.monotonic()
         # Read the flag at every epoch end whatever the throttle says, so a cancelled job stops at the
         # first batch of the next epoch: a cancel costs at most the epoch in flight.
@@ -146,7 +149,7 @@ class _Hooks:
     def should_stop(self) -> bool:
         now = time.monotonic()
         if self.beat.lost:
-            raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
+            raise LostOwnership(self.job)
         if now > self._deadline:
             limit = self.ctx.settings.job_time_limit_s
             raise JobTimeLimit(
@@ -163,7 +166,7 @@ class _Hooks:
         key = object_keys.checkpoint(self.job.project_id, self.job.id, checkpoint.epoch)
         self.ctx.store.put(key, checkpoint.to_bytes())
         if not jobstate.set_checkpoint_key(self.ctx.session_factory, self.job, key):
-            raise LostOwnership(f"job {self.job.id} attempt {self.job.attempt} is no longer ours.")
+            raise LostOwnership(self.job)
         previous, self.checkpoint_key = self.checkpoint_key, key
         if previous and previous != key:
             self.ctx.store.delete(previous)  # only the latest is ever resumed from
@@ -215,7 +218,7 @@ def _final_progress(result: FitResult) -> dict[str, Any]:
 def _enter(ctx: RunnerContext, job: ClaimedJob, phase: JobPhase, progress: dict[str, Any]) -> None:
     """Show ``phase`` in the job's progress (a step of the worker's own, between the epochs' reports)."""
     if not jobstate.heartbeat(ctx.session_factory, job, {**progress, "phase": phase.value}):
-        raise LostOwnership(f"job {job.id} attempt {job.attempt} is no longer ours.")
+        raise LostOwnership(job)
 
 
 def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobStatus:
@@ -245,7 +248,7 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobSt
         with session_scope(ctx.session_factory) as session:
             record_results(session, job.id, job.attempt, results)
     except JobNotOwned as exc:
-        raise LostOwnership(str(exc)) from exc
+        raise LostOwnership(job) from exc
     # Checkpoints and an earlier attempt's leftovers are garbage once the results are committed.
     remove_stale(ctx.store, job.id, job.project_id, [c.object_key for c in corrected] + plots)
     return JobStatus.succeeded

@@ -141,18 +141,14 @@ def encode(prediction: Prediction, predictor: Predictor, model_id: uuid.UUID, fm
     return Encoded("application/json", payload=payload)
 
 
-BATCH_FORMATS = ("png", "probabilities")
-
-
 def segment_zip(
     predictor: Predictor, blobs: list[Blob], limits: UploadLimits, model_id: uuid.UUID, fmt: str
 ) -> IO[bytes]:
     """Every image of ``blobs`` segmented: a zip (in a spooled temporary file, rewound) of one mask PNG
-    per image, named ``<stem>.png``, at the image's size, plus ``predictions.json`` (per image: width,
-    height, mean confidence and pixel area per class). One image is decoded at a time under the
-    process's pixel budget. Bad files are collected and refused together (422 naming each)."""
-    if fmt not in BATCH_FORMATS:
-        raise InvalidInput(f"format must be one of {BATCH_FORMATS} for a batch, got {fmt!r}.", field="format")
+    per image (``fmt`` png or probabilities), named ``<stem>.png``, at the image's size, plus
+    ``predictions.json`` (per image: width, height, mean confidence and pixel area per class). One image
+    is decoded at a time under the process's pixel budget. Bad files are collected and refused together
+    (422 naming each)."""
     stems: dict[str, list[str]] = {}
     for blob in blobs:
         stems.setdefault(PurePosixPath(blob.name).stem, []).append(blob.name)

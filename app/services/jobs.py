@@ -31,7 +31,7 @@ from app.services.queue import QueueError, TaskQueue
 from app.services.sweeper import mark_pending
 from app.settings import Settings
 from app.storage.base import ObjectStore
-from gtcorrect.config import PRESETS, ConfigLimits, TrainConfig, preset_config
+from gtcorrect.config import ConfigLimits, TrainConfig, preset_config
 from gtcorrect.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def count_annotated(session: Session, dataset: Dataset, batch_ids: list[uuid.UUI
 
 def create_job(
     session: Session,
+    store: ObjectStore,
     project: Project,
     dataset: Dataset,
     batch_ids: list[uuid.UUID] | None,
@@ -82,23 +83,18 @@ def create_job(
     settings: Settings,
     preset: str | None = None,
     consensus: ConsensusMethod | None = None,
-    store: ObjectStore | None = None,
 ) -> TrainingJob:
     """A queued job row (flushed, not committed). Samples without a chosen annotation are left out.
     ``config`` applies on top of the named ``preset`` (``gtcorrect.config.PRESETS``) when given. With
-    ``consensus``, the job trains on a new consensus batch of ``batch_ids`` (needs ``store``)."""
+    ``consensus``, the job trains on a new consensus batch of ``batch_ids``."""
     if preset is not None:
-        if preset not in PRESETS:
-            raise InvalidInput(
-                f"preset: unknown preset {preset!r} (known: {', '.join(PRESETS)}; GET /v1/config/presets).",
-                field="preset",
-            )
-        config = preset_config(preset, config)
+        try:
+            config = preset_config(preset, config)
+        except ConfigError as exc:
+            raise InvalidInput(f"{exc} (GET /v1/config/presets).", field="preset") from exc
     cfg = parse_config(config, settings.config_limits())
     _check_active(session, project, settings.max_active_jobs)
     if consensus is not None:
-        if store is None:
-            raise ValueError("a consensus job needs the object store.")
         agreed = create_consensus_batch(
             session, store, dataset, batch_ids, consensus, note="made for a training job"
         )

@@ -105,6 +105,7 @@ def embedded_serve(tmp_path: Path) -> Iterator[Served]:
     """A fresh ``gtcorrect serve`` (embedded mode, no GTC_* settings but its data folder) on a free port,
     ready; stopped with SIGTERM afterwards, with the tail of its log printed."""
     from tests.support.s3server import free_ports  # that module starts processes with this one's helpers
+
     data_dir = tmp_path / "gtc-data"
     env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
     env["GTC_DATA_DIR"] = str(data_dir)
