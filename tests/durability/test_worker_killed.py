@@ -38,10 +38,13 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def long_config(seed: int) -> dict[str, Any]:
-    """About 12 epochs of 12 tiny images: long enough to kill or cancel it in the middle."""
-    config = tiny_config(seed, rounds=2, t_epochs=4).to_dict()
+    """32 epochs of 12 tiny images (a quarter of a second each here): long enough to kill or cancel it
+    in the middle however late the test's polls come. Both G rounds always run (no early stop), so the
+    length is fixed."""
+    config = tiny_config(seed, rounds=2, t_epochs=24).to_dict()
     config["g"]["warmup_epochs"] = 4
     config["g"]["epochs_per_round"] = 2
+    config["g"]["stop_change_frac"] = 0.0
     return config
 
 
@@ -152,6 +155,8 @@ def test_killed_worker_resumes_from_the_checkpoint(default_stack: Stack, victim:
     assert dead.status is JobStatus.running and dead.attempt == 1
     resumed_from = _checkpoint_epoch(dead.checkpoint_key)
     assert resumed_from >= 2, dead.checkpoint_key
+    total = stack.job(job_id)["total_epochs"]
+    assert resumed_from < total, f"killed after the last epoch ({resumed_from} of {total}): nothing to resume"
     if victim == "whole worker":
         stack.start_worker()  # its redelivery would take the 12 h visibility timeout: the sweeper acts
 
