@@ -171,6 +171,9 @@ class BiasFinding:
     shift_px: float
     mine: np.ndarray
     noisy_prob: np.ndarray
+    # How much more likely each mask's outline offset is under this annotator's offsets than under the
+    # others' (N,; NaN where undefined): the evidence without the share of masks that are theirs.
+    likelihood_ratio: np.ndarray
 
 
 def bias_findings(
@@ -194,7 +197,8 @@ def bias_findings(
         like_others = others.size * _normal(offsets, others.mean(), others.std(ddof=1))
         with np.errstate(invalid="ignore", divide="ignore"):
             prob = np.where(finite, like_own / (like_own + like_others), np.nan)
-        out.append(BiasFinding(stats.annotator, -float(stats.relative_offset_px), mine, prob))
+            ratio = np.where(finite, (like_own / own.size) / (like_others / others.size), np.nan)
+        out.append(BiasFinding(stats.annotator, -float(stats.relative_offset_px), mine, prob, ratio))
     return out
 
 

@@ -1,18 +1,17 @@
-"""The annotator check: where the job knows who drew each mask, a biased annotator's masks are flagged
-and their outlines moved back.
+"""The annotator check: where the job knows who drew each mask, a biased annotator's masks are flagged and
+their outlines moved back.
 
-A bias that one annotator's masks all share (every outline 5 px too wide) is invisible to per-mask
-scores: the network learns it. The annotator report (``gtcorrect.annotators``) sees it as a consistent
-offset from the other annotators; when it calls an annotator ``suspect``, each of their masks gets a
-probability of carrying the bias (``bias_findings``: is its outline offset more like this annotator's
-or like the others'?), which caps its clean probability, and a correction that moves its outline back by
-the annotator's offset (``shift_outline``; Spatial Correction, Yao et al., ICLR 2023, models label noise
-as such a shift). The correction is proposed for every flagged mask of theirs whose moved outline
-follows the image's edges better than the given one (``gtcorrect.boundary``): the edges are the per-mask
-check, independent of the network (the offset posterior overlaps too much to ask 0.9 of it,
-BENCHMARKS.md); the others are counted as vetoed. Nothing is proposed when the job cannot
-vouch for its network (too few samples, no validation, a weak network). Binary masks only (one
-foreground class).
+A bias that one annotator's masks all share (every outline 5 px too wide) is invisible to per-mask scores: the
+network learns it. The annotator report (``gtcorrect.annotators``) sees it as a consistent offset from the
+other annotators; when it calls an annotator ``suspect``, each of their masks gets a probability of carrying
+the bias (``bias_findings``: is its outline offset more like this annotator's or like the others'?), which
+enters every mask's clean probability (with the network's verdict, where it has one), and a correction that
+moves its outline back by the annotator's offset (``shift_outline``; Spatial Correction, Yao et al., ICLR
+2023, models label noise as such a shift). The correction is proposed for every flagged mask of theirs whose
+moved outline follows the image's edges better than the given one (``gtcorrect.boundary``): the edges are the
+per-mask check, independent of the network (the offset posterior overlaps too much to ask 0.9 of it,
+BENCHMARKS.md); the others are counted as vetoed. Nothing is proposed when the job cannot vouch for its
+network (too few samples, no validation, a weak network). Binary masks only (one foreground class).
 Shape legend: N training masks, C channels, S size.
 """
 
@@ -82,6 +81,19 @@ def bias_targets(
     return out
 
 
+def _fused(clean: np.ndarray, findings: Sequence[BiasFinding]) -> np.ndarray:
+    """The network's clean probabilities (N,) with the annotator check's evidence added (naive Bayes):
+    the odds of a wrong mask are the network's odds times the likelihood ratio of the mask's outline
+    offset, under its own annotator's finding for a suspect's mask and under the strongest finding for
+    everyone else's. An undefined offset adds nothing."""
+    ratios = np.stack([np.nan_to_num(f.likelihood_ratio, nan=1.0, posinf=1e12) for f in findings])
+    mine = np.stack([f.mine for f in findings])
+    ratio = np.where(mine.any(0), ratios[mine.argmax(0), np.arange(clean.size)], ratios.max(0))
+    noisy = np.clip(1.0 - clean, 1e-9, 1.0 - 1e-9)
+    odds = noisy / (1.0 - noisy) * np.clip(ratio, 1e-12, 1e12)
+    return np.asarray(1.0 / (1.0 + odds))
+
+
 def apply_bias(
     config: TrainConfig,
     images: np.ndarray,
@@ -104,7 +116,14 @@ def apply_bias(
     # A network the job cannot vouch for still ranks, but its outlines do not move anyone's masks.
     trusted = not {"too_few_samples", "weak_network", "no_validation"} & {w.code for w in quality.warnings}
     clean, flagged, proposed = verdict.clean_prob.copy(), verdict.flagged.copy(), verdict.proposed.copy()
-    if not quality.noise_evidence:
+    if quality.noise_evidence:
+        # Two pieces of evidence on every mask: the network's verdict, and how much the mask's outline
+        # looks like a suspect's. A network trained on a biased annotator's masks partly learns the bias,
+        # so its disagreement with the others' masks is not theirs to answer for.
+        clean = _fused(clean, findings)
+        flagged = clean <= tau
+        proposed &= flagged
+    else:
         # The network's scores were no verdict (one group): the annotator check's evidence ranks every
         # mask, how much its outline looks like a suspect's, so that the clean probabilities form one
         # ranking. Only the suspect's masks are flagged for it (below).
@@ -114,7 +133,6 @@ def apply_bias(
     warnings: list[Warning] = []
     for f in findings:
         idx = np.flatnonzero(f.mine & np.isfinite(f.noisy_prob))
-        clean[idx] = np.minimum(clean[idx], 1.0 - f.noisy_prob[idx])
         flagged[idx] |= clean[idx] <= tau
         back, vetoed = _move_back(images, masks, alignment, f.shift_px, idx[flagged[idx] & trusted])
         out.update(back)
@@ -166,10 +184,8 @@ def apply_bias(
         warnings=[*kept, *warnings],
         annotator_bias=summary,
         noise_evidence=True if added else quality.noise_evidence,
-        estimated_noise_rate=max(
-            quality.estimated_noise_rate or 0.0, float(flagged.sum()) / max(quality.n_samples, 1)
-        )
-        if added
+        estimated_noise_rate=float(flagged.sum()) / max(quality.n_samples, 1)
+        if (flagged != verdict.flagged).any()
         else quality.estimated_noise_rate,
     )
     return quality, Verdict(clean, flagged, proposed), out

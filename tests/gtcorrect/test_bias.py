@@ -101,10 +101,17 @@ def test_without_network_evidence_the_check_ranks_every_mask() -> None:
     _, out, _ = apply_bias(TrainConfig(), images, given, names, predicted, _quality(), verdict, {})
     assert recognition_metrics(wide, out.clean_prob)["auroc"] > 0.95
     assert not out.flagged[~wide].any() and out.clean_prob[~wide].min() > 0.5
-    # Where the network's own split is evidence, the other annotators' masks keep its probabilities.
+    # Where the network's own split is evidence, both enter every mask's probability (odds times the
+    # outline's likelihood ratio): the ranking is the annotator check's, the flags follow it ...
     evidence = replace(_quality(), noise_evidence=True)
-    _, kept, _ = apply_bias(TrainConfig(), images, given, names, predicted, evidence, verdict, {})
-    np.testing.assert_array_equal(kept.clean_prob[~wide], noise[~wide])
+    _, fused, _ = apply_bias(TrainConfig(), images, given, names, predicted, evidence, verdict, {})
+    assert recognition_metrics(wide, fused.clean_prob)["auroc"] > 0.95
+    np.testing.assert_array_equal(fused.flagged, fused.clean_prob <= TrainConfig().g.tau)
+    assert fused.flagged[wide].mean() > 0.9 and fused.flagged[~wide].mean() < 0.1
+    # ... and the network still counts: the same outlines under a more doubtful verdict are less clean.
+    doubtful = Verdict(noise / 2, np.zeros(n, bool), np.zeros(n, bool))
+    _, less, _ = apply_bias(TrainConfig(), images, given, names, predicted, evidence, doubtful, {})
+    assert (less.clean_prob < fused.clean_prob).all()
 
 
 def test_agreeing_annotators_change_nothing() -> None:
