@@ -162,17 +162,18 @@ def shift_outline(mask: np.ndarray, offset_px: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BiasFinding:
-    """A suspect annotator: which masks are theirs (N,) bool, each mask's probability of carrying their
-    bias (N,; NaN where the outline offset is undefined), and the shift that moves their outlines back
-    (training pixels). For the other annotators' masks the probability says how much their outline looks
-    like the suspect's rather than like the rest."""
+    """A suspect annotator: which masks are theirs (N,) bool, the estimated share of their masks that carry
+    the bias, each mask's probability of carrying it (N,; NaN where the outline offset is undefined), the
+    likelihood ratio behind that probability (N,: how much more likely the mask's offset is under the bias
+    than under the other annotators' offsets) and the shift that moves their outlines back (training
+    pixels). For the other annotators' masks the probability is the likelihood ratio at even odds: how much
+    their outline looks like the bias rather than like the rest."""
 
     annotator: str
     shift_px: float
     mine: np.ndarray
+    share: float
     noisy_prob: np.ndarray
-    # How much more likely each mask's outline offset is under this annotator's offsets than under the
-    # others' (N,; NaN where undefined): the evidence without the share of masks that are theirs.
     likelihood_ratio: np.ndarray
 
 
@@ -180,8 +181,9 @@ def bias_findings(
     annotators: Sequence[str], given: np.ndarray, predicted: np.ndarray, report: Sequence[AnnotatorStats]
 ) -> list[BiasFinding]:
     """For each ``suspect`` annotator with others to compare against: how likely each mask (N, S, S, at
-    training size, report made with scale 1) carries their bias. A two-Gaussian posterior on the mask's
-    outline offset from the prediction: like this annotator's masks, or like the others'."""
+    training size, report made with scale 1) carries their bias. Their outline offsets from the prediction
+    are a mixture of the others' offsets (a Gaussian fitted to them) and a biased component, fitted with the
+    share of biased masks by EM (``bias_share``); the share is each of their masks' prior."""
     offsets, _, _ = mask_stats(given, predicted)
     names = np.asarray(annotators, dtype=object)
     finite = np.isfinite(offsets)
@@ -193,15 +195,50 @@ def bias_findings(
         own, others = offsets[mine & finite], offsets[~mine & finite]
         if own.size < MIN_MASKS or others.size < MIN_MASKS:
             continue
-        like_own = own.size * _normal(offsets, own.mean(), own.std(ddof=1))
-        like_others = others.size * _normal(offsets, others.mean(), others.std(ddof=1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            prob = np.where(finite, like_own / (like_own + like_others), np.nan)
-            ratio = np.where(finite, (like_own / own.size) / (like_others / others.size), np.nan)
-        out.append(BiasFinding(stats.annotator, -float(stats.relative_offset_px), mine, prob, ratio))
+        unbiased = (float(others.mean()), float(others.std(ddof=1)))
+        share, biased = bias_share(own, unbiased)
+        with np.errstate(invalid="ignore"):
+            log_ratio = _log_normal(offsets, *biased) - _log_normal(offsets, *unbiased)
+            prior = np.clip(np.where(mine, share, 0.5), 1e-9, 1.0 - 1e-9)
+            prob = np.where(finite, _sigmoid(log_ratio + np.log(prior / (1.0 - prior))), np.nan)
+            ratio = np.where(finite, np.exp(np.clip(log_ratio, -700.0, 700.0)), np.nan)
+        out.append(BiasFinding(stats.annotator, -float(stats.relative_offset_px), mine, share, prob, ratio))
     return out
 
 
-def _normal(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
+def bias_share(
+    offsets: np.ndarray, unbiased: tuple[float, float], iterations: int = 200
+) -> tuple[float, tuple[float, float]]:
+    """EM for a two-component mixture of one annotator's outline offsets (M,): the unbiased component is
+    held at ``unbiased`` (mean, sd: the other annotators'), the biased one's mean and sd are fitted (sd at
+    least half the unbiased one's, so that it cannot shrink onto single masks). Returns the biased share
+    and the biased component's (mean, sd)."""
+    x = np.asarray(offsets, dtype=np.float64)
+    floor = max(unbiased[1], 1e-3) / 2.0
+    share, mean, sd = 0.5, float(x.mean()), max(float(x.std()), floor)
+    log_unbiased = _log_normal(x, *unbiased)
+    for _ in range(iterations):
+        if not 0.0 < share < 1.0:
+            break
+        resp = _sigmoid(np.log(share / (1.0 - share)) + _log_normal(x, mean, sd) - log_unbiased)
+        total = float(resp.sum())
+        if total <= 1e-9:
+            return 0.0, (mean, sd)
+        new_share = total / x.size
+        mean = float((resp * x).sum() / total)
+        sd = max(float(np.sqrt((resp * (x - mean) ** 2).sum() / total)), floor)
+        converged = abs(new_share - share) < 1e-6
+        share = new_share
+        if converged:
+            break
+    return share, (mean, sd)
+
+
+def _log_normal(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
+    """Log of the normal density up to the constant both components share."""
     sd = max(sd, 1e-3)
-    return np.asarray(np.exp(-0.5 * ((x - mean) / sd) ** 2) / sd)
+    return np.asarray(-0.5 * ((x - mean) / sd) ** 2 - np.log(sd))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)))

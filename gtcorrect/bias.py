@@ -82,16 +82,20 @@ def bias_targets(
 
 
 def _fused(clean: np.ndarray, findings: Sequence[BiasFinding]) -> np.ndarray:
-    """The network's clean probabilities (N,) with the annotator check's evidence added (naive Bayes):
-    the odds of a wrong mask are the network's odds times the likelihood ratio of the mask's outline
-    offset, under its own annotator's finding for a suspect's mask and under the strongest finding for
-    everyone else's. An undefined offset adds nothing."""
-    ratios = np.stack([np.nan_to_num(f.likelihood_ratio, nan=1.0, posinf=1e12) for f in findings])
+    """The network's clean probabilities (N,) with the annotator check's evidence added. A suspect's mask
+    is wrong if it carries the bias or if the network finds it wrong otherwise (two independent ways:
+    noisy-or). Everyone else's masks keep the network's odds times the likelihood ratio of their outline
+    offset under the strongest finding (naive Bayes): a network trained on a biased annotator's masks
+    partly learns the bias, and an outline like the other annotators' answers its doubt. An undefined
+    offset adds nothing."""
     mine = np.stack([f.mine for f in findings])
-    ratio = np.where(mine.any(0), ratios[mine.argmax(0), np.arange(clean.size)], ratios.max(0))
+    carries = np.stack([np.nan_to_num(f.noisy_prob, nan=0.0) for f in findings])
+    ratios = np.stack([np.nan_to_num(f.likelihood_ratio, nan=1.0, posinf=1e12) for f in findings])
     noisy = np.clip(1.0 - clean, 1e-9, 1.0 - 1e-9)
-    odds = noisy / (1.0 - noisy) * np.clip(ratio, 1e-12, 1e12)
-    return np.asarray(1.0 / (1.0 + odds))
+    odds = noisy / (1.0 - noisy) * np.clip(ratios.max(0), 1e-12, 1e12)
+    others = 1.0 / (1.0 + odds)
+    own = (1.0 - carries[mine.argmax(0), np.arange(clean.size)]) * clean
+    return np.asarray(np.where(mine.any(0), own, others))
 
 
 def apply_bias(

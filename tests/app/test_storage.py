@@ -10,6 +10,7 @@ from minio.error import S3Error
 
 from app.settings import Settings
 from app.storage import ObjectNotFound, ObjectStore, make_store
+from app.storage.base import put_all
 from app.storage.local import LocalStore
 from app.storage.s3 import S3Store
 from tests.support.s3server import S3Server
@@ -78,6 +79,23 @@ def test_list_is_sorted_and_filtered_by_prefix(store: ObjectStore) -> None:
     assert list(store.list("a/")) == ["a/1/x", "a/10", "a/2"]
     assert list(store.list("a")) == ["a/1/x", "a/10", "a/2", "ab"]
     assert list(store.list("zzz/")) == []
+
+
+def test_put_all_writes_every_object_and_raises_the_first_failure(store: ObjectStore) -> None:
+    items = [(f"many/{i:03d}.bin", bytes([i % 256]) * (i + 1)) for i in range(40)]
+    put_all(store, items, "application/octet-stream")
+    assert list(store.list("many/")) == [k for k, _ in items]
+    assert all(store.get(k) == data for k, data in items)
+
+    class Failing:  # one write of many fails: the error is the caller's, the other writes still land
+        def put(self, key: str, data: bytes, content_type: str = "") -> None:
+            if key.endswith("007.bin"):
+                raise OSError("disk full")
+            store.put(key, data, content_type)
+
+    with pytest.raises(OSError, match="disk full"):
+        put_all(Failing(), [(f"more/{i:03d}.bin", b"x") for i in range(12)], "text/plain")  # type: ignore[arg-type]
+    assert len(list(store.list("more/"))) == 11
 
 
 def test_binary_round_trip_of_a_few_megabytes(store: ObjectStore) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gtcorrect.annotators import annotator_report, outline_offset
+from gtcorrect.annotators import annotator_report, bias_share, outline_offset
 from gtcorrect.boundary import edge_alignment
 from tests.gtcorrect.synthetic import make_noisy_set
 
@@ -50,3 +50,18 @@ def test_one_annotator_is_judged_against_the_model() -> None:
     assert "too few" in few.verdict and not few.suspect
     with pytest.raises(ValueError, match="same masks"):
         annotator_report(["a"], given, data.clean, np.zeros(20, dtype=bool))
+
+
+@pytest.mark.parametrize("biased", [1.0, 0.7, 0.3])
+def test_bias_share_recovers_the_share_of_biased_masks(biased: float) -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    k = round(biased * n)
+    offsets = np.concatenate([rng.normal(-5.0, 1.0, k), rng.normal(0.0, 1.0, n - k)])
+    share, (mean, sd) = bias_share(offsets, (0.0, 1.0))
+    assert share == pytest.approx(biased, abs=0.06)
+    assert mean == pytest.approx(-5.0, abs=0.3) and sd == pytest.approx(1.0, abs=0.3)
+    # No bias at all: the "biased" component lands on the unbiased one, so it tells no mask apart (the
+    # share is then meaningless; the annotator report calls nobody suspect in that case).
+    _, (mean, sd) = bias_share(rng.normal(0.0, 1.0, n), (0.0, 1.0))
+    assert abs(mean) < 0.2 and sd == pytest.approx(1.0, abs=0.2)

@@ -46,12 +46,15 @@ def _quality() -> Quality:
     )
 
 
-def _panel(wide: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
+def _panel(
+    wide: int, jitter: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
     images, truth = make_shapes(40, size=48, seed=3)
     names = ["a" if i % 2 else "b" for i in range(40)]
     given = np.stack([shift_outline(t, wide) if n == "b" else t for t, n in zip(truth, names, strict=True)])
-    # A network trained on both annotators lands between them.
-    predicted = np.stack([shift_outline(t, wide / 2) for t in truth])
+    # A network trained on both annotators lands between them (``jitter``: px of error per image).
+    errors = np.random.default_rng(1).normal(0.0, jitter, len(truth))
+    predicted = np.stack([shift_outline(t, wide / 2 + e) for t, e in zip(truth, errors, strict=True)])
     return images, truth, given, names, predicted
 
 
@@ -101,17 +104,27 @@ def test_without_network_evidence_the_check_ranks_every_mask() -> None:
     _, out, _ = apply_bias(TrainConfig(), images, given, names, predicted, _quality(), verdict, {})
     assert recognition_metrics(wide, out.clean_prob)["auroc"] > 0.95
     assert not out.flagged[~wide].any() and out.clean_prob[~wide].min() > 0.5
-    # Where the network's own split is evidence, both enter every mask's probability (odds times the
-    # outline's likelihood ratio): the ranking is the annotator check's, the flags follow it ...
+
+
+def test_with_network_evidence_both_enter_every_mask() -> None:
+    # An imperfect network: each outline offset is off by about a pixel, so the evidence overlaps.
+    images, _, given, names, predicted = _panel(wide=3, jitter=1.0)
+    n = given.shape[0]
+    wide = np.array([x == "b" for x in names])
+    noise = np.random.default_rng(0).uniform(0.2, 1.0, n)  # a network's clean probabilities, no ranking
     evidence = replace(_quality(), noise_evidence=True)
+    verdict = Verdict(noise, noise <= 0.5, np.zeros(n, bool))
     _, fused, _ = apply_bias(TrainConfig(), images, given, names, predicted, evidence, verdict, {})
+    # The annotator evidence ranks, the flags follow the combined probability ...
     assert recognition_metrics(wide, fused.clean_prob)["auroc"] > 0.95
     np.testing.assert_array_equal(fused.flagged, fused.clean_prob <= TrainConfig().g.tau)
-    assert fused.flagged[wide].mean() > 0.9 and fused.flagged[~wide].mean() < 0.1
+    assert fused.flagged[wide].mean() > 0.9 and fused.flagged[~wide].mean() < 0.2
+    # ... the network's doubts about the other annotator's masks are mostly answered by their outlines ...
+    assert fused.flagged[~wide].sum() < verdict.flagged[~wide].sum()
     # ... and the network still counts: the same outlines under a more doubtful verdict are less clean.
     doubtful = Verdict(noise / 2, np.zeros(n, bool), np.zeros(n, bool))
     _, less, _ = apply_bias(TrainConfig(), images, given, names, predicted, evidence, doubtful, {})
-    assert (less.clean_prob < fused.clean_prob).all()
+    assert (less.clean_prob <= fused.clean_prob).all() and (less.clean_prob < fused.clean_prob).mean() > 0.5
 
 
 def test_agreeing_annotators_change_nothing() -> None:
