@@ -130,8 +130,9 @@ def _ok(response: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
-def seed(settings: Settings, base_url: str, n_images: int = 8) -> World:
-    """A project and key, a dataset with ``n_images`` annotated images, and a succeeded job with a model."""
+def seed(settings: Settings, base_url: str, n_images: int = 8, model: ModelBundle | None = None) -> World:
+    """A project and key, a dataset with ``n_images`` annotated images, and a succeeded job with a model
+    (``model``, default ``tiny_bundle()``)."""
     engine = make_engine(settings.resolved_database_url())
     factory = make_session_factory(engine)
     with session_scope(factory) as session:
@@ -151,7 +152,7 @@ def seed(settings: Settings, base_url: str, n_images: int = 8) -> World:
             201,
         )
         job = _ok(client.post("/v1/jobs", json={"dataset_id": dataset}), 202)["id"]
-    model_id = _finish_job(settings, factory, uuid.UUID(job), uploaded, batch)
+    model_id = _finish_job(settings, factory, uuid.UUID(job), uploaded, batch, model or tiny_bundle())
     engine.dispose()
     return World(base_url, auth, dataset, job, model_id)
 
@@ -162,6 +163,7 @@ def _finish_job(
     job_id: uuid.UUID,
     uploaded: dict[str, Any],
     batch: dict[str, Any],
+    model: ModelBundle,
 ) -> str:
     """Play the worker: claim the job, store the model weights, record verdicts and the model."""
     with session_scope(factory) as session:
@@ -169,7 +171,7 @@ def _finish_job(
         job.status, job.attempt = JobStatus.running, 1
         project = job.project_id
     weights_key = keys.model(project, model_id_for_job(job_id))
-    make_store(settings).put(weights_key, tiny_bundle().to_bytes())
+    make_store(settings).put(weights_key, model.to_bytes())
     annotation = {f["sample_id"]: f["annotation_id"] for f in batch["report"]["files"]}
     rng = np.random.default_rng(0)
     verdicts = []

@@ -115,7 +115,7 @@ def _key_cells(key: GroupKey, recs: list[dict[str, Any]]) -> list[str]:
     return [regime, f"{alpha:g}", method, variant, str(len(recs))]
 
 
-def _markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
@@ -124,7 +124,7 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
     """One row per (regime, alpha, method, variant), aggregated over seeds."""
     head = [*KEY_HEAD, *(name for name, _ in COLUMNS)]
     rows = [[*_key_cells(key, recs), *(fmt(recs) for _, fmt in COLUMNS)] for key, recs in _groups(runs)]
-    return _markdown(head, rows)
+    return markdown_table(head, rows)
 
 
 def type_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -144,7 +144,7 @@ def type_table(runs: dict[str, dict[str, Any]]) -> str:
             paths += (("noise", "by_type", t, "pixel_noise"),)
             cells.append(" / ".join(_mean([_get(*path)(r) for r in recs]) for path in paths))
         rows.append(cells)
-    return _markdown(head, rows)
+    return markdown_table(head, rows)
 
 
 def size_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -166,7 +166,7 @@ def size_table(runs: dict[str, dict[str, Any]]) -> str:
             ]
             cells.append(" / ".join(figures))
         rows.append(cells)
-    return _markdown(head, rows)
+    return markdown_table(head, rows)
 
 
 def _share(get: Getter, recs: list[dict[str, Any]]) -> str:
@@ -264,7 +264,7 @@ def quality_table(runs: dict[str, dict[str, Any]]) -> str:
         return ""
     head = [*KEY_HEAD, *(name for name, _ in QUALITY_COLUMNS)]
     rows = [[*_key_cells(key, recs), *(fmt(recs) for _, fmt in QUALITY_COLUMNS)] for key, recs in groups]
-    return _markdown(head, rows)
+    return markdown_table(head, rows)
 
 
 def annotator_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -298,7 +298,7 @@ def annotator_table(runs: dict[str, dict[str, Any]]) -> str:
                 (found[0] or {}).get("verdict", "–"),
             ]
         )
-    return _markdown(head, rows)
+    return markdown_table(head, rows)
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:

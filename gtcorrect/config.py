@@ -28,11 +28,13 @@ ScoreNet = Literal["ema", "student"]
 EarlyLearning = Literal["curve", "fixed", "none"]
 Correction = Literal["hard", "soft", "none"]
 KeepModel = Literal["teacher", "student"]
+AmpMode = Literal["auto", "on", "off"]
 NoiseRegime = Literal[
     "moderate", "strong", "systematic", "systematic_erosion"
 ]  # the presets of gtcorrect.noise
 
 METHODS: tuple[str, ...] = typing.get_args(Method)
+AMP_MODES: tuple[str, ...] = typing.get_args(AmpMode)
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # Adam's L2 weight decay
     epochs: int = 40  # total epochs for the baselines (>= 1); G-T uses warm-up + rounds + T epochs
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    # bfloat16 mixed precision and channels-last: "auto" (on CUDA devices with bfloat16), "on", "off"
+    amp: AmpMode = "auto"
     net: NetConfig = field(default_factory=NetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     g: GStageConfig = field(default_factory=GStageConfig)
@@ -223,6 +227,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError("method", f"must be one of {METHODS}, got {self.method!r}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError("amp", f"must be one of {AMP_MODES}, got {self.amp!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

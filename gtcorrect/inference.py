@@ -24,6 +24,7 @@ from PIL import Image
 
 from gtcorrect.data import prepare_images, read_mask, restore_probabilities
 from gtcorrect.model import ModelBundle
+from gtcorrect.networks import mixed_precision, use_amp
 from gtcorrect.types import LabelMap
 
 BAND_BYTES = 16 << 20  # full-size probabilities held at once while restoring a mask
@@ -108,6 +109,8 @@ class Predictor:
         self.bundle = bundle
         self.device = torch.device(device)
         self.network = bundle.build(self.device)
+        if use_amp("auto", self.device):  # bfloat16 on a CUDA device that has it; float32 elsewhere
+            mixed_precision(self.network, self.device)
 
     @property
     def label_map(self) -> LabelMap:

@@ -23,7 +23,7 @@ from gtcorrect.config import TrainConfig
 from gtcorrect.errors import CheckpointError, TrainingStopped
 from gtcorrect.losses import seg_loss
 from gtcorrect.model import ModelBundle
-from gtcorrect.networks import build_network
+from gtcorrect.networks import build_network, mixed_precision, use_amp
 from gtcorrect.tstage import ema_update
 from gtcorrect.types import GmmRound, Progress, ProgressCallback, StopCheck, TrainingData
 
@@ -150,6 +150,8 @@ class Run:
     def add_net(self, name: str, seed_offset: int = 0, optimizer: bool = True) -> nn.Module:
         torch.manual_seed(self.config.seed + seed_offset)
         net = build_network(self.config.net, self.c, self.k).to(self.device)
+        if use_amp(self.config.amp, self.device):
+            mixed_precision(net, self.device)
         self.nets[name] = net
         if optimizer:
             self.opts[name] = torch.optim.Adam(

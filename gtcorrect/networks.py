@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import torch
 from monai.networks.nets import UNet
 from torch import nn
 
@@ -24,3 +28,27 @@ def build_network(net: NetConfig, in_channels: int, num_classes: int) -> nn.Modu
         num_res_units=net.num_res_units,
         dropout=net.dropout,
     )
+
+
+def use_amp(setting: str, device: torch.device) -> bool:
+    """Whether a network on ``device`` runs in bfloat16 mixed precision: ``TrainConfig.amp`` "on", or
+    "auto" on a CUDA device that supports bfloat16 (no loss scaling is needed with it)."""
+    if setting != "auto":
+        return setting == "on"
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def mixed_precision(net: nn.Module, device: torch.device) -> nn.Module:
+    """``net`` with its forward pass under bfloat16 autocast, returning float32 logits (so losses and
+    probabilities are computed in float32), and on CUDA in channels-last memory format. The weights stay
+    float32 and their names unchanged: checkpoints and model files are the same with and without it."""
+    forward: Callable[..., torch.Tensor] = net.forward
+
+    def autocast_forward(*args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return forward(*args, **kwargs).float()
+
+    net.forward = autocast_forward
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return net

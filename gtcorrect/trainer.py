@@ -59,6 +59,8 @@ def fit(
     """
     validate_inputs(config, data)
     dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     train_idx, held_idx = holdout_indices(data.images.shape[0], config)
     train_data = data if held_idx.size == 0 else _subset(data, train_idx)
     # Epochs reseed torch's global RNG (dropout); fork it so the caller's RNG stream is left alone.

@@ -30,7 +30,7 @@ from app.services.uploads import (
     text_problem,
 )
 from app.storage import keys
-from app.storage.base import ObjectStore
+from app.storage.base import ObjectStore, put_all
 from gtcorrect.data import read_mask
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json")
@@ -267,8 +267,7 @@ def _add_annotations(
         )
     session.flush()
     unit.delete_on_rollback(session, store, [k for k, _ in pending])
-    for key, data in pending:
-        store.put(key, data, content_type="image/png")
+    put_all(store, pending, "image/png")
     return report
 
 

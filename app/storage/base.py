@@ -7,8 +7,11 @@ against both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
+
+PUT_WORKERS = 8  # objects written at once by put_all: S3 round trips overlap, the bytes are small
 
 
 class ObjectNotFound(KeyError):
@@ -36,3 +39,16 @@ class ObjectStore(Protocol):
 
     def ping(self) -> None:
         """Raise if the store cannot be reached (used by ``/readyz``)."""
+
+
+def put_all(store: ObjectStore, items: Sequence[tuple[str, bytes]], content_type: str) -> None:
+    """Write every ``(key, data)`` of ``items``, ``PUT_WORKERS`` at a time (both adapters are thread-safe).
+    The first failure is raised once the writes in flight have ended; what was written stays for the
+    caller's rollback cleanup to delete."""
+    if len(items) <= 1:
+        for key, data in items:
+            store.put(key, data, content_type=content_type)
+        return
+    with ThreadPoolExecutor(min(PUT_WORKERS, len(items)), thread_name_prefix="put") as pool:
+        for _ in pool.map(lambda item: store.put(item[0], item[1], content_type=content_type), items):
+            pass

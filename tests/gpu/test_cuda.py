@@ -54,5 +54,18 @@ def test_a_model_trained_on_cuda_segments_the_same_on_the_cpu() -> None:
     images = [np.asarray(img.transpose(1, 2, 0) * 255, dtype=np.uint8) for img in data.images[:4]]
     cuda = Predictor(bundle, "cuda").predict(images)
     cpu = Predictor(bundle, "cpu").predict(images)
-    for a, b in zip(cuda, cpu, strict=True):
-        assert (a.mask == b.mask).mean() >= 0.99
+    for a, b in zip(cuda, cpu, strict=True):  # bfloat16 on CUDA, float32 on the CPU
+        assert (a.mask == b.mask).mean() >= 0.97
+
+
+def test_cuda_uses_bfloat16_where_it_can() -> None:
+    data = make_noisy_set(16, 32, alpha=0.0, seed=3).training_data()
+    for amp in ("auto", "off"):  # mixed precision (the default on CUDA) and float32 both train
+        result = fit(tiny("noisy", epochs=2, amp=amp), data, device="cuda")
+        assert result.history and all(np.isfinite(v) for p in result.history for v in p.losses.values())
+    predictor = Predictor(result.model, "cuda")
+    seen: list[torch.dtype] = []
+    conv = next(m for m in predictor.network.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    predictor.predict([np.zeros((40, 40, 3), dtype=np.uint8)])
+    assert seen == [torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32]

@@ -18,6 +18,7 @@ from gtcorrect import (
 from gtcorrect.config import METHODS, AugmentConfig, GStageConfig, NetConfig, TStageConfig
 from gtcorrect.gstage import score_samples
 from gtcorrect.model import ModelBundle
+from gtcorrect.networks import mixed_precision, use_amp
 from tests.gtcorrect.synthetic import PLUMBING, make_noisy_set
 
 
@@ -104,6 +105,7 @@ def test_every_method_returns_a_full_result(method: str) -> None:
         (tiny(t=replace(tiny().t, early_learning="curve")), 4),
         (tiny("gmm_select", g=GStageConfig(warmup_epochs=2, sample_loss="trajectory")), 3),
         (tiny("coteaching", coteaching=replace(tiny().coteaching, num_gradual=3)), 2),
+        (tiny(amp="on"), 4),  # bfloat16 mixed precision (CPU autocast here; the CUDA default)
     ],
 )
 def test_resume_from_checkpoint_equals_uninterrupted_run(config: TrainConfig, stop_after: int) -> None:
@@ -134,6 +136,27 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(config: TrainConfig, st
     assert full.corrected.keys() == resumed.corrected.keys()
     for i in full.corrected:
         np.testing.assert_array_equal(full.corrected[i], resumed.corrected[i])
+
+
+def test_mixed_precision_trains_in_bfloat16_and_keeps_float32_model_files() -> None:
+    data = make_noisy_set(16, 32, alpha=0.3, seed=4).training_data()
+    assert not use_amp("auto", torch.device("cpu")) and use_amp("on", torch.device("cpu"))
+    result = fit(tiny(amp="on", epochs=2), data)
+    assert result.history and all(np.isfinite(v) for p in result.history for v in p.losses.values())
+    assert all(t.dtype == torch.float32 for t in result.model.state_dict.values() if t.is_floating_point())
+    # The model file is the plain network's: it loads without mixed precision, and a forward pass under
+    # it (bfloat16 inside, float32 logits out) gives nearly the same masks.
+    plain = result.model.build("cpu")
+    amp = mixed_precision(result.model.build("cpu"), torch.device("cpu"))
+    inner: list[torch.dtype] = []
+    next(m for m in amp.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(
+        lambda _m, _i, out: inner.append(out.dtype)
+    )
+    x = torch.as_tensor(data.images[:4])
+    with torch.no_grad():
+        fp32, bf16 = plain(x), amp(x)
+    assert inner == [torch.bfloat16] and bf16.dtype == torch.float32
+    assert (fp32.argmax(1) == bf16.argmax(1)).float().mean() > 0.95
 
 
 def test_resume_rejects_foreign_checkpoints() -> None:

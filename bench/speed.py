@@ -1,0 +1,382 @@
+"""Speed benchmark: where users wait, side by side in one run on one machine.
+
+    python -m bench.speed                 # 128 and 256 px, the figures in BENCHMARKS.md
+    python -m bench.speed --smoke         # 32 px, a few requests: checks the harness (the tests run it)
+
+Starts the services and the API as ``bench.load`` does (``bench.load_setup``: Postgres, Redis, a SeaweedFS
+S3 server, ``uvicorn`` as a subprocess) and registers one model per size, a default-architecture UNet
+(untrained: its speed is a trained one's). Then, for a 622 x 528 JPEG (Kvasir-SEG's typical size):
+
+- **latency** per size: the service (``POST /v1/models/{id}/segment``, one client, keep-alive) against
+  the same work in-process (decode, ``Predictor.predict``, PNG encoding: the functions the route calls)
+  and against the network's forward pass alone; p50 and p95 of ``--requests`` calls each;
+- **concurrency**: images/s with 1 client and with ``--clients`` clients (threads, one connection each);
+- **batch**: ``POST .../segment-batch`` with ``--batch`` images in one call against as many single calls;
+- **ingest**: masks/s of one annotation-batch upload of ``--ingest`` masks, in S3 mode (this stack) and in
+  embedded mode (``gtcorrect serve``: SQLite and a local folder);
+- **training**: G-T against plain training (method ``noisy``) for the same epochs, in-process.
+
+Prints the tables, writes the JSON to ``bench/out/speed-<time>.json`` (``--out``) and the section
+``speed`` of BENCHMARKS.md (``--no-markdown`` leaves it alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+from app.services import inference
+from bench.common import machine, synthetic_split
+from bench.load_setup import World, api_server, png, seed, services
+from bench.report import markdown_table, write_section
+from gtcorrect.config import AugmentConfig, GStageConfig, NetConfig, TrainConfig, TStageConfig
+from gtcorrect.data import prepare_images, read_image
+from gtcorrect.inference import Predictor
+from gtcorrect.model import ModelBundle
+from gtcorrect.networks import build_network
+from gtcorrect.trainer import fit
+from gtcorrect.types import LabelMap, TrainingData
+from tests.support.processes import embedded_serve
+
+OUT_DIR = Path(__file__).resolve().parent / "out"
+COMMAND = "python -m bench.speed"
+IMAGE_HW = (528, 622)  # height, width: Kvasir-SEG's most common frame
+
+
+def photo(height: int, width: int, seed: int = 0) -> bytes:
+    """A seeded smooth colour image with a blob, as a quality-90 JPEG (compresses like an endoscopy frame)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width] / max(height, width)
+    base = np.stack([np.sin(6 * yy + c) * np.cos(5 * xx - c) for c in range(3)], axis=-1)
+    blob = np.exp(-(((yy - 0.45) ** 2 + (xx - 0.55) ** 2) / 0.02))[..., None]
+    pixels = 120 + 60 * base + 50 * blob + rng.normal(0, 6, (height, width, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bundle(size: int, net: NetConfig) -> ModelBundle:
+    """An untrained 2-class UNet of the given architecture for ``size`` px, RGB input."""
+    torch.manual_seed(0)
+    config = TrainConfig(image_size=size, net=net)
+    network = build_network(config.net, 3, 2)
+    return ModelBundle(config, LabelMap(("background", "polyp")), 3, network.state_dict(), metrics={})
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(1000.0 * s for s in seconds)
+    return {
+        "n": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p95_ms": ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))],
+    }
+
+
+def timed(call: Callable[[], object], n: int, warmup: int = 3) -> dict[str, float]:
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return percentiles(seconds)
+
+
+def _ok(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 300:
+        raise RuntimeError(f"{response.request.method} {response.request.url}: {response.text[:500]}")
+    return response
+
+
+def latency(world: World, model: ModelBundle, image: bytes, n: int) -> dict[str, Any]:
+    """Service vs in-process vs forward pass for one image, ``n`` calls each."""
+    predictor = Predictor(model)
+    size = model.image_size
+
+    def in_process() -> None:
+        prediction = inference.segment(predictor, read_image(image))
+        inference.encode(prediction, predictor, uuid.UUID(int=0), "png")
+
+    x = torch.from_numpy(prepare_images([read_image(image)], size=size, channels=3))
+
+    def forward() -> None:
+        with torch.inference_mode():
+            predictor.network(x)
+
+    url = f"/v1/models/{world.model_id}/segment"
+    with httpx.Client(base_url=world.base_url, headers=world.auth, timeout=120.0) as client:
+        service = timed(lambda: _ok(client.post(url, files={"file": ("frame.jpg", image, "image/jpeg")})), n)
+    return {"service": service, "in_process": timed(in_process, n), "forward": timed(forward, n)}
+
+
+def concurrency(world: World, image: bytes, clients: int, per_client: int) -> dict[str, Any]:
+    """Images/s with one client and with ``clients`` threads, each sending ``per_client`` requests."""
+    url = f"/v1/models/{world.model_id}/segment"
+
+    def run(n_clients: int) -> dict[str, float]:
+        seconds: list[float] = []
+        lock = threading.Lock()
+
+        def client_loop() -> None:
+            with httpx.Client(base_url=world.base_url, headers=world.auth, timeout=300.0) as client:
+                for _ in range(per_client):
+                    start = time.perf_counter()
+                    _ok(client.post(url, files={"file": ("frame.jpg", image, "image/jpeg")}))
+                    with lock:
+                        seconds.append(time.perf_counter() - start)
+
+        threads = [threading.Thread(target=client_loop) for _ in range(n_clients)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+        if len(seconds) != n_clients * per_client:
+            raise RuntimeError(f"{n_clients} clients: {len(seconds)} of {n_clients * per_client} answered")
+        return {"clients": n_clients, "images_per_s": len(seconds) / wall, **percentiles(seconds)}
+
+    run(1)  # warm-up: the model is loaded and every thread pool started
+    one, many = run(1), run(clients)
+    return {"one": one, "many": many, "ratio": many["images_per_s"] / one["images_per_s"]}
+
+
+def batch(world: World, image: bytes, k: int, repeats: int) -> dict[str, Any]:
+    """``k`` images in one segment-batch call against ``k`` single calls, images/s (best of ``repeats``)."""
+    files = [("files", (f"frame{i:03d}.jpg", image, "image/jpeg")) for i in range(k)]
+    single = f"/v1/models/{world.model_id}/segment"
+    with httpx.Client(base_url=world.base_url, headers=world.auth, timeout=600.0) as client:
+
+        def best(call: Callable[[], object]) -> float:
+            call()
+            walls = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                call()
+                walls.append(time.perf_counter() - start)
+            return k / min(walls)
+
+        batched = best(lambda: _ok(client.post(f"/v1/models/{world.model_id}/segment-batch", files=files)))
+        one_by_one = best(lambda: [_ok(client.post(single, files={"file": f})) for _, f in files])
+    return {"images": k, "batch_images_per_s": batched, "single_images_per_s": one_by_one}
+
+
+def ingest(base_url: str, auth: dict[str, str], n: int, size: int) -> dict[str, Any]:
+    """One annotation batch of ``n`` masks (``size`` px PNGs) for ``n`` uploaded images: masks/s."""
+    names = [f"ingest{i:05d}.png" for i in range(n)]
+    with httpx.Client(base_url=base_url, headers=auth, timeout=600.0) as client:
+        body = {"name": "ingest", "label_map": {"0": "background", "1": "polyp"}}
+        dataset = _ok(client.post("/v1/datasets", json=body)).json()["id"]
+        images = [("files", (name, png(i, size), "image/png")) for i, name in enumerate(names)]
+        _ok(client.post(f"/v1/datasets/{dataset}/images", files=images))
+        masks = [("files", (name, png(i, size, grey_mask=True), "image/png")) for i, name in enumerate(names)]
+        start = time.perf_counter()
+        answer = _ok(
+            client.post(f"/v1/datasets/{dataset}/annotation-batches", data={"annotator": "a"}, files=masks)
+        ).json()
+        wall = time.perf_counter() - start
+    stored = answer["report"]["accepted"]
+    if stored != n:
+        raise RuntimeError(f"ingest stored {stored} of {n} masks: {json.dumps(answer)[:500]}")
+    return {"masks": n, "size": size, "seconds": wall, "masks_per_s": n / wall}
+
+
+def embedded_ingest(workdir: Path, n: int, size: int) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    with embedded_serve(workdir) as served:
+        return ingest(served.base_url, {"Authorization": f"Bearer {served.key}"}, n, size)
+
+
+def training(size: int, n_images: int, epochs: int, net: NetConfig) -> dict[str, Any]:
+    """Wall seconds of G-T and of plain training (``noisy``) for the same epochs, same data, in-process."""
+    split = synthetic_split(n_images, 0, 0, size=size, seed=0)
+    data = TrainingData(split.train_images, split.train_masks, split.train_ids)
+    warmup, rounds, per_round = epochs // 2, 2, max(1, epochs // 8)
+    t_epochs = epochs - warmup - rounds * per_round
+    gt = TrainConfig(
+        method="gt",
+        image_size=size,
+        epochs=epochs,
+        net=net,
+        augment=AugmentConfig(enabled=True),
+        g=GStageConfig(
+            warmup_epochs=warmup, rounds_max=rounds, epochs_per_round=per_round, stop_change_frac=0.0
+        ),
+        t=TStageConfig(epochs=t_epochs),
+    )
+    out: dict[str, Any] = {"images": n_images, "size": size, "epochs": epochs}
+    fit(replace(gt, method="noisy", epochs=1), data)  # the first fit pays for imports and allocations
+    for name, config in (("plain", replace(gt, method="noisy")), ("gt", gt)):
+        start = time.perf_counter()
+        result = fit(config, data)
+        out[f"{name}_s"] = time.perf_counter() - start
+        out[f"{name}_epochs"] = len(result.history)
+    out["ratio"] = out["gt_s"] / out["plain_s"]
+    return out
+
+
+def _ms(row: dict[str, float]) -> str:
+    return f"{row['p50_ms']:.1f} / {row['p95_ms']:.1f}"
+
+
+def render(log: dict[str, Any]) -> str:
+    m, s = log["machine"], log["settings"]
+    c, b, t = log["concurrency"], log["batch"], log["training"]
+    latency_rows = [
+        [
+            f"{size} px",
+            _ms(r["service"]),
+            _ms(r["in_process"]),
+            _ms(r["forward"]),
+            f"{r['service']['p50_ms'] / r['in_process']['p50_ms']:.2f}x",
+        ]
+        for size, r in log["latency"].items()
+    ]
+    one, many = c["one"], c["many"]
+    ingest_rows = [
+        [mode, str(r["masks"]), f"{r['size']} px", f"{r['seconds']:.2f}", f"{r['masks_per_s']:.0f}"]
+        for mode, r in log["ingest"].items()
+    ]
+    return "\n".join(
+        [
+            "### Where users wait (section speed)",
+            "",
+            "Command:",
+            "```",
+            log["command"],
+            "```",
+            f"Machine: {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} thread(s)), device "
+            f"{m['device']}, {m['platform']}. One {s['image'][1]} x {s['image'][0]} JPEG; untrained UNet "
+            f"{s['channels']}; the API is one uvicorn process on loopback with Postgres, Redis and "
+            "SeaweedFS S3.",
+            "",
+            markdown_table(
+                [
+                    "size",
+                    "service p50 / p95 ms",
+                    "in-process p50 / p95 ms",
+                    "forward p50 / p95 ms",
+                    "service ÷ in-process",
+                ],
+                latency_rows,
+            ),
+            "",
+            markdown_table(
+                [f"at {c['size']} px", "1 client", f"{many['clients']} clients", "ratio"],
+                [
+                    [
+                        "images/s",
+                        f"{one['images_per_s']:.1f}",
+                        f"{many['images_per_s']:.1f}",
+                        f"{c['ratio']:.2f}x",
+                    ],
+                    ["p50 / p95 ms", _ms(one), _ms(many), ""],
+                ],
+            ),
+            "",
+            markdown_table(
+                [
+                    f"at {b['size']} px",
+                    f"one segment-batch call of {b['images']}",
+                    f"{b['images']} single calls",
+                    "ratio",
+                ],
+                [
+                    [
+                        "images/s",
+                        f"{b['batch_images_per_s']:.1f}",
+                        f"{b['single_images_per_s']:.1f}",
+                        f"{b['batch_images_per_s'] / b['single_images_per_s']:.2f}x",
+                    ]
+                ],
+            ),
+            "",
+            markdown_table(
+                ["ingest: one annotation batch", "masks", "mask size", "seconds", "masks/s"], ingest_rows
+            ),
+            "",
+            markdown_table(
+                [
+                    f"training: {t['images']} images, {t['size']} px, {t['epochs']} epochs",
+                    "plain (noisy)",
+                    "G-T",
+                    "ratio",
+                ],
+                [["wall s", f"{t['plain_s']:.1f}", f"{t['gt_s']:.1f}", f"{t['ratio']:.2f}x"]],
+            ),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true", help="32 px, tiny network, few requests (seconds)")
+    p.add_argument("--sizes", type=int, nargs="+", help="model sizes (default 128 256)")
+    p.add_argument("--requests", type=int, help="timed calls per latency figure (default 40)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    p.add_argument("--batch", type=int, help="images in one segment-batch call (default 16)")
+    p.add_argument("--ingest", type=int, help="masks in the ingest batch (default 400)")
+    p.add_argument("--out", type=Path, help="JSON file (default bench/out/speed-<time>.json)")
+    p.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
+    args = p.parse_args(argv)
+    if args.clients < 2:
+        p.error("--clients must be at least 2 (it is compared with one client)")
+    smoke = args.smoke
+    sizes = args.sizes or ([32] if smoke else [128, 256])
+    n = args.requests or (5 if smoke else 40)
+    k = args.batch or (4 if smoke else 16)
+    n_ingest = args.ingest or (20 if smoke else 400)
+    net = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0) if smoke else NetConfig()
+    height, width = (96, 112) if smoke else IMAGE_HW
+    image = photo(height, width)
+    log: dict[str, Any] = {
+        "command": " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "settings": {"image": [height, width], "channels": list(net.channels), "requests": n},
+    }
+    with tempfile.TemporaryDirectory(prefix="gtc-speed-") as tmp:
+        workdir = Path(tmp)
+        with services(workdir) as settings, api_server(settings, workdir / "api.log") as base_url:
+            worlds = {s: seed(settings, base_url, n_images=2, model=bundle(s, net)) for s in sizes}
+            log["latency"] = {}
+            for s in sizes:
+                log["latency"][str(s)] = latency(worlds[s], bundle(s, net), image, n)
+                print(f"latency {s} px: {json.dumps(log['latency'][str(s)])}", flush=True)
+            first = worlds[sizes[0]]
+            log["concurrency"] = {"size": sizes[0], **concurrency(first, image, args.clients, max(2, n // 4))}
+            log["batch"] = {"size": sizes[0], **batch(first, image, k, repeats=1 if smoke else 3)}
+            print(f"concurrency {log['concurrency']['ratio']:.2f}x, batch {log['batch']}", flush=True)
+            mask_size = 32 if smoke else 256
+            log["ingest"] = {"s3": ingest(base_url, first.auth, n_ingest, mask_size)}
+        log["ingest"]["embedded"] = embedded_ingest(workdir / "embedded", n_ingest, mask_size)
+        print(f"ingest {log['ingest']}", flush=True)
+    log["training"] = training(32 if smoke else 128, 16 if smoke else 96, 4 if smoke else 16, net)
+    text = render(log)
+    print(text)
+    out = args.out or OUT_DIR / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(log, indent=1))
+    if not args.no_markdown:
+        write_section("speed", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
