@@ -2,6 +2,7 @@
 
     python -m bench.speed                 # 128 and 256 px, the figures in BENCHMARKS.md
     python -m bench.speed --smoke         # 32 px, a few requests: checks the harness (the tests run it)
+    python -m bench.speed --engine-only   # no services (bench/gpu.sh on a GPU machine): in-process, training
 
 Starts the services and the API as ``bench.load`` does (``bench.load_setup``: Postgres, Redis, a SeaweedFS
 S3 server, ``uvicorn`` as a subprocess) and registers one model per size, a default-architecture UNet
@@ -44,7 +45,7 @@ from PIL import Image
 from app.services import inference
 from bench.common import machine, synthetic_split
 from bench.load_setup import World, api_server, png, seed, services
-from bench.report import markdown_table, write_section
+from bench.report import BENCHMARKS, markdown_table, write_section
 from gtcorrect.config import AugmentConfig, GStageConfig, NetConfig, TrainConfig, TStageConfig
 from gtcorrect.data import prepare_images, read_image
 from gtcorrect.inference import Predictor
@@ -105,25 +106,30 @@ def _ok(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def latency(world: World, model: ModelBundle, image: bytes, n: int) -> dict[str, Any]:
-    """Service vs in-process vs forward pass for one image, ``n`` calls each."""
-    predictor = Predictor(model)
-    size = model.image_size
+def engine_latency(model: ModelBundle, image: bytes, n: int, device: str) -> dict[str, Any]:
+    """The in-process path (decode, predict, PNG: the functions the route calls) and the forward pass
+    alone for one image on ``device``, ``n`` calls each."""
+    predictor = Predictor(model, device)
+    x = torch.from_numpy(prepare_images([read_image(image)], size=model.image_size, channels=3)).to(device)
 
     def in_process() -> None:
         prediction = inference.segment(predictor, read_image(image))
         inference.encode(prediction, predictor, uuid.UUID(int=0), "png")
 
-    x = torch.from_numpy(prepare_images([read_image(image)], size=size, channels=3))
-
     def forward() -> None:
         with torch.inference_mode():
             predictor.network(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
 
+    return {"in_process": timed(in_process, n), "forward": timed(forward, n)}
+
+
+def service_latency(world: World, image: bytes, n: int) -> dict[str, float]:
+    """``POST /v1/models/{id}/segment`` with the image, one client (keep-alive), ``n`` calls."""
     url = f"/v1/models/{world.model_id}/segment"
     with httpx.Client(base_url=world.base_url, headers=world.auth, timeout=120.0) as client:
-        service = timed(lambda: _ok(client.post(url, files={"file": ("frame.jpg", image, "image/jpeg")})), n)
-    return {"service": service, "in_process": timed(in_process, n), "forward": timed(forward, n)}
+        return timed(lambda: _ok(client.post(url, files={"file": ("frame.jpg", image, "image/jpeg")})), n)
 
 
 def concurrency(world: World, image: bytes, clients: int, per_client: int) -> dict[str, Any]:
@@ -204,7 +210,7 @@ def embedded_ingest(workdir: Path, n: int, size: int) -> dict[str, Any]:
         return ingest(served.base_url, {"Authorization": f"Bearer {served.key}"}, n, size)
 
 
-def training(size: int, n_images: int, epochs: int, net: NetConfig) -> dict[str, Any]:
+def training(size: int, n_images: int, epochs: int, net: NetConfig, device: str) -> dict[str, Any]:
     """Wall seconds of G-T and of plain training (``noisy``) for the same epochs, same data, in-process."""
     split = synthetic_split(n_images, 0, 0, size=size, seed=0)
     data = TrainingData(split.train_images, split.train_masks, split.train_ids)
@@ -222,160 +228,180 @@ def training(size: int, n_images: int, epochs: int, net: NetConfig) -> dict[str,
         t=TStageConfig(epochs=t_epochs),
     )
     out: dict[str, Any] = {"images": n_images, "size": size, "epochs": epochs}
-    fit(replace(gt, method="noisy", epochs=1), data)  # the first fit pays for imports and allocations
+    fit(replace(gt, method="noisy", epochs=1), data, device=device)  # the first fit pays for the imports
     for name, config in (("plain", replace(gt, method="noisy")), ("gt", gt)):
         start = time.perf_counter()
-        result = fit(config, data)
+        result = fit(config, data, device=device)
         out[f"{name}_s"] = time.perf_counter() - start
         out[f"{name}_epochs"] = len(result.history)
     out["ratio"] = out["gt_s"] / out["plain_s"]
     return out
 
 
-def _ms(row: dict[str, float]) -> str:
-    return f"{row['p50_ms']:.1f} / {row['p95_ms']:.1f}"
+def _ms(row: dict[str, float] | None) -> str:
+    return "–" if row is None else f"{row['p50_ms']:.1f} / {row['p95_ms']:.1f}"
+
+
+def _service_tables(log: dict[str, Any]) -> list[str]:
+    """Concurrency, batch and ingest (absent with ``--engine-only``)."""
+    if "concurrency" not in log:
+        return []
+    c, b = log["concurrency"], log["batch"]
+    one, many = c["one"], c["many"]
+    batch_ratio = b["batch_images_per_s"] / b["single_images_per_s"]
+    return [
+        markdown_table(
+            [f"at {c['size']} px", "1 client", f"{many['clients']} clients", "ratio"],
+            [
+                [
+                    "images/s",
+                    f"{one['images_per_s']:.1f}",
+                    f"{many['images_per_s']:.1f}",
+                    f"{c['ratio']:.2f}x",
+                ],
+                ["p50 / p95 ms", _ms(one), _ms(many), ""],
+            ],
+        ),
+        markdown_table(
+            [
+                f"at {b['size']} px",
+                f"one segment-batch call of {b['images']}",
+                f"{b['images']} single calls",
+                "ratio",
+            ],
+            [
+                [
+                    "images/s",
+                    f"{b['batch_images_per_s']:.1f}",
+                    f"{b['single_images_per_s']:.1f}",
+                    f"{batch_ratio:.2f}x",
+                ]
+            ],
+        ),
+        markdown_table(
+            ["ingest: one annotation batch", "masks", "mask size", "seconds", "masks/s"],
+            [
+                [mode, str(r["masks"]), f"{r['size']} px", f"{r['seconds']:.2f}", f"{r['masks_per_s']:.0f}"]
+                for mode, r in log["ingest"].items()
+            ],
+        ),
+    ]
 
 
 def render(log: dict[str, Any]) -> str:
-    m, s = log["machine"], log["settings"]
-    c, b, t = log["concurrency"], log["batch"], log["training"]
-    latency_rows = [
-        [
-            f"{size} px",
-            _ms(r["service"]),
-            _ms(r["in_process"]),
-            _ms(r["forward"]),
-            f"{r['service']['p50_ms'] / r['in_process']['p50_ms']:.2f}x",
-        ]
-        for size, r in log["latency"].items()
-    ]
-    one, many = c["one"], c["many"]
-    ingest_rows = [
-        [mode, str(r["masks"]), f"{r['size']} px", f"{r['seconds']:.2f}", f"{r['masks_per_s']:.0f}"]
-        for mode, r in log["ingest"].items()
-    ]
-    return "\n".join(
-        [
-            "### Where users wait (section speed)",
-            "",
-            "Command:",
-            "```",
-            log["command"],
-            "```",
-            f"Machine: {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} thread(s)), device "
-            f"{m['device']}, {m['platform']}. One {s['image'][1]} x {s['image'][0]} JPEG; untrained UNet "
-            f"{s['channels']}; the API is one uvicorn process on loopback with Postgres, Redis and "
-            "SeaweedFS S3.",
-            "",
-            markdown_table(
-                [
-                    "size",
-                    "service p50 / p95 ms",
-                    "in-process p50 / p95 ms",
-                    "forward p50 / p95 ms",
-                    "service ÷ in-process",
-                ],
-                latency_rows,
-            ),
-            "",
-            markdown_table(
-                [f"at {c['size']} px", "1 client", f"{many['clients']} clients", "ratio"],
-                [
-                    [
-                        "images/s",
-                        f"{one['images_per_s']:.1f}",
-                        f"{many['images_per_s']:.1f}",
-                        f"{c['ratio']:.2f}x",
-                    ],
-                    ["p50 / p95 ms", _ms(one), _ms(many), ""],
-                ],
-            ),
-            "",
-            markdown_table(
-                [
-                    f"at {b['size']} px",
-                    f"one segment-batch call of {b['images']}",
-                    f"{b['images']} single calls",
-                    "ratio",
-                ],
-                [
-                    [
-                        "images/s",
-                        f"{b['batch_images_per_s']:.1f}",
-                        f"{b['single_images_per_s']:.1f}",
-                        f"{b['batch_images_per_s'] / b['single_images_per_s']:.2f}x",
-                    ]
-                ],
-            ),
-            "",
-            markdown_table(
-                ["ingest: one annotation batch", "masks", "mask size", "seconds", "masks/s"], ingest_rows
-            ),
-            "",
-            markdown_table(
-                [
-                    f"training: {t['images']} images, {t['size']} px, {t['epochs']} epochs",
-                    "plain (noisy)",
-                    "G-T",
-                    "ratio",
-                ],
-                [["wall s", f"{t['plain_s']:.1f}", f"{t['gt_s']:.1f}", f"{t['ratio']:.2f}x"]],
-            ),
-        ]
+    m, s, t = log["machine"], log["settings"], log["training"]
+    latency_rows = []
+    for size, r in log["latency"].items():
+        service = r.get("service")
+        ratio = f"{service['p50_ms'] / r['in_process']['p50_ms']:.2f}x" if service else "–"
+        latency_rows.append([f"{size} px", _ms(service), _ms(r["in_process"]), _ms(r["forward"]), ratio])
+    stack = (
+        "the API is one uvicorn process on loopback with Postgres, Redis and SeaweedFS S3"
+        if "concurrency" in log
+        else "engine only (no service)"
     )
+    tables = [
+        markdown_table(
+            [
+                "size",
+                "service p50 / p95 ms",
+                "in-process p50 / p95 ms",
+                "forward p50 / p95 ms",
+                "service ÷ in-process",
+            ],
+            latency_rows,
+        ),
+        *_service_tables(log),
+        markdown_table(
+            [
+                f"training: {t['images']} images, {t['size']} px, {t['epochs']} epochs",
+                "plain (noisy)",
+                "G-T",
+                "ratio",
+            ],
+            [["wall s", f"{t['plain_s']:.1f}", f"{t['gt_s']:.1f}", f"{t['ratio']:.2f}x"]],
+        ),
+    ]
+    head = [
+        f"### Where users wait (section {log['section']})",
+        "",
+        "Command:",
+        "```",
+        log["command"],
+        "```",
+        f"Machine: {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} thread(s)), device "
+        f"{m['device']}, {m['platform']}. One {s['image'][1]} x {s['image'][0]} JPEG; untrained UNet "
+        f"{s['channels']}; {stack}.",
+    ]
+    return "\n\n".join(["\n".join(head), *tables])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="32 px, tiny network, few requests (seconds)")
+    p.add_argument("--engine-only", action="store_true", help="no services: in-process, forward, training")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sizes", type=int, nargs="+", help="model sizes (default 128 256)")
     p.add_argument("--requests", type=int, help="timed calls per latency figure (default 40)")
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     p.add_argument("--batch", type=int, help="images in one segment-batch call (default 16)")
     p.add_argument("--ingest", type=int, help="masks in the ingest batch (default 400)")
     p.add_argument("--out", type=Path, help="JSON file (default bench/out/speed-<time>.json)")
-    p.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
+    p.add_argument("--benchmarks", type=Path, default=BENCHMARKS, help="markdown file to update")
+    p.add_argument("--section", default="speed", help="markdown section name (default speed)")
+    p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
     args = p.parse_args(argv)
     if args.clients < 2:
         p.error("--clients must be at least 2 (it is compared with one client)")
     smoke = args.smoke
     sizes = args.sizes or ([32] if smoke else [128, 256])
     n = args.requests or (5 if smoke else 40)
-    k = args.batch or (4 if smoke else 16)
-    n_ingest = args.ingest or (20 if smoke else 400)
     net = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0) if smoke else NetConfig()
     height, width = (96, 112) if smoke else IMAGE_HW
     image = photo(height, width)
     log: dict[str, Any] = {
         "command": " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])]),
+        "section": args.section,
         "machine": machine(),
         "settings": {"image": [height, width], "channels": list(net.channels), "requests": n},
+        "latency": {str(s): engine_latency(bundle(s, net), image, n, args.device) for s in sizes},
     }
-    with tempfile.TemporaryDirectory(prefix="gtc-speed-") as tmp:
-        workdir = Path(tmp)
-        with services(workdir) as settings, api_server(settings, workdir / "api.log") as base_url:
-            worlds = {s: seed(settings, base_url, n_images=2, model=bundle(s, net)) for s in sizes}
-            log["latency"] = {}
-            for s in sizes:
-                log["latency"][str(s)] = latency(worlds[s], bundle(s, net), image, n)
-                print(f"latency {s} px: {json.dumps(log['latency'][str(s)])}", flush=True)
-            first = worlds[sizes[0]]
-            log["concurrency"] = {"size": sizes[0], **concurrency(first, image, args.clients, max(2, n // 4))}
-            log["batch"] = {"size": sizes[0], **batch(first, image, k, repeats=1 if smoke else 3)}
-            print(f"concurrency {log['concurrency']['ratio']:.2f}x, batch {log['batch']}", flush=True)
-            mask_size = 32 if smoke else 256
-            log["ingest"] = {"s3": ingest(base_url, first.auth, n_ingest, mask_size)}
-        log["ingest"]["embedded"] = embedded_ingest(workdir / "embedded", n_ingest, mask_size)
-        print(f"ingest {log['ingest']}", flush=True)
-    log["training"] = training(32 if smoke else 128, 16 if smoke else 96, 4 if smoke else 16, net)
+    if not args.engine_only:
+        measure_service(log, args, sizes, net, image)
+    print(f"latency {json.dumps(log['latency'])}", flush=True)
+    log["training"] = training(
+        32 if smoke else 128, 16 if smoke else 96, 4 if smoke else 16, net, args.device
+    )
     text = render(log)
     print(text)
     out = args.out or OUT_DIR / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(log, indent=1))
     if not args.no_markdown:
-        write_section("speed", text)
+        write_section(args.section, text, args.benchmarks)
     return 0
+
+
+def measure_service(
+    log: dict[str, Any], args: argparse.Namespace, sizes: list[int], net: NetConfig, image: bytes
+) -> None:
+    """The service's figures into ``log``: latency per size, concurrency, batch, ingest (S3 and embedded)."""
+    smoke = args.smoke
+    n = log["settings"]["requests"]
+    n_ingest = args.ingest or (20 if smoke else 400)
+    mask_size = 32 if smoke else 256
+    with tempfile.TemporaryDirectory(prefix="gtc-speed-") as tmp:
+        workdir = Path(tmp)
+        with services(workdir) as settings, api_server(settings, workdir / "api.log") as base_url:
+            worlds = {s: seed(settings, base_url, n_images=2, model=bundle(s, net)) for s in sizes}
+            for s in sizes:
+                log["latency"][str(s)]["service"] = service_latency(worlds[s], image, n)
+            first = worlds[sizes[0]]
+            log["concurrency"] = {"size": sizes[0], **concurrency(first, image, args.clients, max(2, n // 4))}
+            k = args.batch or (4 if smoke else 16)
+            log["batch"] = {"size": sizes[0], **batch(first, image, k, repeats=1 if smoke else 3)}
+            log["ingest"] = {"s3": ingest(base_url, first.auth, n_ingest, mask_size)}
+        log["ingest"]["embedded"] = embedded_ingest(workdir / "embedded", n_ingest, mask_size)
 
 
 if __name__ == "__main__":
