@@ -123,12 +123,13 @@ def test_png_round_trip_multiclass_and_range_check() -> None:
         mask_to_png(MASK, LabelMap())
 
 
-def test_mask_restored_band_by_band_equals_the_whole_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("k", [2, 3])  # two classes take the foreground-only path
+def test_mask_restored_band_by_band_equals_the_whole_restore(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
     rng = np.random.default_rng(3)
-    low = rng.dirichlet(np.ones(3), size=(32, 32)).transpose(2, 0, 1).astype(np.float32)  # (K, S, S)
+    low = rng.dirichlet(np.ones(k), size=(32, 32)).transpose(2, 0, 1).astype(np.float32)  # (K, S, S)
     size = (301, 157)
     whole = restore_probabilities(low, size)
-    monkeypatch.setattr(inference, "BAND_BYTES", 3 * 4 * 157 * 7)  # 7 rows a band: 43 bands
+    monkeypatch.setattr(inference, "BAND_BYTES", k * 4 * 157 * 7)  # 7 rows a band: 43 bands
     p = Prediction.from_low(low, size)
     np.testing.assert_array_equal(p.mask, whole.argmax(axis=0))
     assert p.mean_confidence == pytest.approx(float(whole.max(axis=0).mean()), rel=1e-5)
