@@ -146,6 +146,7 @@ def apply_bias(
             {
                 "annotator": f.annotator,
                 "shift_px": f.shift_px,
+                "share": f.share,
                 "masks": int(idx.size),
                 "flagged": int(flagged[idx].sum()),
                 "proposed": moved,
@@ -157,9 +158,9 @@ def apply_bias(
         warnings.append(
             Warning(
                 "annotator_bias",
-                f"annotator {f.annotator!r} outlines {abs(f.shift_px):.1f} px {side} than the others: "
-                f"{summary[-1]['flagged']} of their {idx.size} masks flagged, {moved} with the outline "
-                "moved back"
+                f"annotator {f.annotator!r} outlines {abs(f.shift_px):.1f} px {side} than the others "
+                f"(an estimated {f.share:.0%} of their masks): {summary[-1]['flagged']} of their {idx.size} "
+                f"masks flagged, {moved} with the outline moved back"
                 + (
                     f"; {summary[-1]['trained_moved']} learnt from with the outline moved back."
                     if summary[-1]["trained_moved"]

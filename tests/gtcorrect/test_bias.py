@@ -87,6 +87,7 @@ def test_a_wide_annotator_is_flagged_and_moved_back() -> None:
     assert quality.corrections == CORRECTIONS_APPLIED and quality.n_proposed == len(idx)
     [finding] = quality.annotator_bias or []
     assert finding["annotator"] == "b" and finding["shift_px"] == pytest.approx(-3, abs=0.6)
+    assert finding["share"] > 0.9  # every one of their masks is 3 px wide
     codes = [w.code for w in quality.warnings]
     assert "annotator_bias" in codes and "corrections_withheld" not in codes
     assert "no evidence of noise" in quality.corrections_reason
