@@ -67,7 +67,12 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         app.state.session_factory = make_session_factory(engine)
         app.state.store = make_store(settings)
         app.state.queue = queue
-        app.state.model_cache = ModelCache(settings.model_cache_size, settings.device)
+        app.state.model_cache = ModelCache(
+            settings.model_cache_size,
+            settings.device,
+            max_batch=settings.infer_max_batch,
+            window_s=settings.infer_batch_window_ms / 1000.0,
+        )
         sweeping = _start_sweeper(app, settings)
         try:
             yield

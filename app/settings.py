@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     max_zip_entries: int = Field(default=10_000, gt=0)
     max_zip_ratio: int = Field(default=100, gt=0)
     model_cache_size: int = Field(default=4, ge=1)
+    # Concurrent segmentation requests for one model share a forward pass: up to this many images
+    # (1: each alone), waiting at most this long for requests that are still decoding theirs.
+    infer_max_batch: int = Field(default=8, ge=1, le=256)
+    infer_batch_window_ms: float = Field(default=5.0, ge=0, le=1000)
 
     device: str = "auto"
 

@@ -9,7 +9,7 @@ S3 server, ``uvicorn`` as a subprocess) and registers one model per size, a defa
 (untrained: its speed is a trained one's). Then, for a 622 x 528 JPEG (Kvasir-SEG's typical size):
 
 - **latency** per size: the service (``POST /v1/models/{id}/segment``, one client, keep-alive) against
-  the same work in-process (decode, ``Predictor.predict``, PNG encoding: the functions the route calls)
+  the same work in-process (decode, the model's ``MicroBatcher``, PNG encoding: what the route calls)
   and against the network's forward pass alone; p50 and p95 of ``--requests`` calls each;
 - **concurrency**: images/s with 1 client and with ``--clients`` clients (threads, one connection each);
 - **batch**: ``POST .../segment-batch`` with ``--batch`` images in one call against as many single calls;
@@ -109,11 +109,12 @@ def _ok(response: httpx.Response) -> httpx.Response:
 def engine_latency(model: ModelBundle, image: bytes, n: int, device: str) -> dict[str, Any]:
     """The in-process path (decode, predict, PNG: the functions the route calls) and the forward pass
     alone for one image on ``device``, ``n`` calls each."""
-    predictor = Predictor(model, device)
+    served = inference.MicroBatcher(Predictor(model, device))
+    predictor = served.predictor
     x = torch.from_numpy(prepare_images([read_image(image)], size=model.image_size, channels=3)).to(device)
 
     def in_process() -> None:
-        prediction = inference.segment(predictor, read_image(image))
+        prediction = served.segment(read_image(image))
         inference.encode(prediction, predictor, uuid.UUID(int=0), "png")
 
     def forward() -> None:
@@ -122,7 +123,10 @@ def engine_latency(model: ModelBundle, image: bytes, n: int, device: str) -> dic
         if x.is_cuda:
             torch.cuda.synchronize()
 
-    return {"in_process": timed(in_process, n), "forward": timed(forward, n)}
+    try:
+        return {"in_process": timed(in_process, n), "forward": timed(forward, n)}
+    finally:
+        served.close()
 
 
 def service_latency(world: World, image: bytes, n: int) -> dict[str, float]:

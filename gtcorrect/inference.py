@@ -128,21 +128,28 @@ class Predictor:
         """N images (H, W, C) or (H, W) uint8 of any size -> N predictions at their own sizes."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        for i, img in enumerate(images):
-            if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
-                raise ValueError(f"image {i} must be (H, W), (H, W, 1) or (H, W, 3), got shape {img.shape}.")
         out: list[Prediction] = []
-        size, channels = self.bundle.image_size, self.bundle.in_channels
         for start in range(0, len(images), batch_size):
             chunk = list(images[start : start + batch_size])
-            small = [reduce_large(img, size) for img in chunk]
-            x = torch.from_numpy(prepare_images(small, size=size, channels=channels)).to(self.device)
-            del small
-            with torch.inference_mode():
-                prob = torch.softmax(self.network(x).float(), dim=1).cpu().numpy()
-            for img, p in zip(chunk, prob, strict=True):
+            probs = self.forward(np.stack([self.prepare(img, start + i) for i, img in enumerate(chunk)]))
+            for img, p in zip(chunk, probs, strict=True):
                 out.append(Prediction.from_low(p, (int(img.shape[0]), int(img.shape[1]))))
         return out
+
+    def prepare(self, image: np.ndarray, index: int = 0) -> np.ndarray:
+        """One image (H, W, C) or (H, W) uint8 -> the network's input (C, S, S) float32 (``index`` names
+        it in the error for a bad shape)."""
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
+            shape = image.shape
+            raise ValueError(f"image {index} must be (H, W), (H, W, 1) or (H, W, 3), got shape {shape}.")
+        size = self.bundle.image_size
+        return prepare_images([reduce_large(image, size)], size=size, channels=self.bundle.in_channels)[0]
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Prepared inputs (B, C, S, S) -> softmax probabilities (B, K, S, S) float32, network size."""
+        x = torch.from_numpy(batch).to(self.device)
+        with torch.inference_mode():
+            return torch.softmax(self.network(x).float(), dim=1).cpu().numpy()
 
 
 def predict(

@@ -87,8 +87,7 @@ def segment_batch(
     at a time; an unreadable file fails the whole request, naming every such file."""
     model = models.resolve_model(session, project, model_ref, dataset_id)
     blobs = expand(read_uploads(files), limits)
-    predictor = cache.get(store, model)
-    archive = inference.segment_zip(predictor, blobs, limits, model.id, format)
+    archive = inference.segment_zip(cache.get(store, model).predictor, blobs, limits, model.id, format)
     return StreamingResponse(
         iter(lambda: archive.read(1 << 16), b""),
         media_type="application/zip",
@@ -129,10 +128,10 @@ def segment(
         image = inference.input_image(
             session, store, project, upload=upload, sample_id=sample_id, max_pixels=limits.max_image_pixels
         )
-        predictor = cache.get(store, model)
-        prediction = inference.segment(predictor, image)
+        served = cache.get(store, model)
+        prediction = served.segment(image)  # with concurrent requests' images, in one forward pass
         del image  # the decoded input is not needed to encode the answer
-        encoded = inference.encode(prediction, predictor, model.id, format)
+        encoded = inference.encode(prediction, served.predictor, model.id, format)
     if encoded.payload is not None:
         return JSONResponse(encoded.payload)
     return Response(encoded.body, media_type=encoded.media_type)

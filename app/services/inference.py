@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import tempfile
 import threading
+import time
 import uuid
 import zipfile
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any
@@ -40,16 +43,105 @@ def resolve_device(device: str) -> str:
     return device
 
 
-class ModelCache:
-    """Up to ``size`` loaded predictors, least recently used evicted first. Thread-safe: requests
-    run in a threadpool, and two requests for one cold model must not both load it."""
+@dataclass
+class _Pending:
+    x: np.ndarray  # (C, S, S): one request's prepared image
+    result: Future[np.ndarray]
 
-    def __init__(self, size: int, device: str = "cpu") -> None:
+
+class MicroBatcher:
+    """One model's network run on the images of concurrent requests together (dynamic micro-batching).
+
+    A request prepares its image in its own thread (decode, resize), hands it to the batcher's thread
+    and restores its mask from the returned probabilities in its own thread again. The batcher takes
+    what is waiting, up to ``max_batch`` images, and waits up to ``window_s`` for more only while other
+    requests are still preparing theirs: a lone request never waits. ``max_batch`` 1 runs each image
+    alone (in the batcher's thread). The network is only ever run by this thread (plus
+    ``segment-batch``'s own calls, which never overlap it in a harmful way: eval-mode forward passes do
+    not change the network)."""
+
+    def __init__(self, predictor: Predictor, max_batch: int = 8, window_s: float = 0.005) -> None:
+        if max_batch < 1 or window_s < 0:
+            raise ValueError(f"max_batch must be >= 1 and window_s >= 0, got {max_batch}, {window_s}.")
+        self.predictor, self.max_batch, self.window_s = predictor, max_batch, window_s
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._in_flight = 0
+        self._count = threading.Lock()
+        self.batches: list[int] = []  # sizes of the last 1000 batches run (for tests and metrics)
+        self._thread = threading.Thread(target=self._loop, name="gtc-micro-batcher", daemon=True)
+        self._thread.start()
+
+    def segment(self, image: np.ndarray) -> Prediction:
+        """(H, W, C) uint8 -> prediction at the same H, W."""
+        with self._count:
+            self._in_flight += 1
+        try:
+            pending = _Pending(self.predictor.prepare(image), Future())
+            self._queue.put(pending)
+            low = pending.result.result()
+        finally:
+            with self._count:
+                self._in_flight -= 1
+        return Prediction.from_low(low, (int(image.shape[0]), int(image.shape[1])))
+
+    def close(self) -> None:
+        """Stop the batcher's thread once what is queued has run."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = self._gather(first)
+            try:
+                probs = self.predictor.forward(np.stack([p.x for p in batch]))
+            except BaseException as exc:  # every waiting request gets the error, the thread lives on
+                for p in batch:
+                    p.result.set_exception(exc)
+            else:
+                for p, prob in zip(batch, probs, strict=True):
+                    p.result.set_result(prob)
+            self.batches = [*self.batches[-999:], len(batch)]
+            if stop:
+                return
+
+    def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        """``first`` and what joins it; True when the stop signal came meanwhile."""
+        batch = [first]
+        deadline = time.monotonic() + self.window_s
+        while len(batch) < self.max_batch:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                with self._count:
+                    preparing = self._in_flight > len(batch) + self._queue.qsize()
+                remaining = deadline - time.monotonic()
+                if not preparing or remaining <= 0:
+                    break
+                try:
+                    nxt = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if nxt is None:
+                return batch, True
+            batch.append(nxt)
+        return batch, False
+
+
+class ModelCache:
+    """Up to ``size`` loaded models (a ``MicroBatcher`` each), least recently used evicted first.
+    Thread-safe: requests run in a threadpool, and two requests for one cold model must not both load
+    it."""
+
+    def __init__(self, size: int, device: str = "cpu", max_batch: int = 8, window_s: float = 0.005) -> None:
         if size < 1:
             raise ValueError(f"model cache size must be >= 1, got {size}.")
         self.size = size
         self.device = resolve_device(device)
-        self._items: OrderedDict[uuid.UUID, Predictor] = OrderedDict()
+        self.max_batch, self.window_s = max_batch, window_s
+        self._items: OrderedDict[uuid.UUID, MicroBatcher] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -58,19 +150,21 @@ class ModelCache:
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._items
 
-    def get(self, store: ObjectStore, model: Model) -> Predictor:
+    def get(self, store: ObjectStore, model: Model) -> MicroBatcher:
         with self._lock:
             if model.id in self._items:
                 self._items.move_to_end(model.id)
                 return self._items[model.id]
-            predictor = _load(store, model, self.device)
-            self._items[model.id] = predictor
+            served = MicroBatcher(_load(store, model, self.device), self.max_batch, self.window_s)
+            self._items[model.id] = served
             while len(self._items) > self.size:
-                self._items.popitem(last=False)
-            return predictor
+                self._items.popitem(last=False)[1].close()
+            return served
 
     def clear(self) -> None:
         with self._lock:
+            for served in self._items.values():
+                served.close()
             self._items.clear()
 
 
@@ -91,11 +185,6 @@ class Encoded:
     media_type: str
     body: bytes | None = None
     payload: dict[str, Any] | None = None
-
-
-def segment(predictor: Predictor, image: np.ndarray) -> Prediction:
-    """(H, W, C) uint8 -> prediction at the same H, W."""
-    return predictor.predict([image], batch_size=1)[0]
 
 
 MAX_NPY_BYTES = 256 << 20  # format=npy sends (K, H, W) float32: refuse what would be larger
@@ -194,7 +283,7 @@ def _write_masks(
                     continue
                 if problems:
                     continue  # the request fails anyway: only check the remaining files
-                prediction = segment(predictor, image)
+                prediction = predictor.predict([image], batch_size=1)[0]
                 del image
             name = f"{PurePosixPath(blob.name).stem}.png"
             body = encode(prediction, predictor, model_id, fmt).body

@@ -82,11 +82,14 @@ def test_model_cache_keeps_the_most_recent(tmp_path: object) -> None:
         rows.append(Model(id=uuid.uuid4(), weights_key=key))
     cache = ModelCache(size=2)
     first = cache.get(store, rows[0])
-    cache.get(store, rows[1])
+    second = cache.get(store, rows[1])
     assert cache.get(store, rows[0]) is first  # a hit refreshes recency
     cache.get(store, rows[2])
     assert rows[0].id in cache and rows[2].id in cache and rows[1].id not in cache
     assert len(cache) == 2
+    assert not second._thread.is_alive()  # an evicted model's batcher thread has stopped
+    cache.clear()
+    assert not first._thread.is_alive() and len(cache) == 0
 
 
 def test_blobs_read_on_demand_from_the_upload_file_and_the_archive() -> None:
