@@ -89,7 +89,8 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def timed(call: Callable[[], object], n: int, warmup: int = 3) -> dict[str, float]:
+def walls(call: Callable[[], object], n: int, warmup: int) -> list[float]:
+    """Wall seconds of ``n`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         call()
     seconds = []
@@ -97,7 +98,11 @@ def timed(call: Callable[[], object], n: int, warmup: int = 3) -> dict[str, floa
         start = time.perf_counter()
         call()
         seconds.append(time.perf_counter() - start)
-    return percentiles(seconds)
+    return seconds
+
+
+def timed(call: Callable[[], object], n: int, warmup: int = 3) -> dict[str, float]:
+    return percentiles(walls(call, n, warmup))
 
 
 def _ok(response: httpx.Response) -> httpx.Response:
@@ -175,13 +180,7 @@ def batch(world: World, image: bytes, k: int, repeats: int) -> dict[str, Any]:
     with httpx.Client(base_url=world.base_url, headers=world.auth, timeout=600.0) as client:
 
         def best(call: Callable[[], object]) -> float:
-            call()
-            walls = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                call()
-                walls.append(time.perf_counter() - start)
-            return k / min(walls)
+            return k / min(walls(call, repeats, warmup=1))
 
         batched = best(lambda: _ok(client.post(f"/v1/models/{world.model_id}/segment-batch", files=files)))
         one_by_one = best(lambda: [_ok(client.post(single, files={"file": f})) for _, f in files])

@@ -56,9 +56,9 @@ class MicroBatcher:
     and restores its mask from the returned probabilities in its own thread again. The batcher takes
     what is waiting, up to ``max_batch`` images, and waits up to ``window_s`` for more only while other
     requests are still preparing theirs: a lone request never waits. ``max_batch`` 1 runs each image
-    alone (in the batcher's thread). The network is only ever run by this thread (plus
-    ``segment-batch``'s own calls, which never overlap it in a harmful way: eval-mode forward passes do
-    not change the network)."""
+    alone (in the batcher's thread). ``segment-batch`` calls the predictor directly in its request's
+    thread: eval-mode forward passes do not change the network, so the two may overlap. Once closed (the
+    model left the cache), requests that still hold it run in their own thread."""
 
     def __init__(self, predictor: Predictor, max_batch: int = 8, window_s: float = 0.005) -> None:
         if max_batch < 1 or window_s < 0:
@@ -66,6 +66,7 @@ class MicroBatcher:
         self.predictor, self.max_batch, self.window_s = predictor, max_batch, window_s
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._in_flight = 0
+        self._closed = False
         self._count = threading.Lock()
         self.batches: list[int] = []  # sizes of the last 1000 batches run (for tests and metrics)
         self._thread = threading.Thread(target=self._loop, name="gtc-micro-batcher", daemon=True)
@@ -77,17 +78,24 @@ class MicroBatcher:
             self._in_flight += 1
         try:
             pending = _Pending(self.predictor.prepare(image), Future())
-            self._queue.put(pending)
-            low = pending.result.result()
+            with self._count:  # nothing is queued after the stop signal
+                closed = self._closed
+                if not closed:
+                    self._queue.put(pending)
+            low = self.predictor.forward(pending.x[None])[0] if closed else pending.result.result()
         finally:
             with self._count:
                 self._in_flight -= 1
         return Prediction.from_low(low, (int(image.shape[0]), int(image.shape[1])))
 
-    def close(self) -> None:
-        """Stop the batcher's thread once what is queued has run."""
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+    def close(self, wait: bool = True) -> None:
+        """Stop the batcher's thread once what is queued has run (``wait``: until it has)."""
+        with self._count:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+        if wait:
+            self._thread.join(timeout=30)
 
     def _loop(self) -> None:
         while True:
@@ -158,7 +166,7 @@ class ModelCache:
             served = MicroBatcher(_load(store, model, self.device), self.max_batch, self.window_s)
             self._items[model.id] = served
             while len(self._items) > self.size:
-                self._items.popitem(last=False)[1].close()
+                self._items.popitem(last=False)[1].close(wait=False)  # requests holding it finish
             return served
 
     def clear(self) -> None:

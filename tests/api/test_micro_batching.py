@@ -80,3 +80,12 @@ def test_a_failing_forward_pass_reaches_the_request_and_the_batcher_lives_on() -
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(Predictor(tiny_bundle()), max_batch=0)
+
+
+def test_a_closed_batcher_still_answers_requests_that_hold_it() -> None:
+    predictor = Predictor(tiny_bundle())
+    batcher = MicroBatcher(predictor, max_batch=4, window_s=0.0)
+    batcher.close()
+    batcher.close()  # twice is harmless
+    image = _images(1)[0]
+    np.testing.assert_array_equal(batcher.segment(image).mask, predictor.predict([image])[0].mask)

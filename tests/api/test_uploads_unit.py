@@ -87,7 +87,8 @@ def test_model_cache_keeps_the_most_recent(tmp_path: object) -> None:
     cache.get(store, rows[2])
     assert rows[0].id in cache and rows[2].id in cache and rows[1].id not in cache
     assert len(cache) == 2
-    assert not second._thread.is_alive()  # an evicted model's batcher thread has stopped
+    second._thread.join(timeout=10)  # an evicted model's batcher thread stops (without blocking the cache)
+    assert not second._thread.is_alive()
     cache.clear()
     assert not first._thread.is_alive() and len(cache) == 0
 
