@@ -50,15 +50,27 @@ def gmm_histogram_png(round: GmmRound, *, tau: float = 0.5, dpi: int = 100) -> b
     ax.plot(x, clean, color="tab:green", label=f"clean (w={round.weights[0]:.2f}, mu={round.means[0]:.2f})")
     ax.plot(x, noisy, color="tab:red", label=f"noisy (w={round.weights[1]:.2f}, mu={round.means[1]:.2f})")
     ax.plot(x, clean + noisy, color="k", linestyle="--", linewidth=1, label="mixture")
-    ax.plot([], [], " ", label=f"flagged {round.n_flagged} (clean prob <= {tau:g})")
+    title, flagged = gmm_caption(round, tau)
+    ax.plot([], [], " ", label=flagged)
     ax.set_xlabel("normalised per-sample loss")
     ax.set_ylabel("density")
-    ax.set_title(f"G stage round {round.round}: separation S = {round.separation:.2f}")
+    ax.set_title(title)
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def gmm_caption(round: GmmRound, tau: float) -> tuple[str, str]:
+    """The plot's title and the legend line on what the fit flagged. A fit that showed no two groups
+    (``applied`` False) changed nothing, and says so: its count is what it would have flagged. A job's
+    final verdict is its noise report (the job's ``quality`` may still judge an applied split to be no
+    evidence), not any one round's plot."""
+    title = f"GMM round {round.round}: separation S = {round.separation:.2f}"
+    if round.applied:
+        return title, f"flagged {round.n_flagged} this round (clean prob <= {tau:g})"
+    return f"{title}, not applied", f"would flag {round.n_flagged}: no two groups, flags unchanged"
 
 
 def annotator_offsets_png(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from gtcorrect.plots import gmm_histogram_png
+from gtcorrect.plots import gmm_caption, gmm_histogram_png
 from gtcorrect.types import GmmRound
 
 
@@ -47,3 +48,12 @@ def test_empty_histogram_still_renders_and_bad_edges_raise() -> None:
     bad = GmmRound(**{**r.__dict__, "hist_edges": (0.0, 1.0)})
     with pytest.raises(ValueError, match="len\\(edges\\) == len\\(counts\\) \\+ 1, got 2 and 20"):
         gmm_histogram_png(bad)
+
+
+def test_a_fit_that_was_not_applied_says_so() -> None:
+    title, flagged = gmm_caption(_round(3), tau=0.5)
+    assert title.startswith("GMM round 3: separation S = 4.47") and "not applied" not in title
+    assert flagged == "flagged 40 this round (clean prob <= 0.5)"
+    title, flagged = gmm_caption(replace(_round(3), applied=False), tau=0.5)
+    assert title.endswith(", not applied") and flagged.startswith("would flag 40: no two groups")
+    assert gmm_histogram_png(replace(_round(3), applied=False))[:4] == b"\x89PNG"
