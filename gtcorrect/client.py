@@ -193,6 +193,7 @@ class Client:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries or not retry
             request = self._http.build_request(method, url, **kwargs)
+            wait = self.backoff_s * 2**attempt
             try:
                 response = self._http.send(request, stream=True)
             except httpx.TransportError as exc:
@@ -201,8 +202,9 @@ class Client:
             else:
                 if response.status_code not in RETRY_STATUSES or last:
                     break
+                wait = max(wait, _retry_after(response))
                 response.close()
-            time.sleep(self.backoff_s * 2**attempt)
+            time.sleep(wait)
         if response.is_error:
             response.read()
             response.close()
@@ -459,3 +461,12 @@ class Client:
             for name in names:
                 (out / name).write_bytes(archive.read(name))
         return sorted(out / n for n in names if n.endswith(".png"))
+
+
+MAX_RETRY_AFTER_S = 60.0  # a server's Retry-After is followed up to this long
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The seconds a 429/503 answer's ``Retry-After`` asks for (at most ``MAX_RETRY_AFTER_S``), else 0."""
+    value = response.headers.get("retry-after", "").strip()
+    return min(float(value), MAX_RETRY_AFTER_S) if value.isdigit() else 0.0

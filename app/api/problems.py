@@ -26,8 +26,10 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
 
 async def app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    return problem_response(exc.to_problem(instance=request.url.path), headers)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+    if "retry_after" in exc.extra:  # a 429 or 503 says when to try again, for clients and proxies too
+        headers["Retry-After"] = str(int(exc.extra["retry_after"]))
+    return problem_response(exc.to_problem(instance=request.url.path), headers or None)
 
 
 def _where(loc: tuple[Any, ...] | list[Any]) -> str:

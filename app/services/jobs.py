@@ -57,6 +57,7 @@ def _check_active(session: Session, project: Project, most: int) -> None:
             f"this project has {active} queued or running jobs, the most allowed at once "
             f"(GTC_MAX_ACTIVE_JOBS={most}); wait for one to finish or cancel one.",
             limit=most,
+            retry_after=60,
         )
 
 

@@ -176,8 +176,10 @@ def test_operator_limits_and_the_active_job_quota(
         short = {"dataset_id": ids["a"], "config": {"t": {"epochs": 5}}}
         for _ in range(2):
             assert client.post("/v1/jobs", json=short, headers=auth).status_code == 202
-        body = assert_problem(client.post("/v1/jobs", json=short, headers=auth), 429)
+        refused = client.post("/v1/jobs", json=short, headers=auth)
+        body = assert_problem(refused, 429)
         assert "GTC_MAX_ACTIVE_JOBS=2" in body["detail"] and body["limit"] == 2
+        assert refused.headers["Retry-After"] == "60" and body["retry_after"] == 60
         other = {"dataset_id": ids["b"], "config": {"t": {"epochs": 5}}}
         assert client.post("/v1/jobs", json=other, headers=other_auth).status_code == 202  # per project
         first = client.get("/v1/jobs", headers=auth).json()["items"][0]["id"]

@@ -144,6 +144,21 @@ def test_get_is_retried_after_a_503_and_a_connection_error() -> None:
     assert len(calls) == 3 and all(c.headers["authorization"] == "Bearer key" for c in calls)
 
 
+def test_a_retry_waits_as_long_as_the_server_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("gtcorrect.client.time.sleep", slept.append)
+    answers = iter(
+        [
+            httpx.Response(429, headers={"Retry-After": "7"}, json={**PROBLEM, "status": 429}),
+            httpx.Response(503, headers={"Retry-After": "3600"}, json={**PROBLEM, "status": 503}),
+            httpx.Response(200, json=JOB),
+        ]
+    )
+    with _client(lambda request: next(answers)) as client:
+        assert client.job("j1")["id"] == "j1"
+    assert slept == [7.0, 60.0]  # the server's hint, capped at a minute
+
+
 def test_get_gives_up_after_its_retries() -> None:
     calls: list[httpx.Request] = []
 
