@@ -2,10 +2,13 @@
 
 A decoded 7000 x 7000 image is 147 MB. With glibc's defaults such buffers may land in the heap, where
 freeing them does not shrink the process: the API once stayed at 2.66 GB after a few large uploads. At
-start-up the API asks glibc to serve every allocation of 1 MB or more with its own mmap (returned to the
-system when freed) and to keep at most two arenas; after every request whose body is larger than 1 MB
-it trims the heap. A process started with ``MALLOC_MMAP_THRESHOLD_`` set keeps what its operator chose
-(the training worker and the test suite set it: training is faster with large thresholds).
+start-up the API asks glibc to serve every allocation of 32 MB or more with its own mmap (returned to the
+system when freed), to keep at most 64 MB of free heap and at most two arenas; after every request whose
+body is larger than 1 MB it trims the heap. The threshold was 1 MB until the speed benchmark showed its
+cost: a network's activations (a few MB each) were mapped and unmapped on every forward pass, which ran
+1.6-1.9x slower than with the heap (BENCHMARKS.md, "Where users wait"). A process started with
+``MALLOC_MMAP_THRESHOLD_`` set keeps what its operator chose (the training worker and the test suite set
+it: training is faster with large thresholds).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-LARGE_BYTES = 1 << 20
+LARGE_BYTES = 1 << 20  # a request body above this is followed by a trim
+MMAP_BYTES = 32 << 20  # allocations this large get their own mapping (glibc's upper bound for it)
+KEEP_FREE_BYTES = 64 << 20  # free heap kept for the next request rather than returned at once
 
 
 @cache
@@ -37,8 +42,8 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def tune_allocator() -> bool:
-    """Large allocations mmapped, two arenas, trimming above 1 MB free; False where not glibc or where
-    the environment already sets the allocator."""
+    """Allocations of 32 MB and more mmapped, two arenas, trimming above 64 MB free; False where not
+    glibc or where the environment already sets the allocator."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         log.info("MALLOC_MMAP_THRESHOLD_ is set: allocator settings left as the environment chose")
         return False
@@ -46,7 +51,7 @@ def tune_allocator() -> bool:
     if libc is None:
         log.info("not glibc: allocator settings left as they are")
         return False
-    settings = ((M_MMAP_THRESHOLD, LARGE_BYTES), (M_TRIM_THRESHOLD, LARGE_BYTES), (M_ARENA_MAX, 2))
+    settings = ((M_MMAP_THRESHOLD, MMAP_BYTES), (M_TRIM_THRESHOLD, KEEP_FREE_BYTES), (M_ARENA_MAX, 2))
     return all(libc.mallopt(option, value) == 1 for option, value in settings)
 
 
