@@ -1,17 +1,17 @@
 """The annotator check: where the job knows who drew each mask, a biased annotator's masks are flagged and
 their outlines moved back.
 
-A bias that one annotator's masks all share (every outline 5 px too wide) is invisible to per-mask scores: the
-network learns it. The annotator report (``gtcorrect.annotators``) sees it as a consistent offset from the
-other annotators; when it calls an annotator ``suspect``, each of their masks gets a probability of carrying
-the bias (``bias_findings``: is its outline offset more like this annotator's or like the others'?), which
-enters every mask's clean probability (with the network's verdict, where it has one), and a correction that
-moves its outline back by the annotator's offset (``shift_outline``; Spatial Correction, Yao et al., ICLR
-2023, models label noise as such a shift). The correction is proposed for every flagged mask of theirs whose
-moved outline follows the image's edges better than the given one (``gtcorrect.boundary``): the edges are the
-per-mask check, independent of the network (the offset posterior overlaps too much to ask 0.9 of it,
-BENCHMARKS.md); the others are counted as vetoed. Nothing is proposed when the job cannot vouch for its
-network (too few samples, no validation, a weak network). Binary masks only (one foreground class).
+A bias that one annotator's masks all share (every outline 5 px too wide) is invisible to per-mask scores:
+the network learns it. The annotator report (``gtcorrect.annotators``) sees it as a consistent offset from
+the other annotators; when it calls an annotator ``suspect``, each of their masks gets a probability of
+carrying the bias (``bias_findings``: is its outline offset more like the biased share of theirs or like the
+others'?), which enters every mask's clean probability (with the network's verdict, where it has one), and a
+correction that moves its outline back by the annotator's offset (``shift_outline``; Spatial Correction, Yao
+et al., ICLR 2023, models label noise as such a shift). The correction is proposed for every flagged mask of
+theirs whose moved outline follows the image's edges better than the given one (``gtcorrect.boundary``): the
+edges are the per-mask check, independent of the network (the offset posterior overlaps too much to ask 0.9
+of it, BENCHMARKS.md); the others are counted as vetoed. Nothing is proposed when the job cannot vouch for
+its network (too few samples, no validation, a weak network). Binary masks only (one foreground class).
 Shape legend: N training masks, C channels, S size.
 """
 
