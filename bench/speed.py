@@ -11,7 +11,8 @@ S3 server, ``uvicorn`` as a subprocess) and registers one model per size, a defa
 - **latency** per size: the service (``POST /v1/models/{id}/segment``, one client, keep-alive) against
   the same work in-process (decode, the model's ``MicroBatcher``, PNG encoding: what the route calls)
   and against the network's forward pass alone; p50 and p95 of ``--requests`` calls each;
-- **concurrency**: images/s with 1 client and with ``--clients`` clients (threads, one connection each);
+- **concurrency**: images/s with 1 client and with ``--clients`` clients (threads, one connection each),
+  and the same clients against a second API that runs every image alone (no micro-batching);
 - **batch**: ``POST .../segment-batch`` with ``--batch`` images in one call against as many single calls;
 - **ingest**: masks/s of one annotation-batch upload of ``--ingest`` masks, in S3 mode (this stack) and in
   embedded mode (``gtcorrect serve``: SQLite and a local folder);
@@ -250,19 +251,26 @@ def _service_tables(log: dict[str, Any]) -> list[str]:
     if "concurrency" not in log:
         return []
     c, b = log["concurrency"], log["batch"]
-    one, many = c["one"], c["many"]
+    one, many, alone = c["one"], c["many"], c["many_alone"]
     batch_ratio = b["batch_images_per_s"] / b["single_images_per_s"]
     return [
         markdown_table(
-            [f"at {c['size']} px", "1 client", f"{many['clients']} clients", "ratio"],
+            [
+                f"at {c['size']} px",
+                "1 client",
+                f"{many['clients']} clients",
+                "ratio",
+                f"{many['clients']} clients, each image alone (GTC_INFER_MAX_BATCH=1)",
+            ],
             [
                 [
                     "images/s",
                     f"{one['images_per_s']:.1f}",
                     f"{many['images_per_s']:.1f}",
                     f"{c['ratio']:.2f}x",
+                    f"{alone['images_per_s']:.1f}",
                 ],
-                ["p50 / p95 ms", _ms(one), _ms(many), ""],
+                ["p50 / p95 ms", _ms(one), _ms(many), "", _ms(alone)],
             ],
         ),
         markdown_table(
@@ -400,7 +408,13 @@ def measure_service(
             for s in sizes:
                 log["latency"][str(s)]["service"] = service_latency(worlds[s], image, n)
             first = worlds[sizes[0]]
-            log["concurrency"] = {"size": sizes[0], **concurrency(first, image, args.clients, max(2, n // 4))}
+            per_client = max(2, n // 4)
+            log["concurrency"] = {"size": sizes[0], **concurrency(first, image, args.clients, per_client)}
+            # The same clients against a second API on the same stack that runs every image alone.
+            alone = settings.model_copy(update={"infer_max_batch": 1})
+            with api_server(alone, workdir / "api-alone.log") as alone_url:
+                unbatched = concurrency(replace(first, base_url=alone_url), image, args.clients, per_client)
+            log["concurrency"]["many_alone"] = unbatched["many"]
             k = args.batch or (4 if smoke else 16)
             log["batch"] = {"size": sizes[0], **batch(first, image, k, repeats=1 if smoke else 3)}
             log["ingest"] = {"s3": ingest(base_url, first.auth, n_ingest, mask_size)}

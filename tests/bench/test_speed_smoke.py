@@ -22,6 +22,7 @@ def test_smoke_run_measures_every_path(tmp_path: Path) -> None:
             assert row[path]["n"] == 5 and 0 < row[path]["p50_ms"] <= row[path]["p95_ms"], (path, row)
     concurrency = log["concurrency"]
     assert concurrency["one"]["clients"] == 1 and concurrency["many"]["clients"] == 8
+    assert concurrency["many_alone"]["clients"] == 8 and concurrency["many_alone"]["images_per_s"] > 0
     assert concurrency["ratio"] == pytest.approx(
         concurrency["many"]["images_per_s"] / concurrency["one"]["images_per_s"]
     )
