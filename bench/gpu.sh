@@ -10,9 +10,9 @@
 #   GTC_GPU_DEVICE=cpu GTC_GPU_SCHEDULE=smoke GTC_GPU_SIZE=32 GTC_GPU_DATA=synthetic GTC_GPU_SEEDS=0 \
 #     bash bench/gpu.sh                                                      # CPU proof, ~2 min (the tests)
 #
-# Settings: GTC_GPU_CELLS ("regime alpha" pairs separated by commas, default "strong 0.5"), GTC_GPU_METHODS (default
-# "noisy gmm_select gt"), GTC_GPU_SEEDS ("0 1"), GTC_GPU_SIZE (256), GTC_GPU_SCHEDULE (full),
-# GTC_GPU_DATA (kvasir, or synthetic: the smoke data, no download).
+# Settings: GTC_GPU_CELLS ("regime alpha" pairs separated by commas, default "strong 0.5"),
+# GTC_GPU_METHODS ("noisy gmm_select gt"), GTC_GPU_SEEDS ("0 1"), GTC_GPU_SIZE (256), GTC_GPU_SCHEDULE
+# (full), GTC_GPU_DATA (kvasir, or synthetic: the smoke data, no download).
 # Needs: python3 with torch, scikit-learn, scikit-image, scipy, pillow; MONAI is installed from wheels in
 # .whl/ when present (a machine without an index), else from the package index. Kvasir-SEG is read from
 # $GTC_SHARED_DATA (default ../shared/data). Outputs: quality.json, speed.json, BENCHMARKS.md (this repo's

@@ -66,12 +66,23 @@ def png(seed: int, size: int = IMAGE_SIZE, grey_mask: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def tiny_bundle() -> ModelBundle:
-    """A real, untrained 2-class UNet of a few hundred weights: inference costs the server little."""
+TINY_NET = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)  # a few hundred weights
+
+
+def untrained_bundle(size: int, net: NetConfig, metrics: dict[str, float] | None = None) -> ModelBundle:
+    """A real, untrained (seeded) 2-class UNet of architecture ``net`` for ``size`` px RGB images: its
+    speed is a trained one's."""
     torch.manual_seed(0)
-    config = TrainConfig(image_size=IMAGE_SIZE, net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0))
-    net = build_network(config.net, 3, 2)
-    return ModelBundle(config, LabelMap(("background", "polyp")), 3, net.state_dict(), metrics={"dice": 0.5})
+    config = TrainConfig(image_size=size, net=net)
+    network = build_network(config.net, 3, 2)
+    return ModelBundle(
+        config, LabelMap(("background", "polyp")), 3, network.state_dict(), metrics=metrics or {}
+    )
+
+
+def tiny_bundle() -> ModelBundle:
+    """``TINY_NET`` at 32 px: inference costs the server little."""
+    return untrained_bundle(IMAGE_SIZE, TINY_NET, {"dice": 0.5})
 
 
 @contextlib.contextmanager

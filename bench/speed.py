@@ -45,15 +45,14 @@ from PIL import Image
 
 from app.services import inference
 from bench.common import machine, synthetic_split
-from bench.load_setup import World, api_server, png, seed, services
+from bench.load_setup import TINY_NET, World, api_server, png, seed, services, untrained_bundle
 from bench.report import BENCHMARKS, markdown_table, write_section
 from gtcorrect.config import AugmentConfig, GStageConfig, NetConfig, TrainConfig, TStageConfig
 from gtcorrect.data import prepare_images, read_image
 from gtcorrect.inference import Predictor
 from gtcorrect.model import ModelBundle
-from gtcorrect.networks import build_network
 from gtcorrect.trainer import fit
-from gtcorrect.types import LabelMap, TrainingData
+from gtcorrect.types import TrainingData
 from tests.support.processes import embedded_serve
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -71,14 +70,6 @@ def photo(height: int, width: int, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
-
-
-def bundle(size: int, net: NetConfig) -> ModelBundle:
-    """An untrained 2-class UNet of the given architecture for ``size`` px, RGB input."""
-    torch.manual_seed(0)
-    config = TrainConfig(image_size=size, net=net)
-    network = build_network(config.net, 3, 2)
-    return ModelBundle(config, LabelMap(("background", "polyp")), 3, network.state_dict(), metrics={})
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -367,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     smoke = args.smoke
     sizes = args.sizes or ([32] if smoke else [128, 256])
     n = args.requests or (5 if smoke else 40)
-    net = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0) if smoke else NetConfig()
+    net = TINY_NET if smoke else NetConfig()
     height, width = (96, 112) if smoke else IMAGE_HW
     image = photo(height, width)
     log: dict[str, Any] = {
@@ -375,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         "section": args.section,
         "machine": machine(),
         "settings": {"image": [height, width], "channels": list(net.channels), "requests": n},
-        "latency": {str(s): engine_latency(bundle(s, net), image, n, args.device) for s in sizes},
+        "latency": {str(s): engine_latency(untrained_bundle(s, net), image, n, args.device) for s in sizes},
     }
     if not args.engine_only:
         measure_service(log, args, sizes, net, image)
@@ -404,7 +395,7 @@ def measure_service(
     with tempfile.TemporaryDirectory(prefix="gtc-speed-") as tmp:
         workdir = Path(tmp)
         with services(workdir) as settings, api_server(settings, workdir / "api.log") as base_url:
-            worlds = {s: seed(settings, base_url, n_images=2, model=bundle(s, net)) for s in sizes}
+            worlds = {s: seed(settings, base_url, n_images=2, model=untrained_bundle(s, net)) for s in sizes}
             for s in sizes:
                 log["latency"][str(s)]["service"] = service_latency(worlds[s], image, n)
             first = worlds[sizes[0]]

@@ -45,10 +45,7 @@ def put_all(store: ObjectStore, items: Sequence[tuple[str, bytes]], content_type
     """Write every ``(key, data)`` of ``items``, ``PUT_WORKERS`` at a time (both adapters are thread-safe).
     The first failure is raised once the writes in flight have ended; what was written stays for the
     caller's rollback cleanup to delete."""
-    if len(items) <= 1:
-        for key, data in items:
-            store.put(key, data, content_type=content_type)
+    if not items:
         return
     with ThreadPoolExecutor(min(PUT_WORKERS, len(items)), thread_name_prefix="put") as pool:
-        for _ in pool.map(lambda item: store.put(item[0], item[1], content_type=content_type), items):
-            pass
+        list(pool.map(lambda item: store.put(item[0], item[1], content_type=content_type), items))
