@@ -8,7 +8,7 @@ against both.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Protocol, runtime_checkable
 
 PUT_WORKERS = 8  # objects written at once by put_all: S3 round trips overlap, the bytes are small
@@ -43,9 +43,16 @@ class ObjectStore(Protocol):
 
 def put_all(store: ObjectStore, items: Sequence[tuple[str, bytes]], content_type: str) -> None:
     """Write every ``(key, data)`` of ``items``, ``PUT_WORKERS`` at a time (both adapters are thread-safe).
-    The first failure is raised once the writes in flight have ended; what was written stays for the
+    On the first failure the writes not yet started are dropped and the error is raised once the writes
+    in flight have ended, so nothing lands after the call returns; what was written stays for the
     caller's rollback cleanup to delete."""
     if not items:
         return
     with ThreadPoolExecutor(min(PUT_WORKERS, len(items)), thread_name_prefix="put") as pool:
-        list(pool.map(lambda item: store.put(item[0], item[1], content_type=content_type), items))
+        futures = [pool.submit(store.put, key, data, content_type=content_type) for key, data in items]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+    for future in futures:  # the pool has shut down: every future has ended or was cancelled
+        if not future.cancelled() and future.exception() is not None:
+            raise future.exception()  # type: ignore[misc]

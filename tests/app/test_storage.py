@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -87,15 +88,22 @@ def test_put_all_writes_every_object_and_raises_the_first_failure(store: ObjectS
     assert list(store.list("many/")) == [k for k, _ in items]
     assert all(store.get(k) == data for k, data in items)
 
-    class Failing:  # one write of many fails: the error is the caller's, the other writes still land
+    written: list[str] = []
+
+    class Failing:  # one write of many fails: the first error is the caller's, nothing lands afterwards
         def put(self, key: str, data: bytes, content_type: str = "") -> None:
             if key.endswith("007.bin"):
                 raise OSError("disk full")
             store.put(key, data, content_type)
+            written.append(key)
 
+    more = [(f"more/{i:03d}.bin", b"x") for i in range(200)]
     with pytest.raises(OSError, match="disk full"):
-        put_all(Failing(), [(f"more/{i:03d}.bin", b"x") for i in range(12)], "text/plain")  # type: ignore[arg-type]
-    assert len(list(store.list("more/"))) == 11
+        put_all(Failing(), more, "text/plain")  # type: ignore[arg-type]
+    landed = list(store.list("more/"))
+    assert sorted(written) == landed and "more/007.bin" not in landed
+    time.sleep(0.2)
+    assert list(store.list("more/")) == landed
 
 
 def test_binary_round_trip_of_a_few_megabytes(store: ObjectStore) -> None:
