@@ -198,8 +198,9 @@ def read_mask(
     return values
 
 
-def mask_to_png(mask: np.ndarray, label_map: LabelMap) -> bytes:
-    """(H, W) class indices -> 8-bit grey PNG; binary label maps write 0/255 so masks are visible."""
+def mask_to_png(mask: np.ndarray, label_map: LabelMap, compress_level: int = 6) -> bytes:
+    """(H, W) class indices -> 8-bit grey PNG; binary label maps write 0/255 so masks are visible.
+    ``compress_level`` is zlib's (1 fastest, 9 smallest)."""
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}.")
     k = label_map.num_classes
@@ -209,7 +210,7 @@ def mask_to_png(mask: np.ndarray, label_map: LabelMap) -> bytes:
         raise ValueError(f"mask values {int(mask.min())}..{int(mask.max())} lie outside 0..{k - 1}.")
     pixels = mask.astype(np.uint8) * (255 if k == 2 else 1)
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 

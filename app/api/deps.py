@@ -24,7 +24,7 @@ from app.storage.base import ObjectStore
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer gtc_...`.")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -44,22 +44,22 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_store(request: Request) -> ObjectStore:
+async def get_store(request: Request) -> ObjectStore:
     store: ObjectStore = request.app.state.store
     return store
 
 
-def get_queue(request: Request) -> TaskQueue:
+async def get_queue(request: Request) -> TaskQueue:
     queue: TaskQueue = request.app.state.queue
     return queue
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_model_cache(request: Request) -> ModelCache:
     cache: ModelCache = request.app.state.model_cache
     return cache
 
 
-def get_limits(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> UploadLimits:
+async def get_limits(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> UploadLimits:
     return UploadLimits.from_settings(settings, request.app.state.pixel_budget)
 
 
@@ -72,7 +72,7 @@ ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 LimitsDep = Annotated[UploadLimits, Depends(get_limits)]
 
 
-def get_session_secret(request: Request) -> bytes:
+async def get_session_secret(request: Request) -> bytes:
     secret: bytes = request.app.state.session_secret
     return secret
 
@@ -103,11 +103,10 @@ def get_api_key(
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
 
 
-def get_project(session: SessionDep, key: ApiKeyDep) -> Project:
-    project = session.get(Project, key.project_id)
-    if project is None:
-        raise Unauthorized("the API key's project no longer exists.")
-    return project
+async def get_project(key: ApiKeyDep) -> Project:
+    """The key's project, loaded with the key (no I/O: it runs on the event loop, not in the threadpool)."""
+    assert key.project is not None  # authentication refuses a key whose project is gone
+    return key.project
 
 
 ProjectDep = Annotated[Project, Depends(get_project)]
@@ -146,12 +145,12 @@ def _require_content_type(request: Request, allowed: tuple[str, ...]) -> None:
         )
 
 
-def require_multipart(request: Request) -> None:
+async def require_multipart(request: Request) -> None:
     """File uploads are multipart forms; anything else is refused with 415 instead of a confusing 422."""
     _require_content_type(request, ("multipart/form-data",))
 
 
-def require_form(request: Request) -> None:
+async def require_form(request: Request) -> None:
     """A form that may carry a file (multipart) or only fields (urlencoded)."""
     _require_content_type(request, ("multipart/form-data", "application/x-www-form-urlencoded"))
 

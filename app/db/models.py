@@ -126,6 +126,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    project: Mapped[Project | None] = relationship(lazy="raise")  # loaded with the key when authenticating
 
 
 class Dataset(Base):

@@ -196,6 +196,9 @@ class Encoded:
 
 
 MAX_NPY_BYTES = 256 << 20  # format=npy sends (K, H, W) float32: refuse what would be larger
+# Answers are encoded once and sent once: zlib level 1 takes a half to a third of the default level's
+# time on a 622 x 528 mask, for PNGs about 1.5x the size (a few kilobytes).
+ANSWER_PNG_LEVEL = 1
 
 
 def encode(prediction: Prediction, predictor: Predictor, model_id: uuid.UUID, fmt: str) -> Encoded:
@@ -204,11 +207,11 @@ def encode(prediction: Prediction, predictor: Predictor, model_id: uuid.UUID, fm
     labels = predictor.label_map
     mask = prediction.mask
     if fmt == "png":
-        return Encoded("image/png", body=mask_to_png(mask, labels))
+        return Encoded("image/png", body=mask_to_png(mask, labels, ANSWER_PNG_LEVEL))
     if fmt == "probabilities":
         grey = np.clip(np.round(prediction.foreground_probability() * 255.0), 0, 255).astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(grey, mode="L").save(buffer, format="PNG")
+        Image.fromarray(grey, mode="L").save(buffer, format="PNG", compress_level=ANSWER_PNG_LEVEL)
         return Encoded("image/png", body=buffer.getvalue())
     if fmt == "npy":
         h, w = prediction.size

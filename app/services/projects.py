@@ -7,8 +7,8 @@ import hmac
 import secrets
 import uuid
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy.orm import Session, contains_eager
 
 from app.db.models import ApiKey, Project
 from app.errors import Conflict, InvalidInput, Unauthorized
@@ -44,28 +44,33 @@ def issue_key(session: Session, project: Project, name: str = "default") -> str:
 
 
 def authenticate_key(session: Session, key: str) -> ApiKey:
-    """Return the row of ``key``; raise ``Unauthorized`` for unknown, wrong or revoked keys and for keys
-    whose project is gone."""
+    """Return the row of ``key``, its ``project`` loaded in the same query; raise ``Unauthorized`` for
+    unknown, wrong or revoked keys and for keys whose project is gone."""
     if not key.startswith(KEY_PREFIX) or len(key) <= LOOKUP_CHARS:
         raise Unauthorized("the API key is malformed: expected 'gtc_...'.")
-    row = session.scalar(select(ApiKey).where(ApiKey.prefix == key[:LOOKUP_CHARS]))
+    row = session.scalar(_with_project(ApiKey.prefix == key[:LOOKUP_CHARS]))
     if row is None or not hmac.compare_digest(row.key_hash, _hash(key)):
         raise Unauthorized("the API key is not valid.")
-    return _usable(session, row)
+    return _usable(row)
 
 
 def key_by_id(session: Session, key_id: uuid.UUID) -> ApiKey:
     """The key row a browser session names, with ``authenticate_key``'s checks."""
-    row = session.get(ApiKey, key_id)
+    row = session.scalar(_with_project(ApiKey.id == key_id))
     if row is None:
         raise Unauthorized("the session's API key no longer exists: sign in again.")
-    return _usable(session, row)
+    return _usable(row)
 
 
-def _usable(session: Session, row: ApiKey) -> ApiKey:
+def _with_project(where: ColumnElement[bool]) -> Select[ApiKey]:
+    joined = select(ApiKey).outerjoin(Project, Project.id == ApiKey.project_id)
+    return joined.options(contains_eager(ApiKey.project)).where(where)
+
+
+def _usable(row: ApiKey) -> ApiKey:
     if row.revoked_at is not None:
         raise Unauthorized("the API key has been revoked.")
-    if session.get(Project, row.project_id) is None:
+    if row.project is None:
         raise Unauthorized("the API key's project no longer exists.")
     return row
 

@@ -44,9 +44,8 @@ def _signed_in(request: Request, session: Session, secret: bytes) -> tuple[ApiKe
         key = projects.key_by_id(session, browser.api_key_id)
     except Unauthorized:
         return None
-    project = session.get(Project, key.project_id)
-    assert project is not None  # key_by_id checked it
-    return key, project, browser.csrf_token(secret)
+    assert key.project is not None  # key_by_id checked it
+    return key, key.project, browser.csrf_token(secret)
 
 
 def _to_login(request: Request) -> RedirectResponse:
