@@ -85,14 +85,29 @@ def is_bimodal(record: GmmRound, min_separation: float, min_weight: float, max_f
     """Evidence of two groups: separation S >= ``min_separation``, each side holds at least
     ``min_weight`` of the samples (by the mixture's weights and by the flags), and at most
     ``max_flagged`` of them are flagged (beyond, the clean component has collapsed onto a few masks)."""
+    return not_bimodal_because(record, min_separation, min_weight, max_flagged) is None
+
+
+def not_bimodal_because(
+    record: GmmRound, min_separation: float, min_weight: float, max_flagged: float = 1.0
+) -> str | None:
+    """Why ``record`` is no evidence of two groups, in words (the first test it fails); None when it is."""
     n = max(sum(record.hist_counts), 1)
     flagged_share = record.n_flagged / n
-    return (
-        record.separation >= min_separation
-        and min(record.weights) >= min_weight
-        and min(flagged_share, 1.0 - flagged_share) >= min_weight
-        and flagged_share <= max_flagged
-    )
+    if record.separation < min_separation:
+        return f"separation S {record.separation:.2f}, below {min_separation:.2f}"
+    if min(record.weights) < min_weight:
+        return f"the smaller component weighs {min(record.weights):.1%}, under {min_weight:.0%}"
+    if min(flagged_share, 1.0 - flagged_share) < min_weight:
+        side = "flagged" if flagged_share < 0.5 else "unflagged"
+        count = record.n_flagged if flagged_share < 0.5 else n - record.n_flagged
+        return f"only {count} of {n} masks would be {side}, under {min_weight:.0%}"
+    if flagged_share > max_flagged:
+        return (
+            f"{record.n_flagged} of {n} masks ({flagged_share:.0%}) would be flagged, over "
+            f"{max_flagged:.0%}: the clean component has collapsed onto a few masks"
+        )
+    return None
 
 
 def fit_gmm(

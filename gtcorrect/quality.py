@@ -35,7 +35,7 @@ import torch
 
 from gtcorrect.boundary import JointMixture, edge_alignment, edge_auroc, fit_joint, low_alignment_auroc
 from gtcorrect.config import TrainConfig
-from gtcorrect.gstage import ScoreMixture, fit_gmm, fit_mixture, is_bimodal
+from gtcorrect.gstage import ScoreMixture, fit_gmm, fit_mixture, is_bimodal, not_bimodal_because
 from gtcorrect.losses import per_sample_loss
 from gtcorrect.metrics import foreground_dice
 from gtcorrect.noise import PRESETS, simulate_noise
@@ -401,13 +401,15 @@ def _assess_split(ev: Evidence, fetch: Fetch, warnings: list[Warning]) -> tuple[
         )
     boundary, joint = check_boundary(ev, mixture, calibration, seed) if evidence else (None, None)
     if not evidence:
-        s = f"{last.separation:.2f}" if last is not None else "n/a"
+        why = "no split was made"
+        if last is not None:
+            limits = (q.min_separation, g.min_component_weight, g.max_flagged_share)
+            why = not_bimodal_because(last, *limits) or "the last split was not applied"
         warnings.append(
             Warning(
                 "no_evidence_of_noise",
-                f"the scores show no two groups (separation {s}, needs {q.min_separation:.2f}, each side "
-                f">= {g.min_component_weight:.0%} and at most {g.max_flagged_share:.0%} flagged): nothing is "
-                "flagged; read the scores as a ranking only.",
+                f"the scores show no two groups ({why}): nothing is flagged; read the scores as a ranking "
+                "only.",
             )
         )
     elif boundary is not None and boundary.refutes:

@@ -10,7 +10,7 @@ import pytest
 
 from gtcorrect import fit
 from gtcorrect.config import GStageConfig, QualityConfig, TrainConfig
-from gtcorrect.gstage import fit_gmm, is_bimodal
+from gtcorrect.gstage import fit_gmm, is_bimodal, not_bimodal_because
 from gtcorrect.noise import simulate_noise, strong_mixed
 from gtcorrect.quality import Evidence, Fetch, assess, holdout_indices
 from tests.gtcorrect.synthetic import make_noisy_set, run_evidence
@@ -40,6 +40,10 @@ def test_a_side_of_one_mask_is_no_evidence_of_two_groups() -> None:
     losses = np.concatenate([rng.normal(0.1, 0.02, 200), [3.0]])
     _, record = fit_gmm(losses, GStageConfig(robust_quantile=0.0), seed=0)
     assert not is_bimodal(record, 0.0, 0.03)
+    why = not_bimodal_because(record, 0.0, 0.03)
+    assert why is not None and ("of 201 masks would be flagged" in why or "smaller component" in why)
+    higher = record.separation + 1.0  # separation is tested first
+    assert f"below {higher:.2f}" in (not_bimodal_because(record, higher, 0.03) or "")
 
 
 def test_a_split_that_flags_nearly_every_mask_is_no_evidence() -> None:
@@ -51,6 +55,11 @@ def test_a_split_that_flags_nearly_every_mask_is_no_evidence() -> None:
     assert record.n_flagged >= 90 and record.separation > 1.41
     assert is_bimodal(record, 1.41, g.min_component_weight)  # both sides hold >= 3 %
     assert not is_bimodal(record, 1.41, g.min_component_weight, g.max_flagged_share)
+    why = not_bimodal_because(record, 1.41, g.min_component_weight, g.max_flagged_share)
+    assert why == (
+        f"{record.n_flagged} of 100 masks ({record.n_flagged}%) would be flagged, over 80%: the clean "
+        "component has collapsed onto a few masks"
+    )
 
 
 @pytest.mark.parametrize("method", ["gt", "gmm_select"])
@@ -126,5 +135,11 @@ def test_gate_closes_and_says_why(kw: dict[str, float], code: str) -> None:
     assert quality.corrections == "withheld" and not verdict.proposed.any()
     if code == "no_evidence_of_noise":
         assert not verdict.flagged.any() and quality.noise_evidence is False
+        [message] = [w.message for w in quality.warnings if w.code == code]
+        g = ev.config.g
+        why = not_bimodal_because(
+            ev.rounds[-1], ev.config.quality.min_separation, g.min_component_weight, g.max_flagged_share
+        )
+        assert why and f"no two groups ({why})" in message, message  # which test the split failed
     data = quality.to_dict()
     assert data["corrections"]["status"] == "withheld" and data["corrections"]["reason"]
