@@ -50,7 +50,7 @@ def put_all(store: ObjectStore, items: Sequence[tuple[str, bytes]], content_type
         return
     with ThreadPoolExecutor(min(PUT_WORKERS, len(items)), thread_name_prefix="put") as pool:
         futures = [pool.submit(store.put, key, data, content_type=content_type) for key, data in items]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
     for future in futures:  # the pool has shut down: every future has ended or was cancelled
