@@ -9,8 +9,10 @@ S3 server, ``uvicorn`` as a subprocess) and registers one model per size, a defa
 (untrained: its speed is a trained one's). Then, for a 622 x 528 JPEG (Kvasir-SEG's typical size):
 
 - **latency** per size: the service (``POST /v1/models/{id}/segment``, one client, keep-alive) against
-  the same work in-process (decode, the model's ``MicroBatcher``, PNG encoding: what the route calls)
-  and against the network's forward pass alone; p50 and p95 of ``--requests`` calls each;
+  the same work in-process (decode, the model's ``MicroBatcher``, PNG encoding: what the route calls),
+  the two alternated call by call so that both run on the machine as it is with the services up; the
+  in-process path alone before the services start, and the network's forward pass; p50 and p95 of
+  ``--requests`` calls each;
 - **concurrency**: images/s with 1 client and with ``--clients`` clients (threads, one connection each),
   and the same clients against a second API that runs every image alone (no micro-batching);
 - **batch**: ``POST .../segment-batch`` with ``--batch`` images in one call against as many single calls;
@@ -103,34 +105,56 @@ def _ok(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def engine_latency(model: ModelBundle, image: bytes, n: int, device: str) -> dict[str, Any]:
-    """The in-process path (decode, predict, PNG: the functions the route calls) and the forward pass
-    alone for one image on ``device``, ``n`` calls each."""
-    served = inference.MicroBatcher(Predictor(model, device))
-    predictor = served.predictor
-    x = torch.from_numpy(prepare_images([read_image(image)], size=model.image_size, channels=3)).to(device)
+def _in_process(served: inference.MicroBatcher, image: bytes) -> Callable[[], None]:
+    """One call of the in-process path: what the route does after the upload (decode, the model's
+    ``MicroBatcher``, PNG encoding)."""
 
-    def in_process() -> None:
+    def call() -> None:
         prediction = served.segment(read_image(image))
-        inference.encode(prediction, predictor, uuid.UUID(int=0), "png")
+        inference.encode(prediction, served.predictor, uuid.UUID(int=0), "png")
+
+    return call
+
+
+def engine_latency(model: ModelBundle, image: bytes, n: int, device: str) -> dict[str, Any]:
+    """The in-process path and the forward pass alone for one image on ``device``, ``n`` calls each."""
+    served = inference.MicroBatcher(Predictor(model, device))
+    x = torch.from_numpy(prepare_images([read_image(image)], size=model.image_size, channels=3)).to(device)
 
     def forward() -> None:
         with torch.inference_mode():
-            predictor.network(x)
+            served.predictor.network(x)
         if x.is_cuda:
             torch.cuda.synchronize()
 
     try:
-        return {"in_process": timed(in_process, n), "forward": timed(forward, n)}
+        return {"in_process": timed(_in_process(served, image), n), "forward": timed(forward, n)}
     finally:
         served.close()
 
 
-def service_latency(world: World, image: bytes, n: int) -> dict[str, float]:
-    """``POST /v1/models/{id}/segment`` with the image, one client (keep-alive), ``n`` calls."""
+def service_latency(world: World, model: ModelBundle, image: bytes, n: int) -> dict[str, dict[str, float]]:
+    """``POST /v1/models/{id}/segment`` with the image (one client, keep-alive) and the in-process path
+    with the same model on the CPU, ``n`` calls each, alternated (the order swapped every pair) so that
+    both see the machine as it is while the services run: ``{"service": ..., "in_process": ...}``."""
     url = f"/v1/models/{world.model_id}/segment"
-    with httpx.Client(base_url=world.base_url, headers=world.auth, timeout=120.0) as client:
-        return timed(lambda: _ok(client.post(url, files={"file": ("frame.jpg", image, "image/jpeg")})), n)
+    served = inference.MicroBatcher(Predictor(model, "cpu"))
+    try:
+        with httpx.Client(base_url=world.base_url, headers=world.auth, timeout=120.0) as client:
+            calls = {
+                "service": lambda: _ok(client.post(url, files={"file": ("frame.jpg", image, "image/jpeg")})),
+                "in_process": _in_process(served, image),
+            }
+            seconds: dict[str, list[float]] = {name: [] for name in calls}
+            for i in range(n + 3):  # the first 3 pairs warm up
+                for name in calls if i % 2 == 0 else reversed(calls):
+                    start = time.perf_counter()
+                    calls[name]()
+                    if i >= 3:
+                        seconds[name].append(time.perf_counter() - start)
+    finally:
+        served.close()
+    return {name: percentiles(values) for name, values in seconds.items()}
 
 
 def concurrency(world: World, image: bytes, clients: int, per_client: int) -> dict[str, Any]:
@@ -294,9 +318,11 @@ def render(log: dict[str, Any]) -> str:
     m, s, t = log["machine"], log["settings"], log["training"]
     latency_rows = []
     for size, r in log["latency"].items():
-        service = r.get("service")
-        ratio = f"{service['p50_ms'] / r['in_process']['p50_ms']:.2f}x" if service else "–"
-        latency_rows.append([f"{size} px", _ms(service), _ms(r["in_process"]), _ms(r["forward"]), ratio])
+        service, paired = r.get("service"), r.get("in_process_paired")
+        ratio = f"{service['p50_ms'] / paired['p50_ms']:.2f}x" if service and paired else "–"
+        latency_rows.append(
+            [f"{size} px", _ms(service), _ms(paired), _ms(r["in_process"]), _ms(r["forward"]), ratio]
+        )
     stack = (
         "the API is one uvicorn process on loopback with Postgres, Redis and SeaweedFS S3"
         if "concurrency" in log
@@ -307,9 +333,10 @@ def render(log: dict[str, Any]) -> str:
             [
                 "size",
                 "service p50 / p95 ms",
-                "in-process p50 / p95 ms",
+                "in-process p50 / p95 ms, alternated with the service",
+                "in-process p50 / p95 ms alone, before the services start",
                 "forward p50 / p95 ms",
-                "service ÷ in-process",
+                "service ÷ in-process (alternated)",
             ],
             latency_rows,
         ),
@@ -397,7 +424,9 @@ def measure_service(
         with services(workdir) as settings, api_server(settings, workdir / "api.log") as base_url:
             worlds = {s: seed(settings, base_url, n_images=2, model=untrained_bundle(s, net)) for s in sizes}
             for s in sizes:
-                log["latency"][str(s)]["service"] = service_latency(worlds[s], image, n)
+                paired = service_latency(worlds[s], untrained_bundle(s, net), image, n)
+                log["latency"][str(s)]["service"] = paired["service"]
+                log["latency"][str(s)]["in_process_paired"] = paired["in_process"]
             first = worlds[sizes[0]]
             per_client = max(2, n // 4)
             log["concurrency"] = {"size": sizes[0], **concurrency(first, image, args.clients, per_client)}
