@@ -33,7 +33,7 @@ from gtcorrect.metrics import (
     recognition_metrics,
     segmentation_metrics,
 )
-from gtcorrect.quality import score_masks
+from gtcorrect.selftest import score_masks
 from gtcorrect.trainer import fit
 from gtcorrect.types import FitResult, TrainingData
 

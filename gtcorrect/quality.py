@@ -9,11 +9,10 @@ worth what the user can check, so every run reports, from its own data:
 - ``noise_evidence``: whether the split that stands shows two groups (``gtcorrect.gstage.is_bimodal``
   with ``quality.min_separation``); without it nothing is flagged and the scores are only a ranking;
 - ``estimated_noise_rate`` and a bootstrap interval (resampled masks, refitted mixture);
-- ``calibration``: the most trusted masks are corrupted with the engine's own simulator
-  (``gtcorrect.noise``, known truth), scored by the kept network in one forward pass and judged by the
-  run's own mixture: the detector's recall (and precision against the uncorrupted originals) and
-  whether confident correcting brings the copies back. It is optimistic: the network has fit the
-  originals (BENCHMARKS.md measures how far);
+- ``calibration``: the self-test (``gtcorrect.selftest``): the most trusted masks are corrupted with the
+  engine's own simulator (known truth), scored by the kept network and judged by the run's own split:
+  the detector's recall (and precision against the uncorrupted originals) and whether confident
+  correcting brings the copies back (BENCHMARKS.md measures how far it is from the truth);
 - the **correction gate**: corrections are proposed only when the job has evidence of noise, enough
   samples, a network above ``quality.min_val_dice``, a mixture that estimates at most
   ``quality.max_false_flag_rate`` clean masks among the flagged, and a self-test in which correcting
@@ -31,15 +30,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import torch
 
-from gtcorrect.boundary import JointMixture, edge_alignment, edge_auroc, fit_joint, low_alignment_auroc
+from gtcorrect.boundary import JointMixture, edge_alignment, fit_joint, low_alignment_auroc
 from gtcorrect.config import TrainConfig
 from gtcorrect.gstage import ScoreMixture, fit_gmm, fit_mixture, is_bimodal, not_bimodal_because
-from gtcorrect.losses import per_sample_loss
-from gtcorrect.metrics import foreground_dice
-from gtcorrect.noise import PRESETS, simulate_noise
-from gtcorrect.tstage import class_thresholds, confident_flags, hard_correction
+from gtcorrect.selftest import Calibration, Fetch, matched_self_test, trusted_indices
 from gtcorrect.types import GmmRound, json_safe
 
 CORRECTIONS_APPLIED, CORRECTIONS_WITHHELD, CORRECTIONS_NONE = "applied", "withheld", "none"
@@ -51,27 +46,6 @@ class Warning:
 
     code: str
     message: str
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The self-test: ``n`` trusted masks corrupted with preset ``regime`` and judged by the run."""
-
-    n: int
-    regime: str
-    recall: float  # share of the corrupted copies the run's mixture flags
-    precision: float  # flagged copies / (flagged copies + flagged uncorrupted originals)
-    dice_corrupted: float  # mean Dice(copy, original)
-    dice_corrected: float  # mean Dice(corrected copy, original)
-    dice_clean_corrected: float  # mean Dice(corrected original, original): what correcting costs a clean mask
-    gain_ratio: float  # (dice_corrected - dice_corrupted) / mean share of the copy that correcting changed
-    # How well the outlines' image-edge alignment (gtcorrect.boundary) tells the copies from their originals
-    # (AUROC; None without images or without outlines).
-    edge_auroc: float | None = None
-    # The flagged masks' mean disagreement with the network (1 - Dice(given, prediction)): the preset whose
-    # copies' pixel noise (1 - dice_corrupted) lies closest to it gives the headline figures.
-    flagged_disagreement: float | None = None
-    by_regime: dict[str, dict[str, float | None]] = field(default_factory=dict)  # recall, precision, noise
 
 
 @dataclass(frozen=True)
@@ -163,20 +137,6 @@ def holdout_indices(n: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray
     return np.sort(order[n_held:]), np.sort(order[:n_held])
 
 
-def log_probs(probs: np.ndarray) -> torch.Tensor:
-    """Probabilities (M, K, S, S) as logits: per-sample scores of new masks need no new forward pass."""
-    return torch.log(torch.as_tensor(probs, dtype=torch.float32).clamp_min(1e-7))
-
-
-def score_masks(probs: np.ndarray, masks: np.ndarray, kind: str, floor: float) -> np.ndarray:
-    """Per-sample score (M,) of masks (M, S, S) under fixed network probabilities (M, K, S, S)."""
-    if probs.shape[0] == 0:
-        return np.zeros(0)
-    kind = "ce+dice" if kind == "trajectory" else kind  # one network, one epoch: the plain score
-    target = torch.as_tensor(masks, dtype=torch.int64)
-    return per_sample_loss(log_probs(probs), target, kind, floor=floor).double().numpy()
-
-
 def standing_split(rounds: list[GmmRound]) -> GmmRound | None:
     """The last fit that was applied: the split whose flags stand."""
     applied = [r for r in rounds if r.applied]
@@ -206,98 +166,6 @@ def _network_rate(scores: np.ndarray, config: TrainConfig, seed: int) -> Callabl
     return rate
 
 
-def self_test(
-    probs: np.ndarray,
-    masks: np.ndarray,
-    mixture: ScoreMixture,
-    thresholds: np.ndarray | None,
-    config: TrainConfig,
-    regime: str,
-    images: np.ndarray | None = None,
-    judge: Judge | None = None,
-) -> Calibration | None:
-    """Corrupt trusted masks (M, S, S) with preset ``regime`` (known truth), score them under their
-    images' network probabilities (M, K, S, S), judge them (by default the network-score ``mixture``)
-    and correct them; None when there are fewer than 4. With their images (M, C, S, S), also how well
-    edge alignment tells copies from originals."""
-    m = masks.shape[0]
-    if m < 4:
-        return None
-    g = config.g
-    if judge is None:
-        judge = lambda scores, _masks, _images: mixture.clean_prob(scores) <= g.tau  # noqa: E731
-    copies = np.stack(simulate_noise(list(masks), PRESETS[regime](1.0), config.seed).masks)
-    copy_scores = score_masks(probs, copies, g.sample_loss, g.confident_floor)
-    orig_scores = score_masks(probs, masks, g.sample_loss, g.confident_floor)
-    caught = judge(copy_scores, copies, images)
-    false = judge(orig_scores, masks, images)
-    th = thresholds if thresholds is not None else class_thresholds(probs, masks, None, 0.0)
-    floor = config.t.confidence_floor
-    corrected = hard_correction(probs, copies, confident_flags(probs, copies, th, floor))
-    clean_corrected = hard_correction(probs, masks, confident_flags(probs, masks, th, floor))
-    before = foreground_dice(copies, masks).mean()
-    after = foreground_dice(corrected, masks).mean()
-    changed = float(np.mean(1.0 - foreground_dice(corrected, copies)))
-    return Calibration(
-        n=m,
-        regime=regime,
-        recall=float(caught.mean()),
-        precision=float(caught.sum() / max(caught.sum() + false.sum(), 1)),
-        dice_corrupted=float(before),
-        dice_corrected=float(after),
-        dice_clean_corrected=float(foreground_dice(clean_corrected, masks).mean()),
-        gain_ratio=float((after - before) / changed) if changed > 1e-9 else 0.0,
-        edge_auroc=None if images is None else edge_auroc(images, masks, copies),
-    )
-
-
-def matched_self_test(
-    fetch: Fetch,
-    trusted: np.ndarray,
-    flagged: np.ndarray,
-    mixture: ScoreMixture,
-    thresholds: np.ndarray | None,
-    config: TrainConfig,
-    images: np.ndarray | None = None,
-    judge: Judge | None = None,
-) -> Calibration | None:
-    """The self-test at every preset of ``quality.calibration_regimes``; the headline is the preset whose
-    copies are about as wrong (pixel noise) as the flagged masks look to the network (the lightest one
-    when nothing is flagged). Detection depends strongly on how wrong a mask is, so a self-test with
-    milder copies than the data's noise underestimates the recall, and a stronger one overestimates it."""
-    probs, masks = fetch(trusted)
-    trusted_images = None if images is None else images[trusted]
-    tests = [
-        self_test(probs, masks, mixture, thresholds, config, r, trusted_images, judge)
-        for r in config.quality.calibration_regimes
-    ]
-    done = [t for t in tests if t is not None]
-    if not done:
-        return None
-    target = None
-    if flagged.size:
-        f_probs, f_masks = fetch(flagged)
-        target = float(np.mean(1.0 - foreground_dice(f_probs.argmax(1), f_masks)))
-    by_regime = {
-        t.regime: {
-            "recall": t.recall,
-            "precision": t.precision,
-            "pixel_noise": 1.0 - t.dice_corrupted,
-            "edge_auroc": t.edge_auroc,
-        }
-        for t in done
-    }
-    best = done[0] if target is None else min(done, key=lambda t: abs(1.0 - t.dice_corrupted - target))
-    return replace(best, flagged_disagreement=target, by_regime=by_regime)
-
-
-def trusted_indices(clean_prob: np.ndarray, scores: np.ndarray, flagged: np.ndarray, n: int) -> np.ndarray:
-    """The ``n`` unflagged masks the run trusts most: highest clean probability, then lowest score."""
-    candidates = np.flatnonzero(~flagged)
-    order = np.lexsort((scores[candidates], -clean_prob[candidates]))
-    return np.sort(candidates[order[:n]])
-
-
 @dataclass
 class Evidence:
     """What the assessment reads from a finished run (N training images)."""
@@ -319,11 +187,6 @@ class Evidence:
     images: np.ndarray | None = None  # (N, C, S, S) training images
     masks: np.ndarray | None = None  # (N, S, S) their given masks
     held_alignment: np.ndarray | None = None  # (M,) edge alignment of the held-back given masks
-
-
-Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-# Flags (M,) bool for masks (M, S, S) from their network scores (M,) and images (M, C, S, S) or None.
-Judge = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
 def assess(ev: Evidence, fetch: Fetch) -> tuple[Quality, Verdict, np.ndarray]:

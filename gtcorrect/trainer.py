@@ -23,7 +23,8 @@ from gtcorrect.gt import run_gt
 from gtcorrect.loop import Run
 from gtcorrect.methods import run_coteaching, run_gmm_select, run_plain
 from gtcorrect.metrics import foreground_dice
-from gtcorrect.quality import Evidence, Fetch, assess, holdout_indices, score_masks
+from gtcorrect.quality import Evidence, assess, holdout_indices
+from gtcorrect.selftest import Fetch, score_masks
 from gtcorrect.types import FitResult, ProgressCallback, StopCheck, TrainingData
 
 _RUNNERS: dict[str, Callable[[Run, Checkpoint | None], str]] = {

@@ -13,7 +13,8 @@ from scipy import ndimage
 
 from gtcorrect.config import QualityConfig, TrainConfig
 from gtcorrect.gstage import fit_gmm
-from gtcorrect.quality import Evidence, Fetch, score_masks
+from gtcorrect.quality import Evidence
+from gtcorrect.selftest import Fetch, score_masks
 from gtcorrect.types import TrainingData
 
 

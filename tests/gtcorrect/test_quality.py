@@ -12,7 +12,8 @@ from gtcorrect import fit
 from gtcorrect.config import GStageConfig, QualityConfig, TrainConfig
 from gtcorrect.gstage import fit_gmm, is_bimodal, not_bimodal_because
 from gtcorrect.noise import simulate_noise, strong_mixed
-from gtcorrect.quality import Evidence, Fetch, assess, holdout_indices
+from gtcorrect.quality import Evidence, assess, holdout_indices
+from gtcorrect.selftest import Fetch
 from tests.gtcorrect.synthetic import make_noisy_set, run_evidence
 from tests.gtcorrect.test_fit import tiny
 
