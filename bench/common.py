@@ -236,7 +236,7 @@ def per_sample(
         return [None if np.isnan(v) else round(float(v), 4) for v in a]
 
     return {
-        "held_out": result.held_out.astype(int).tolist(),
+        "held_out": [] if result.held_out is None else result.held_out.astype(int).tolist(),
         "noisy": [] if truth is None else np.asarray(truth, dtype=int).tolist(),
         "score": r4(result.sample_loss),
         "clean_prob": r4(result.clean_prob),

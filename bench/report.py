@@ -140,8 +140,11 @@ def type_table(runs: dict[str, dict[str, Any]]) -> str:
     for key, recs in groups:
         cells = _key_cells(key, recs)
         for t in kinds:
-            paths = (("recognition_by_type", t, "recall"), ("recognition_by_type", t, "auroc"))
-            paths += (("noise", "by_type", t, "pixel_noise"),)
+            paths: tuple[tuple[str, ...], ...] = (
+                ("recognition_by_type", t, "recall"),
+                ("recognition_by_type", t, "auroc"),
+                ("noise", "by_type", t, "pixel_noise"),
+            )
             cells.append(" / ".join(_mean([_get(*path)(r) for r in recs]) for path in paths))
         rows.append(cells)
     return markdown_table(head, rows)
