@@ -422,9 +422,10 @@ def measure_service(
     with tempfile.TemporaryDirectory(prefix="gtc-speed-") as tmp:
         workdir = Path(tmp)
         with services(workdir) as settings, api_server(settings, workdir / "api.log") as base_url:
-            worlds = {s: seed(settings, base_url, n_images=2, model=untrained_bundle(s, net)) for s in sizes}
+            bundles = {s: untrained_bundle(s, net) for s in sizes}
+            worlds = {s: seed(settings, base_url, n_images=2, model=bundles[s]) for s in sizes}
             for s in sizes:
-                paired = service_latency(worlds[s], untrained_bundle(s, net), image, n)
+                paired = service_latency(worlds[s], bundles[s], image, n)
                 log["latency"][str(s)]["service"] = paired["service"]
                 log["latency"][str(s)]["in_process_paired"] = paired["in_process"]
             first = worlds[sizes[0]]

@@ -126,7 +126,8 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
-    project: Mapped[Project | None] = relationship(lazy="raise")  # loaded with the key when authenticating
+    # Loaded with the key when authenticating (projects.authenticate_key, key_by_id); never lazily.
+    project: Mapped[Project] = relationship(lazy="raise")
 
 
 class Dataset(Base):

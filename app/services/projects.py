@@ -70,7 +70,7 @@ def _with_project(where: ColumnElement[bool]) -> Select[ApiKey]:
 def _usable(row: ApiKey) -> ApiKey:
     if row.revoked_at is not None:
         raise Unauthorized("the API key has been revoked.")
-    if row.project is None:
+    if row.project is None:  # the outer join found no project row
         raise Unauthorized("the API key's project no longer exists.")
     return row
 

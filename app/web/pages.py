@@ -44,7 +44,6 @@ def _signed_in(request: Request, session: Session, secret: bytes) -> tuple[ApiKe
         key = projects.key_by_id(session, browser.api_key_id)
     except Unauthorized:
         return None
-    assert key.project is not None  # key_by_id checked it
     return key, key.project, browser.csrf_token(secret)
 
 

@@ -29,7 +29,7 @@ def test_a_key_and_its_project_come_in_one_query(
     db_session_factory: sessionmaker[Session], statements: list[str]
 ) -> None:
     with db_session_factory.begin() as session:
-        project, key = projects.create_project(session, "one-query")
+        _, key = projects.create_project(session, "one-query")
     with db_session_factory() as session:
         statements.clear()
         row = projects.authenticate_key(session, key)
