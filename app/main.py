@@ -20,11 +20,13 @@ from app.api import annotations as annotation_routes
 from app.api import config as config_routes
 from app.api import datasets, docs, health, jobs, metrics, models, problems, results, reviews
 from app.api.limits import BodySizeLimit
+from app.db.models import ApiKey, Model
 from app.db.session import make_engine, make_session_factory
 from app.logs import configure_logging
 from app.memory import TrimAfterLargeRequests, tune_allocator
 from app.services.inference import ModelCache
 from app.services.queue import CeleryQueue
+from app.services.recent import RecentRows
 from app.services.sweeper import Sweeper, SweepPolicy
 from app.services.uploads import PixelBudget
 from app.settings import Settings, get_settings
@@ -73,6 +75,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             max_batch=settings.infer_max_batch,
             window_s=settings.infer_batch_window_ms / 1000.0,
         )
+        app.state.recent_keys = RecentRows[ApiKey](settings.lookup_cache_seconds)
+        app.state.recent_models = RecentRows[Model](settings.lookup_cache_seconds)
         sweeping = _start_sweeper(app, settings)
         try:
             yield

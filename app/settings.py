@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # (1: each alone), waiting at most this long for requests that are still decoding theirs.
     infer_max_batch: int = Field(default=8, ge=1, le=256)
     infer_batch_window_ms: float = Field(default=5.0, ge=0, le=1000)
+    # API keys and served models looked up this long ago are not looked up again (0: every request
+    # reads them): a key revoked in the database stops working within this time (app.services.recent).
+    lookup_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
 
     device: str = "auto"
 

@@ -14,6 +14,7 @@ from app.api.deps import (
     Multipart,
     Offset,
     ProjectDep,
+    RecentModelsDep,
     SessionDep,
     StoreDep,
     read_uploads,
@@ -67,9 +68,12 @@ def get_dataset(dataset: DatasetDep, session: SessionDep) -> DatasetOut:
 @router.delete(
     "/{dataset_id}", status_code=204, summary="Delete a dataset with its samples, masks and results"
 )
-def delete_dataset(dataset: DatasetDep, session: SessionDep, store: StoreDep) -> Response:
+def delete_dataset(
+    dataset: DatasetDep, session: SessionDep, store: StoreDep, recent: RecentModelsDep
+) -> Response:
     """Delete the dataset with its samples, batches, jobs, models and stored objects."""
     datasets.delete_dataset(session, store, dataset)
+    recent.forget(lambda model: model.dataset_id == dataset.id)  # its models are no longer served
     return Response(status_code=204)
 
 

@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.db.models import ApiKey, Dataset, Project, TrainingJob
+from app.db.models import ApiKey, Dataset, Model, Project, TrainingJob
 from app.errors import Unauthorized, UnsupportedMediaType
 from app.services import datasets, jobs, projects, sessions, unit
 from app.services.inference import ModelCache
 from app.services.queue import TaskQueue
+from app.services.recent import RecentRows
 from app.services.uploads import Blob, UploadLimits
 from app.settings import Settings
 from app.storage.base import ObjectStore
@@ -29,17 +32,43 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One unit of work per request: commit after the route, roll back (and undo object writes) on error."""
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One unit of work per request: commit after the route, roll back (and undo object writes) on error.
+
+    The session is made on the event loop (it does no I/O before its first query); committing or rolling
+    back runs in a worker thread, shielded from the request's cancellation so that a client hanging up
+    cannot leave half a unit of work behind, and is skipped when the route never touched the database."""
     session: Session = request.app.state.session_factory()
     try:
         yield session
-        session.commit()
-        unit.forget_cleanups(session)
     except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_roll_back, session, limiter=anyio.CapacityLimiter(1))
+        raise
+    if not session.in_transaction():
+        unit.forget_cleanups(session)
+        session.close()
+        return
+    with anyio.CancelScope(shield=True):
+        # A fresh limiter: ending a unit of work never waits for a free thread behind requests that
+        # wait for a database connection this one holds.
+        await anyio.to_thread.run_sync(_commit, session, limiter=anyio.CapacityLimiter(1))
+
+
+def _commit(session: Session) -> None:
+    try:
+        session.commit()
+    except BaseException:
+        _roll_back(session)
+        raise
+    unit.forget_cleanups(session)
+    session.close()
+
+
+def _roll_back(session: Session) -> None:
+    try:
         session.rollback()
         unit.run_cleanups(session)
-        raise
     finally:
         session.close()
 
@@ -81,16 +110,40 @@ SessionSecretDep = Annotated[bytes, Depends(get_session_secret)]
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_api_key(
+async def get_recent_keys(request: Request) -> RecentRows[ApiKey]:
+    recent: RecentRows[ApiKey] = request.app.state.recent_keys
+    return recent
+
+
+async def get_recent_models(request: Request) -> RecentRows[Model]:
+    recent: RecentRows[Model] = request.app.state.recent_models
+    return recent
+
+
+RecentModelsDep = Annotated[RecentRows[Model], Depends(get_recent_models)]
+
+
+async def get_api_key(
     request: Request,
     session: SessionDep,
     secret: SessionSecretDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    recent: Annotated[RecentRows[ApiKey], Depends(get_recent_keys)],
 ) -> ApiKey:
-    """The API key of the request: the bearer token, or the review pages' session cookie (with the
-    session's CSRF token on requests that change something)."""
+    """The API key of the request: the bearer token (a key looked up a moment ago is not looked up
+    again, ``app.services.recent``), or the review pages' session cookie (with the session's CSRF token
+    on requests that change something)."""
     if credentials is not None:
-        return projects.authenticate_key(session, credentials.credentials)
+        digest = projects.key_digest(credentials.credentials)
+        key = recent.get(session, digest)
+        if key is None:
+            row = await run_in_threadpool(projects.authenticate_key, session, credentials.credentials)
+            key = recent.remember(session, digest, row, row.project)
+        return key
+    return await run_in_threadpool(_browser_key, request, session, secret)
+
+
+def _browser_key(request: Request, session: Session, secret: bytes) -> ApiKey:
     cookie = request.cookies.get(sessions.COOKIE)
     if cookie is None:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'.")

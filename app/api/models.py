@@ -18,6 +18,7 @@ from app.api.deps import (
     ModelCacheDep,
     Offset,
     ProjectDep,
+    RecentModelsDep,
     SessionDep,
     StoreDep,
     read_uploads,
@@ -76,6 +77,7 @@ def segment_batch(
     store: StoreDep,
     cache: ModelCacheDep,
     limits: LimitsDep,
+    recent: RecentModelsDep,
     files: Annotated[list[UploadFile], File(description="Images (PNG, JPEG, TIFF, BMP), or one zip.")],
     dataset_id: uuid.UUID | None = None,
     format: Literal["png", "probabilities"] = "png",  # the public query parameter name
@@ -85,7 +87,7 @@ def segment_batch(
     indices, 0/255 for two classes; `probabilities`: the foreground probability as 8-bit grey), and
     `predictions.json` (per image: size, mean confidence, pixel area per class). Images are decoded one
     at a time; an unreadable file fails the whole request, naming every such file."""
-    model = models.resolve_model(session, project, model_ref, dataset_id)
+    model = models.resolve_model(session, project, model_ref, dataset_id, recent)
     blobs = expand(read_uploads(files), limits)
     archive = inference.segment_zip(cache.get(store, model).predictor, blobs, limits, model.id, format)
     return StreamingResponse(
@@ -113,6 +115,7 @@ def segment(
     store: StoreDep,
     cache: ModelCacheDep,
     limits: LimitsDep,
+    recent: RecentModelsDep,
     dataset_id: uuid.UUID | None = None,
     format: Literal["png", "json", "probabilities", "npy"] = "png",  # the public query parameter name
     file: Annotated[UploadFile | None, File(description="The image to segment.")] = None,
@@ -121,7 +124,7 @@ def segment(
     """Segment images with a model (an id, or `latest` with `dataset_id`): masks as PNG, COCO RLE JSON or a
     zip, at each image's own size.
     """
-    model = models.resolve_model(session, project, model_ref, dataset_id)
+    model = models.resolve_model(session, project, model_ref, dataset_id, recent)
     upload: Blob | None = read_uploads([file])[0] if file is not None else None
     # An uploaded image holds the process's decode budget until its answer is encoded.
     with limits.decoding(upload) if upload is not None else contextlib.nullcontext():

@@ -9,10 +9,18 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Model, Project
 from app.errors import InvalidInput, NotFound
+from app.services.recent import RecentRows
 
 
-def get_model(session: Session, project: Project, model_id: uuid.UUID) -> Model:
-    model = session.get(Model, model_id)
+def get_model(
+    session: Session, project: Project, model_id: uuid.UUID, recent: RecentRows[Model] | None = None
+) -> Model:
+    """The model ``model_id`` of ``project``; with ``recent``, one read a moment ago is not read again."""
+    model = recent.get(session, model_id) if recent is not None else None
+    if model is None:
+        model = session.get(Model, model_id)
+        if model is not None and recent is not None:
+            model = recent.remember(session, model_id, model)
     if model is None or model.project_id != project.id:
         raise NotFound(f"model {model_id} not found.")
     return model
@@ -44,8 +52,15 @@ def list_models(
     return list(rows.all()), total
 
 
-def resolve_model(session: Session, project: Project, ref: str, dataset_id: uuid.UUID | None) -> Model:
-    """A model named by id, or ``latest`` of ``dataset_id``."""
+def resolve_model(
+    session: Session,
+    project: Project,
+    ref: str,
+    dataset_id: uuid.UUID | None,
+    recent: RecentRows[Model] | None = None,
+) -> Model:
+    """A model named by id (looked up through ``recent`` when given), or ``latest`` of ``dataset_id``
+    (always read: a new model may have arrived)."""
     if ref == "latest":
         if dataset_id is None:
             raise InvalidInput("model 'latest' needs ?dataset_id=...", field="dataset_id")
@@ -54,4 +69,4 @@ def resolve_model(session: Session, project: Project, ref: str, dataset_id: uuid
         model_id = uuid.UUID(ref)
     except ValueError as exc:
         raise InvalidInput(f"model must be a model id or 'latest', got {ref!r}.", field="model") from exc
-    return get_model(session, project, model_id)
+    return get_model(session, project, model_id, recent)

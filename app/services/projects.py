@@ -18,7 +18,8 @@ KEY_PREFIX = "gtc_"
 LOOKUP_CHARS = 12
 
 
-def _hash(key: str) -> str:
+def key_digest(key: str) -> str:
+    """What is stored of a key: its sha256, hex."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -38,7 +39,7 @@ def create_project(session: Session, name: str) -> tuple[Project, str]:
 def issue_key(session: Session, project: Project, name: str = "default") -> str:
     """Add another API key to ``project`` and return its plaintext."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(project_id=project.id, prefix=key[:LOOKUP_CHARS], key_hash=_hash(key), name=name))
+    session.add(ApiKey(project_id=project.id, prefix=key[:LOOKUP_CHARS], key_hash=key_digest(key), name=name))
     session.flush()
     return key
 
@@ -49,7 +50,7 @@ def authenticate_key(session: Session, key: str) -> ApiKey:
     if not key.startswith(KEY_PREFIX) or len(key) <= LOOKUP_CHARS:
         raise Unauthorized("the API key is malformed: expected 'gtc_...'.")
     row = session.scalar(_with_project(ApiKey.prefix == key[:LOOKUP_CHARS]))
-    if row is None or not hmac.compare_digest(row.key_hash, _hash(key)):
+    if row is None or not hmac.compare_digest(row.key_hash, key_digest(key)):
         raise Unauthorized("the API key is not valid.")
     return _usable(row)
 
