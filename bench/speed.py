@@ -10,9 +10,10 @@ S3 server, ``uvicorn`` as a subprocess) and registers one model per size, a defa
 
 - **latency** per size: the service (``POST /v1/models/{id}/segment``, one client, keep-alive) against
   the same work in-process (decode, the model's ``MicroBatcher``, PNG encoding: what the route calls),
-  the two alternated call by call so that both run on the machine as it is with the services up; the
-  in-process path alone before the services start, and the network's forward pass; p50 and p95 of
-  ``--requests`` calls each;
+  and against a second API that reads the key and the model from the database on every request
+  (``GTC_LOOKUP_CACHE_SECONDS=0``), the three alternated call by call so that all run on the machine as
+  it is with the services up; the in-process path alone before the services start, and the network's
+  forward pass; p50 and p95 of ``--requests`` calls each;
 - **concurrency**: images/s with 1 client and with ``--clients`` clients (threads, one connection each),
   and the same clients against a second API that runs every image alone (no micro-batching);
 - **batch**: ``POST .../segment-batch`` with ``--batch`` images in one call against as many single calls;
@@ -27,6 +28,7 @@ Prints the tables, writes the JSON to ``bench/out/speed-<time>.json`` (``--out``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import statistics
@@ -37,6 +39,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,28 +136,36 @@ def engine_latency(model: ModelBundle, image: bytes, n: int, device: str) -> dic
         served.close()
 
 
-def service_latency(world: World, model: ModelBundle, image: bytes, n: int) -> dict[str, dict[str, float]]:
-    """``POST /v1/models/{id}/segment`` with the image (one client, keep-alive) and the in-process path
-    with the same model on the CPU, ``n`` calls each, alternated (the order swapped every pair) so that
-    both see the machine as it is while the services run: ``{"service": ..., "in_process": ...}``."""
-    url = f"/v1/models/{world.model_id}/segment"
+def service_latency(
+    worlds: dict[str, World], model: ModelBundle, image: bytes, n: int
+) -> dict[str, dict[str, float]]:
+    """``POST /v1/models/{id}/segment`` with the image (one client each, keep-alive) to each API of
+    ``worlds`` and the in-process path with the same model on the CPU, ``n`` calls each, alternated (the
+    order reversed every round) so that all see the machine as it is while the services run:
+    ``{name: ..., "in_process": ...}``."""
     served = inference.MicroBatcher(Predictor(model, "cpu"))
-    try:
-        with httpx.Client(base_url=world.base_url, headers=world.auth, timeout=120.0) as client:
-            calls = {
-                "service": lambda: _ok(client.post(url, files={"file": ("frame.jpg", image, "image/jpeg")})),
-                "in_process": _in_process(served, image),
-            }
-            seconds: dict[str, list[float]] = {name: [] for name in calls}
-            for i in range(n + 3):  # the first 3 pairs warm up
-                for name in calls if i % 2 == 0 else reversed(calls):
-                    start = time.perf_counter()
-                    calls[name]()
-                    if i >= 3:
-                        seconds[name].append(time.perf_counter() - start)
-    finally:
-        served.close()
+    with contextlib.ExitStack() as stack:
+        stack.callback(served.close)
+        calls: dict[str, Callable[[], object]] = {}
+        for name, world in worlds.items():
+            client = stack.enter_context(
+                httpx.Client(base_url=world.base_url, headers=world.auth, timeout=120.0)
+            )
+            url = f"/v1/models/{world.model_id}/segment"
+            calls[name] = partial(_post_image, client, url, image)
+        calls["in_process"] = _in_process(served, image)
+        seconds: dict[str, list[float]] = {name: [] for name in calls}
+        for i in range(n + 3):  # the first 3 rounds warm up
+            for name in calls if i % 2 == 0 else reversed(calls):
+                start = time.perf_counter()
+                calls[name]()
+                if i >= 3:
+                    seconds[name].append(time.perf_counter() - start)
     return {name: percentiles(values) for name, values in seconds.items()}
+
+
+def _post_image(client: httpx.Client, url: str, image: bytes) -> httpx.Response:
+    return _ok(client.post(url, files={"file": ("frame.jpg", image, "image/jpeg")}))
 
 
 def concurrency(world: World, image: bytes, clients: int, per_client: int) -> dict[str, Any]:
@@ -261,6 +272,10 @@ def _ms(row: dict[str, float] | None) -> str:
     return "–" if row is None else f"{row['p50_ms']:.1f} / {row['p95_ms']:.1f}"
 
 
+def _ratio(row: dict[str, float] | None, base: dict[str, float] | None) -> str:
+    return "–" if row is None or base is None else f"{row['p50_ms'] / base['p50_ms']:.2f}x"
+
+
 def _service_tables(log: dict[str, Any]) -> list[str]:
     """Concurrency, batch and ingest (absent with ``--engine-only``)."""
     if "concurrency" not in log:
@@ -318,13 +333,22 @@ def render(log: dict[str, Any]) -> str:
     m, s, t = log["machine"], log["settings"], log["training"]
     latency_rows = []
     for size, r in log["latency"].items():
-        service, paired = r.get("service"), r.get("in_process_paired")
-        ratio = f"{service['p50_ms'] / paired['p50_ms']:.2f}x" if service and paired else "–"
+        service, db, paired = r.get("service"), r.get("service_db_lookups"), r.get("in_process_paired")
         latency_rows.append(
-            [f"{size} px", _ms(service), _ms(paired), _ms(r["in_process"]), _ms(r["forward"]), ratio]
+            [
+                f"{size} px",
+                _ms(service),
+                _ms(paired),
+                _ms(r["in_process"]),
+                _ms(r["forward"]),
+                _ratio(service, paired),
+                _ms(db),
+                _ratio(db, paired),
+            ]
         )
     stack = (
-        "the API is one uvicorn process on loopback with Postgres, Redis and SeaweedFS S3"
+        "the API is one uvicorn process on loopback with Postgres, Redis and SeaweedFS S3 (a second one, "
+        "alternated with it, with GTC_LOOKUP_CACHE_SECONDS=0)"
         if "concurrency" in log
         else "engine only (no service)"
     )
@@ -337,6 +361,9 @@ def render(log: dict[str, Any]) -> str:
                 "in-process p50 / p95 ms alone, before the services start",
                 "forward p50 / p95 ms",
                 "service ÷ in-process (alternated)",
+                "service p50 / p95 ms, key and model read on every request (GTC_LOOKUP_CACHE_SECONDS=0), "
+                "alternated",
+                "that ÷ in-process",
             ],
             latency_rows,
         ),
@@ -421,13 +448,22 @@ def measure_service(
     mask_size = 32 if smoke else 256
     with tempfile.TemporaryDirectory(prefix="gtc-speed-") as tmp:
         workdir = Path(tmp)
-        with services(workdir) as settings, api_server(settings, workdir / "api.log") as base_url:
+        # A second API on the same stack reads the key and the model from the database on every request.
+        with (
+            services(workdir) as settings,
+            api_server(settings, workdir / "api.log") as base_url,
+            api_server(
+                settings.model_copy(update={"lookup_cache_seconds": 0}), workdir / "api-db.log"
+            ) as db_url,
+        ):
             bundles = {s: untrained_bundle(s, net) for s in sizes}
             worlds = {s: seed(settings, base_url, n_images=2, model=bundles[s]) for s in sizes}
             for s in sizes:
-                paired = service_latency(worlds[s], bundles[s], image, n)
-                log["latency"][str(s)]["service"] = paired["service"]
-                log["latency"][str(s)]["in_process_paired"] = paired["in_process"]
+                apis = {"service": worlds[s], "service_db_lookups": replace(worlds[s], base_url=db_url)}
+                paired = service_latency(apis, bundles[s], image, n)
+                row = log["latency"][str(s)]
+                row["in_process_paired"] = paired.pop("in_process")
+                row.update(paired)  # service, service_db_lookups
             first = worlds[sizes[0]]
             per_client = max(2, n // 4)
             log["concurrency"] = {"size": sizes[0], **concurrency(first, image, args.clients, per_client)}

@@ -18,7 +18,7 @@ def test_smoke_run_measures_every_path(tmp_path: Path) -> None:
     assert main(["--smoke", "--out", str(out), "--benchmarks", str(markdown)]) == 0
     log = json.loads(out.read_text())
     for row in log["latency"].values():
-        for path in ("service", "in_process_paired", "in_process", "forward"):
+        for path in ("service", "service_db_lookups", "in_process_paired", "in_process", "forward"):
             assert row[path]["n"] == 5 and 0 < row[path]["p50_ms"] <= row[path]["p95_ms"], (path, row)
     concurrency = log["concurrency"]
     assert concurrency["one"]["clients"] == 1 and concurrency["many"]["clients"] == 8
