@@ -6,8 +6,8 @@ kept ``ttl_s`` seconds (``GTC_LOOKUP_CACHE_SECONDS``; 0 turns this off). What it
 revoked in the database, or a model whose dataset another API process deleted, still works in this
 process for at most that long; deleting a dataset through this process forgets its models at once.
 
-Kept rows are detached copies; ``get`` merges one into the asking request's session without SQL (SQLAlchemy's
-``merge(load=False)``, made for caches), so each request works on its own instances.
+Kept rows are detached from every session; ``get`` merges one into the asking request's session without
+SQL (SQLAlchemy's ``merge(load=False)``, made for caches), so each request works on its own instances.
 """
 
 from __future__ import annotations
