@@ -304,6 +304,17 @@ class Client:
             body["label_map"] = dict(label_map)
         return cast(Json, self._json("POST", "/v1/datasets", json=body))
 
+    def dataset_id(self, ref: str) -> str:
+        """The id of dataset ``ref``: an id as it is, or the exact name of one of the project's datasets."""
+        try:
+            return str(uuid.UUID(ref))
+        except ValueError:
+            pass
+        named = [d for d in self._pages("/v1/datasets", {"name": ref}) if d["name"] == ref]
+        if not named:
+            raise ValueError(f"this project has no dataset named {ref!r}: give a dataset's name or id.")
+        return str(named[0]["id"])
+
     def upload_images(self, dataset_id: str, folder: str | Path, progress: bool = True) -> Json:
         """Upload every image file directly in ``folder`` as one zip (all or nothing); returns the API's
         ``created``/``duplicates``/``files`` report."""

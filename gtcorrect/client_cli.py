@@ -67,21 +67,25 @@ def _datasets_create(args: argparse.Namespace) -> int:
 
 def _images_upload(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        out = client.upload_images(args.dataset, args.dir)
+        out = client.upload_images(client.dataset_id(args.dataset), args.dir)
     _say(f"dataset {args.dataset}: {out['created']} images added, {out['duplicates']} already there")
     return 0
 
 
 def _masks_upload(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        batch = client.upload_masks(args.dataset, args.dir, args.annotator, args.mask_mode, args.note)
+        batch = client.upload_masks(
+            client.dataset_id(args.dataset), args.dir, args.annotator, args.mask_mode, args.note
+        )
     _say(f"batch {batch['id']}: {batch['report'].get('accepted')} masks from {batch['annotator']}")
     return 0
 
 
 def _jobs_start(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.start_job(args.dataset, _config(args.config), args.preset, args.batch, args.consensus)
+        job = client.start_job(
+            client.dataset_id(args.dataset), _config(args.config), args.preset, args.batch, args.consensus
+        )
         if args.wait:
             job = _wait_printing(client, job["id"])
     _print_json(job)
@@ -146,14 +150,17 @@ def _segment(args: argparse.Namespace) -> int:
     if args.model == "latest" and args.dataset is None:
         raise ValueError("give --dataset (its latest model) or --model ID.")
     with _client(args) as client:
-        paths = client.segment_folder(args.dir, args.out, args.model, args.dataset)
+        dataset = client.dataset_id(args.dataset) if args.dataset else None
+        paths = client.segment_folder(args.dir, args.out, args.model, dataset)
     _say(f"wrote {len(paths)} masks to {args.out}")
     return 0
 
 
 def _annotators(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        rows = client.annotators(job_id=args.job, dataset_id=args.dataset)
+        rows = client.annotators(
+            job_id=args.job, dataset_id=client.dataset_id(args.dataset) if args.dataset else None
+        )
         if args.plot:
             if not args.job:
                 raise ValueError("--plot needs a job (the report of one job).")
@@ -249,18 +256,18 @@ def add_client_commands(subparsers: Any) -> None:
 
     p = verb(group("images", "images"), "upload", _images_upload, "upload a folder of images as one zip")
     p.add_argument("dir")
-    p.add_argument("--dataset", required=True, help="dataset id")
+    p.add_argument("--dataset", required=True, help="dataset name or id")
 
     p = verb(group("masks", "masks"), "upload", _masks_upload, "upload a folder of masks as one batch")
     p.add_argument("dir")
-    p.add_argument("--dataset", required=True, help="dataset id")
+    p.add_argument("--dataset", required=True, help="dataset name or id")
     p.add_argument("--annotator", required=True, help="who drew the masks")
     p.add_argument("--mask-mode", choices=("index", "binary"), help="binary: grey > 127 is foreground")
     p.add_argument("--note", help="free text stored as the batch's source")
 
     jobs = group("jobs", "training jobs")
     p = verb(jobs, "start", _jobs_start, "start a training job (prints its JSON)")
-    p.add_argument("--dataset", required=True, help="dataset id")
+    p.add_argument("--dataset", required=True, help="dataset name or id")
     p.add_argument("--batch", action="append", help="annotation batch id (repeat; default: latest masks)")
     p.add_argument(
         "--consensus",
@@ -293,13 +300,15 @@ def add_client_commands(subparsers: Any) -> None:
     p = verb(verbs, "segment", _segment, "segment a folder of images; masks as <name>.png")
     p.add_argument("dir")
     p.add_argument("--out", required=True, help="folder to write into")
-    p.add_argument("--dataset", help="use this dataset's latest model")
+    p.add_argument("--dataset", help="use the latest model of this dataset (name or id)")
     p.add_argument("--model", default="latest", help="a model id (default: latest of --dataset)")
 
     p = verb(verbs, "annotators", _annotators, "the annotator report: who outlines wider or narrower")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--job", help="a succeeded job's report")
-    which.add_argument("--dataset", help="every annotator of a dataset, with its latest job's verdict")
+    which.add_argument(
+        "--dataset", help="every annotator of a dataset (name or id), with its latest job's verdict"
+    )
     p.add_argument("--plot", help="write the job's report as a PNG bar chart to this file")
     p.add_argument("--json", help="write the rows as JSON to this file")
 

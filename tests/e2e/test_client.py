@@ -93,8 +93,8 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
         fresh = make_set(2, 0, height=52, width=60, seed=3)
         _write_set(tmp_path / "new", ["a.png", "b.png"], [fresh.images[0], fresh.images[1][:30, :44]])
         segmented = cli(
-            "segment", tmp_path / "new", "--out", tmp_path / "seg", "--dataset", job["dataset_id"]
-        )
+            "segment", tmp_path / "new", "--out", tmp_path / "seg", "--dataset", "discs"
+        )  # by name
         assert segmented.returncode == 0, segmented.stderr
         sizes = {p.name: Image.open(p).size for p in (tmp_path / "seg").glob("*.png")}
         assert sizes == {"a.png": (60, 52), "b.png": (44, 30)}  # one call: segment-batch
@@ -246,6 +246,26 @@ def test_noise_report_follows_the_pages() -> None:
         assert client.noise_report("j1", flagged=True) == rows
     assert [c.url.params["offset"] for c in calls] == ["0", "50", "100"]
     assert all(c.url.params["flagged"] == "true" for c in calls)
+
+
+def test_a_dataset_is_named_by_id_or_by_its_exact_name() -> None:
+    calls: list[httpx.Request] = []
+    datasets = [
+        {"id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "name": "polyps-2"},
+        {"id": "d2", "name": "polyps"},
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        found = [d for d in datasets if request.url.params["name"] in d["name"]]  # the API matches parts
+        return httpx.Response(200, json={"items": found, "total": len(found), "limit": 50, "offset": 0})
+
+    with _client(handler) as client:
+        assert client.dataset_id("7C9E6679-7425-40DE-944B-E07FC1F90AE7") == datasets[0]["id"]
+        assert calls == []  # an id needs no lookup
+        assert client.dataset_id("polyps") == "d2"
+        with pytest.raises(ValueError, match="no dataset named 'polyp'"):
+            client.dataset_id("polyp")
 
 
 def test_wait_raises_job_failed_with_the_jobs_error() -> None:
