@@ -86,10 +86,12 @@ def segment_batch(
     a zip with one mask PNG per image, `<image stem>.png` at the image's own size (`format=png`: class
     indices, 0/255 for two classes; `probabilities`: the foreground probability as 8-bit grey), and
     `predictions.json` (per image: size, mean confidence, pixel area per class). Images are decoded one
-    at a time; an unreadable file fails the whole request, naming every such file."""
+    at a time and go through the network up to `GTC_INFER_MAX_BATCH` together; an unreadable file fails the
+    whole request, naming every such file."""
     model = models.resolve_model(session, project, model_ref, dataset_id, recent)
     blobs = expand(read_uploads(files), limits)
-    archive = inference.segment_zip(cache.get(store, model).predictor, blobs, limits, model.id, format)
+    predictor = cache.get(store, model).predictor
+    archive = inference.segment_zip(predictor, blobs, limits, model.id, format, cache.max_batch)
     return StreamingResponse(
         iter(lambda: archive.read(1 << 16), b""),
         media_type="application/zip",

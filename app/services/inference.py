@@ -242,13 +242,21 @@ def encode(prediction: Prediction, predictor: Predictor, model_id: uuid.UUID, fm
 
 
 def segment_zip(
-    predictor: Predictor, blobs: list[Blob], limits: UploadLimits, model_id: uuid.UUID, fmt: str
+    predictor: Predictor,
+    blobs: list[Blob],
+    limits: UploadLimits,
+    model_id: uuid.UUID,
+    fmt: str,
+    batch_size: int = 8,
 ) -> IO[bytes]:
     """Every image of ``blobs`` segmented: a zip (in a spooled temporary file, rewound) of one mask PNG
     per image (``fmt`` png or probabilities), named ``<stem>.png``, at the image's size, plus
     ``predictions.json`` (per image: width, height, mean confidence and pixel area per class). One image
-    is decoded at a time under the process's pixel budget. Bad files are collected and refused together
+    is decoded at a time under the process's pixel budget and kept only as the network's input, so up to
+    ``batch_size`` of them go through the network together. Bad files are collected and refused together
     (422 naming each)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     stems: dict[str, list[str]] = {}
     for blob in blobs:
         stems.setdefault(PurePosixPath(blob.name).stem, []).append(blob.name)
@@ -265,7 +273,8 @@ def segment_zip(
         )
     out = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (the caller streams it)
     try:
-        _write_masks(out, predictor, blobs, limits, model_id, fmt)
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+            _write_masks(_MaskArchive(archive, predictor, model_id, fmt), blobs, limits, batch_size)
     except BaseException:
         out.close()
         raise
@@ -273,51 +282,72 @@ def segment_zip(
     return out
 
 
-def _write_masks(
-    out: IO[bytes],
-    predictor: Predictor,
-    blobs: list[Blob],
-    limits: UploadLimits,
-    model_id: uuid.UUID,
-    fmt: str,
-) -> None:
-    problems: list[dict[str, str]] = []
-    summary: list[dict[str, Any]] = []
-    labels = predictor.label_map
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-        for blob in blobs:
-            with limits.decoding(blob):
-                try:
-                    image = read_image(blob.data, name=blob.name, max_pixels=limits.max_image_pixels)
-                except ValueError as exc:
-                    problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
-                    continue
-                if problems:
-                    continue  # the request fails anyway: only check the remaining files
-                prediction = predictor.predict([image], batch_size=1)[0]
-                del image
-            name = f"{PurePosixPath(blob.name).stem}.png"
-            body = encode(prediction, predictor, model_id, fmt).body
+@dataclass
+class _Waiting:
+    name: str
+    x: np.ndarray  # (C, S, S): the network's input
+    size: tuple[int, int]  # the image's H, W
+
+
+class _MaskArchive:
+    """The zip being written: one mask per image, and the per-image summary for ``predictions.json``."""
+
+    def __init__(self, archive: zipfile.ZipFile, predictor: Predictor, model_id: uuid.UUID, fmt: str) -> None:
+        self.archive, self.predictor, self.model_id, self.fmt = archive, predictor, model_id, fmt
+        self.summary: list[dict[str, Any]] = []
+
+    def add(self, waiting: list[_Waiting]) -> None:
+        """Segment ``waiting`` in one forward pass and write their masks."""
+        labels = self.predictor.label_map
+        probs = self.predictor.forward(np.stack([w.x for w in waiting]))
+        for w, low in zip(waiting, probs, strict=True):
+            prediction = Prediction.from_low(low, w.size)
+            name = f"{PurePosixPath(w.name).stem}.png"
+            body = encode(prediction, self.predictor, self.model_id, self.fmt).body
             assert body is not None  # png and probabilities are bodies, not JSON payloads
-            archive.writestr(name, body)
+            self.archive.writestr(name, body)
             areas = np.bincount(prediction.mask.ravel(), minlength=labels.num_classes)
-            summary.append(
+            self.summary.append(
                 {
-                    "file": blob.name,
+                    "file": w.name,
                     "mask": name,
-                    "width": prediction.size[1],
-                    "height": prediction.size[0],
+                    "width": w.size[1],
+                    "height": w.size[0],
                     "mean_confidence": prediction.mean_confidence,
                     "area": {label: int(areas[k]) for k, label in enumerate(labels.names)},
                 }
             )
-        if problems:
-            raise InvalidInput(
-                f"{len(problems)} of {len(blobs)} files are not readable images.", invalid_files=problems
-            )
-        archive.writestr(
-            "predictions.json", json.dumps({"model_id": str(model_id), "images": summary}, indent=1)
+
+    def close(self) -> None:
+        body = {"model_id": str(self.model_id), "images": self.summary}
+        self.archive.writestr("predictions.json", json.dumps(body, indent=1))
+
+
+def _write_masks(masks: _MaskArchive, blobs: list[Blob], limits: UploadLimits, batch_size: int) -> None:
+    problems: list[dict[str, str]] = []
+    waiting: list[_Waiting] = []
+    for blob in blobs:
+        with limits.decoding(blob):
+            try:
+                image = read_image(blob.data, name=blob.name, max_pixels=limits.max_image_pixels)
+            except ValueError as exc:
+                problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
+                continue
+            if problems:
+                continue  # the request fails anyway: only check the remaining files
+            size = (int(image.shape[0]), int(image.shape[1]))
+            waiting.append(_Waiting(blob.name, masks.predictor.prepare(image), size))
+            del image
+        if len(waiting) == batch_size:
+            masks.add(waiting)
+            waiting = []
+    if problems:
+        raise InvalidInput(
+            f"{len(problems)} of {len(blobs)} files are not readable images.", invalid_files=problems
         )
+    if waiting:
+        masks.add(waiting)
+    masks.close()
 
 
 def input_image(
