@@ -180,7 +180,7 @@ def concurrency(world: World, image: bytes, clients: int, per_client: int) -> di
             with httpx.Client(base_url=world.base_url, headers=world.auth, timeout=300.0) as client:
                 for _ in range(per_client):
                     start = time.perf_counter()
-                    _ok(client.post(url, files={"file": ("frame.jpg", image, "image/jpeg")}))
+                    _post_image(client, url, image)
                     with lock:
                         seconds.append(time.perf_counter() - start)
 
