@@ -77,7 +77,5 @@ def _usable(row: ApiKey) -> ApiKey:
 
 
 def authenticate(session: Session, key: str) -> Project:
-    """Return the project owning ``key`` (``authenticate_key``'s checks)."""
-    project = session.get(Project, authenticate_key(session, key).project_id)
-    assert project is not None  # checked by authenticate_key
-    return project
+    """Return the project owning ``key`` (``authenticate_key``'s checks; loaded with the key)."""
+    return authenticate_key(session, key).project
