@@ -198,9 +198,13 @@ def read_mask(
     return values
 
 
-def mask_to_png(mask: np.ndarray, label_map: LabelMap, compress_level: int = 6) -> bytes:
-    """(H, W) class indices -> 8-bit grey PNG; binary label maps write 0/255 so masks are visible.
-    ``compress_level`` is zlib's (1 fastest, 9 smallest)."""
+def mask_to_png(
+    mask: np.ndarray, label_map: LabelMap, compress_level: int = 6, *, visible: bool = True
+) -> bytes:
+    """(H, W) class indices -> 8-bit grey PNG. ``visible``: binary label maps write 0/255 so that the
+    mask can be looked at (answers and downloads meant for people); False: the class indices themselves,
+    as label files for other tools (nnU-Net checks that labels are exactly the label map's indices) and
+    every annotation the service stores. ``compress_level`` is zlib's (1 fastest, 9 smallest)."""
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}.")
     k = label_map.num_classes
@@ -208,7 +212,7 @@ def mask_to_png(mask: np.ndarray, label_map: LabelMap, compress_level: int = 6) 
         raise ValueError(f"an 8-bit PNG holds at most 256 classes, the label map has {k}.")
     if mask.size and (mask.min() < 0 or mask.max() >= k):
         raise ValueError(f"mask values {int(mask.min())}..{int(mask.max())} lie outside 0..{k - 1}.")
-    pixels = mask.astype(np.uint8) * (255 if k == 2 else 1)
+    pixels = mask.astype(np.uint8) * (255 if k == 2 and visible else 1)
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()

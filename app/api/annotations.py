@@ -158,10 +158,10 @@ def export_batch(
             headers={"Content-Disposition": f'attachment; filename="coco-{batch.id}.json"'},
         )
     if format == "nnunet":
-        root, entries = exports.nnunet_entries(session, dataset, batch, dataset_number)
+        root, entries = exports.nnunet_entries(session, store, dataset, batch, dataset_number)
         filename = f"{root}.zip"
     else:
-        entries, filename = exports.png_entries(session, batch), f"masks-{batch.id}.zip"
+        entries, filename = exports.png_entries(session, store, dataset, batch), f"masks-{batch.id}.zip"
     return StreamingResponse(
         stream_zip(store, entries),
         media_type="application/zip",

@@ -19,7 +19,6 @@ from app.db.models import Annotation, AnnotationBatch, BatchKind, BatchStatus, D
 from app.errors import InvalidInput, NotFound
 from app.services import unit
 from app.services.datasets import label_map_of
-from app.services.images import encode_png
 from app.services.uploads import (
     Blob,
     UploadLimits,
@@ -31,7 +30,7 @@ from app.services.uploads import (
 )
 from app.storage import keys
 from app.storage.base import ObjectStore, put_all
-from gtcorrect.data import read_mask
+from gtcorrect.data import mask_to_png, read_mask
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json")
 
@@ -94,7 +93,8 @@ def _validate(
     limits: UploadLimits,
     encoding: MaskEncoding,
 ) -> list[_Match]:
-    num_classes = label_map_of(dataset).num_classes
+    label_map = label_map_of(dataset)
+    num_classes = label_map.num_classes
     by_name = {s.file_name.lower(): s for s in samples}
     by_stem: dict[str, list[Sample]] = {}
     for s in samples:
@@ -121,7 +121,11 @@ def _validate(
                 )
                 shape = mask.shape
                 # Masks compress to a few kB: keep the PNG, not the pixels (one decoded mask at a time).
-                png = encode_png(mask.astype(np.uint8)) if shape == (found.height, found.width) else b""
+                png = (
+                    mask_to_png(mask, label_map, visible=False)
+                    if shape == (found.height, found.width)
+                    else b""
+                )
                 del mask
         except ValueError as exc:
             problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
@@ -300,10 +304,17 @@ def list_batches(
 
 
 def add_mask(
-    session: Session, store: ObjectStore, dataset: Dataset, batch: AnnotationBatch, sample: Sample, png: bytes
+    session: Session,
+    store: ObjectStore,
+    dataset: Dataset,
+    batch: AnnotationBatch,
+    sample: Sample,
+    mask: np.ndarray,
 ) -> uuid.UUID:
-    """Store one derived mask (a curated or consensus version) as the batch's own object and row; the
-    object is removed again if the transaction rolls back. Returns the annotation id."""
+    """Store one derived mask (a curated or consensus version; (H, W) class indices) as the batch's own
+    object and row, encoded as every stored annotation is: the class indices themselves. The object is
+    removed again if the transaction rolls back. Returns the annotation id."""
+    png = mask_to_png(mask, label_map_of(dataset), visible=False)
     ann_id = uuid.uuid4()
     key = keys.annotation(dataset.project_id, dataset.id, ann_id)
     unit.delete_on_rollback(session, store, [key])

@@ -27,7 +27,7 @@ from app.services.objects import read_object
 from app.services.reviews import check_text
 from app.storage.base import ObjectStore
 from gtcorrect.consensus import Consensus, majority, staple
-from gtcorrect.data import mask_to_png, read_mask, resize_mask
+from gtcorrect.data import read_mask, resize_mask
 from gtcorrect.metrics import foreground_dice
 
 Method = Literal["staple", "majority"]
@@ -99,8 +99,7 @@ def create_consensus_batch(
     annotator = check_text("annotator", annotator, 200) or f"consensus ({method})"
     note = check_text("note", note, 2000)
     panel = _panel(session, dataset, None if batch_ids is None else list(dict.fromkeys(batch_ids)))
-    labels = label_map_of(dataset)
-    k = labels.num_classes
+    k = label_map_of(dataset).num_classes
 
     def stack(masks: list[tuple[int, str]], size: int | None) -> np.ndarray:
         read = [read_mask(read_object(store, key), num_classes=k) for _, key in masks]
@@ -129,7 +128,7 @@ def create_consensus_batch(
             label = fit.label(full, who)
         else:
             label = majority([full], k)[0]
-        ann_id = add_mask(session, store, dataset, batch, sample, mask_to_png(label, labels))
+        ann_id = add_mask(session, store, dataset, batch, sample, label)
         ids = {"sample_id": str(sample.id), "annotation_id": str(ann_id)}
         files.append({"sample": sample.file_name, **ids, "masks": len(who)})
     batch.report = {"accepted": len(files), "files": files}

@@ -28,10 +28,12 @@ from app.db.models import (
 )
 from app.errors import Conflict
 from app.services.annotations import add_mask, derived_batch
+from app.services.datasets import label_map_of
 from app.services.objects import read_object
 from app.services.reports import require_succeeded
 from app.services.reviews import Reviewer, check_text, current_decisions
 from app.storage.base import ObjectStore
+from gtcorrect.data import read_mask
 
 Undecided = Literal["keep", "exclude"]
 
@@ -116,8 +118,11 @@ def _copy_masks(
     chosen: list[tuple[Sample, str, str]],
 ) -> list[dict[str, str]]:
     report: list[dict[str, str]] = []
+    k = label_map_of(dataset).num_classes
     for sample, source_key, origin in chosen:
-        ann_id = add_mask(session, store, dataset, batch, sample, read_object(store, source_key))
+        # Corrected masks are stored to be looked at (0/255 for two classes); annotations hold indices.
+        mask = read_mask(read_object(store, source_key), num_classes=k, name=f"mask of {sample.file_name}")
+        ann_id = add_mask(session, store, dataset, batch, sample, mask)
         report.append(
             {
                 "sample": sample.file_name,

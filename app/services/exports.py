@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -22,9 +23,11 @@ from app.db.models import Annotation, AnnotationBatch, Dataset, Sample
 from app.errors import InvalidInput, NotFound
 from app.services.datasets import label_map_of
 from app.services.objects import read_object
+from app.services.reports import ZipSource
 from app.storage.base import ObjectStore
-from gtcorrect.data import read_mask
+from gtcorrect.data import mask_to_png, read_mask
 from gtcorrect.export import ExportImage, case_ids, coco_document, nnunet_dataset_json, unique_names
+from gtcorrect.types import LabelMap
 
 ExportFormat = Literal["png", "nnunet", "coco"]
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9]+")
@@ -58,25 +61,39 @@ def batch_mask(session: Session, store: ObjectStore, batch: AnnotationBatch, sam
     return read_object(store, key)
 
 
-def png_entries(session: Session, batch: AnnotationBatch) -> list[tuple[str, str | bytes]]:
-    """``masks/{stem}.png`` for every mask plus ``manifest.csv`` (mask, sample): the zip uploads again as
-    a batch of the same dataset."""
+def _label_file(store: ObjectStore, key: str, label_map: LabelMap) -> Callable[[], bytes]:
+    """A stored mask as a label file: class indices, whatever encoding the object was written in (batches
+    curated before 2026-12-06 hold 0/255 for two classes, which nnU-Net refuses)."""
+
+    def encode() -> bytes:
+        mask = read_mask(read_object(store, key), num_classes=label_map.num_classes, name=key)
+        return mask_to_png(mask, label_map, visible=False)
+
+    return encode
+
+
+def png_entries(
+    session: Session, store: ObjectStore, dataset: Dataset, batch: AnnotationBatch
+) -> list[tuple[str, ZipSource]]:
+    """``masks/{stem}.png`` for every mask (class indices) plus ``manifest.csv`` (mask, sample): the zip
+    uploads again as a batch of the same dataset."""
+    label_map = label_map_of(dataset)
     items = _items(session, batch)
     names = [f"{stem}.png" for stem in unique_names([PurePosixPath(i.sample.file_name).stem for i in items])]
     manifest = io.StringIO()
     writer = csv.writer(manifest)
     writer.writerow(["mask", "sample"])
-    entries: list[tuple[str, str | bytes]] = []
+    entries: list[tuple[str, ZipSource]] = []
     for name, item in zip(names, items, strict=True):
-        entries.append((f"masks/{name}", item.annotation.object_key))
+        entries.append((f"masks/{name}", _label_file(store, item.annotation.object_key, label_map)))
         writer.writerow([name, item.sample.file_name])
     entries.append(("masks/manifest.csv", manifest.getvalue().encode()))
     return entries
 
 
 def nnunet_entries(
-    session: Session, dataset: Dataset, batch: AnnotationBatch, dataset_number: int
-) -> tuple[str, list[tuple[str, str | bytes]]]:
+    session: Session, store: ObjectStore, dataset: Dataset, batch: AnnotationBatch, dataset_number: int
+) -> tuple[str, list[tuple[str, ZipSource]]]:
     """nnU-Net v2 raw layout ``Dataset{NNN}_{name}/``: ``imagesTr/{case}_0000.png``,
     ``labelsTr/{case}.png``, ``dataset.json``, and ``cases.csv`` mapping cases to samples. Returns the
     folder name and the entries."""
@@ -97,15 +114,16 @@ def nnunet_entries(
     mapping = io.StringIO()
     writer = csv.writer(mapping)
     writer.writerow(["case", "sample_id", "file_name", "annotation_id"])
-    entries: list[tuple[str, str | bytes]] = []
+    label_map = label_map_of(dataset)
+    entries: list[tuple[str, ZipSource]] = []
     for case, item in zip(cases, items, strict=True):
         entries.append((f"{root}/imagesTr/{case}_0000.png", item.sample.object_key))
-        entries.append((f"{root}/labelsTr/{case}.png", item.annotation.object_key))
+        entries.append(
+            (f"{root}/labelsTr/{case}.png", _label_file(store, item.annotation.object_key, label_map))
+        )
         writer.writerow([case, item.sample.id, item.sample.file_name, item.annotation.id])
     description = f"gtcorrect annotation batch {batch.id} ({batch.kind.value}, annotator {batch.annotator!r})"
-    meta = nnunet_dataset_json(
-        label_map_of(dataset), channels.pop() if channels else 3, len(items), description
-    )
+    meta = nnunet_dataset_json(label_map, channels.pop() if channels else 3, len(items), description)
     entries.append((f"{root}/dataset.json", json.dumps(meta, indent=2).encode()))
     entries.append((f"{root}/cases.csv", mapping.getvalue().encode()))
     return root, entries

@@ -10,7 +10,7 @@ import io
 import re
 import uuid
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import datetime
@@ -373,13 +373,20 @@ class _Sink:
         return data
 
 
-def stream_zip(store: ObjectStore, entries: Sequence[tuple[str, str | bytes]]) -> Iterator[bytes]:
-    """A zip archive of (name, object key or content) entries, produced one entry at a time (never the
-    whole archive in memory)."""
+# What one zip entry holds: an object key, the content, or a function that makes the content when the
+# entry is written (a label file re-encoded from its object).
+ZipSource = str | bytes | Callable[[], bytes]
+
+
+def stream_zip(store: ObjectStore, entries: Sequence[tuple[str, ZipSource]]) -> Iterator[bytes]:
+    """A zip archive of (name, source) entries, produced one entry at a time (never the whole archive
+    in memory)."""
     sink = _Sink()
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
         for name, source in entries:
-            archive.writestr(name, source if isinstance(source, bytes) else read_object(store, source))
+            if isinstance(source, str):
+                source = read_object(store, source)
+            archive.writestr(name, source if isinstance(source, bytes) else source())
             yield sink.take()
     yield sink.take()
 

@@ -26,6 +26,7 @@ from app.services.results import CorrectedRecord, JobResults, SampleVerdict, mod
 from app.settings import Settings
 from app.storage import ObjectStore, keys, make_store
 from gtcorrect.config import NetConfig, TrainConfig
+from gtcorrect.data import mask_to_png
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network
 from gtcorrect.types import LabelMap
@@ -165,14 +166,15 @@ def finished(
         assert job is not None
         job.status, job.attempt = JobStatus.running, 1
         project = job.project_id
-    # What the worker writes: corrected masks for flagged samples, one plot per G round, the model.
+    # What the worker writes (worker.push): corrected masks for flagged samples, encoded to be looked at
+    # (0/255), one plot per G round, the model.
     corrected_mask = np.zeros((30, 50), dtype=np.uint8)
     corrected_mask[5:10, 5:10] = 1
     flagged = [samples["a.png"], samples["b.jpg.png"]]
     records = []
     for sid in flagged:
         key = keys.corrected(project, job_uuid, uuid.UUID(sid))
-        store.put(key, png_bytes(corrected_mask), "image/png")
+        store.put(key, mask_to_png(corrected_mask, LabelMap(("background", "polyp"))), "image/png")
         records.append(CorrectedRecord(uuid.UUID(sid), key, 0.25, 375))
     for k in (0, 1):
         store.put(keys.plot(project, job_uuid, f"gmm_round_{k}"), png_bytes(np.full((4, 4), k, np.uint8)))

@@ -121,7 +121,10 @@ def test_curated_batch_takes_decided_masks_and_changes_nothing_else(
     sample_a, sample_c = finished.samples["a.png"], finished.samples["c.png"]
     curated_a = client.get(f"{batches_url}/{batch['id']}/masks/{sample_a}", headers=auth).content
     corrected_a = client.get(f"/v1/jobs/{finished.job_id}/corrected-masks/{sample_a}", headers=auth).content
-    assert np.array_equal(_png(curated_a), _png(corrected_a))
+    # The correction is served to be looked at (0/255); the curated version stores class indices, as
+    # every uploaded mask is stored.
+    assert set(np.unique(_png(corrected_a)).tolist()) == {0, 255}
+    assert np.array_equal(_png(curated_a), _png(corrected_a) // 255)
     curated_c = client.get(f"{batches_url}/{batch['id']}/masks/{sample_c}", headers=auth).content
     given_c = client.get(f"/v1/jobs/{finished.job_id}/given-masks/{sample_c}", headers=auth).content
     assert np.array_equal(_png(curated_c), _png(given_c))
@@ -184,9 +187,12 @@ def test_nnunet_export_has_the_documented_layout(
     for case, label in zip(cases, labels, strict=True):
         mask, image = _png(archive.read(label)), _png(archive.read(f"{root}/imagesTr/{case}_0000.png"))
         assert mask.ndim == 2 and image.shape == (*mask.shape, 3)
-        assert set(np.unique(mask)) <= set(meta["labels"].values())
+        # nnU-Net's verify_dataset_integrity: every label value is one of dataset.json's labels.
+        assert set(np.unique(mask).tolist()) <= set(meta["labels"].values())
         stored = client.get(f"{url.removesuffix('/export')}/masks/{mapping[case]}", headers=auth).content
         assert np.array_equal(mask, _png(stored))
+    # The accepted correction (sample a) is among the labels, with its foreground as class 1.
+    assert any(1 in np.unique(_png(archive.read(label))) for label in labels)
 
 
 def test_coco_export_decodes_to_the_same_masks(
@@ -208,6 +214,18 @@ def test_coco_export_decodes_to_the_same_masks(
         decoded = coco_mask.decode(rle)
         assert np.array_equal(decoded, (stored == 1).astype(np.uint8))
         assert ann["area"] == int(stored.sum()) and ann["bbox"] == list(coco_mask.toBbox(rle))
+
+
+def test_png_export_of_a_curated_batch_holds_class_indices(
+    client: TestClient, auth: dict[str, str], dataset_id: str, finished: Finished
+) -> None:
+    batch = _curate(client, auth, finished)
+    url = f"/v1/datasets/{dataset_id}/annotation-batches/{batch['id']}/export"
+    archive = zipfile.ZipFile(io.BytesIO(client.get(url, headers=auth).content))
+    masks = [_png(archive.read(n)) for n in archive.namelist() if n.endswith(".png")]
+    assert len(masks) == 2
+    values = set(np.unique(np.concatenate([m.ravel() for m in masks])).tolist())
+    assert values == {0, 1}  # the label map's indices: background 0, polyp 1 (no class 255)
 
 
 def test_png_export_uploads_again_as_the_same_batch(
