@@ -25,6 +25,7 @@ import torch
 from scipy import ndimage
 
 from gtcorrect.annotators import annotator_report
+from gtcorrect.assessment import per_mask_loss
 from gtcorrect.boundary import edge_alignment
 from gtcorrect.config import TrainConfig
 from gtcorrect.metrics import (
@@ -33,7 +34,6 @@ from gtcorrect.metrics import (
     recognition_metrics,
     segmentation_metrics,
 )
-from gtcorrect.selftest import score_masks
 from gtcorrect.trainer import fit
 from gtcorrect.types import FitResult, TrainingData
 
@@ -352,10 +352,7 @@ def train_and_score(
         record["annotators"] = annotators(split, given, truth, result)
     if config.method == "gt":
         record["handed_back"] = handed_back(result, given, split.train_masks)
-        g = config.g
-        kept = score_masks(
-            predict_probs(result.model, split.train_images, device), given, g.sample_loss, g.confident_floor
-        )
+        kept = per_mask_loss(predict_probs(result.model, split.train_images, device), given, "ce+dice", 0.8)
         record["per_sample"] = per_sample(result, given, split.train_masks, truth, kept)
         record["correction"] = correction(result, given, split.train_masks)
         if truth is not None:
@@ -419,6 +416,6 @@ def run_all(
         record = thunk()
         log.add(key, record)
         done += 1
-        test = record["test"]
-        report(f"[{i}/{len(jobs)}] {key}: test dice {test['dice']:.3f}, {record['wall_s']:.0f} s")
+        test = f"test dice {record['test']['dice']:.3f}, " if "test" in record else ""
+        report(f"[{i}/{len(jobs)}] {key}: {test}{record['wall_s']:.0f} s")
     return done

@@ -80,21 +80,19 @@ def _scaled_g(warmup: float, rounds: float) -> Callable[[TrainConfig], TrainConf
 # G-T variants: the ablations of the method and the G-stage options for the side-by-side.
 VARIANTS: dict[str, Callable[[TrainConfig], TrainConfig]] = {
     "default": lambda c: c,
-    # The paper's G stage: the student's CE + Dice on raw scores, its split final.
-    "paper": lambda c: _t(final_split=False)(
-        _g(sample_loss="ce+dice", score_transform="none", score_net="student")(c)
-    ),
-    # The default of 2026-11-27 (before the EMA scorer and the final split): isolates what they add.
-    "student_g_end": lambda c: _t(final_split=False)(_g(score_net="student")(c)),
-    "no_final_split": _t(final_split=False),
+    # The paper's G stage: every split a GMM on the student's CE + Dice, on raw scores (preset paper).
+    "paper": _g(detector="loss", sample_loss="ce+dice", score_transform="none", score_net="student"),
+    # The default before 2026-12-06: every split a GMM on the EMA's "excess" score (one score, no learnt
+    # detector): isolates what the evidence detector adds.
+    "loss": _g(detector="loss"),
     "no_feedback": _g(feedback=False),
     "no_early_learning": _t(early_learning="none"),
     "no_correction": _t(correction="none"),
     "soft": _t(correction="soft"),
-    "loss_ce": _g(sample_loss="ce"),
-    "loss_dice": _g(sample_loss="dice"),
-    "loss_confident": _g(sample_loss="confident"),
-    "loss_trajectory": _g(sample_loss="trajectory"),
+    "loss_ce": _g(detector="loss", sample_loss="ce"),
+    "loss_dice": _g(detector="loss", sample_loss="dice"),
+    "loss_confident": _g(detector="loss", sample_loss="confident"),
+    "loss_trajectory": _g(detector="loss", sample_loss="trajectory"),
     # Wider scale augmentation (zoom 0.7-1.3 instead of 0.9-1.1): does seeing more object sizes stop the
     # network from shrinking large polyps and growing small ones (section full40-size)?
     "scale_aug_0.3": lambda c: dataclasses.replace(

@@ -206,6 +206,17 @@ def _proposed(which: str) -> Getter:
     return get
 
 
+def _true_false_flags(rec: dict[str, Any]) -> float | None:
+    """The true share of correct masks among the flagged ones (1 - precision)."""
+    precision = (rec.get("recognition") or {}).get("precision")
+    return None if precision is None else 1.0 - float(precision)
+
+
+def _min_transfer(rec: dict[str, Any]) -> float | None:
+    transfer = ((rec.get("quality") or {}).get("selftest") or {}).get("transfer") or {}
+    return min(transfer.values()) if transfer else None
+
+
 def _bias(recs: list[dict[str, Any]]) -> str:
     """The annotator check (gtcorrect.bias): masks flagged, moved back, vetoed and learnt from moved back
     (bias-aware training; runs before it count none), means over runs."""
@@ -222,25 +233,19 @@ QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
     ("flagged / true noise", _pair(_get("recognition", "estimated_noise_rate"), _get("spec", "alpha"), 2)),
     ("noise-rate interval", _interval),
     ("S final", _col(_get("quality", "separation"), 2)),
-    ("self-test edge AUROC", _col(_get("quality", "calibration", "edge_auroc"), 2)),
-    ("edges used", lambda recs: _share(_get("quality", "boundary", "used"), recs)),
-    ("corrections vetoed by the edges", _col(_get("quality", "boundary", "vetoed"), 0)),
     ("annotator check: flagged / moved back / vetoed / learnt moved", _bias),
-    ("false-flag est.", _col(_get("quality", "false_flag_rate"), 2)),
+    ("false-flag est. / true", _pair(_get("quality", "false_flag_rate"), _true_false_flags, 2)),
     ("held-out Dice (given masks)", _col(_get("quality", "validation", "dice"), 3)),
     (
         "self-test recall / true recall",
-        _pair(_get("quality", "calibration", "recall"), _get("recognition", "recall"), 2),
+        _pair(_get("quality", "selftest", "recall"), _get("recognition", "recall"), 2),
     ),
-    (
-        "self-test precision / true precision",
-        _pair(_get("quality", "calibration", "precision"), _get("recognition", "precision"), 2),
-    ),
+    ("self-test recall, family left out (min)", _col(_min_transfer, 2)),
     (
         "self-test Dice corrupted → corrected",
         _pair(
-            _get("quality", "calibration", "dice_corrupted"),
-            _get("quality", "calibration", "dice_corrected"),
+            _get("quality", "selftest", "correction", "dice_corrupted"),
+            _get("quality", "selftest", "correction", "dice_corrected"),
             3,
         ),
     ),

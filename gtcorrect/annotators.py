@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from gtcorrect.boundary import outline
+from gtcorrect.evidence import outline_offset
 from gtcorrect.metrics import dice
 
 MIN_MASKS = 5  # fewer masks: no verdict
@@ -44,16 +44,6 @@ class AnnotatorStats:
     edge_alignment: float | None  # mean edge alignment of the outlines (gtcorrect.boundary); None: not given
     suspect: bool  # a consistent offset, and (with several annotators) outlines that follow the edges less
     verdict: str
-
-
-def outline_offset(given: np.ndarray, predicted: np.ndarray) -> float:
-    """Mean signed distance (px) of the outline of ``given`` (S, S) from that of ``predicted``: + where
-    the given outline lies outside the prediction; NaN when either mask is empty or full."""
-    g, p = np.asarray(given) > 0, np.asarray(predicted) > 0
-    if not g.any() or g.all() or not p.any() or p.all():
-        return float("nan")
-    signed = np.where(p, 0.5 - ndimage.distance_transform_edt(p), ndimage.distance_transform_edt(~p) - 0.5)
-    return float(signed[outline(g)].mean())
 
 
 def mask_stats(given: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ A bias that one annotator's masks all share (every outline 5 px too wide) is inv
 the network learns it. The annotator report (``gtcorrect.annotators``) sees it as a consistent offset from
 the other annotators; when it calls an annotator ``suspect``, each of their masks gets a probability of
 carrying the bias (``bias_findings``: is its outline offset more like the biased share of theirs or like the
-others'?), which enters every mask's clean probability (with the network's verdict, where it has one), and a
+others'?), which enters every mask's probability of being wrong (with the network's verdict), and a
 correction that moves its outline back by the annotator's offset (``shift_outline``; Spatial Correction, Yao
 et al., ICLR 2023, models label noise as such a shift). The correction is proposed for every flagged mask of
 theirs whose moved outline follows the image's edges better than the given one (``gtcorrect.boundary``): the
@@ -17,8 +17,8 @@ Shape legend: N training masks, C channels, S size.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from gtcorrect.annotators import BiasFinding, annotator_report, bias_findings, shift_outline
 from gtcorrect.boundary import edge_alignment
 from gtcorrect.config import TrainConfig
-from gtcorrect.quality import CORRECTIONS_APPLIED, Quality, Verdict, Warning
+from gtcorrect.verdict import flag
 
 
 def _check(
@@ -76,7 +76,7 @@ def bias_targets(
     out: dict[int, np.ndarray] = {}
     for f in findings:
         idx = np.flatnonzero(f.mine & np.isfinite(f.noisy_prob))
-        carries = idx[1.0 - f.noisy_prob[idx] <= config.g.tau]
+        carries = idx[flag(f.noisy_prob[idx], config.g)]
         out.update(_move_back(images, masks, alignment, f.shift_px, carries)[0])
     return out
 
@@ -98,99 +98,58 @@ def _fused(clean: np.ndarray, findings: Sequence[BiasFinding]) -> np.ndarray:
     return np.asarray(np.where(mine.any(0), own, others))
 
 
-def apply_bias(
+@dataclass
+class AnnotatorCheck:
+    """The annotator check's result on the N training masks: every mask's probability of being wrong
+    with the annotator evidence added, the suspects' outlines moved back (training index -> mask) and one
+    summary per suspect annotator."""
+
+    noise_prob: np.ndarray
+    moved: dict[int, np.ndarray]
+    summary: list[dict[str, Any]]
+
+
+def check_annotators(
     config: TrainConfig,
     images: np.ndarray,
     masks: np.ndarray,
     annotators: Sequence[str],
     predicted: np.ndarray,
-    quality: Quality,
-    verdict: Verdict,
-    corrections: Mapping[int, np.ndarray],
+    noise_prob: np.ndarray,
+    *,
+    trusted: bool,
     trained: Collection[int] = (),
-) -> tuple[Quality, Verdict, dict[int, np.ndarray]]:
-    """The run's quality, verdicts and corrections (training index -> mask) after the annotator check
-    of the training images (N, C, S, S), given masks (N, S, S) and the kept network's predictions;
-    ``trained``: the masks learnt from with their outlines moved back (``bias_targets``)."""
-    out = dict(corrections)
-    alignment, findings = _check(images, masks, annotators, predicted, verdict.flagged)
+) -> AnnotatorCheck | None:
+    """The annotator check of the training images (N, C, S, S) and given masks (N, S, S) under the kept
+    network's predictions, on top of the verdict's probabilities (N,); None when no annotator is suspect.
+    ``trusted``: whether the job vouches for its network (otherwise it still ranks, but its outlines move
+    nobody's masks); ``trained``: the masks learnt from with their outlines moved back (``bias_targets``)."""
+    alignment, findings = _check(images, masks, annotators, predicted, flag(noise_prob, config.g))
     if not findings:
-        return quality, verdict, out
-    tau = config.g.tau
-    # A network the job cannot vouch for still ranks, but its outlines do not move anyone's masks.
-    trusted = not {"too_few_samples", "weak_network", "no_validation"} & {w.code for w in quality.warnings}
-    clean, flagged, proposed = verdict.clean_prob.copy(), verdict.flagged.copy(), verdict.proposed.copy()
-    if quality.noise_evidence:
-        # Two pieces of evidence on every mask: the network's verdict, and how much the mask's outline
-        # looks like a suspect's. A network trained on a biased annotator's masks partly learns the bias,
-        # so its disagreement with the others' masks is not theirs to answer for.
-        clean = _fused(clean, findings)
-        flagged = clean <= tau
-        proposed &= flagged
-    else:
-        # The network's scores were no verdict (one group): the annotator check's evidence ranks every
-        # mask, how much its outline looks like a suspect's, so that the clean probabilities form one
-        # ranking. Only the suspect's masks are flagged for it (below).
-        ranked = np.isfinite(np.stack([f.noisy_prob for f in findings])).all(0)
-        clean[ranked] = np.min([1.0 - f.noisy_prob[ranked] for f in findings], axis=0)
+        return None
+    # Two pieces of evidence on every mask: the network's verdict, and how much the mask's outline looks
+    # like a suspect's. A network trained on a biased annotator's masks partly learns the bias, so its
+    # disagreement with the others' masks is not theirs to answer for.
+    noise = 1.0 - _fused(1.0 - np.asarray(noise_prob), findings)
+    flags = flag(noise, config.g)
+    moved: dict[int, np.ndarray] = {}
     summary: list[dict[str, Any]] = []
-    warnings: list[Warning] = []
+    learnt = np.fromiter(trained, dtype=np.int64)
     for f in findings:
         idx = np.flatnonzero(f.mine & np.isfinite(f.noisy_prob))
-        flagged[idx] |= clean[idx] <= tau
-        back, vetoed = _move_back(images, masks, alignment, f.shift_px, idx[flagged[idx] & trusted])
-        out.update(back)
-        proposed[np.fromiter(back, dtype=np.int64)] = True
-        moved = len(back)
+        movable = idx[flags[idx]] if trusted else idx[:0]
+        back, vetoed = _move_back(images, masks, alignment, f.shift_px, movable)
+        moved.update(back)
         summary.append(
             {
                 "annotator": f.annotator,
                 "shift_px": f.shift_px,
                 "share": f.share,
                 "masks": int(idx.size),
-                "flagged": int(flagged[idx].sum()),
-                "proposed": moved,
+                "flagged": int(flags[idx].sum()),
+                "proposed": len(back),
                 "vetoed": vetoed,
-                "trained_moved": int(np.isin(idx, np.fromiter(trained, dtype=np.int64)).sum()),
+                "trained_moved": int(np.isin(idx, learnt).sum()),
             }
         )
-        side = "wider" if f.shift_px < 0 else "narrower"
-        warnings.append(
-            Warning(
-                "annotator_bias",
-                f"annotator {f.annotator!r} outlines {abs(f.shift_px):.1f} px {side} than the others "
-                f"(an estimated {f.share:.0%} of their masks): {summary[-1]['flagged']} of their {idx.size} "
-                f"masks flagged, {moved} with the outline moved back"
-                + (
-                    f"; {summary[-1]['trained_moved']} learnt from with the outline moved back."
-                    if summary[-1]["trained_moved"]
-                    else "."
-                ),
-            )
-        )
-    status, reason, kept = quality.corrections, quality.corrections_reason, quality.warnings
-    added = bool((flagged & ~verdict.flagged).any())
-    if added:  # the network's "nothing is flagged" no longer holds
-        kept = [
-            replace(w, message=w.message.replace("nothing is flagged", "the network flags nothing itself"))
-            if w.code == "no_evidence_of_noise"
-            else w
-            for w in kept
-        ]
-    if any(s["proposed"] for s in summary):
-        network = f"; the network's own corrections: {reason}" if status != CORRECTIONS_APPLIED else ""
-        status, reason = CORRECTIONS_APPLIED, "a biased annotator's outlines moved back" + network
-        kept = [w for w in kept if w.code != "corrections_withheld"]
-    quality = replace(
-        quality,
-        corrections=status,
-        corrections_reason=reason,
-        n_proposed=int(proposed.sum()),
-        warnings=[*kept, *warnings],
-        annotator_bias=summary,
-        noise_evidence=True if added else quality.noise_evidence,
-        estimated_noise_rate=float(flagged.sum()) / max(quality.n_samples, 1)
-        if (flagged != verdict.flagged).any()
-        else quality.estimated_noise_rate,
-    )
-    return quality, Verdict(clean, flagged, proposed), out
+    return AnnotatorCheck(noise, moved, summary)

@@ -24,6 +24,9 @@ Method = Literal["gt", "noisy", "clean", "gmm_select", "coteaching"]
 # "ce+dice" averaged over the last GStageConfig.trajectory_epochs epochs (see gtcorrect.gstage).
 SampleLoss = Literal["ce+dice", "ce", "dice", "confident", "excess", "trajectory"]
 ScoreTransform = Literal["none", "log"]
+# "evidence": the learned verdict of gtcorrect.verdict over every evidence column (the default);
+# "loss": the paper's GMM on one per-sample loss (g.sample_loss).
+Detector = Literal["evidence", "loss"]
 ScoreNet = Literal["ema", "student"]
 EarlyLearning = Literal["curve", "fixed", "none"]
 Correction = Literal["hard", "soft", "none"]
@@ -32,6 +35,7 @@ AmpMode = Literal["auto", "on", "off"]
 NoiseRegime = Literal[
     "moderate", "strong", "systematic", "systematic_erosion"
 ]  # the presets of gtcorrect.noise
+CopyFamily = Literal["dilation", "erosion", "affine", "polygon", "boundary"]  # gtcorrect.noise types
 
 METHODS: tuple[str, ...] = typing.get_args(Method)
 AMP_MODES: tuple[str, ...] = typing.get_args(AmpMode)
@@ -63,9 +67,15 @@ class GStageConfig:
     """G stage: GMM split of the per-sample loss, iterated as positive feedback (docs/METHOD.md)."""
 
     warmup_epochs: int = 10  # epochs on every mask before the first GMM split (gt, gmm_select: >= 1)
-    # "excess", not the paper's "ce+dice": on Kvasir-SEG (strong mixed, alpha 0.5, 700 images) it ranks
-    # noisy masks better (BENCHMARKS.md, sections evidence-strong and full40-strong05); variant
-    # "paper" of bench/plan.py keeps the reference configuration.
+    # How every split decides (each G-stage round and the final verdict). "evidence": a detector learnt
+    # from the job's own corrupted copies over every evidence column, and a mixture anchored by them
+    # (gtcorrect.verdict): on Kvasir-SEG (strong mixed, alpha 0.5) AUROC 0.97 against 0.87 for the
+    # best single score, and 2-4 % flagged on clean masks (BENCHMARKS.md, "Recognition that
+    # transfers"). "loss": the paper's GMM on g.sample_loss (the reference configuration, preset paper).
+    detector: Detector = "evidence"
+    # g.detector="loss": the per-sample score. "excess", not the paper's "ce+dice": on Kvasir-SEG (strong
+    # mixed, alpha 0.5, 700 images) it ranks noisy masks better (BENCHMARKS.md, sections evidence-strong
+    # and full40-strong05); gmm_select always splits on it.
     sample_loss: SampleLoss = "excess"
     rounds_max: int = 5  # most positive-feedback rounds (train on the clean set, split again)
     epochs_per_round: int = 5  # epochs of each feedback round
@@ -98,12 +108,13 @@ class GStageConfig:
     # component of its own. 0: DivideMix's min-max scaling. (Tukey's far fences, tried instead, kept the
     # hard-image tail of clean Kvasir-SEG masks apart: 20 % flagged at alpha 0, BENCHMARKS.md.)
     robust_quantile: float = 0.01
-    # A split whose smaller side (mixture weight or flagged share) is below this share of the masks
-    # is no evidence of two groups: it changes nothing (the flags of the round before stand).
+    # g.detector="loss": a split whose smaller side (mixture weight or flagged share) is below this
+    # share of the masks, or that flags more than max_flagged_share of them (its clean component has
+    # collapsed onto a few masks: BU-BIL, seed 0, 94 of 97 flagged at S 2.87), shows no two groups; the
+    # masks with the highest loss are flagged instead, as many as the mixture's noisy weight clipped to
+    # these bounds (the same rule whichever bound failed).
     min_component_weight: float = 0.03
-    # A split that flags more than this share of the masks is no evidence either: its clean component has
-    # collapsed onto a few masks (BU-BIL, seed 0: 94 of 97 flagged at S 2.87). It changes nothing.
-    max_flagged_share: float = 0.8
+    max_flagged_share: float = 0.8  # g.detector="loss": most masks one split may flag (see above)
 
 
 @dataclass(frozen=True)
@@ -131,16 +142,6 @@ class TStageConfig:
     elr_beta: float = 0.7  # ELR's moving average of the predictions
     elr_lambda: float = 3.0  # ELR's weight
     keep: KeepModel = "teacher"  # the network returned as the model
-    # After the last epoch, score every image with the teacher and split once more (a last GMM round,
-    # reported like the others); the corrections are then made for that final flagged set. The
-    # teacher has trained for the whole T stage by then and ranks the noisy masks better than the
-    # network that ended the G stage (BENCHMARKS.md). False: the G stage's split is final.
-    final_split: bool = True
-    # The final split is kept only if its mixture has two modes: two equal Gaussians are bimodal when
-    # their means lie more than 2 sd apart, i.e. separation S > sqrt(2). On clean masks the teacher's
-    # scores can form one skewed mode that a GMM still cuts in two (on Kvasir-SEG at alpha 0 one seed
-    # gave S 0.28 and flagged 99 % of the masks); the G stage's split then stands.
-    final_split_min_separation: float = 1.41
     # Bias-aware training: with the annotator of each mask known, the annotator check
     # (gtcorrect.bias) runs on the network at the end of the warm-up and again when the T stage starts;
     # a suspect annotator's masks are learnt from with their outlines moved back from then on (the given
@@ -161,36 +162,24 @@ class QualityConfig:
     min_val_samples: int = 8  # fewer held-back samples than this: no validation split (a warning)
     min_samples: int = 50  # fewer training samples: too few to judge noise (a warning; gate closed)
     min_val_dice: float = 0.5  # validation Dice (against the given masks) below this: weak network
-    # Evidence of noise needs a bimodal final split: S >= this (two equal Gaussians are bimodal when
-    # S > sqrt(2)) and each side at least g.min_component_weight of the masks.
-    min_separation: float = 1.41
-    calibration_samples: int = 64  # trusted masks corrupted for the self-test
-    # gtcorrect.noise presets the self-test corrupts copies with (all mixed types); the headline figures
-    # are those of the preset whose copies are about as wrong as the flagged masks look to the network.
-    calibration_regimes: tuple[NoiseRegime, ...] = ("moderate", "strong")
-    min_calibration_recall: float = 0.5  # below this: a warning that many wrong masks may be missed
-    # The gate hands corrections back only while the job's own mixture says at most this share of the
-    # flagged masks is clean (mean clean probability of the flagged masks).
+    # The self-test (gtcorrect.selftest): this many training masks (all, when fewer) are copied and each
+    # copy corrupted once per family at the preset's lengths; the detector of g.detector="evidence"
+    # learns from them, and they measure the verdict's recall. "boundary" distortions and "moderate"
+    # lengths made the detector flag correct masks on Kvasir-SEG (BENCHMARKS.md, "Recognition that
+    # transfers"): they are not the default.
+    selftest_pool: int = 256
+    selftest_families: tuple[CopyFamily, ...] = ("dilation", "erosion", "affine", "polygon")  # one copy each
+    selftest_strength: NoiseRegime = "strong"  # the gtcorrect.noise preset whose lengths the copies take
+    min_selftest_recall: float = 0.5  # below this (overall or for a family left out): a warning
+    # The gate hands corrections back only while the verdict estimates at most this share of the
+    # flagged masks to be correct (their mean clean probability).
     max_false_flag_rate: float = 0.1
     max_flagged_fraction: float = 0.5  # more masks flagged than this: a warning
     # A correction is proposed only for a mask whose noisy probability (1 - clean probability) is at least
-    # this. The mixture's posterior is overconfident: on Kvasir-SEG (strong mixed, alpha 0.5) it put 5 %
-    # clean masks among the flagged where 25 % were; above 0.9 the corrections gained 9.2 and 8.4 Dice
-    # points against 7.7 and 6.4 for all flagged masks, and the masks handed back were better overall
-    # too (BENCHMARKS.md, "Verdicts a user can trust").
+    # this, whose expected gain is positive, and whose corrected outline follows the image's edges at
+    # least as well as the given one.
     min_noise_prob: float = 0.9
     bootstrap: int = 100  # resamples for the noise-rate interval
-    # A second opinion from the image (gtcorrect.boundary): when the outlines' edge alignment tells the
-    # self-test's copies from their originals with at least this AUROC, the final split is a joint one
-    # over the network's score and the alignment, and a correction is proposed only where it follows the
-    # image's edges better than the given mask. On Kvasir-SEG (strong mixed, alpha 0.5) this raised the
-    # ranking's AUROC from 0.856 to 0.914 and the proposed masks' gain from 6-13 to 20-25 Dice points
-    # (BENCHMARKS.md, "third pass").
-    boundary: bool = True
-    min_edge_auroc: float = 0.75  # the self-test's edge AUROC at which the edges count (boundary)
-    # ... and when the edges are evidence, the masks the network flags must follow them less than the
-    # rest (AUROC of low alignment, flagged vs unflagged, at least this), or there is no evidence of noise.
-    min_edge_confirmation: float = 0.6
     # With the annotator of each mask known (two or more annotators): flag a biased annotator's masks and
     # propose their outlines moved back by the annotator's offset (gtcorrect.bias).
     annotators: bool = True
@@ -259,7 +248,19 @@ class TrainConfig:
 
 
 # Fields that existed in stored configs and no longer do (section -> names).
-RETIRED_FIELDS: dict[str, tuple[str, ...]] = {"g": ("robust_iqr",)}
+RETIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "g": ("robust_iqr",),
+    "t": ("final_split", "final_split_min_separation"),
+    "quality": (
+        "min_separation",
+        "calibration_samples",
+        "calibration_regimes",
+        "min_calibration_recall",
+        "boundary",
+        "min_edge_auroc",
+        "min_edge_confirmation",
+    ),
+}
 
 _T = TypeVar("_T")
 
@@ -374,20 +375,16 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "t.threshold_ema": (0, 0.99999, False),
     "t.elr_beta": (0, 0.99999, False),
     "t.elr_lambda": (0, 100, False),
-    "t.final_split_min_separation": (0, 100, False),
     "quality.val_fraction": (0, 0.5, False),
     "quality.min_val_samples": (1, None, False),
     "quality.min_samples": (0, None, False),
     "quality.min_val_dice": (0, 1, False),
-    "quality.min_separation": (0, 100, False),
-    "quality.calibration_samples": (0, 4096, False),
-    "quality.min_calibration_recall": (0, 1, False),
+    "quality.selftest_pool": (4, 4096, False),
+    "quality.min_selftest_recall": (0, 1, False),
     "quality.max_false_flag_rate": (0, 1, False),
     "quality.max_flagged_fraction": (0, 1, False),
     "quality.min_noise_prob": (0, 1, False),
     "quality.bootstrap": (1, 10000, False),
-    "quality.min_edge_auroc": (0, 1, False),
-    "quality.min_edge_confirmation": (0, 1, False),
     "coteaching.forget_rate": (0, 0.99, False),
     "coteaching.num_gradual": (0, None, False),
 }
@@ -444,6 +441,11 @@ def check_config(config: TrainConfig, limits: ConfigLimits | None = None) -> Non
         raise ConfigError("batch_size", f"must be >= 2, got {config.batch_size}")
     if config.num_workers < 0:
         raise ConfigError("num_workers", f"must be >= 0, got {config.num_workers}")
+    families = config.quality.selftest_families
+    if not families or len(set(families)) != len(families):
+        raise ConfigError(
+            "quality.selftest_families", f"needs at least one family, each once, got {list(families)}"
+        )
     if config.method in ("gt", "gmm_select") and config.g.warmup_epochs < 1:
         raise ConfigError("g.warmup_epochs", f"must be >= 1, got {config.g.warmup_epochs}")
     if config.method != "gt" and config.epochs < 1:
@@ -520,11 +522,15 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "paper",
-            "The paper's reference G stage (Gao et al. 2024): the student's per-image CE + Dice loss, the "
-            "GMM on raw scores, no final split; our other defaults stay.",
+            "The paper's reference G stage (Gao et al. 2024): every split is a GMM on the student's "
+            "per-image CE + Dice loss, on raw scores; our other defaults stay.",
             {
-                "g": {"sample_loss": "ce+dice", "score_transform": "none", "score_net": "student"},
-                "t": {"final_split": False},
+                "g": {
+                    "detector": "loss",
+                    "sample_loss": "ce+dice",
+                    "score_transform": "none",
+                    "score_net": "student",
+                }
             },
         ),
     )

@@ -1,18 +1,16 @@
 """G-T correcting (Gao et al., Med Biol Eng Comput 2024): G stage then T stage on one ``Run``.
 
-G stage: warm-up on all images, GMM split (round 0), then positive-feedback rounds that train only on
-the clean set and re-split, until fewer than ``stop_change_frac`` images change side or ``rounds_max``.
-The splits score images with the EMA of the student's weights (``g.score_net="ema"``, our choice) or
-with the student itself (the paper).
+G stage: warm-up on all images, a split (round 0), then positive-feedback rounds that train only on
+the clean set and split again, until fewer than ``stop_change_frac`` images change side or ``rounds_max``.
+Every split is the verdict of ``gtcorrect.verdict`` (``g.detector``) on the scoring network: the EMA of
+the student's weights (``g.score_net="ema"``, our choice) or the student itself (the paper).
 T stage: student from the G-stage weights, EMA teacher (the G stage's EMA goes on, or a copy of the
 student); batches mix clean and flagged images; flagged images learn from their given masks during
-early learning and from confidently corrected masks after the switch (see docs/METHOD.md). Corrections
-are recomputed from the teacher at the end of every correction-phase epoch and at the last epoch, so
-flagged images always get a corrected mask. With ``t.final_split`` (our choice) the teacher scores
-every image after the last epoch and the GMM splits once more; unless that mixture has one mode
-(separation below ``t.final_split_min_separation``: the split is then recorded with applied=False and
-the G stage's flags stand) its flags are final, and the last corrections are made for the final
-flagged set. The early-learning curve is the teacher's (eval mode) Dice against the given flagged masks.
+early learning and from confidently corrected masks after the switch (see docs/METHOD.md); corrections
+are recomputed from the teacher at the end of every correction-phase epoch. After the last epoch the
+job's final verdict (``gtcorrect.trainer.fit``) decides which masks are flagged, and
+``final_corrections`` corrects exactly those. The early-learning curve is the teacher's (eval mode)
+Dice against the given flagged masks.
 Shape legend: N images, Nf flagged, K classes, S size.
 """
 
@@ -215,34 +213,25 @@ def _t_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
             sums.setdefault(key, []).append(value)
     losses = {k: float(np.mean(v)) for k, v in sums.items()}
     last = epoch == state.g_end + t.epochs
-    final = last and t.final_split
     if flagged.size:
         probs = run.predict_probs("teacher", flagged)
         given = run.masks[torch.as_tensor(flagged, device=run.device)].cpu().numpy()
         losses["flagged_dice"] = float(foreground_dice(probs.argmax(1), given).mean())
         detector.update(losses["flagged_dice"])
-        if t.correction != "none" and (detector.switched or last) and not final:
+        if t.correction != "none" and detector.switched and not last:
             _correct(run, flagged, probs)
-    if t.final_split:
-        record_epoch_score(run, "teacher")  # sample_loss="trajectory": the teacher's last epochs
-    rnd = _final_split(run) if final else None
+    record_epoch_score(run, "teacher")  # sample_loss="trajectory": the teacher's last epochs
     state.detector = detector.state_dict()
-    run.end_epoch(epoch, "t_correct" if correcting else "t_early", planned_epochs(run), losses, rnd)
+    run.end_epoch(epoch, "t_correct" if correcting else "t_early", planned_epochs(run), losses)
 
 
-def _final_split(run: Run) -> int | None:
-    """The teacher's split after the last epoch (kept if its separation reaches
-    ``t.final_split_min_separation``); the corrections are remade for the flagged set."""
-    t = run.config.t
-    record = split(
-        run, "teacher", run.state.rounds[-1].round + 1, min_separation=t.final_split_min_separation
-    )
-    kept = record.applied
-    flagged = np.flatnonzero(run.state.flagged)
-    run.state.corrections = {}
-    if t.correction != "none" and flagged.size:
-        _correct(run, flagged, run.predict_probs("teacher", flagged))
-    return record.round if kept else None
+def final_corrections(run: Run, net: str, flagged: np.ndarray) -> dict[int, np.ndarray]:
+    """Confident correcting of the training masks ``flagged`` (indices) with net ``net`` after the last
+    epoch: the corrections the final verdict's flagged masks are handed (``t.correction="none"``: none)."""
+    if run.config.t.correction == "none" or flagged.size == 0:
+        return {}
+    _correct(run, flagged, run.predict_probs(net, flagged))
+    return dict(run.state.corrections)
 
 
 def run_gt(run: Run, resume: Checkpoint | None) -> str:

@@ -21,11 +21,34 @@ from gtcorrect.augment import augment_batch
 from gtcorrect.checkpoint import Checkpoint, pack_mask, unpack_mask
 from gtcorrect.config import TrainConfig
 from gtcorrect.errors import CheckpointError, TrainingStopped
+from gtcorrect.evidence import EvidenceTable, edge_maps, network_columns, static_columns
 from gtcorrect.losses import seg_loss
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network, mixed_precision, use_amp
+from gtcorrect.selftest import Copies, make_copies, pool_indices
 from gtcorrect.tstage import ema_update
 from gtcorrect.types import GmmRound, Progress, ProgressCallback, StopCheck, TrainingData
+
+_CHUNK = 256  # images scored at a time when measuring evidence
+
+
+@dataclass(frozen=True)
+class SelfTestSet:
+    """The run's self-test copies: ``pool`` (P,) training indices copied, the ``copies`` of their masks,
+    and the columns that need no network, of the training masks (``static``) and of the copies."""
+
+    pool: np.ndarray
+    copies: Copies
+    static: dict[str, np.ndarray]
+    copy_static: dict[str, np.ndarray]
+
+
+def _chunked_static(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+    parts = [
+        static_columns(edge_maps(images[s : s + _CHUNK]), masks[s : s + _CHUNK])
+        for s in range(0, len(masks), _CHUNK)
+    ]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -111,6 +134,8 @@ def _gmm_round(d: dict[str, Any]) -> GmmRound:
         n_flagged=int(d["n_flagged"]),
         n_changed=int(d["n_changed"]),
         applied=bool(d.get("applied", True)),
+        score=str(d.get("score", GmmRound.score)),
+        distribution=str(d.get("distribution", GmmRound.distribution)),
     )
 
 
@@ -136,6 +161,7 @@ class Run:
         self.nets: dict[str, nn.Module] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self.state = RunState.initial(self.n)
+        self._selftest: SelfTestSet | None = None
 
     def retarget(self, targets: dict[int, np.ndarray]) -> None:
         """Learn samples ``targets`` (index -> mask) from those masks instead of the given ones; the given
@@ -216,19 +242,69 @@ class Run:
         return out
 
     @torch.no_grad()
-    def probs_of(self, name: str, images: torch.Tensor) -> np.ndarray:
-        """Softmax of net ``name`` in eval mode on images (M, C, S, S) (any device): (M, K, S, S) float32."""
+    def probs_of(self, name: str, images: torch.Tensor, views: int = 1) -> np.ndarray:
+        """Softmax of net ``name`` in eval mode on images (M, C, S, S) (any device): (M, K, S, S) float32.
+        ``views`` 4: the mean over the image and its horizontal, vertical and double flips."""
         net = self.nets[name]
         was_training = net.training
         net.eval()
         out = []
         bs = self.config.batch_size
+        flips: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)][: max(views, 1)]
         for start in range(0, images.shape[0], bs):
-            out.append(torch.softmax(net(images[start : start + bs].to(self.device)), 1).float().cpu())
+            x = images[start : start + bs].to(self.device)
+            mean = torch.zeros(0)
+            for f in flips:
+                p = torch.softmax(net(x.flip(f) if f else x), 1).float()
+                p = p.flip(f) if f else p
+                mean = p if mean.numel() == 0 else mean + p
+            out.append((mean / len(flips)).cpu())
         net.train(was_training)
         if not out:
             return np.zeros((0, self.k, *self.images.shape[2:]), dtype=np.float32)
         return torch.cat(out).numpy()
+
+    def selftest(self) -> SelfTestSet:
+        """The self-test's pool and copies (made once per run, the same on resume: they depend on the
+        seed and the masks only) with the columns that do not change with the network."""
+        if self._selftest is None:
+            q, masks = self.config.quality, np.asarray(self.data.masks)
+            pool = pool_indices(self.n, q.selftest_pool, self.config.seed)
+            copies = make_copies(
+                masks[pool], tuple(q.selftest_families), q.selftest_strength, self.config.seed
+            )
+            static = _chunked_static(np.asarray(self.data.images), masks)
+            edges = edge_maps(np.asarray(self.data.images)[pool])
+            copy_static = static_columns(edges[copies.source], copies.masks)
+            self._selftest = SelfTestSet(pool, copies, static, copy_static)
+        return self._selftest
+
+    def evidence(self, name: str, views: int = 1) -> tuple[EvidenceTable, EvidenceTable, np.ndarray]:
+        """The evidence table of every training mask and of the self-test's copies under net ``name``
+        (one pass over the images, a chunk at a time), and the pool images' probabilities."""
+        st = self.selftest()
+        masks = np.asarray(self.data.masks)
+        parts, copy_parts, pool_probs = [], [], []
+        by_image = st.pool[st.copies.source]  # training index of each copy's image
+        for start in range(0, self.n, _CHUNK):
+            idx = np.arange(start, min(start + _CHUNK, self.n))
+            probs = self.probs_of(name, self.images[torch.as_tensor(idx, device=self.device)], views)
+            cols, per_class = network_columns(probs, masks[idx])
+            parts.append(EvidenceTable({**cols, **{k: v[idx] for k, v in st.static.items()}}, per_class))
+            mine = np.flatnonzero((by_image >= start) & (by_image < idx[-1] + 1))
+            cols, per_class = network_columns(probs[by_image[mine] - start], st.copies.masks[mine])
+            copy_parts.append((mine, cols, per_class))
+            in_pool = (st.pool >= start) & (st.pool <= idx[-1])
+            pool_probs.append(probs[st.pool[in_pool] - start])
+        order = np.concatenate([m for m, _, _ in copy_parts])
+        copy_cols = {k: np.empty(order.size) for k in copy_parts[0][1]}
+        copy_class = np.empty((order.size, copy_parts[0][2].shape[1]))
+        for m, cols, per_class in copy_parts:
+            for k, v in cols.items():
+                copy_cols[k][m] = v
+            copy_class[m] = per_class
+        copy_table = EvidenceTable({**copy_cols, **st.copy_static}, copy_class)
+        return EvidenceTable.concat(parts), copy_table, np.concatenate(pool_probs)
 
     def end_epoch(
         self, epoch: int, phase: str, total: int, losses: dict[str, float], rnd: int | None = None

@@ -7,7 +7,6 @@ returns the name of the net to keep. Shape legend: N images, B batch.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -15,10 +14,11 @@ import torch
 
 from gtcorrect.augment import augment_batch
 from gtcorrect.checkpoint import Checkpoint
-from gtcorrect.gstage import fit_gmm, is_bimodal, score_samples, trajectory_score, update_round_decided
+from gtcorrect.gstage import score_samples, trajectory_score, update_round_decided
 from gtcorrect.loop import Run
 from gtcorrect.losses import per_sample_loss, seg_loss
 from gtcorrect.types import GmmRound
+from gtcorrect.verdict import Verdict, decide, decide_by_loss
 
 DEFAULT_FORGET_RATE = 0.3
 
@@ -34,41 +34,47 @@ def record_epoch_score(run: Run, name: str) -> None:
     run.state.scores = run.state.scores[-max(1, g.trajectory_epochs) :]
 
 
-def split(run: Run, name: str, round_index: int, *, min_separation: float = 0.0) -> GmmRound:
-    """Score every image with net ``name``, fit the GMM and update the run's split (in place).
+def split(run: Run, name: str, round_index: int) -> GmmRound:
+    """Judge every training mask with net ``name`` and update the run's split (in place): the learned
+    verdict over the evidence (``g.detector="evidence"``, ``gtcorrect.verdict.decide``) or the paper's GMM
+    on one per-sample loss (``"loss"``; gmm_select always)."""
+    verdict = judge_training_masks(run, name, round_index)
+    state = run.state
+    if state.rounds:
+        state.round_decided = update_round_decided(
+            state.round_decided, state.flagged, verdict.flagged, round_index
+        )
+    state.clean_prob, state.flagged, state.sample_loss = (
+        1.0 - verdict.noise_prob,
+        verdict.flagged,
+        verdict.score,
+    )
+    state.rounds.append(verdict.record)
+    return verdict.record
 
-    A fit that shows no two groups (``gtcorrect.gstage.is_bimodal``: separation S below
-    ``min_separation``, or one side below ``g.min_component_weight`` of the images) is reported with
-    ``applied=False`` and ``n_changed=0`` but changes nothing: the flags before it stand.
-    """
+
+def judge_training_masks(run: Run, name: str, round_index: int, views: int = 1) -> Verdict:
+    """The verdict of net ``name`` on every training mask (``views``: test-time flips of the evidence)."""
+    g, state = run.config.g, run.state
+    previous = state.flagged if state.rounds else None
+    seed = run.config.seed + round_index
+    if g.detector == "evidence" and run.config.method == "gt":
+        table, copy_table, _ = run.evidence(name, views)
+        st = run.selftest()
+        return decide(table, st.pool, st.copies, copy_table, g, seed, round_index, previous)
+    return decide_by_loss(loss_scores(run, name), g, seed, round_index, previous)
+
+
+def loss_scores(run: Run, name: str) -> np.ndarray:
+    """Every training mask's ``g.sample_loss`` under net ``name`` (N,)."""
     g, state = run.config.g, run.state
     if g.sample_loss == "trajectory":
         if not state.scores:
             record_epoch_score(run, name)
-        losses = trajectory_score(state.scores, g.trajectory_epochs)
-    else:
-        losses = score_samples(
-            run.nets[name],
-            run.images,
-            run.masks,
-            g.sample_loss,
-            run.config.batch_size,
-            floor=g.confident_floor,
-        )
-    previous = state.flagged if state.rounds else None
-    clean_prob, record = fit_gmm(
-        losses, g, run.config.seed + round_index, round_index=round_index, previous_flags=previous
+        return trajectory_score(state.scores, g.trajectory_epochs)
+    return score_samples(
+        run.nets[name], run.images, run.masks, g.sample_loss, run.config.batch_size, floor=g.confident_floor
     )
-    if not is_bimodal(record, min_separation, g.min_component_weight, g.max_flagged_share):
-        record = dataclasses.replace(record, applied=False, n_changed=0)
-        state.rounds.append(record)
-        return record
-    flags = clean_prob <= g.tau
-    if previous is not None:
-        state.round_decided = update_round_decided(state.round_decided, previous, flags, round_index)
-    state.clean_prob, state.flagged, state.sample_loss = clean_prob, flags, losses
-    state.rounds.append(record)
-    return record
 
 
 def clean_indices(run: Run) -> np.ndarray:

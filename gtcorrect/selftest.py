@@ -1,154 +1,109 @@
-"""The self-test of a finished run: copies of masks it trusts, corrupted with the engine's own noise
-simulator (``gtcorrect.noise``: known truth), scored under the kept network's probabilities (no new
-forward pass) and judged by the run's own split: how many wrong masks it catches (recall), how often it
-flags a correct one (precision), whether confident correcting brings the copies back, and how well the
-image's edges tell the copies from their originals. ``gtcorrect.quality`` reads it for its gate.
-Shape legend: M masks, K classes, S size, C channels.
+"""The job's own examples of wrong masks: corrupted copies of a pool of its masks (known truth).
+
+A job cannot know which of its masks are wrong, but it can make wrong masks: copies of a random pool of
+its training masks, corrupted with the engine's noise simulator (``gtcorrect.noise``), one copy per
+family (dilation, erosion, an affine move, a coarse polygon) at the ``strong`` preset's lengths. The
+detector of ``gtcorrect.verdict`` learns what such copies look like next to the given masks, on this
+data and under this network; the copies also tell how many wrong masks the verdict catches (its recall,
+per family and for a family it was not trained on) and whether confident correcting repairs them
+(``correction_check``). Shape legend: P pool masks, Q = P x families copies, K classes, S size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+import dataclasses
+from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
-import torch
 
-from gtcorrect.boundary import edge_auroc
-from gtcorrect.config import TrainConfig
-from gtcorrect.gstage import ScoreMixture
-from gtcorrect.losses import per_sample_loss
 from gtcorrect.metrics import foreground_dice
-from gtcorrect.noise import PRESETS, simulate_noise
+from gtcorrect.noise import NOISE_TYPES, PRESETS, simulate_noise
 from gtcorrect.tstage import class_thresholds, confident_flags, hard_correction
 
-Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-# Flags (M,) bool for masks (M, S, S) from their network scores (M,) and images (M, C, S, S) or None.
-Judge = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
+FAMILIES: tuple[str, ...] = ("dilation", "erosion", "affine", "polygon")
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """The self-test: ``n`` trusted masks corrupted with preset ``regime`` and judged by the run."""
+class Copies:
+    """Corrupted copies of pool masks: ``masks`` (Q, S, S), the pool position each came from
+    (``source``), its family and its pixel noise (1 - Dice with the original)."""
 
-    n: int
-    regime: str
-    recall: float  # share of the corrupted copies the run's mixture flags
-    precision: float  # flagged copies / (flagged copies + flagged uncorrupted originals)
-    dice_corrupted: float  # mean Dice(copy, original)
-    dice_corrected: float  # mean Dice(corrected copy, original)
-    dice_clean_corrected: float  # mean Dice(corrected original, original): what correcting costs a clean mask
-    gain_ratio: float  # (dice_corrected - dice_corrupted) / mean share of the copy that correcting changed
-    # How well the outlines' image-edge alignment (gtcorrect.boundary) tells the copies from their originals
-    # (AUROC; None without images or without outlines).
-    edge_auroc: float | None = None
-    # The flagged masks' mean disagreement with the network (1 - Dice(given, prediction)): the preset whose
-    # copies' pixel noise (1 - dice_corrupted) lies closest to it gives the headline figures.
-    flagged_disagreement: float | None = None
-    by_regime: dict[str, dict[str, float | None]] = field(default_factory=dict)  # recall, precision, noise
+    masks: np.ndarray
+    source: np.ndarray
+    family: np.ndarray
+    pixel_noise: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.source.size)
 
 
-def log_probs(probs: np.ndarray) -> torch.Tensor:
-    """Probabilities (M, K, S, S) as logits: per-sample scores of new masks need no new forward pass."""
-    return torch.log(torch.as_tensor(probs, dtype=torch.float32).clamp_min(1e-7))
+def pool_indices(n: int, size: int, seed: int) -> np.ndarray:
+    """``size`` of n training masks (all when fewer), chosen by ``seed``, sorted."""
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 6151]).choice(n, size=size, replace=False))
 
 
-def score_masks(probs: np.ndarray, masks: np.ndarray, kind: str, floor: float) -> np.ndarray:
-    """Per-sample score (M,) of masks (M, S, S) under fixed network probabilities (M, K, S, S)."""
-    if probs.shape[0] == 0:
-        return np.zeros(0)
-    kind = "ce+dice" if kind == "trajectory" else kind  # one network, one epoch: the plain score
-    target = torch.as_tensor(masks, dtype=torch.int64)
-    return per_sample_loss(log_probs(probs), target, kind, floor=floor).double().numpy()
-
-
-def self_test(
-    probs: np.ndarray,
-    masks: np.ndarray,
-    mixture: ScoreMixture,
-    thresholds: np.ndarray | None,
-    config: TrainConfig,
-    regime: str,
-    images: np.ndarray | None = None,
-    judge: Judge | None = None,
-) -> Calibration | None:
-    """Corrupt trusted masks (M, S, S) with preset ``regime`` (known truth), score them under their
-    images' network probabilities (M, K, S, S), judge them (by default the network-score ``mixture``)
-    and correct them; None when there are fewer than 4. With their images (M, C, S, S), also how well
-    edge alignment tells copies from originals."""
-    m = masks.shape[0]
-    if m < 4:
-        return None
-    g = config.g
-    if judge is None:
-        judge = lambda scores, _masks, _images: mixture.clean_prob(scores) <= g.tau  # noqa: E731
-    copies = np.stack(simulate_noise(list(masks), PRESETS[regime](1.0), config.seed).masks)
-    copy_scores = score_masks(probs, copies, g.sample_loss, g.confident_floor)
-    orig_scores = score_masks(probs, masks, g.sample_loss, g.confident_floor)
-    caught = judge(copy_scores, copies, images)
-    false = judge(orig_scores, masks, images)
-    th = thresholds if thresholds is not None else class_thresholds(probs, masks, None, 0.0)
-    floor = config.t.confidence_floor
-    corrected = hard_correction(probs, copies, confident_flags(probs, copies, th, floor))
-    clean_corrected = hard_correction(probs, masks, confident_flags(probs, masks, th, floor))
-    before = foreground_dice(copies, masks).mean()
-    after = foreground_dice(corrected, masks).mean()
-    changed = float(np.mean(1.0 - foreground_dice(corrected, copies)))
-    return Calibration(
-        n=m,
-        regime=regime,
-        recall=float(caught.mean()),
-        precision=float(caught.sum() / max(caught.sum() + false.sum(), 1)),
-        dice_corrupted=float(before),
-        dice_corrected=float(after),
-        dice_clean_corrected=float(foreground_dice(clean_corrected, masks).mean()),
-        gain_ratio=float((after - before) / changed) if changed > 1e-9 else 0.0,
-        edge_auroc=None if images is None else edge_auroc(images, masks, copies),
+def make_copies(masks: np.ndarray, families: tuple[str, ...], strength: str, seed: int) -> Copies:
+    """One copy of every pool mask (P, S, S) per family, corrupted at preset ``strength``'s lengths."""
+    if strength not in PRESETS:
+        raise ValueError(f"unknown noise preset {strength!r}; choose from {sorted(PRESETS)}.")
+    unknown = sorted(set(families) - set(NOISE_TYPES))
+    if unknown:
+        raise ValueError(f"unknown corruption families {unknown}; choose from {list(NOISE_TYPES)}.")
+    out: list[np.ndarray] = []
+    family: list[str] = []
+    noise: list[float] = []
+    for k, name in enumerate(families):
+        weights = cast(tuple[float, float, float, float, float], tuple(float(t == name) for t in NOISE_TYPES))
+        spec = dataclasses.replace(PRESETS[strength](1.0), weights=weights)
+        result = simulate_noise(list(np.asarray(masks, dtype=np.int64)), spec, seed * 31 + k)
+        out.extend(result.masks)
+        # An empty mask gets a spurious blob whatever the family: it is counted under that family.
+        family.extend([name] * len(result.masks))
+        noise.extend(t.pixel_noise for t in result.truth)
+    p = masks.shape[0]
+    return Copies(
+        masks=np.stack(out) if out else np.zeros((0, *masks.shape[1:]), np.int64),
+        source=np.tile(np.arange(p), len(families)),
+        family=np.array(family, dtype=object),
+        pixel_noise=np.array(noise, dtype=np.float64),
     )
 
 
-def matched_self_test(
-    fetch: Fetch,
-    trusted: np.ndarray,
-    flagged: np.ndarray,
-    mixture: ScoreMixture,
+@dataclass(frozen=True)
+class CorrectionCheck:
+    """Confident correcting (``gtcorrect.tstage``) applied to the copies and to their originals."""
+
+    dice_corrupted: float  # mean Dice(copy, original)
+    dice_corrected: float  # mean Dice(corrected copy, original)
+    dice_clean_corrected: float  # mean Dice(corrected original, original): what correcting costs a right mask
+    gain_ratio: float  # (dice_corrected - dice_corrupted) / mean share of the copy that correcting changed
+
+
+def correction_check(
+    probs: np.ndarray,
+    originals: np.ndarray,
+    copies: Copies,
     thresholds: np.ndarray | None,
-    config: TrainConfig,
-    images: np.ndarray | None = None,
-    judge: Judge | None = None,
-) -> Calibration | None:
-    """The self-test at every preset of ``quality.calibration_regimes``; the headline is the preset whose
-    copies are about as wrong (pixel noise) as the flagged masks look to the network (the lightest one
-    when nothing is flagged). Detection depends strongly on how wrong a mask is, so a self-test with
-    milder copies than the data's noise underestimates the recall, and a stronger one overestimates it."""
-    probs, masks = fetch(trusted)
-    trusted_images = None if images is None else images[trusted]
-    tests = [
-        self_test(probs, masks, mixture, thresholds, config, r, trusted_images, judge)
-        for r in config.quality.calibration_regimes
-    ]
-    done = [t for t in tests if t is not None]
-    if not done:
+    floor: float,
+) -> CorrectionCheck | None:
+    """Correct every copy with the network's probabilities of its pool image (P, K, S, S); None with
+    fewer than 4 copies."""
+    if len(copies) < 4:
         return None
-    target = None
-    if flagged.size:
-        f_probs, f_masks = fetch(flagged)
-        target = float(np.mean(1.0 - foreground_dice(f_probs.argmax(1), f_masks)))
-    by_regime = {
-        t.regime: {
-            "recall": t.recall,
-            "precision": t.precision,
-            "pixel_noise": 1.0 - t.dice_corrupted,
-            "edge_auroc": t.edge_auroc,
-        }
-        for t in done
-    }
-    best = done[0] if target is None else min(done, key=lambda t: abs(1.0 - t.dice_corrupted - target))
-    return replace(best, flagged_disagreement=target, by_regime=by_regime)
-
-
-def trusted_indices(clean_prob: np.ndarray, scores: np.ndarray, flagged: np.ndarray, n: int) -> np.ndarray:
-    """The ``n`` unflagged masks the run trusts most: highest clean probability, then lowest score."""
-    candidates = np.flatnonzero(~flagged)
-    order = np.lexsort((scores[candidates], -clean_prob[candidates]))
-    return np.sort(candidates[order[:n]])
+    p = probs[copies.source]
+    orig = np.asarray(originals)[copies.source]
+    th = thresholds if thresholds is not None else class_thresholds(probs, originals, None, 0.0)
+    corrected = hard_correction(p, copies.masks, confident_flags(p, copies.masks, th, floor))
+    clean_corrected = hard_correction(probs, originals, confident_flags(probs, originals, th, floor))
+    before = float(foreground_dice(copies.masks, orig).mean())
+    after = float(foreground_dice(corrected, orig).mean())
+    changed = float(np.mean(1.0 - foreground_dice(corrected, copies.masks)))
+    return CorrectionCheck(
+        dice_corrupted=before,
+        dice_corrected=after,
+        dice_clean_corrected=float(foreground_dice(clean_corrected, originals).mean()),
+        gain_ratio=(after - before) / changed if changed > 1e-9 else 0.0,
+    )

@@ -8,23 +8,18 @@ Shape legend: N images, C channels, S size (``TrainConfig.image_size``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from gtcorrect.bias import apply_bias
-from gtcorrect.boundary import edge_alignment
+from gtcorrect.assessment import assess, place
 from gtcorrect.checkpoint import Checkpoint
 from gtcorrect.config import TrainConfig, check_config
 from gtcorrect.errors import InvalidTrainingInput
 from gtcorrect.gt import run_gt
 from gtcorrect.loop import Run
 from gtcorrect.methods import run_coteaching, run_gmm_select, run_plain
-from gtcorrect.metrics import foreground_dice
-from gtcorrect.quality import Evidence, assess, holdout_indices
-from gtcorrect.selftest import Fetch, score_masks
+from gtcorrect.quality import holdout_indices
 from gtcorrect.types import FitResult, ProgressCallback, StopCheck, TrainingData
 
 _RUNNERS: dict[str, Callable[[Run, Checkpoint | None], str]] = {
@@ -70,54 +65,30 @@ def fit(
         run = Run(config, train_data, dev, callbacks, should_stop, checkpoint)
         keep = _RUNNERS[config.method](run, resume)
         run.announce("assessing")
-        held = _held_out(run, keep, data, held_idx)
-        predicted = run.predicted(keep)
+        out = assess(run, keep, data, train_idx, held_idx)
         metrics = run.val_metrics(keep)
-        evidence = _evidence(run, train_data, held, metrics)
-        quality, verdict, held_clean = assess(evidence, _fetch(run, keep))
-    corrections = dict(run.state.corrections)
-    if train_data.annotators is not None and evidence.corrects and config.quality.annotators:
-        quality, verdict, corrections = apply_bias(
-            config,
-            train_data.images,
-            np.asarray(train_data.masks),
-            train_data.annotators,
-            predicted,
-            quality,
-            verdict,
-            corrections,
-            trained=run.state.targets.keys(),
-        )
-    if held.dice is not None:
-        metrics["holdout_dice"] = held.dice
-    state, n = run.state, data.images.shape[0]
-
-    def full(train: np.ndarray, held_values: np.ndarray, dtype: Any) -> np.ndarray:
-        out = np.empty(n, dtype=dtype)
-        out[train_idx], out[held_idx] = train, held_values
-        return out
-
-    corrections = {int(train_idx[j]): m for j, m in corrections.items()}
+    if out.quality.validation is not None and out.quality.validation.source == "held_out":
+        metrics["holdout_dice"] = out.quality.validation.dice
+    state = run.state
+    rounds = list(state.rounds) + ([out.final_round] if out.final_round is not None else [])
     return FitResult(
         ids=list(data.ids),
-        clean_prob=full(verdict.clean_prob, held_clean, np.float64),
-        flagged=full(verdict.flagged, held_clean <= config.g.tau, bool),
-        round_decided=full(state.round_decided, np.full(held_idx.size, -1), np.int64),
-        sample_loss=full(state.sample_loss, held.scores, np.float64),
-        rounds=list(state.rounds),
-        corrected={i: m for i, m in corrections.items() if verdict.proposed[_pos(train_idx, i)]},
+        clean_prob=out.clean_prob,
+        flagged=out.flagged,
+        round_decided=place(state.round_decided, np.full(held_idx.size, -1), train_idx, held_idx),
+        sample_loss=out.score,
+        rounds=rounds,
+        corrected=out.corrected,
         model=run.bundle(keep, metrics),
         history=list(state.history),
         metrics=metrics,
-        held_out=full(np.zeros(train_idx.size, bool), np.ones(held_idx.size, bool), bool),
-        withheld={i: m for i, m in corrections.items() if not verdict.proposed[_pos(train_idx, i)]},
-        quality=quality,
-        predicted=_place(predicted, held.predicted, train_idx, held_idx),
+        held_out=np.isin(np.arange(len(data.ids)), held_idx),
+        withheld=out.withheld,
+        quality=out.quality,
+        predicted=out.predicted,
+        decided_by=out.decided_by,
+        annotator_report=out.annotator_report,
     )
-
-
-def _pos(sorted_idx: np.ndarray, value: int) -> int:
-    return int(np.searchsorted(sorted_idx, value))
 
 
 def _subset(data: TrainingData, idx: np.ndarray) -> TrainingData:
@@ -132,71 +103,6 @@ def _subset(data: TrainingData, idx: np.ndarray) -> TrainingData:
         original_sizes=None if sizes is None else [sizes[i] for i in idx],
         annotators=None if data.annotators is None else [data.annotators[i] for i in idx],
     )
-
-
-@dataclass
-class _HeldOut:
-    dice: float | None  # the kept net's mean Dice against the held-back given masks
-    scores: np.ndarray  # (M,) their per-sample scores under the kept net
-    alignment: np.ndarray  # (M,) their outlines' edge alignment (gtcorrect.boundary)
-    n_total: int  # training + held back
-    predicted: np.ndarray  # (M, S, S) uint8: the kept net's prediction
-
-
-def _place(train: np.ndarray, held: np.ndarray, train_idx: np.ndarray, held_idx: np.ndarray) -> np.ndarray:
-    out = np.zeros((train_idx.size + held_idx.size, *train.shape[1:]), dtype=train.dtype)
-    out[train_idx], out[held_idx] = train, held
-    return out
-
-
-def _held_out(run: Run, keep: str, data: TrainingData, held_idx: np.ndarray) -> _HeldOut:
-    n = data.images.shape[0]
-    if held_idx.size == 0:
-        empty = np.zeros((0, *data.images.shape[2:]), dtype=np.uint8)
-        return _HeldOut(None, np.zeros(0), np.zeros(0), n, empty)
-    images = torch.as_tensor(data.images[held_idx], dtype=torch.float32)
-    probs = run.probs_of(keep, images)
-    masks = np.asarray(data.masks[held_idx], dtype=np.int64)
-    g = run.config.g
-    dice = float(foreground_dice(probs.argmax(1), masks).mean())
-    alignment = edge_alignment(data.images[held_idx], masks)
-    scores = score_masks(probs, masks, g.sample_loss, g.confident_floor)
-    return _HeldOut(dice, scores, alignment, n, probs.argmax(1).astype(np.uint8))
-
-
-def _evidence(run: Run, train: TrainingData, held: _HeldOut, metrics: dict[str, float]) -> Evidence:
-    """What the assessment reads: the run's state, its training images and masks (``train``) and the
-    held-back samples. Validation comes from the held-back samples or, when none are held back, from the
-    validation images the caller supplied (``metrics["val_dice"]``)."""
-    config, state = run.config, run.state
-    supplied = metrics.get("val_dice") if held.dice is None else None
-    source = "held_out" if held.dice is not None else None if supplied is None else "supplied"
-    return Evidence(
-        config=config,
-        splits=config.method in ("gt", "gmm_select"),
-        corrects=config.method == "gt" and config.t.correction != "none",
-        rounds=list(state.rounds),
-        clean_prob=np.asarray(state.clean_prob, dtype=np.float64),
-        flagged=np.asarray(state.flagged, dtype=bool),
-        scores=np.asarray(state.sample_loss, dtype=np.float64),
-        thresholds=state.thresholds,
-        corrections=state.corrections,
-        n_total=held.n_total,
-        validation_dice=held.dice if supplied is None else supplied,
-        validation_source=source,
-        held_scores=held.scores,
-        images=train.images,
-        masks=np.asarray(train.masks),
-        held_alignment=held.alignment,
-    )
-
-
-def _fetch(run: Run, keep: str) -> Fetch:
-    def fetch(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        masks = run.masks[torch.as_tensor(idx, device=run.device)].cpu().numpy()
-        return run.predict_probs(keep, idx), masks
-
-    return fetch
 
 
 def validate_inputs(config: TrainConfig, data: TrainingData) -> None:

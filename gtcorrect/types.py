@@ -104,9 +104,11 @@ class GmmRound:
     hist_edges: tuple[float, ...]
     n_flagged: int
     n_changed: int  # images that changed side since the previous round
-    # False: the fit showed no two groups (one side too small, or the final split below its
-    # separation bar) and changed nothing; kept so that every fit is reported.
+    # False: the fit failed a guard of ``g.detector="loss"`` (one side too small, or nearly every mask
+    # flagged); the masks with the highest scores were flagged instead, as many as its share said.
     applied: bool = True
+    score: str = "normalised per-sample loss"  # what the histogram's axis is
+    distribution: str = "normal"  # the components' family: "normal" (the loss GMM) or "beta" (the detector)
 
 
 @dataclass
@@ -123,7 +125,7 @@ class FitResult:
     clean_prob: np.ndarray  # (N,) float
     flagged: np.ndarray  # (N,) bool
     round_decided: np.ndarray  # (N,) int
-    sample_loss: np.ndarray  # (N,) float, the last G-stage score
+    sample_loss: np.ndarray  # (N,) float, the final score: the ranking (higher: more doubtful)
     rounds: list[GmmRound]
     corrected: dict[int, np.ndarray]
     model: Any
@@ -133,6 +135,10 @@ class FitResult:
     withheld: dict[int, np.ndarray] = field(default_factory=dict)  # corrections the gate did not propose
     quality: Any = None  # a ``gtcorrect.quality.Quality``: the job's judgement of itself
     predicted: np.ndarray | None = None  # (N, S, S) uint8: the kept network's prediction on every image
+    decided_by: list[str] | None = None  # (N,) the evidence that raised each mask's doubt most
+    # The annotator report (``gtcorrect.annotators.AnnotatorStats`` as dicts, offsets in original pixels);
+    # empty when the annotators are not known.
+    annotator_report: list[dict[str, Any]] = field(default_factory=list)
 
 
 ProgressCallback = Callable[[Progress], None]

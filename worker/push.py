@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -16,12 +15,10 @@ import numpy as np
 from app.services.results import CorrectedRecord, SampleVerdict, model_id_for_job
 from app.storage import keys
 from app.storage.base import ObjectStore
-from gtcorrect.annotators import annotator_report
-from gtcorrect.boundary import edge_alignment
 from gtcorrect.config import TrainConfig
 from gtcorrect.data import mask_to_png, read_mask, restore_mask, restore_probabilities
 from gtcorrect.plots import gmm_histogram_png
-from gtcorrect.types import FitResult, json_safe
+from gtcorrect.types import FitResult
 from worker.fetch import JobInputs
 from worker.jobstate import ClaimedJob
 
@@ -86,28 +83,16 @@ def verdicts(inputs: JobInputs, result: FitResult) -> list[SampleVerdict]:
             loss=float(result.sample_loss[i]),
             round_decided=int(result.round_decided[i]),
             held_out=bool(result.held_out[i]) if result.held_out is not None else False,
+            decided_by=None if result.decided_by is None else result.decided_by[i][:64],
         )
         for i, ref in enumerate(inputs.refs)
     ]
 
 
-def annotator_rows(inputs: JobInputs, result: FitResult) -> list[dict[str, Any]]:
-    """The annotator report (``gtcorrect.annotators``) as ``AnnotatorStat`` columns; offsets in pixels of
-    the original images. Empty without the model's predictions."""
-    if result.predicted is None:
-        return []
-    data = inputs.data
-    size = data.images.shape[-1]
-    scales = np.array([np.sqrt(r.height * r.width) / size for r in inputs.refs])
-    report = annotator_report(
-        [r.annotator for r in inputs.refs],
-        data.masks,
-        result.predicted,
-        result.flagged,
-        scales,
-        edge_alignment(data.images, data.masks),
-    )
-    return [json_safe(asdict(stats)) for stats in report]
+def annotator_rows(result: FitResult) -> list[dict[str, Any]]:
+    """The engine's annotator report (``FitResult.annotator_report``, offsets in original pixels) as
+    ``AnnotatorStat`` columns."""
+    return [dict(row) for row in result.annotator_report]
 
 
 def round_rows(result: FitResult, tau: float) -> list[dict[str, Any]]:

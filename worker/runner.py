@@ -242,7 +242,7 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobSt
         progress=_final_progress(result),
         quality=None if result.quality is None else result.quality.to_dict(),
         rounds=round_rows(result, config.g.tau),
-        annotators=annotator_rows(inputs, result),
+        annotators=annotator_rows(result),
     )
     try:
         with session_scope(ctx.session_factory) as session:

@@ -221,6 +221,8 @@ class NoiseFlag(Base):
     loss: Mapped[float] = mapped_column(Float)
     round_decided: Mapped[int] = mapped_column(Integer)  # -1: held back for validation, never trained on
     held_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # The evidence that raised the mask's doubt most (gtcorrect.verdict); None in jobs before 2026-12-06.
+    decided_by: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class CorrectedMask(Base):

@@ -26,6 +26,7 @@ class NoiseFlagOut(BaseModel):
                     "loss": 0.91,
                     "round_decided": 2,
                     "held_out": False,
+                    "decided_by": "edge.alignment (low)",
                     "correction_proposed": True,
                     "changed_fraction": 0.12,
                     "changed_pixels": 4810,
@@ -41,14 +42,25 @@ class NoiseFlagOut(BaseModel):
     file_name: str
     annotation_id: uuid.UUID
     clean_probability: float = Field(
-        description="Posterior of the clean component of the split that stands (a ranking when the job "
-        "found no evidence of noise)."
+        description="1 - the verdict's probability that the mask is wrong (docs/METHOD.md); flagged when at "
+        "most g.tau. Every mask has one, flagged or not: sorted together with loss they rank the masks."
     )
     flagged: bool
-    loss: float = Field(description="The per-sample score the split was fitted on (higher: more suspicious).")
-    round_decided: int = Field(description="The GMM round in which the verdict last changed; -1: held back.")
+    loss: float = Field(
+        description="The verdict's score (the detector's log-odds of a wrong mask; with g.detector=loss the "
+        "per-sample loss): higher is more doubtful, and it orders masks of equal probability."
+    )
+    round_decided: int = Field(
+        description="The split in which the verdict last changed side; -1: held back, never trained on."
+    )
     held_out: bool = Field(
         default=False, description="Held back for validation: never trained on, judged by the final network."
+    )
+    decided_by: str | None = Field(
+        default=None,
+        description="The evidence that raised the mask's doubt most (e.g. 'edge.alignment (low)', "
+        "'net.excess', 'shape.coarseness (coarse)', 'annotator outline offset'); 'held back' for "
+        "held-back masks.",
     )
     correction_proposed: bool = Field(
         default=False, description="The correction gate proposes a corrected mask for this sample."

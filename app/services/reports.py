@@ -63,6 +63,7 @@ class ReportRow:
     loss: float
     round_decided: int
     held_out: bool
+    decided_by: str | None
     correction_proposed: bool
     changed_fraction: float | None
     changed_pixels: int | None
@@ -150,7 +151,9 @@ def noise_report(
     query = _report_query(job, only)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     order = column.desc() if sort.startswith("-") else column.asc()
-    query = query.order_by(order, Sample.file_name).offset(offset)
+    # Equal probabilities (every mask of a clean dataset is about 1) are told apart by the score.
+    ties = NoiseFlag.loss.asc() if sort.startswith("-") else NoiseFlag.loss.desc()
+    query = query.order_by(order, ties, Sample.file_name).offset(offset)
     if limit is not None:
         query = query.limit(limit)
     rows = [
@@ -163,6 +166,7 @@ def noise_report(
             f.loss,
             f.round_decided,
             f.held_out,
+            f.decided_by,
             frac is not None,
             frac,
             pixels,

@@ -47,6 +47,7 @@ class SampleVerdict:
     loss: float
     round_decided: int  # -1: held back for validation
     held_out: bool = False
+    decided_by: str | None = None  # the evidence that raised the mask's doubt most
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def record_results(session: Session, job_id: uuid.UUID, attempt: int, results: J
             loss=float(v.loss),
             round_decided=int(v.round_decided),
             held_out=bool(v.held_out),
+            decided_by=v.decided_by,
         )
         for v in results.verdicts
     )

@@ -106,6 +106,7 @@ def test_noise_report_csv_cannot_run_formulas() -> None:
         -1.5,
         1,
         False,
+        "=net.excess",
         True,
         0.1,
         7,
@@ -114,6 +115,7 @@ def test_noise_report_csv_cannot_run_formulas() -> None:
         None,
     )
     (parsed,) = list(csv.DictReader(io.StringIO(report_csv([row]))))
+    assert parsed["decided_by"] == "'=net.excess"
     assert parsed["file_name"] == '\'=HYPERLINK("http://x","y").png'
     assert parsed["loss"] == "-1.5"  # numbers are not text: no apostrophe
     assert parsed["annotator"] == "'-vendor"

@@ -11,10 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from gtcorrect.config import QualityConfig, TrainConfig
-from gtcorrect.gstage import fit_gmm
-from gtcorrect.quality import Evidence
-from gtcorrect.selftest import Fetch, score_masks
+from gtcorrect.config import QualityConfig
 from gtcorrect.types import TrainingData
 
 
@@ -107,49 +104,5 @@ def make_noisy_set(
 
 
 # Tests of the plumbing of flags and corrections on tiny data, where no self-assessment could vouch for
-# anything: every flagged mask keeps its correction, nothing is held back, any split counts, and the flags
-# are the network's alone (no image-edge check).
-PLUMBING = QualityConfig(gate=False, val_fraction=0.0, min_separation=0.0, boundary=False)
-
-
-def run_evidence(
-    given: np.ndarray,
-    predicted: np.ndarray,
-    images: np.ndarray | None = None,
-    *,
-    val: float | None = 0.9,
-    scores: np.ndarray | None = None,
-) -> tuple[Evidence, Fetch]:
-    """A finished run trained on ``given`` masks (N, S, S) whose network confidently predicts
-    ``predicted`` (N, S, S): its split (of ``scores`` when given, else of the masks' 'excess' scores),
-    a correction (the prediction) for every flagged mask, and the fetch of its probabilities. With
-    ``images`` (N, C, S, S) the image-edge check can run."""
-    # A confident network, unsure here and there. (With 0.8-0.99 per pixel the clean masks' 'excess'
-    # scores overlap the noisy ones and the split flags most of them: a collapse, no evidence.)
-    confidence = np.random.default_rng(1).uniform(0.97, 0.999, predicted.shape)
-    fg = np.where(predicted == 1, confidence, 1.0 - confidence)
-    probs = np.stack([1.0 - fg, fg], 1).astype(np.float32)
-    config = TrainConfig(image_size=given.shape[-1])
-    if scores is None:
-        scores = score_masks(probs, given, "excess", 0.8)
-    clean_prob, record = fit_gmm(scores, config.g, seed=config.seed)
-    flagged = clean_prob <= config.g.tau
-    ev = Evidence(
-        config=config,
-        splits=True,
-        corrects=True,
-        rounds=[record],
-        clean_prob=clean_prob,
-        flagged=flagged,
-        scores=scores,
-        thresholds=None,
-        corrections={int(i): predicted[i] for i in np.flatnonzero(flagged)},
-        n_total=given.shape[0],
-        validation_dice=val,
-        validation_source=None if val is None else "held_out",
-        held_scores=np.zeros(0),
-        images=images,
-        masks=None if images is None else given,
-        held_alignment=None if images is None else np.zeros(0),
-    )
-    return ev, lambda idx: (probs[idx], given[idx])
+# anything: every flagged mask keeps its correction and nothing is held back.
+PLUMBING = QualityConfig(gate=False, val_fraction=0.0)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gtcorrect.annotators import annotator_report, bias_share, outline_offset
+from gtcorrect.annotators import annotator_report, bias_share
 from gtcorrect.boundary import edge_alignment
+from gtcorrect.evidence import outline_offset
 from tests.gtcorrect.synthetic import make_noisy_set
 
 

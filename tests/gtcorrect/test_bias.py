@@ -10,40 +10,17 @@ import pytest
 import torch
 
 from gtcorrect.annotators import shift_outline
-from gtcorrect.bias import apply_bias
+from gtcorrect.bias import AnnotatorCheck, check_annotators
 from gtcorrect.checkpoint import Checkpoint
 from gtcorrect.config import TrainConfig
 from gtcorrect.errors import TrainingStopped
 from gtcorrect.metrics import foreground_dice, recognition_metrics
-from gtcorrect.quality import CORRECTIONS_APPLIED, CORRECTIONS_WITHHELD, Quality, Verdict, Warning
+from gtcorrect.quality import CORRECTIONS_APPLIED, Judged, Validation, summarise
 from gtcorrect.trainer import fit
 from gtcorrect.types import Progress, TrainingData
+from gtcorrect.verdict import flag
 from tests.gtcorrect.synthetic import PLUMBING, make_shapes
 from tests.gtcorrect.test_fit import tiny
-
-
-def _quality() -> Quality:
-    return Quality(
-        n_samples=40,
-        n_held_out=0,
-        validation_dice=0.9,
-        noise_evidence=False,
-        separation=1.0,
-        estimated_noise_rate=0.0,
-        noise_rate_interval=(0.0, 0.0),
-        false_flag_rate=None,
-        calibration=None,
-        corrections=CORRECTIONS_WITHHELD,
-        corrections_reason="no evidence of noise",
-        n_proposed=0,
-        warnings=[
-            Warning(
-                "no_evidence_of_noise",
-                "the scores show no two groups: nothing is flagged; read them as a ranking.",
-            ),
-            Warning("corrections_withheld", "corrected masks are withheld: no evidence of noise."),
-        ],
-    )
 
 
 def _panel(
@@ -69,74 +46,70 @@ def test_shift_outline_moves_the_boundary_by_whole_pixels() -> None:
     assert np.array_equal(shift_outline(np.zeros_like(disc), 3), np.zeros_like(disc))
 
 
+def _check(
+    panel: tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray],
+    noise: np.ndarray,
+    trusted: bool = True,
+) -> AnnotatorCheck | None:
+    images, _, given, names, predicted = panel
+    return check_annotators(TrainConfig(), images, given, names, predicted, noise, trusted=trusted)
+
+
 def test_a_wide_annotator_is_flagged_and_moved_back() -> None:
-    images, truth, given, names, predicted = _panel(wide=3)
+    panel = _panel(wide=3)
+    _, truth, given, names, _ = panel
     n = given.shape[0]
-    verdict = Verdict(np.ones(n), np.zeros(n, bool), np.zeros(n, bool))
-    quality, out, corrections = apply_bias(
-        TrainConfig(), images, given, names, predicted, _quality(), verdict, {}
-    )
+    check = _check(panel, np.zeros(n))  # the network doubts no mask: the bias is learnt, unseen
+    assert check is not None
     wide = np.array([x == "b" for x in names])
-    assert out.flagged[wide].mean() > 0.9 and not out.flagged[~wide].any()
-    assert out.clean_prob[wide].max() < out.clean_prob[~wide].min()
-    assert set(corrections) == set(np.flatnonzero(out.proposed)) and out.proposed[wide].mean() > 0.8
-    idx = sorted(corrections)
+    flags = flag(check.noise_prob, TrainConfig().g)
+    assert flags[wide].mean() > 0.9 and not flags[~wide].any()
+    assert check.noise_prob[wide].min() > check.noise_prob[~wide].max()
+    assert set(check.moved) <= set(np.flatnonzero(wide)) and len(check.moved) > 0.8 * wide.sum()
+    idx = sorted(check.moved)
     before = foreground_dice(given[idx], truth[idx]).mean()
-    after = foreground_dice(np.stack([corrections[i] for i in idx]), truth[idx]).mean()
+    after = foreground_dice(np.stack([check.moved[i] for i in idx]), truth[idx]).mean()
     assert after > before + 0.1
-    assert quality.corrections == CORRECTIONS_APPLIED and quality.n_proposed == len(idx)
-    [finding] = quality.annotator_bias or []
+    [finding] = check.summary
     assert finding["annotator"] == "b" and finding["shift_px"] == pytest.approx(-3, abs=0.6)
     assert finding["share"] > 0.9  # every one of their masks is 3 px wide
-    codes = [w.code for w in quality.warnings]
-    assert "annotator_bias" in codes and "corrections_withheld" not in codes
-    assert "no evidence of noise" in quality.corrections_reason
-    assert quality.noise_evidence and quality.estimated_noise_rate == out.flagged.sum() / 40
-    [note] = [w.message for w in quality.warnings if w.code == "no_evidence_of_noise"]
-    assert "the network flags nothing itself" in note
-
-
-def test_without_network_evidence_the_check_ranks_every_mask() -> None:
-    images, _, given, names, predicted = _panel(wide=3)
-    n = given.shape[0]
-    wide = np.array([x == "b" for x in names])
-    noise = np.random.default_rng(0).uniform(0.2, 1.0, n)  # a network's split that is no verdict
-    verdict = Verdict(noise, np.zeros(n, bool), np.zeros(n, bool))
-    _, out, _ = apply_bias(TrainConfig(), images, given, names, predicted, _quality(), verdict, {})
-    assert recognition_metrics(wide, out.clean_prob)["auroc"] > 0.95
-    assert not out.flagged[~wide].any() and out.clean_prob[~wide].min() > 0.5
+    # The job's summary: corrections applied for the moved outlines, and a warning naming the annotator.
+    judged = Judged(
+        check.noise_prob, flags, np.zeros(n, bool), np.zeros(n, bool), np.ones(n, bool), 0.5, (0.4, 0.6), None
+    )
+    validation = Validation(0.9, {"foreground": 0.9}, 8, "held_out")
+    config = replace(TrainConfig(), quality=replace(TrainConfig().quality, min_samples=10))
+    quality, _ = summarise(config, judged, validation, None, check.summary, len(check.moved))
+    assert quality.corrections == CORRECTIONS_APPLIED and quality.n_proposed == len(idx)
+    assert "a biased annotator's outlines moved back" in quality.corrections_reason
+    assert [w.code for w in quality.warnings] == ["annotator_bias"]
 
 
 def test_with_network_evidence_both_enter_every_mask() -> None:
     # An imperfect network: each outline offset is off by about a pixel, so the evidence overlaps.
-    images, _, given, names, predicted = _panel(wide=3, jitter=1.0)
-    n = given.shape[0]
+    panel = _panel(wide=3, jitter=1.0)
+    names = panel[3]
+    n = len(names)
     wide = np.array([x == "b" for x in names])
-    noise = np.random.default_rng(0).uniform(0.2, 1.0, n)  # a network's clean probabilities, no ranking
-    evidence = replace(_quality(), noise_evidence=True)
-    verdict = Verdict(noise, noise <= 0.5, np.zeros(n, bool))
-    _, fused, _ = apply_bias(TrainConfig(), images, given, names, predicted, evidence, verdict, {})
+    noise = np.random.default_rng(0).uniform(0.0, 0.8, n)  # a network's verdict that does not rank them
+    check = _check(panel, noise)
+    assert check is not None
+    g = TrainConfig().g
+    fused = check.noise_prob
     # The annotator evidence ranks, the flags follow the combined probability ...
-    assert recognition_metrics(wide, fused.clean_prob)["auroc"] > 0.95
-    np.testing.assert_array_equal(fused.flagged, fused.clean_prob <= TrainConfig().g.tau)
-    assert fused.flagged[wide].mean() > 0.9 and fused.flagged[~wide].mean() < 0.2
+    assert recognition_metrics(wide, 1.0 - fused)["auroc"] > 0.95
+    assert flag(fused, g)[wide].mean() > 0.9 and flag(fused, g)[~wide].mean() < 0.2
     # ... the network's doubts about the other annotator's masks are mostly answered by their outlines ...
-    assert fused.flagged[~wide].sum() < verdict.flagged[~wide].sum()
-    # ... and the network still counts: the same outlines under a more doubtful verdict are less clean.
-    doubtful = Verdict(noise / 2, np.zeros(n, bool), np.zeros(n, bool))
-    _, less, _ = apply_bias(TrainConfig(), images, given, names, predicted, evidence, doubtful, {})
-    assert (less.clean_prob <= fused.clean_prob).all() and (less.clean_prob < fused.clean_prob).mean() > 0.5
+    assert flag(fused, g)[~wide].sum() < flag(noise, g)[~wide].sum()
+    # ... and the network still counts: the same outlines under a more doubtful verdict look more wrong.
+    more = _check(panel, np.minimum(noise * 1.2 + 0.1, 1.0))
+    assert more is not None
+    assert (more.noise_prob >= fused).all() and (more.noise_prob > fused).mean() > 0.5
 
 
 def test_agreeing_annotators_change_nothing() -> None:
-    images, _, given, names, predicted = _panel(wide=0)
-    n = given.shape[0]
-    verdict = Verdict(np.ones(n), np.zeros(n, bool), np.zeros(n, bool))
-    quality, out, corrections = apply_bias(
-        TrainConfig(), images, given, names, predicted, _quality(), verdict, {}
-    )
-    assert not out.flagged.any() and corrections == {} and quality.annotator_bias is None
-    assert quality.corrections == CORRECTIONS_WITHHELD
+    panel = _panel(wide=0)
+    assert _check(panel, np.zeros(len(panel[3]))) is None
 
 
 def _wide_annotator_set() -> tuple[np.ndarray, list[str], TrainingData]:
@@ -201,10 +174,9 @@ def test_bias_aware_training_learns_the_moved_outlines_and_resumes_exactly() -> 
 
 
 def test_a_network_the_job_cannot_vouch_for_flags_but_moves_nothing() -> None:
-    images, _, given, names, predicted = _panel(wide=3)
-    n = given.shape[0]
-    verdict = Verdict(np.ones(n), np.zeros(n, bool), np.zeros(n, bool))
-    weak = replace(_quality(), warnings=[Warning("weak_network", "validation Dice 0.30 is below 0.50.")])
-    quality, out, corrections = apply_bias(TrainConfig(), images, given, names, predicted, weak, verdict, {})
-    assert out.flagged.any() and corrections == {} and not out.proposed.any()
-    assert quality.corrections == CORRECTIONS_WITHHELD
+    panel = _panel(wide=3)
+    n = len(panel[3])
+    check = _check(panel, np.zeros(n), trusted=False)
+    assert check is not None
+    assert flag(check.noise_prob, TrainConfig().g).any() and check.moved == {}
+    assert check.summary[0]["proposed"] == 0

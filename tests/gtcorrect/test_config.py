@@ -40,7 +40,8 @@ def test_config_round_trips_through_json() -> None:
         ({"t": {"epochs": 1_000_000_000}}, "t.epochs", "limit is 500"),
         ({"method": "noisy", "epochs": 10_000}, "epochs", "limit is 500"),
         ({"t": {"correction": "fuzzy"}}, "t.correction", "'hard', 'soft', 'none'"),
-        ({"quality": {"calibration_regimes": ["weird"]}}, "quality.calibration_regimes[0]", "'moderate'"),
+        ({"quality": {"selftest_families": ["weird"]}}, "quality.selftest_families[0]", "'dilation'"),
+        ({"quality": {"selftest_families": []}}, "quality.selftest_families", "at least one family"),
         ({"quality": {"val_fraction": 0.9}}, "quality.val_fraction", "<= 0.5"),
     ],
 )
