@@ -28,6 +28,7 @@ from gtcorrect.annotators import annotator_report
 from gtcorrect.assessment import per_mask_loss
 from gtcorrect.boundary import edge_alignment
 from gtcorrect.config import TrainConfig
+from gtcorrect.evidence import class_disagreement
 from gtcorrect.metrics import (
     correction_metrics,
     foreground_dice,
@@ -35,7 +36,7 @@ from gtcorrect.metrics import (
     segmentation_metrics,
 )
 from gtcorrect.trainer import fit
-from gtcorrect.types import FitResult, TrainingData
+from gtcorrect.types import FitResult, LabelMap, TrainingData
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 # The shared data sits beside the checkout (../shared/data), in development and in CI alike;
@@ -58,6 +59,7 @@ class Split:
     val_masks: np.ndarray
     test_images: np.ndarray
     test_masks: np.ndarray
+    label_map: LabelMap = dataclasses.field(default_factory=LabelMap)
 
     @property
     def size(self) -> int:
@@ -314,6 +316,7 @@ def train_and_score(
         split.train_images,
         given,
         list(split.train_ids),
+        label_map=split.label_map,
         val_images=split.val_images,
         val_masks=split.val_masks,
         annotators=drawn_by,
@@ -322,10 +325,12 @@ def train_and_score(
     result = fit(config, data, device=device)
     wall = time.perf_counter() - start
     pred = predict_masks(result.model, split.test_images, device)
+    k = result.model.label_map.num_classes
     record: dict[str, Any] = {
         "wall_s": wall,
         "epochs": len(result.history),
-        "test": segmentation_metrics(list(pred), list(split.test_masks), num_classes=2),
+        "test": segmentation_metrics(list(pred), list(split.test_masks), num_classes=k),
+        "test_per_class": per_class_dice(pred, split.test_masks, result.model.label_map.names),
         "val_dice": result.metrics.get("val_dice"),
         "rounds": [
             {"round": r.round, "separation": r.separation, "n_flagged": r.n_flagged, "n_changed": r.n_changed}
@@ -350,15 +355,26 @@ def train_and_score(
         record["quality"] = result.quality.to_dict()
     if truth is not None and result.predicted is not None and has_split:
         record["annotators"] = annotators(split, given, truth, result)
+    # Every method's per-mask verdict and final loss (plain training's loss is the baseline ranking).
+    kept = per_mask_loss(predict_probs(result.model, split.train_images, device), given, "ce+dice", 0.8)
+    record["per_sample"] = per_sample(result, given, split.train_masks, truth, kept)
     if config.method == "gt":
         record["handed_back"] = handed_back(result, given, split.train_masks)
-        kept = per_mask_loss(predict_probs(result.model, split.train_images, device), given, "ce+dice", 0.8)
-        record["per_sample"] = per_sample(result, given, split.train_masks, truth, kept)
         record["correction"] = correction(result, given, split.train_masks)
         if truth is not None:
             # Flagged clean masks can only get worse; this isolates what correction does to real errors.
             record["correction_true_noisy"] = correction(result, given, split.train_masks, truth)
     return nan_to_none(record)
+
+
+def per_class_dice(pred: np.ndarray, truth: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Test Dice per foreground class (N, S, S masks), over the images where either has the class."""
+    per = 1.0 - class_disagreement(pred, truth, len(names))
+    return {
+        names[c + 1]: float(np.nanmean(per[:, c]))
+        for c in range(per.shape[1])
+        if np.isfinite(per[:, c]).any()
+    }
 
 
 class ResultLog:

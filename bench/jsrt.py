@@ -58,4 +58,5 @@ def jsrt_split(size: int, root: Path = JSRT) -> Split:
         masks[val],
         images[test],
         masks[test],
+        LABELS,
     )

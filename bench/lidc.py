@@ -120,5 +120,6 @@ def lidc_split(size: int, reader: int = 0, root: Path = LIDC) -> tuple[Split, np
         ref[val],
         images[test],
         ref[test],
+        LABELS,
     )
     return split, readers[train]

@@ -140,6 +140,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="quick plan and schedule (about 10 min), 1 seed")
     p.add_argument("--smoke", action="store_true", help="synthetic 32 px data, seconds; for the tests")
     p.add_argument("--bu-bil", action="store_true", help="the BU-BIL real-annotator experiment instead")
+    p.add_argument(
+        "--dataset",
+        choices=["kvasir", "jsrt", "lidc"],
+        default="kvasir",
+        help="kvasir (default); jsrt (6 labels, 173 training images); lidc (reader mask-0 as clean masks)",
+    )
     p.add_argument("--size", type=int, default=None, help="training size (default 128; 64 for --bu-bil)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 (0 with --quick)")
     p.add_argument("--regimes", nargs="+", choices=sorted(PRESETS), help="custom grid: noise regimes")
@@ -186,10 +192,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = args.size or (32 if args.smoke else 128)
     if args.smoke:
         split = synthetic_split(schedule.n_train, 8, 12, size=size)
+    elif args.dataset == "jsrt":
+        from bench.jsrt import jsrt_split
+
+        split = jsrt_split(size)
+    elif args.dataset == "lidc":
+        from bench.lidc import lidc_split
+
+        split = lidc_split(size)[0]
     else:
         from bench.kvasir import kvasir_split
 
         split = kvasir_split(size, schedule.n_train)
+    if args.dataset != "kvasir":  # every image of the dataset's training part
+        schedule = dataclasses.replace(schedule, n_train=len(split.train_ids))
     settings = {"dataset": split.name, "size": size, **dataclasses.asdict(schedule)}
     path = args.resume or args.out or OUT_DIR / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
     log = ResultLog(path, settings)
@@ -231,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(body)
     if not args.no_markdown:
         command = _command(argv, path)
-        title = "Smoke (synthetic data)" if args.smoke else f"Kvasir-SEG: {args.section}"
+        names = {"kvasir": "Kvasir-SEG", "jsrt": "JSRT", "lidc": "LIDC (reader mask-0)"}
+        title = "Smoke (synthetic data)" if args.smoke else f"{names[args.dataset]}: {args.section}"
         notes = [f"JSON: `{_rel(path)}`. Test figures at the training size ({size} px)."]
         text = section(title, command, log.data, body, notes)
         write_section(f"quality-{args.section}", text, args.benchmarks)
