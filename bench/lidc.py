@@ -13,13 +13,20 @@ Shape legend: N crops, R = 4 readers, S the training size.
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 from bench.common import OUT_DIR, SHARED_DATA, Split
+from bench.report import BENCHMARKS, markdown_table, section, write_section
 from gtcorrect.data import prepare, read_image, read_mask, split_indices
 from gtcorrect.metrics import foreground_dice
 from gtcorrect.types import LabelMap
@@ -123,3 +130,103 @@ def lidc_split(size: int, reader: int = 0, root: Path = LIDC) -> tuple[Split, np
         LABELS,
     )
     return split, readers[train]
+
+
+def reader_figures(record: dict[str, Any], agreement: ReaderAgreement) -> dict[str, float]:
+    """How one run's per-mask doubt tracks the other readers' disagreement with ``mask-0``: Spearman over
+    the nodules at least two other readers marked, AUROC for Dice < 0.7 there, and on the singly-marked
+    nodules the share flagged and the AUROC of the doubt against the others. The doubt is the verdict's
+    probability of being wrong where the method makes one, else the final CE + Dice loss."""
+    per = record["per_sample"]
+    doubt = np.array(
+        [1.0 - p for p in per["clean_prob"]] if record["spec"]["method"] == "gt" else per["kept_score"],
+        dtype=np.float64,
+    )
+    dis = agreement.disagreement
+    rated = np.isfinite(dis)
+    bad = (1.0 - dis[rated]) < BAD_DICE
+    single = agreement.singly_marked
+    both = rated | single
+    flagged = np.array(per["flagged"], dtype=bool)
+    return {
+        "n_rated": float(rated.sum()),
+        "n_bad": float(bad.sum()),
+        "spearman": float(spearmanr(doubt[rated], dis[rated]).statistic),
+        "auroc_bad": float(roc_auc_score(bad, doubt[rated])),
+        "n_single": float(single.sum()),
+        "single_flagged": float(flagged[single].mean()),
+        "rated_flagged": float(flagged[rated].mean()),
+        "single_auroc": float(roc_auc_score(single[both], doubt[both])),
+        "test_dice": float(record["test"]["dice"]),
+    }
+
+
+BAD_DICE = 0.7
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The real readers of LIDC: how well each run of a ``bench.quality --dataset lidc --alphas 0`` log
+    ranks ``mask-0`` against the other three readers (``reader_figures``); writes the BENCHMARKS.md
+    section ``lidc-readers``."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench.lidc", description="LIDC: ranking mask-0 against its readers"
+    )
+    p.add_argument("--log", type=Path, required=True, help="a bench.quality --dataset lidc --alphas 0 log")
+    p.add_argument("--no-markdown", action="store_true")
+    args = p.parse_args(argv)
+    data = json.loads(args.log.read_text())
+    _, readers = lidc_split(int(data["settings"]["size"]))
+    agreement = reader_agreement(readers)
+    rows: dict[str, list[dict[str, float]]] = {}
+    for _, record in sorted(data["runs"].items()):
+        method = (
+            "G-T: probability of being wrong"
+            if record["spec"]["method"] == "gt"
+            else "plain training: final loss"
+        )
+        rows.setdefault(method, []).append(reader_figures(record, agreement))
+    head = [
+        "ranking",
+        "seeds",
+        "Spearman with the disagreement",
+        "AUROC for Dice < 0.7",
+        "flagged: singly marked / marked by >= 2 others",
+        "AUROC singly marked vs the rest",
+        "test Dice (vs consensus)",
+    ]
+
+    def cells(figs: list[dict[str, float]], key: str) -> str:
+        return " / ".join(f"{f[key]:.3f}" for f in figs)
+
+    body = markdown_table(
+        head,
+        [
+            [
+                name,
+                str(len(figs)),
+                cells(figs, "spearman"),
+                cells(figs, "auroc_bad"),
+                " · ".join(f"{f['single_flagged']:.2f} / {f['rated_flagged']:.2f}" for f in figs),
+                cells(figs, "single_auroc"),
+                cells(figs, "test_dice"),
+            ]
+            for name, figs in rows.items()
+        ],
+    )
+    first = next(iter(rows.values()))[0]
+    note = (
+        f"{first['n_rated']:.0f} training nodules marked by at least two of the other readers "
+        f"({first['n_bad']:.0f} of them with Dice < {BAD_DICE} against their majority), "
+        f"{first['n_single']:.0f} marked by mask-0 alone."
+    )
+    print(body + "\n\n" + note)
+    if not args.no_markdown:
+        command = f"python -m bench.lidc --log {args.log}"
+        write_section(
+            "lidc-readers", section("LIDC: the real readers", command, data, body, [note]), BENCHMARKS
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

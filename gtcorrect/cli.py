@@ -24,6 +24,7 @@ REPORT_FIELDS = (
     "loss",
     "round_decided",
     "held_out",
+    "decided_by",
     "correction_proposed",
 )
 
@@ -62,6 +63,10 @@ def add_commands(subparsers: Any) -> None:
     t.add_argument("--size", type=int, help="training size S (default from the config: 128)")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    t.add_argument(
+        "--annotators",
+        help="CSV of mask,annotator (mask file name or stem): the annotator check looks for a biased one",
+    )
     _add_mask_options(t)
     t.set_defaults(func=_run("train"))
 

@@ -78,6 +78,7 @@ def _write_report(out: Path, result: FitResult, names: dict[str, str]) -> None:
             "loss": float(result.sample_loss[i]),
             "round_decided": int(result.round_decided[i]),
             "held_out": bool(result.held_out[i]) if result.held_out is not None else False,
+            "decided_by": "" if result.decided_by is None else result.decided_by[i],
             "correction_proposed": i in result.corrected,
         }
         for i, sid in enumerate(result.ids)
@@ -90,6 +91,35 @@ def _write_report(out: Path, result: FitResult, names: dict[str, str]) -> None:
             {k: str(v).lower() if isinstance(v, bool) else v for k, v in r.items()} for r in rows
         )
     (out / "noise_report.json").write_text(json.dumps(rows, indent=1))
+
+
+def read_annotators(path: Path, ids: Sequence[str]) -> list[str]:
+    """Who drew each mask, from a CSV with columns mask,annotator (the mask's file name or stem); every
+    mask needs one row, and a mask named twice or unknown is an error naming it."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the annotators ({exc}).") from exc
+    if not rows or not {"mask", "annotator"} <= set(rows[0]):
+        raise ValueError(f"{path}: needs the columns mask,annotator (one row per mask).")
+    found: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        stem = Path(row["mask"].strip()).stem
+        if stem in found:
+            raise ValueError(f"{path}, line {line}: mask {row['mask']!r} is named twice.")
+        if not row["annotator"].strip():
+            raise ValueError(f"{path}, line {line}: mask {row['mask']!r} has no annotator.")
+        found[stem] = row["annotator"].strip()
+    unknown = sorted(set(found) - set(ids))
+    if unknown:
+        raise ValueError(
+            f"{path}: no mask named {unknown[0]!r} in the masks folder ({len(unknown)} unknown)."
+        )
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ValueError(f"{path}: no annotator for mask {missing[0]!r} ({len(missing)} without one).")
+    return [found[i] for i in ids]
 
 
 def _write_corrected(out: Path, result: FitResult, sizes: Sequence[tuple[int, int]], lm: LabelMap) -> None:
@@ -120,6 +150,8 @@ def train(args: argparse.Namespace) -> int:
         mask_prefix=args.mask_prefix,
     )
     data = prepare(images, masks, ids, label_map=lm, size=config.image_size)
+    if args.annotators:
+        data.annotators = read_annotators(Path(args.annotators), ids)
     sizes = [(int(im.shape[0]), int(im.shape[1])) for im in images]
     del images, masks
     out = Path(args.out)
@@ -137,6 +169,8 @@ def train(args: argparse.Namespace) -> int:
     result.model.save(str(out / "model.pt"))
     _write_report(out, result, {p.stem: p.name for p in Path(args.images).iterdir()})
     _write_corrected(out, result, sizes, lm)
+    if result.annotator_report:
+        (out / "annotators.json").write_text(json.dumps(result.annotator_report, indent=1))
     if result.quality is not None:
         (out / "quality.json").write_text(json.dumps(result.quality.to_dict(), indent=1))
         for warning in result.quality.warnings:

@@ -121,8 +121,20 @@ def test_train_writes_model_report_corrections_and_plots(tmp_path: Path) -> None
         quality=PLUMBING,
     )
     (tmp_path / "config.json").write_text(config.to_json())
+    who = tmp_path / "annotators.csv"
+    who.write_text("mask,annotator\n" + "".join(f"img{i}.png,{'ab'[i % 2]}\n" for i in range(8)))
     out = tmp_path / "run"
-    argv = ["train", "--images", str(images), "--masks", str(noisy), "--out", str(out)]
+    argv = [
+        "train",
+        "--images",
+        str(images),
+        "--masks",
+        str(noisy),
+        "--out",
+        str(out),
+        "--annotators",
+        str(who),
+    ]
     # The preset first, the config file on top, then the flags.
     assert main([*argv, "--preset", "quick", "--config", str(tmp_path / "config.json"), "--seed", "1"]) == 0
     bundle = ModelBundle.load(str(out / "model.pt"))
@@ -138,9 +150,30 @@ def test_train_writes_model_report_corrections_and_plots(tmp_path: Path) -> None
     assert flagged and written == flagged  # hard correction: every flagged image gets a corrected mask
     for p in (out / "corrected").iterdir():
         assert np.asarray(Image.open(p)).shape == (36, 44)
+    # The annotator report, per annotator, from the same run (the annotator check ran on the CLI too).
+    assert [a["annotator"] for a in json.loads((out / "annotators.json").read_text())] == ["a", "b"]
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert "gmm_round_0.png" in plots
     assert (out / "plots" / "gmm_round_0.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mask,who\nimg0.png,a\n", "needs the columns mask,annotator"),
+        ("mask,annotator\nimg0.png,a\nimg0,b\n", "line 3: mask 'img0' is named twice"),
+        ("mask,annotator\nimg0.png,a\nnope.png,b\n", "no mask named 'nope'"),
+        ("mask,annotator\nimg0.png,a\n", "no annotator for mask 'img1'"),
+        ("mask,annotator\nimg0.png,\nimg1.png,b\n", "line 2: mask 'img0.png' has no annotator"),
+    ],
+)
+def test_annotators_file_errors_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    from gtcorrect.cli_commands import read_annotators
+
+    path = tmp_path / "a.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_annotators(path, ["img0", "img1"])
 
 
 def test_python_dash_m_entry_point() -> None:
