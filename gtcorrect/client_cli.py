@@ -208,6 +208,10 @@ def _run(args: argparse.Namespace) -> int:
     _say(f"job {job['id']} succeeded: {flagged} of {len(rows)} masks flagged")
     for warning in (job["quality"] or {}).get("warnings", []):
         _say(f"warning: {warning['message']}")
+    corrections = (job["quality"] or {}).get("corrections") or {}
+    if not corrections.get("proposed"):
+        why = corrections.get("reason", "none proposed")
+        _say(f"corrected-masks.zip holds no mask (its README.txt says why): {why}")
     _say(
         f"wrote {out}/report.csv, {out}/report.json, {out}/corrected-masks.zip and "
         f"{len(plots)} GMM plots in {out}/plots"

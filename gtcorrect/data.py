@@ -20,6 +20,7 @@ torch is imported by the resizing functions when first called: reading and writi
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -101,6 +102,19 @@ def _read_pil(data: bytes, label: str, max_pixels: int, keep_values: bool) -> np
         return np.asarray(im.convert("RGB"))
 
 
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>")
+
+
+def _reason(exc: Exception) -> str:
+    """A decoder's complaint without the memory address of our own buffer (PIL names its file object)."""
+    text = _OBJECT_REPR.sub("the file", str(exc)).strip()
+    if isinstance(exc, Image.UnidentifiedImageError) or "cannot identify image file" in text:
+        return (
+            f"not a PNG, JPEG, TIFF or BMP file the decoder recognises ({len(IMAGE_SUFFIXES)} kinds accepted)"
+        )
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def read_image(
     src: str | Path | bytes,
     *,
@@ -136,7 +150,7 @@ def read_image(
     except Image.DecompressionBombError as exc:
         raise ValueError(f"{label}: image exceeds the decompression bomb limit ({exc}).") from exc
     except Exception as exc:  # PIL and tifffile raise many types for corrupt files
-        raise ValueError(f"{label}: not a readable image ({type(exc).__name__}: {exc}).") from exc
+        raise ValueError(f"{label}: not a readable image ({_reason(exc)}).") from exc
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):

@@ -22,55 +22,78 @@ def _gaussian(x: np.ndarray, mean: float, var: float) -> np.ndarray:
     return np.exp(-((x - mean) ** 2) / (2 * var)) / math.sqrt(2 * math.pi * var)
 
 
-def gmm_histogram_png(round: GmmRound, *, tau: float = 0.5, dpi: int = 100) -> bytes:
-    """Histogram of the min-max normalised per-sample losses of one G round with the two weighted
-    Gaussian components (clean = low mean, noisy = high mean) and their mixture; PNG bytes.
+def _beta(x: np.ndarray, mean: float, var: float) -> np.ndarray:
+    """Beta pdf with this mean and variance (method of moments), on x in (0, 1)."""
+    var = min(max(var, 1e-9), 0.999 * mean * (1.0 - mean))
+    k = mean * (1.0 - mean) / var - 1.0
+    a, b = max(mean * k, 1e-3), max((1.0 - mean) * k, 1e-3)
+    u = np.clip(x, 1e-6, 1.0 - 1e-6)
+    return np.exp(
+        (a - 1.0) * np.log(u)
+        + (b - 1.0) * np.log1p(-u)
+        - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+    )
 
-    ``tau`` is the clean-probability threshold, shown in the legend so that the flagged count reads
-    in context.
-    """
+
+def gmm_histogram_png(round: GmmRound, *, tau: float = 0.5, dpi: int = 100) -> bytes:
+    """Histogram of one split's scores with its two weighted components (right masks, wrong masks) and
+    their mixture; PNG bytes (``gmm_figure``)."""
+    buffer = io.BytesIO()
+    gmm_figure(round, tau=tau, dpi=dpi).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def gmm_figure(round: GmmRound, *, tau: float = 0.5, dpi: int = 100) -> Figure:
+    """The figure of ``gmm_histogram_png``. The components are Gaussians for the loss GMM and betas for
+    the evidence detector (``GmmRound.distribution``); the legend sits under the plot so that it hides
+    no bar. ``tau`` is the clean-probability threshold, shown in the legend so that the flagged count
+    reads in context."""
     counts = np.asarray(round.hist_counts, dtype=np.float64)
     edges = np.asarray(round.hist_edges, dtype=np.float64)
     if edges.size != counts.size + 1:
         raise ValueError(
             f"histogram needs len(edges) == len(counts) + 1, got {edges.size} and {counts.size}."
         )
-    fig = Figure(figsize=(6.4, 4.0), dpi=dpi)
+    fig = Figure(figsize=(6.4, 4.6), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     widths = np.diff(edges)
     total = counts.sum()
-    # Density scale so that the bars and the weighted Gaussian pdfs share one axis.
+    # Density scale so that the bars and the weighted pdfs share one axis.
     density = counts / (total * widths) if total > 0 else counts
-    ax.bar(edges[:-1], density, width=widths, align="edge", color="0.75", edgecolor="0.5", label="samples")
+    ax.bar(edges[:-1], density, width=widths, align="edge", color="0.75", edgecolor="0.5", label="masks")
     lo, hi = (float(edges[0]), float(edges[-1])) if edges.size else (0.0, 1.0)
     x = np.linspace(lo, hi if hi > lo else lo + 1.0, 400)
-    clean = round.weights[0] * _gaussian(x, round.means[0], round.variances[0])
-    noisy = round.weights[1] * _gaussian(x, round.means[1], round.variances[1])
-    ax.plot(x, clean, color="tab:green", label=f"clean (w={round.weights[0]:.2f}, mu={round.means[0]:.2f})")
-    ax.plot(x, noisy, color="tab:red", label=f"noisy (w={round.weights[1]:.2f}, mu={round.means[1]:.2f})")
+    pdf = _beta if round.distribution == "beta" else _gaussian
+    clean = round.weights[0] * pdf(x, round.means[0], round.variances[0])
+    noisy = round.weights[1] * pdf(x, round.means[1], round.variances[1])
+    ax.plot(x, clean, color="tab:green", label=f"right masks (share {round.weights[0]:.2f})")
+    ax.plot(x, noisy, color="tab:red", label=f"wrong masks (share {round.weights[1]:.2f})")
     ax.plot(x, clean + noisy, color="k", linestyle="--", linewidth=1, label="mixture")
     title, flagged = gmm_caption(round, tau)
     ax.plot([], [], " ", label=flagged)
-    ax.set_xlabel("normalised per-sample loss")
+    ax.set_xlabel(round.score)
     ax.set_ylabel("density")
     ax.set_title(title)
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small", frameon=False)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return fig
 
 
 def gmm_caption(round: GmmRound, tau: float) -> tuple[str, str]:
-    """The plot's title and the legend line on what the fit flagged. A fit that showed no two groups
-    (``applied`` False) changed nothing, and says so: its count is what it would have flagged. A job's
-    final verdict is its noise report (the job's ``quality`` may still judge an applied split to be no
-    evidence), not any one round's plot."""
-    title = f"GMM round {round.round}: separation S = {round.separation:.2f}"
+    """The plot's title and the legend line on what the split flagged. A loss GMM that showed no two
+    groups (``applied`` False) says why, and that the masks with the highest scores were flagged instead.
+    A job's final verdict is its noise report, not any one round's plot."""
+    title = f"Split {round.round}: separation S = {round.separation:.2f}"
     if round.applied:
-        return title, f"flagged {round.n_flagged} this round (clean prob <= {tau:g})"
-    return f"{title}, not applied", f"would flag {round.n_flagged}: no two groups, flags unchanged"
+        return title, f"flagged {round.n_flagged} (clean probability <= {tau:g})"
+    share = min(round.weights)
+    side = "wrong" if round.weights[1] < round.weights[0] else "right"
+    return (
+        f"{title}; no two groups",
+        f"the {side} side holds {share:.0%} of the masks: the {round.n_flagged} highest scores flagged "
+        "instead",
+    )
 
 
 def annotator_offsets_png(

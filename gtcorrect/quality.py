@@ -267,6 +267,8 @@ def summarise(
             )
     elif status != CORRECTIONS_APPLIED:
         proposed = np.zeros_like(flagged)
+    if status == CORRECTIONS_APPLIED and not proposed.any():  # never "applied" with nothing proposed
+        status, reason = CORRECTIONS_WITHHELD, "no flagged mask has a correction"
     if n_moved:
         network = f"; the network's own corrections: {reason}" if status != CORRECTIONS_APPLIED else ""
         status, reason = CORRECTIONS_APPLIED, "a biased annotator's outlines moved back" + network

@@ -122,10 +122,19 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # A mounted app (the docs' and the review page's assets) has a mount path, not a route.
+            template = getattr(route, "path", None) or _mount(scope) or "unmatched"
             method = scope.get("method", "")
             self.requests.labels(method, template, str(status)).inc()
             self.latency.labels(method, template).observe(time.perf_counter() - start)
+
+
+def _mount(scope: Scope) -> str | None:
+    """'{mount}/{path}' for a request served by a mounted sub-application (static assets)."""
+    root = scope.get("root_path") or ""
+    app_root = scope.get("app_root_path")
+    mounted = root[len(app_root) :] if isinstance(app_root, str) and root.startswith(app_root) else root
+    return f"{mounted}/{{path}}" if mounted else None
 
 
 def install(app: FastAPI) -> None:

@@ -36,17 +36,31 @@ def _where(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _message(error: Any) -> str:
+    """Pydantic's message, with the position for a body that is not JSON (its "loc" is a byte offset)."""
+    msg = str(error.get("msg", ""))
+    if error.get("type") == "json_invalid":
+        loc = list(error.get("loc", ()))
+        where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        reason = (error.get("ctx") or {}).get("error", msg)
+        return f"the request body is not valid JSON{where}: {reason}"
+    return msg
+
+
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
             "loc": list(e.get("loc", ())),
             "field": _where(e.get("loc", ())),
-            "msg": e.get("msg", ""),
+            "msg": _message(e),
             "type": e.get("type", ""),
         }
         for e in exc.errors()
     ]
+    if any(e["type"] == "json_invalid" for e in errors):
+        # The position pydantic reports is an offset into the body, not a field: say what it is.
+        errors = [{**e, "field": "body"} for e in errors if e["type"] == "json_invalid"]
     detail = "; ".join(f"{e['field']}: {e['msg']}" for e in errors) or "the request is not valid."
     problem = InvalidInput(detail, errors=errors).to_problem(instance=request.url.path)
     problem["title"] = "Request validation failed"

@@ -47,8 +47,12 @@ def issue_key(session: Session, project: Project, name: str = "default") -> str:
 def authenticate_key(session: Session, key: str) -> ApiKey:
     """Return the row of ``key``, its ``project`` loaded in the same query; raise ``Unauthorized`` for
     unknown, wrong or revoked keys and for keys whose project is gone."""
-    if not key.startswith(KEY_PREFIX) or len(key) <= LOOKUP_CHARS:
-        raise Unauthorized("the API key is malformed: expected 'gtc_...'.")
+    if not key.startswith(KEY_PREFIX):
+        raise Unauthorized(f"the API key is malformed: a key starts with {KEY_PREFIX!r}.")
+    if len(key) <= LOOKUP_CHARS:
+        raise Unauthorized(
+            f"the API key is malformed: it is too short ({len(key)} characters; keys are longer)."
+        )
     row = session.scalar(_with_project(ApiKey.prefix == key[:LOOKUP_CHARS]))
     if row is None or not hmac.compare_digest(row.key_hash, key_digest(key)):
         raise Unauthorized("the API key is not valid.")

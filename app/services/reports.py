@@ -51,6 +51,9 @@ SORTS = {
     "round_decided": NoiseFlag.round_decided,
 }
 _PLOT = re.compile(r"gmm_round_(\d+)\.png$")
+# What one zip entry holds: an object key, the content, or a function that makes the content when the
+# entry is written (a label file re-encoded from its object).
+ZipSource = str | bytes | Callable[[], bytes]
 
 
 @dataclass(frozen=True)
@@ -334,8 +337,9 @@ def overlay_png(
     return encode_png(overlay(image, given_mask, proposed, show))
 
 
-def corrected_entries(session: Session, job: TrainingJob) -> list[tuple[str, str]]:
-    """(archive entry name, object key) for every corrected mask; names are sample stems + '.png'."""
+def corrected_entries(session: Session, job: TrainingJob) -> list[tuple[str, ZipSource]]:
+    """(archive entry name, object key) for every corrected mask; names are sample stems + '.png'. A job
+    that proposes none gets one README.txt saying why, rather than an empty archive."""
     require_succeeded(job)
     rows = session.execute(
         select(Sample.file_name, Sample.id, CorrectedMask.object_key)
@@ -343,8 +347,13 @@ def corrected_entries(session: Session, job: TrainingJob) -> list[tuple[str, str
         .where(CorrectedMask.job_id == job.id)
         .order_by(Sample.file_name)
     ).all()
-    entries: list[tuple[str, str]] = []
+    entries: list[tuple[str, ZipSource]] = []
     used: set[str] = set()
+    if not rows:
+        corrections = (job.quality or {}).get("corrections") or {}
+        why = corrections.get("reason") or "this job's method makes no corrections"
+        note = f"Job {job.id} proposes no corrected mask: {why}.\nIts noise report still ranks every mask.\n"
+        return [("README.txt", note.encode())]
     for file_name, sample_id, key in rows:
         name = f"{PurePosixPath(file_name).stem}.png"
         if name in used:  # img.jpg and img.png both corrected: keep both, told apart by id
@@ -375,11 +384,6 @@ class _Sink:
     def take(self) -> bytes:
         data, self._chunks = b"".join(self._chunks), []
         return data
-
-
-# What one zip entry holds: an object key, the content, or a function that makes the content when the
-# entry is written (a label file re-encoded from its object).
-ZipSource = str | bytes | Callable[[], bytes]
 
 
 def stream_zip(store: ObjectStore, entries: Sequence[tuple[str, ZipSource]]) -> Iterator[bytes]:

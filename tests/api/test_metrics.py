@@ -56,3 +56,12 @@ def test_metrics_count_requests_by_route_template_and_report_jobs_and_queue(
     [(_, depth_before)], [(_, depth)] = before["gtc_queue_depth"], after["gtc_queue_depth"]
     assert depth_before >= 0 and depth == depth_before + 1
     assert "gtc_job_duration_seconds_count" in after
+
+
+def test_assets_count_under_their_mount_not_unmatched(client: TestClient) -> None:
+    before = _value(_scrape(client).get("gtc_http_requests_total", []), route="/review-assets/{path}")
+    assert client.get("/review-assets/review.css").status_code == 200
+    assert client.get("/review-assets/nope.css").status_code == 404
+    requests = _scrape(client)["gtc_http_requests_total"]
+    assert _value(requests, route="/review-assets/{path}") == before + 2
+    assert not any("review.css" in labels["route"] for labels, _ in requests)

@@ -355,3 +355,18 @@ def test_offset_above_bigint_is_a_422_naming_the_parameter(world: World) -> None
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "offset" in response.text
+
+
+def test_a_body_that_is_not_json_says_so_and_where(world: World) -> None:
+    """A newcomer's curl with a stray quote got 'body.15: JSON decode error'; the problem now names the
+    body and the position, in words."""
+    response = world.client.post(
+        "/v1/datasets",
+        content=b'{"name": "x", "label_map"}',
+        headers={**world.auth, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert "the request body is not valid JSON at character" in body["detail"]
+    assert [e["field"] for e in body["errors"]] == ["body"]
+    assert "body.25" not in body["detail"]

@@ -44,8 +44,12 @@ def test_wrong_malformed_and_revoked_keys_are_refused_with_the_reason(
     with db_session_factory.begin() as session:
         _, key = projects.create_project(session, "refusals")
     with db_session_factory() as session:
-        with pytest.raises(Unauthorized, match="malformed"):
+        with pytest.raises(Unauthorized, match="malformed: a key starts with 'gtc_'"):
             projects.authenticate_key(session, "nope")
+        # A key that does start with gtc_ is not told to start with gtc_.
+        with pytest.raises(Unauthorized, match="malformed: it is too short") as short:
+            projects.authenticate_key(session, "gtc_abc")
+        assert "starts with" not in str(short.value)
         with pytest.raises(Unauthorized, match="not valid"):
             projects.authenticate_key(session, key[:-1] + ("A" if key[-1] != "A" else "B"))
     with db_session_factory.begin() as session:

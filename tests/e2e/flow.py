@@ -198,5 +198,8 @@ def run_tiny_clean_job(client: httpx.Client, n: int = 24) -> dict[str, Any]:
     report = _ok(client.get(f"/v1/jobs/{job['id']}/noise-report", params={"limit": 100}), 200)["items"]
     assert len(report) == n and not any(row["correction_proposed"] for row in report)
     archive = client.get(f"/v1/jobs/{job['id']}/corrected-masks.zip")
-    assert archive.status_code == 200 and zipfile.ZipFile(io.BytesIO(archive.content)).namelist() == []
+    # No corrected mask: the archive says why instead of being empty.
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+        assert archive.status_code == 200 and z.namelist() == ["README.txt"]
+        assert quality["corrections"]["reason"] in z.read("README.txt").decode()
     return job

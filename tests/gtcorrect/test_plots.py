@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gtcorrect.plots import gmm_caption, gmm_histogram_png
+from gtcorrect.plots import gmm_caption, gmm_figure, gmm_histogram_png
 from gtcorrect.types import GmmRound
 
 
@@ -34,7 +34,7 @@ def test_gmm_histogram_is_a_png_of_sensible_size() -> None:
     data = gmm_histogram_png(_round(), tau=0.5)
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     img = Image.open(io.BytesIO(data))
-    assert img.size == (640, 400)
+    assert img.size == (640, 460)
     assert 5_000 < len(data) < 500_000
     pixels = np.asarray(img.convert("RGB"))
     assert (pixels[..., 1] > pixels[..., 0] + 40).any()  # the green clean component is drawn
@@ -50,10 +50,26 @@ def test_empty_histogram_still_renders_and_bad_edges_raise() -> None:
         gmm_histogram_png(bad)
 
 
-def test_a_fit_that_was_not_applied_says_so() -> None:
+def test_a_fit_that_was_not_applied_says_why_and_what_was_flagged_instead() -> None:
     title, flagged = gmm_caption(_round(3), tau=0.5)
-    assert title.startswith("GMM round 3: separation S = 4.47") and "not applied" not in title
-    assert flagged == "flagged 40 this round (clean prob <= 0.5)"
-    title, flagged = gmm_caption(replace(_round(3), applied=False), tau=0.5)
-    assert title.endswith(", not applied") and flagged.startswith("would flag 40: no two groups")
-    assert gmm_histogram_png(replace(_round(3), applied=False))[:4] == b"\x89PNG"
+    assert title == "Split 3: separation S = 4.47"
+    assert flagged == "flagged 40 (clean probability <= 0.5)"
+    # A split that flagged 96 % (the right side holds 4 %): not "no two groups" alone, the reason.
+    lopsided = replace(_round(3), applied=False, weights=(0.04, 0.96), n_flagged=80, separation=6.45)
+    title, flagged = gmm_caption(lopsided, tau=0.5)
+    assert title.endswith("; no two groups")
+    assert flagged == "the right side holds 4% of the masks: the 80 highest scores flagged instead"
+    assert gmm_histogram_png(lopsided)[:4] == b"\x89PNG"
+
+
+def test_the_legend_sits_under_the_plot_not_on_the_bars() -> None:
+    fig = gmm_figure(_round(), tau=0.5)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    legend = ax.get_legend().get_window_extent()
+    assert legend.y1 <= ax.get_window_extent().y0  # entirely below the axes
+
+
+def test_beta_components_of_the_evidence_detector_render() -> None:
+    beta = replace(_round(), distribution="beta", score="detector score, squashed to (0, 1)")
+    assert gmm_histogram_png(beta)[:4] == b"\x89PNG"

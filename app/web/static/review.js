@@ -92,7 +92,7 @@
       <img alt="" loading="lazy">
       <div class="meta">
         <div class="name"></div>
-        <div>clean p <strong>${row.clean_probability.toFixed(3)}</strong> · score ${row.loss.toFixed(3)} · round ${row.round_decided}</div>
+        <div>clean p <strong>${row.clean_probability.toFixed(3)}</strong> · score ${row.loss.toFixed(3)} · ${row.held_out ? "held back (never trained on)" : `split ${row.round_decided}`}${row.decided_by && !row.held_out ? ` · ${row.decided_by}` : ""}</div>
         <div>${row.correction_proposed ? "proposed change " + changed : (row.flagged ? "flagged, no correction proposed" : "not flagged")}</div>
         <div class="annotator"></div>
         <div class="decision"></div>
