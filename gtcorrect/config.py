@@ -170,7 +170,7 @@ class QualityConfig:
     selftest_pool: int = 256
     selftest_families: tuple[CopyFamily, ...] = ("dilation", "erosion", "affine", "polygon")  # one copy each
     selftest_strength: NoiseRegime = "strong"  # the gtcorrect.noise preset whose lengths the copies take
-    min_selftest_recall: float = 0.5  # below this (overall or for a family left out): a warning
+    min_selftest_recall: float = 0.5  # the self-test caught fewer of its copies than this: a warning
     # The gate hands corrections back only while the verdict estimates at most this share of the
     # flagged masks to be correct (their mean clean probability).
     max_false_flag_rate: float = 0.1

@@ -220,18 +220,14 @@ def summarise(
                 "most doubtful first.",
             )
         )
-    if selftest is not None:
-        weak = {f: r for f, r in selftest.transfer.items() if r < q.min_selftest_recall}
-        if selftest.recall < q.min_selftest_recall or weak:
-            what = f"{selftest.recall:.0%} of its corrupted copies" + (
-                "; of kinds it did not learn from: "
-                + ", ".join(f"{f} {r:.0%}" for f, r in sorted(weak.items()))
-                if weak
-                else ""
+    if selftest is not None and selftest.recall < q.min_selftest_recall:
+        warnings.append(
+            Warning(
+                "low_selftest_recall",
+                f"the verdict caught {selftest.recall:.0%} of the job's own corrupted copies: wrong masks "
+                "may be missed.",
             )
-            warnings.append(
-                Warning("low_selftest_recall", f"the verdict caught {what}: wrong masks may be missed.")
-            )
+        )
     if n_flag / max(n_total, 1) > q.max_flagged_fraction:
         warnings.append(
             Warning(
