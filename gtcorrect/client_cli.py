@@ -197,6 +197,8 @@ def _run(args: argparse.Namespace) -> int:
         batch = client.upload_masks(dataset["id"], args.masks, args.annotator, args.mask_mode)
         job = client.start_job(dataset["id"], config, args.preset, [batch["id"]])
         _say(f"job {job['id']} queued", sys.stderr)
+        for note in job.get("notes") or []:
+            _say(f"note: {note}", sys.stderr)
         job = client.wait(job["id"])
         rows = client.noise_report(job["id"])
         out.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,11 @@ class JobOut(BaseModel):
     batch_ids: list[uuid.UUID] | None = None
     samples_used: int | None = None
     samples_left_out: int | None = None
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the job made of its input that you might not expect, in words: e.g. samples with "
+        "masks in several of the chosen batches, of which it trains on one.",
+    )
     config: dict[str, Any] = Field(default_factory=dict)
     quality: dict[str, Any] | None = Field(
         default=None,
@@ -168,6 +173,7 @@ class JobOut(BaseModel):
             batch_ids=[uuid.UUID(b) for b in batches] if batches is not None else None,
             samples_used=selection.get("samples_used"),
             samples_left_out=selection.get("samples_left_out"),
+            notes=list(selection.get("notes") or []),
             config=job.config,
             quality=job.quality,
             created_at=job.created_at,

@@ -61,6 +61,37 @@ def _check_active(session: Session, project: Project, most: int) -> None:
         )
 
 
+def several_masks_note(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID] | None) -> str | None:
+    """What a job does when the chosen batches hold more than one mask for a sample, in words (None when
+    every sample has one): it trains on one mask per sample, the one of the batch that comes last (in
+    ``batch_ids``, else the newest)."""
+    chosen = select(AnnotationBatch.id, AnnotationBatch.annotator, AnnotationBatch.created_at).where(
+        AnnotationBatch.dataset_id == dataset.id, AnnotationBatch.status == BatchStatus.accepted
+    )
+    if batch_ids is not None:
+        chosen = chosen.where(AnnotationBatch.id.in_(batch_ids))
+    batches = session.execute(chosen).all()
+    if len(batches) < 2:
+        return None
+    per_sample = (
+        select(Annotation.sample_id)
+        .where(Annotation.batch_id.in_([b.id for b in batches]))
+        .group_by(Annotation.sample_id)
+        .having(func.count() > 1)
+    )
+    shared = session.scalar(select(func.count()).select_from(per_sample.subquery())) or 0
+    if not shared:
+        return None
+    order = {b: i for i, b in enumerate(batch_ids or [])}
+    ranked = sorted(batches, key=lambda b: order.get(b.id, 0) if batch_ids else (b.created_at, str(b.id)))
+    names = ", ".join(f"{b.annotator!r}" for b in ranked)
+    return (
+        f"{shared} samples have masks in more than one of the batches ({names}); the job trains on one mask "
+        f"per sample, from the batch that comes last ({ranked[-1].annotator!r}: {ranked[-1].id}). To learn "
+        'from all of them, train on their consensus ("consensus": "staple" or "majority").'
+    )
+
+
 def count_annotated(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID] | None) -> tuple[int, int]:
     """(samples with an annotation in the chosen batches, all samples of the dataset)."""
     annotated = (
@@ -113,6 +144,9 @@ def create_job(
         {"latest": True} if batch_ids is None else {"batches": [str(b) for b in batch_ids]}
     )
     selection.update(samples_used=used, samples_left_out=total - used)
+    shared = several_masks_note(session, dataset, batch_ids)
+    if shared:
+        selection["notes"] = [shared]
     job = TrainingJob(
         project_id=project.id,
         dataset_id=dataset.id,

@@ -117,6 +117,31 @@ def test_latest_selection_and_listing(
     assert client.get("/v1/jobs", params={"status": "running"}, headers=auth).json()["total"] == 0
 
 
+def test_samples_with_masks_in_two_batches_are_told(
+    client: TestClient, auth: dict[str, str], dataset_id: str, batch_id: str
+) -> None:
+    """Two vendors' batches on the same images: the job trains on one mask per sample and says which."""
+    alone = client.post("/v1/jobs", json={"dataset_id": dataset_id}, headers=auth)
+    assert alone.status_code == 202 and alone.json()["notes"] == []
+    masks = {"a.png": mask_png(32, 32), "c.png": mask_png(32, 32)}
+    second = client.post(
+        f"/v1/datasets/{dataset_id}/annotation-batches",
+        data={"annotator": "vendor-b"},
+        files=files_part(masks),
+        headers=auth,
+    ).json()["id"]
+    for body in ({"dataset_id": dataset_id}, {"dataset_id": dataset_id, "batch_ids": [second, batch_id]}):
+        client.post(f"/v1/jobs/{alone.json()['id']}/cancel", headers=auth)
+        job = client.post("/v1/jobs", json=body, headers=auth)
+        assert job.status_code == 202, job.text
+        [note] = job.json()["notes"]
+        last = "'vendor-b'" if "batch_ids" not in body else "'x'"
+        assert note.startswith("1 samples have masks in more than one of the batches") and last in note
+        assert "consensus" in note
+        assert client.get(f"/v1/jobs/{job.json()['id']}", headers=auth).json()["notes"] == [note]
+        client.post(f"/v1/jobs/{job.json()['id']}/cancel", headers=auth)
+
+
 @pytest.mark.parametrize(
     ("config", "needle"),
     [
