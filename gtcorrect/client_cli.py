@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from gtcorrect.client import Client, ClientError, Job, JobFailed, ReportRow, folder_files
 
@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         batch = client.upload_masks(dataset["id"], args.masks, args.annotator, args.mask_mode)
         job = client.start_job(dataset["id"], config, args.preset, [batch["id"]])
         _say(f"job {job['id']} queued", sys.stderr)
-        for note in job.get("notes") or []:
+        for note in cast(list[str], job.get("notes") or []):
             _say(f"note: {note}", sys.stderr)
         job = client.wait(job["id"])
         rows = client.noise_report(job["id"])

@@ -8,12 +8,22 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.api.deps import DatasetDep, Limit, LimitsDep, Multipart, Offset, SessionDep, StoreDep, read_uploads
+from app.api.deps import (
+    DatasetDep,
+    Limit,
+    LimitsDep,
+    Multipart,
+    Offset,
+    ProjectDep,
+    SessionDep,
+    StoreDep,
+    read_uploads,
+)
 from app.db.models import BatchStatus
 from app.schemas.annotations import BatchOut, ConsensusIn
 from app.schemas.common import Page
 from app.services import annotations as batches
-from app.services import consensus, exports
+from app.services import cleanup, consensus, exports
 from app.services.reports import stream_zip
 
 router = APIRouter(prefix="/v1/datasets/{dataset_id}/annotation-batches", tags=["annotations"])
@@ -113,6 +123,20 @@ def get_batch(dataset: DatasetDep, batch_id: uuid.UUID, session: SessionDep) -> 
     batches also carry their provenance.
     """
     return BatchOut.model_validate(batches.get_batch(session, dataset, batch_id))
+
+
+@router.delete(
+    "/{batch_id}",
+    status_code=204,
+    summary="Delete an annotation batch and its masks",
+    responses={409: {"description": "A job trained on the batch's masks: delete the job first."}},
+)
+def delete_batch(
+    dataset: DatasetDep, batch_id: uuid.UUID, session: SessionDep, store: StoreDep, project: ProjectDep
+) -> Response:
+    """The batch, its masks' rows and objects; 409 naming the jobs that trained on them."""
+    cleanup.delete_batch(session, store, batches.get_batch(session, dataset, batch_id), project)
+    return Response(status_code=204)
 
 
 @router.get(

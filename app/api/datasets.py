@@ -20,9 +20,9 @@ from app.api.deps import (
     read_uploads,
 )
 from app.schemas.common import FileOutcome, Page
-from app.schemas.datasets import DatasetCreate, DatasetOut, ImageUploadOut, SampleOut
+from app.schemas.datasets import DatasetCreate, DatasetOut, DatasetRename, ImageUploadOut, SampleOut
 from app.schemas.results import AnnotatorOut, DatasetAnnotatorOut
-from app.services import datasets, images, reports
+from app.services import cleanup, datasets, images, reports
 from app.services.objects import read_object
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -63,6 +63,32 @@ def list_datasets(
 def get_dataset(dataset: DatasetDep, session: SessionDep) -> DatasetOut:
     """One dataset with its label map and sample count."""
     return _out(session, dataset)
+
+
+@router.patch(
+    "/{dataset_id}",
+    summary="Rename a dataset",
+    response_model=DatasetOut,
+    responses={409: {"description": "The project already has a dataset of that name."}},
+)
+def rename_dataset(body: DatasetRename, dataset: DatasetDep, session: SessionDep) -> DatasetOut:
+    """A new name (the label map, samples and results stay)."""
+    return _out(session, cleanup.rename_dataset(session, dataset, body.name))
+
+
+@router.delete(
+    "/{dataset_id}/samples/{sample_id}",
+    status_code=204,
+    summary="Delete a sample (its image and every mask of it)",
+    responses={409: {"description": "A job trained on the sample: delete the job first."}},
+)
+def delete_sample(
+    dataset: DatasetDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep
+) -> Response:
+    """The image, every annotation batch's mask of it, rows and objects; 409 naming the jobs that trained
+    on it."""
+    cleanup.delete_sample(session, store, images.get_sample(session, dataset, sample_id))
+    return Response(status_code=204)
 
 
 @router.delete(

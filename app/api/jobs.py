@@ -10,7 +10,7 @@ from app.api.deps import JobDep, Limit, Offset, ProjectDep, QueueDep, SessionDep
 from app.db.models import JobStatus
 from app.schemas.common import Page
 from app.schemas.jobs import JobCreate, JobOut
-from app.services import datasets, jobs
+from app.services import cleanup, datasets, jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -86,3 +86,16 @@ def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
     """Ask a queued or running job to stop; the worker stops at the next batch and the job ends as
     cancelled."""
     return JobOut.from_row(jobs.cancel_job(session, job))
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    summary="Delete a finished, failed or cancelled job with its report, plots and checkpoints",
+    responses={409: {"description": "The job is still queued or running, or its model is registered."}},
+)
+def delete_job(job: JobDep, session: SessionDep, store: StoreDep) -> Response:
+    """The job's rows (report, decisions, GMM rounds, annotator report) and objects go; 409 while it is
+    queued or running (cancel it first) or while its model exists (delete the model first)."""
+    cleanup.delete_job(session, store, job)
+    return Response(status_code=204)

@@ -25,7 +25,7 @@ from app.api.deps import (
 )
 from app.schemas.common import Page
 from app.schemas.results import ModelOut, SegmentationOut
-from app.services import inference, models
+from app.services import cleanup, inference, models
 from app.services.uploads import Blob, expand
 
 router = APIRouter(tags=["models"])
@@ -48,6 +48,24 @@ def list_models(
 def get_model(model_id: uuid.UUID, session: SessionDep, project: ProjectDep) -> ModelOut:
     """One model: its dataset, version, job, label map and metrics."""
     return ModelOut.model_validate(models.get_model(session, project, model_id))
+
+
+@router.delete("/v1/models/{model_id}", status_code=204, summary="Delete a model and its weights")
+def delete_model(
+    model_id: uuid.UUID,
+    session: SessionDep,
+    project: ProjectDep,
+    store: StoreDep,
+    recent: RecentModelsDep,
+    cache: ModelCacheDep,
+) -> Response:
+    """The model is no longer served (this process forgets it at once, others within
+    ``GTC_LOOKUP_CACHE_SECONDS``); the job that trained it and its report stay."""
+    model = models.get_model(session, project, model_id)
+    cleanup.delete_model(session, store, model)
+    recent.forget(lambda m: m.id == model_id)
+    cache.evict(model_id)
+    return Response(status_code=204)
 
 
 @router.get(

@@ -22,6 +22,14 @@ class DatasetCreate(BaseModel):
     image_settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class DatasetRename(BaseModel):
+    """A dataset's new name, unique in the project."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+
+
 class DatasetOut(BaseModel):
     model_config = ConfigDict(
         from_attributes=True,

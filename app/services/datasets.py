@@ -49,13 +49,19 @@ def label_map_of(dataset: Dataset) -> LabelMap:
     return LabelMap.from_dict(mapping)
 
 
+def check_name(name: str) -> str:
+    """A dataset name as given, or ``InvalidInput`` naming what is wrong with it."""
+    problem = text_problem(name)
+    if problem is not None:
+        raise InvalidInput(f"name {problem}.", field="name")
+    return name
+
+
 def create_dataset(
     session: Session, project: Project, name: str, label_map: dict[str, str], image_settings: dict[str, Any]
 ) -> Dataset:
     labels = parse_label_map(label_map)
-    problem = text_problem(name)
-    if problem is not None:
-        raise InvalidInput(f"name {problem}.", field="name")
+    name = check_name(name)
     size = len(json.dumps(image_settings))
     if size > MAX_IMAGE_SETTINGS_BYTES:
         raise InvalidInput(

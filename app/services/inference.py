@@ -169,6 +169,13 @@ class ModelCache:
                 self._items.popitem(last=False)[1].close(wait=False)  # requests holding it finish
             return served
 
+    def evict(self, model_id: uuid.UUID) -> None:
+        """Forget one model (it was deleted); requests that still hold it finish."""
+        with self._lock:
+            served = self._items.pop(model_id, None)
+        if served is not None:
+            served.close(wait=False)
+
     def clear(self) -> None:
         with self._lock:
             for served in self._items.values():
