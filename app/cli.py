@@ -129,6 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from app.main import create_app
     from app.settings import get_settings
+    from gtcorrect.client import save_key
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +139,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"Created project {LOCAL_PROJECT!r}. API key (shown once, also saved to {key_path}):\n  {key}")
     else:
         print(f"Project {LOCAL_PROJECT!r}: the API key is in {key_path}")
+    # `gtcorrect client` finds it from any folder: the per-user key file, under this server's URL.
+    url = f"http://{args.host}:{args.port}"
+    print(f"The client will use it for {url}: saved in {save_key(url, key_path.read_text().strip())}")
     resent = _resend_unfinished(settings)
     if resent:
         print(f"Re-queued {resent} unfinished job(s) from the previous run.")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
+import os
 import sys
 import tempfile
 import time
@@ -315,6 +317,24 @@ class Client:
             raise ValueError(f"this project has no dataset named {ref!r}: give a dataset's name or id.")
         return str(named[0]["id"])
 
+    def datasets(self) -> list[Json]:
+        """Every dataset of the project, oldest first."""
+        return self._pages("/v1/datasets")
+
+    def rename_dataset(self, dataset_id: str, name: str) -> Json:
+        return cast(Json, self._json("PATCH", f"/v1/datasets/{dataset_id}", json={"name": name}))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """The dataset with its samples, masks, jobs and models (409 while a job of it runs)."""
+        self._send("DELETE", f"/v1/datasets/{dataset_id}")
+
+    def batches(self, dataset_id: str) -> list[Json]:
+        return self._pages(f"/v1/datasets/{dataset_id}/annotation-batches")
+
+    def delete_batch(self, dataset_id: str, batch_id: str) -> None:
+        """An annotation batch and its masks (409 naming the jobs that trained on them)."""
+        self._send("DELETE", f"/v1/datasets/{dataset_id}/annotation-batches/{batch_id}")
+
     def upload_images(self, dataset_id: str, folder: str | Path, progress: bool = True) -> Json:
         """Upload every image file directly in ``folder`` as one zip (all or nothing); returns the API's
         ``created``/``duplicates``/``files`` report."""
@@ -370,6 +390,59 @@ class Client:
             body["consensus"] = consensus
         return cast(Job, self._json("POST", "/v1/jobs", json=body))
 
+    def jobs(self, dataset_id: str | None = None, status: str | None = None) -> list[Job]:
+        """The project's jobs, newest first; optionally of one dataset or in one status."""
+        params = {k: v for k, v in (("dataset_id", dataset_id), ("status", status)) if v is not None}
+        return cast(list[Job], self._pages("/v1/jobs", params))
+
+    def job_id(self, ref: str) -> str:
+        """The id of job ``ref``: an id as it is, or the start of exactly one of the project's job ids (the
+        8 characters a page shows)."""
+        try:
+            return str(uuid.UUID(ref))
+        except ValueError:
+            pass
+        prefix = ref.strip().lower()
+        if len(prefix) < 4:
+            raise ValueError(f"job {ref!r}: give a job id or at least its first 4 characters.")
+        found = [str(j["id"]) for j in self.jobs() if str(j["id"]).startswith(prefix)]
+        if len(found) != 1:
+            raise ValueError(
+                f"job {ref!r}: {'no job id starts so' if not found else f'{len(found)} job ids start so'}; "
+                "give more of the id."
+            )
+        return found[0]
+
+    def cancel_job(self, job_id: str) -> Job:
+        return cast(Job, self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def delete_job(self, job_id: str) -> None:
+        """A finished, failed or cancelled job with its results (409 while its model is registered)."""
+        self._send("DELETE", f"/v1/jobs/{job_id}")
+
+    def models(self, dataset_id: str | None = None) -> list[Json]:
+        return self._pages("/v1/models", {} if dataset_id is None else {"dataset_id": dataset_id})
+
+    def delete_model(self, model_id: str) -> None:
+        self._send("DELETE", f"/v1/models/{model_id}")
+
+    def decide_bulk(self, job_id: str, rule: str, min_noise_probability: float | None = None) -> Json:
+        """Decide every undecided sample a rule covers: ``keep_unflagged`` or ``accept_proposed_above``."""
+        body: Json = {"rule": rule}
+        if min_noise_probability is not None:
+            body["min_noise_probability"] = min_noise_probability
+        return cast(Json, self._json("POST", f"/v1/jobs/{job_id}/decisions/bulk", json=body))
+
+    def curate(self, job_id: str, undecided: str = "keep", note: str = "") -> Json:
+        """A curated annotation batch from the job's decisions (accepted corrections, kept originals)."""
+        body = {"undecided": undecided, "note": note}
+        return cast(Json, self._json("POST", f"/v1/jobs/{job_id}/curated-batches", json=body))
+
+    def export_batch(self, dataset_id: str, batch_id: str, fmt: str, path: str | Path) -> Path:
+        """A batch as a PNG zip, an nnU-Net v2 raw dataset (zip) or COCO JSON, written to ``path``."""
+        url = f"/v1/datasets/{dataset_id}/annotation-batches/{batch_id}/export"
+        return self._download(url, path, {"format": fmt})
+
     def job(self, job_id: str) -> Job:
         """The job's current state: status, phase, epoch of total_epochs, round, eta_seconds, quality."""
         return cast(Job, self._json("GET", f"/v1/jobs/{job_id}"))
@@ -382,7 +455,10 @@ class Client:
         Raises ``JobFailed`` when it failed or was cancelled, ``TimeoutError`` after ``timeout_s``.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with tqdm(unit="epoch", file=sys.stderr, dynamic_ncols=True, disable=not progress) as bar:
+        # The bar shows the server's ETA (training left at this attempt's pace), not tqdm's own, which
+        # would count the time the job waited in the queue.
+        fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]"
+        with tqdm(file=sys.stderr, dynamic_ncols=True, disable=not progress, bar_format=fmt) as bar:
             while True:
                 job = self.job(job_id)
                 bar.total = job.get("total_epochs")
@@ -474,6 +550,50 @@ class Client:
         return sorted(out / n for n in names if n.endswith(".png"))
 
 
+def config_dir() -> Path:
+    """Where the client keeps its per-user settings: ``$GTC_CONFIG_DIR``, else
+    ``$XDG_CONFIG_HOME/gtcorrect``, else ``~/.config/gtcorrect``."""
+    if os.environ.get("GTC_CONFIG_DIR"):
+        return Path(os.environ["GTC_CONFIG_DIR"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "gtcorrect"
+
+
+def _url_key(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def saved_key(url: str) -> str | None:
+    """The API key saved for ``url`` (``save_key``), if any."""
+    path = config_dir() / KEYS_FILE
+    try:
+        keys = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    key = keys.get(_url_key(url)) if isinstance(keys, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def save_key(url: str, key: str) -> Path:
+    """Remember ``key`` for the API at ``url`` in the per-user key file (mode 0600); returns its path."""
+    folder = config_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / KEYS_FILE
+    keys: dict[str, str] = {}
+    try:
+        loaded = json.loads(path.read_text())
+        keys = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    keys[_url_key(url)] = key
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(keys, indent=1))
+    partial.chmod(0o600)
+    partial.replace(path)
+    return path
+
+
+KEYS_FILE = "keys.json"
 MAX_RETRY_AFTER_S = 60.0  # a server's Retry-After is followed up to this long
 
 

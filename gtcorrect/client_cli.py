@@ -16,26 +16,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from gtcorrect.client import Client, ClientError, Job, JobFailed, ReportRow, folder_files
+from gtcorrect.client import Client, ClientError, Job, JobFailed, ReportRow, folder_files, save_key, saved_key
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_OUT = "gtcorrect-out"
 
 
-def _api_key(given: str | None) -> str:
-    """--api-key, else $GTC_API_KEY, else the key file ``gtcorrect serve`` writes ($GTC_DATA_DIR or
-    .gtcorrect)."""
-    key = given or os.environ.get("GTC_API_KEY")
+def _url(args: argparse.Namespace) -> str:
+    return str(args.url or os.environ.get("GTC_URL") or DEFAULT_URL)
+
+
+def _api_key(given: str | None, url: str) -> str:
+    """--api-key, else $GTC_API_KEY, else the key saved for ``url`` (``login``, or ``gtcorrect serve`` on
+    this machine), else the key file ``gtcorrect serve`` writes ($GTC_DATA_DIR or ./.gtcorrect)."""
+    key = given or os.environ.get("GTC_API_KEY") or saved_key(url)
     if key:
         return key
     for data_dir in (os.environ.get("GTC_DATA_DIR"), ".gtcorrect"):
         if data_dir and (path := Path(data_dir) / "api_key").is_file():
             return path.read_text().strip()
-    raise ValueError("no API key: pass --api-key, set GTC_API_KEY, or run where `gtcorrect serve` keeps it.")
+    raise ValueError(
+        f"no API key for {url}: pass --api-key, set GTC_API_KEY, or save one with "
+        f"`gtcorrect client login --api-key KEY --url {url}` (`gtcorrect serve` saves its own)."
+    )
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url or os.environ.get("GTC_URL") or DEFAULT_URL, _api_key(args.api_key))
+    url = _url(args)
+    return Client(url, _api_key(args.api_key, url))
 
 
 def _say(text: str, stream: TextIO | None = None) -> None:
@@ -103,45 +111,172 @@ def _wait_printing(client: Client, job_id: str) -> Job:
 
 def _jobs_wait(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.wait(args.job)
+        job = client.wait(client.job_id(args.job))
     _say(f"job {job['id']} {job['status']}")
     return 0
 
 
 def _jobs_show(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print_json(client.job(args.job))
+        _print_json(client.job(client.job_id(args.job)))
     return 0
 
 
-def _print_rows(rows: list[ReportRow]) -> None:
+def _jobs_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        dataset = client.dataset_id(args.dataset) if args.dataset else None
+        jobs = client.jobs(dataset, args.status)
+    for job in jobs:
+        how = cast(dict[str, Any], job.get("config") or {}).get("method", "gt")
+        where = job.get("phase") or ""
+        epoch = f" {job.get('epoch')}/{job.get('total_epochs')}" if job.get("epoch") else ""
+        _say(f"{job['id']}  {job['status']:<9} {where}{epoch}  {how}  created {job.get('created_at')}")
+    _say(f"{len(jobs)} jobs", sys.stderr)
+    return 0
+
+
+def _jobs_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel_job(client.job_id(args.job))
+    _say(
+        f"job {job['id']}: {job['status']}"
+        + (" (stops at its next batch)" if job["status"] == "running" else "")
+    )
+    return 0
+
+
+def _jobs_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job_id = client.job_id(args.job)
+        client.delete_job(job_id)
+    _say(f"deleted job {job_id}")
+    return 0
+
+
+def _datasets_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for d in client.datasets():
+            _say(f"{d['id']}  {d['name']}  {d.get('sample_count', 0)} samples")
+    return 0
+
+
+def _datasets_rename(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        dataset = client.rename_dataset(client.dataset_id(args.dataset), args.name)
+    _say(f"dataset {dataset['id']} is now {dataset['name']!r}")
+    return 0
+
+
+def _datasets_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        dataset_id = client.dataset_id(args.dataset)
+        client.delete_dataset(dataset_id)
+    _say(f"deleted dataset {dataset_id} with its samples, masks, jobs and models")
+    return 0
+
+
+def _batches_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for b in client.batches(client.dataset_id(args.dataset)):
+            accepted = (b.get("report") or {}).get("accepted")
+            _say(f"{b['id']}  {b.get('kind', 'uploaded'):<9} {b['annotator']}  {accepted} masks")
+    return 0
+
+
+def _batches_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.delete_batch(client.dataset_id(args.dataset), args.batch)
+    _say(f"deleted batch {args.batch}")
+    return 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        dataset = client.dataset_id(args.dataset) if args.dataset else None
+        for m in client.models(dataset):
+            dice = (m.get("metrics") or {}).get("holdout_dice")
+            shown = "–" if dice is None else f"{dice:.3f}"
+            _say(f"{m['id']}  dataset {m['dataset_id']}  v{m.get('version')}  held-back Dice {shown}")
+    return 0
+
+
+def _models_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.delete_model(args.model)
+    _say(f"deleted model {args.model}")
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    if args.keep_unflagged == (args.accept_above is not None):
+        raise ValueError("give one rule: --keep-unflagged or --accept-above P.")
+    with _client(args) as client:
+        job_id = client.job_id(args.job)
+        if args.keep_unflagged:
+            out = client.decide_bulk(job_id, "keep_unflagged")
+        else:
+            out = client.decide_bulk(job_id, "accept_proposed_above", args.accept_above)
+    _say(f"job {job_id}: {out.get('decided', 0)} samples decided")
+    return 0
+
+
+def _curate(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        batch = client.curate(client.job_id(args.job), args.undecided, args.note or "")
+    origins = (batch.get("provenance") or {}).get("masks", {})
+    _say(f"curated batch {batch['id']}: " + ", ".join(f"{n} {k}" for k, n in sorted(origins.items())))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        path = client.export_batch(client.dataset_id(args.dataset), args.batch, args.format, args.out)
+    _say(f"wrote {path}")
+    return 0
+
+
+def _login(args: argparse.Namespace) -> int:
+    url = _url(args)
+    key = args.api_key or os.environ.get("GTC_API_KEY")
+    if not key:
+        raise ValueError("give the key: --api-key KEY (or set GTC_API_KEY).")
+    with Client(url, key) as client:
+        client.datasets()  # a wrong key or URL fails here, before anything is saved
+    _say(f"saved the key for {url} in {save_key(url, key)}")
+    return 0
+
+
+def _print_rows(rows: list[ReportRow], total: int) -> None:
     flagged = [r for r in rows if r["flagged"]]
-    _say(f"{len(flagged)} of {len(rows)} masks flagged")
+    _say(f"{len(flagged)} of {total} masks flagged")
     for row in flagged:
         _say(f"  {row['file_name']}  clean {row['clean_probability']:.3f}  {row['annotator']}")
 
 
 def _report(args: argparse.Namespace) -> int:
+    only = True if args.flagged else None
     with _client(args) as client:
-        rows = client.noise_report(args.job, flagged=True if args.flagged else None)
+        job_id = client.job_id(args.job)
+        rows = client.noise_report(job_id)
         if args.csv:
-            client.download_report_csv(args.job, args.csv, flagged=True if args.flagged else None)
+            client.download_report_csv(job_id, args.csv, flagged=only)
+    chosen = [r for r in rows if r["flagged"]] if args.flagged else rows
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    _print_rows(rows)
+        Path(args.json).write_text(json.dumps(chosen, indent=1))
+    _print_rows(rows, len(rows))
     return 0
 
 
 def _corrected(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        path = client.download_corrected(args.job, args.out)
+        path = client.download_corrected(client.job_id(args.job), args.out)
     _say(f"wrote {path}")
     return 0
 
 
 def _plots(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        paths = client.download_plots(args.job, args.out)
+        paths = client.download_plots(client.job_id(args.job), args.out)
     _say(f"wrote {len(paths)} plots to {args.out}")
     return 0
 
@@ -157,14 +292,18 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _annotators(args: argparse.Namespace) -> int:
+    given = args.job_ref or args.job
+    if (given is None) == (args.dataset is None):
+        raise ValueError("give a job (JOB or --job) or --dataset.")
     with _client(args) as client:
+        job_id = client.job_id(given) if given else None
         rows = client.annotators(
-            job_id=args.job, dataset_id=client.dataset_id(args.dataset) if args.dataset else None
+            job_id=job_id, dataset_id=client.dataset_id(args.dataset) if args.dataset else None
         )
         if args.plot:
-            if not args.job:
+            if not job_id:
                 raise ValueError("--plot needs a job (the report of one job).")
-            client.download_annotators_plot(args.job, args.plot)
+            client.download_annotators_plot(job_id, args.plot)
     for row in rows:
         stats = row.get("report", row) if args.dataset else row
         if stats is None:
@@ -190,9 +329,15 @@ def _run(args: argparse.Namespace) -> int:
     folder_files(args.masks)
     config = _config(args.config)
     out = Path(args.out)
+    if (args.name is None) == (args.dataset is None):
+        raise ValueError("give --name (a new dataset) or --dataset (an existing one, by name or id).")
     with _client(args) as client:
-        dataset = client.create_dataset(args.name, _labels(args.labels))
-        _say(f"dataset {dataset['id']} ({args.name})", sys.stderr)
+        if args.dataset:
+            dataset = {"id": client.dataset_id(args.dataset)}
+            _say(f"dataset {dataset['id']} ({args.dataset}), images already there are kept", sys.stderr)
+        else:
+            dataset = client.create_dataset(args.name, _labels(args.labels))
+            _say(f"dataset {dataset['id']} ({args.name})", sys.stderr)
         client.upload_images(dataset["id"], args.images)
         batch = client.upload_masks(dataset["id"], args.masks, args.annotator, args.mask_mode)
         job = client.start_job(dataset["id"], config, args.preset, [batch["id"]])
@@ -242,7 +387,9 @@ def add_client_commands(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"the API (default: $GTC_URL, else {DEFAULT_URL})")
     common.add_argument(
-        "--api-key", help="default: $GTC_API_KEY, else $GTC_DATA_DIR/api_key or .gtcorrect/api_key"
+        "--api-key",
+        help="default: $GTC_API_KEY, else the key saved for --url (login; gtcorrect serve saves its own), "
+        "else $GTC_DATA_DIR/api_key or .gtcorrect/api_key",
     )
     client = subparsers.add_parser("client", help="use a running gtcorrect API: upload, train, fetch results")
     verbs = client.add_subparsers(dest="client_command", required=True)
@@ -256,9 +403,19 @@ def add_client_commands(subparsers: Any) -> None:
         return verbs.add_parser(name, help=text).add_subparsers(dest=f"{name}_command", required=True)
 
     labels_help = "class names, background first (default: background,foreground)"
-    p = verb(group("datasets", "datasets"), "create", _datasets_create, "create a dataset (prints its JSON)")
+    p = verb(verbs, "login", _login, "save an API key for --url in your per-user key file")
+    datasets = group("datasets", "datasets")
+    p = verb(datasets, "create", _datasets_create, "create a dataset (prints its JSON)")
     p.add_argument("name")
     p.add_argument("--labels", help=labels_help)
+    verb(datasets, "list", _datasets_list, "list the project's datasets")
+    p = verb(datasets, "rename", _datasets_rename, "rename a dataset")
+    p.add_argument("dataset", help="dataset name or id")
+    p.add_argument("name", help="the new name")
+    p = verb(
+        datasets, "delete", _datasets_delete, "delete a dataset with its samples, masks, jobs and models"
+    )
+    p.add_argument("dataset", help="dataset name or id")
 
     p = verb(group("images", "images"), "upload", _images_upload, "upload a folder of images as one zip")
     p.add_argument("dir")
@@ -271,7 +428,16 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--mask-mode", choices=("index", "binary"), help="binary: grey > 127 is foreground")
     p.add_argument("--note", help="free text stored as the batch's source")
 
-    jobs = group("jobs", "training jobs")
+    batches = group("batches", "annotation batches")
+    p = verb(batches, "list", _batches_list, "list a dataset's annotation batches")
+    p.add_argument("--dataset", required=True, help="dataset name or id")
+    p = verb(batches, "delete", _batches_delete, "delete a batch and its masks (not one a job trained on)")
+    p.add_argument("batch", help="batch id")
+    p.add_argument("--dataset", required=True, help="dataset name or id")
+
+    jobs = group(
+        "jobs", "training jobs (a job is its id or the start of it, e.g. the 8 characters a page shows)"
+    )
     p = verb(jobs, "start", _jobs_start, "start a training job (prints its JSON)")
     p.add_argument("--dataset", required=True, help="dataset name or id")
     p.add_argument("--batch", action="append", help="annotation batch id (repeat; default: latest masks)")
@@ -280,20 +446,45 @@ def add_client_commands(subparsers: Any) -> None:
         choices=("staple", "majority"),
         help="train on the consensus of the batches' masks (several annotators per image)",
     )
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--preset", help="a preset's name (`gtcorrect client presets`)")
-    how.add_argument("--config", help="a JSON file with a partial TrainConfig")
+    p.add_argument("--preset", help="a preset's name (`gtcorrect client presets`); --config goes on top")
+    p.add_argument("--config", help="a JSON file with a partial TrainConfig")
     p.add_argument("--wait", action="store_true", help="wait with a progress bar; print the final job")
-    p = verb(jobs, "wait", _jobs_wait, "wait for a job with a progress bar")
-    p.add_argument("job")
-    p = verb(jobs, "show", _jobs_show, "print a job's JSON")
-    p.add_argument("job")
+    p = verb(jobs, "list", _jobs_list, "list jobs, newest first")
+    p.add_argument("--dataset", help="only this dataset's (name or id)")
+    p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
+    for name, func, text in (
+        ("wait", _jobs_wait, "wait for a job with a progress bar"),
+        ("show", _jobs_show, "print a job's JSON"),
+        ("cancel", _jobs_cancel, "cancel a queued or running job"),
+        ("delete", _jobs_delete, "delete a finished, failed or cancelled job and its results"),
+    ):
+        verb(jobs, name, func, text).add_argument("job")
 
     p = verb(verbs, "report", _report, "print the flagged masks; save the whole noise report")
     p.add_argument("job")
-    p.add_argument("--flagged", action="store_true", help="flagged masks only")
+    p.add_argument(
+        "--flagged", action="store_true", help="the CSV and JSON files hold the flagged masks only"
+    )
     p.add_argument("--csv", help="write the report as CSV to this file")
     p.add_argument("--json", help="write the report's rows as JSON to this file")
+
+    p = verb(verbs, "decide", _decide, "decide every undecided sample of a job by a rule")
+    p.add_argument("job")
+    p.add_argument("--keep-unflagged", action="store_true", help="keep every unflagged mask as drawn")
+    p.add_argument("--accept-above", type=float, help="accept the proposed correction where P(wrong) >= this")
+
+    p = verb(verbs, "curate", _curate, "a curated annotation batch from a job's decisions")
+    p.add_argument("job")
+    p.add_argument("--undecided", choices=("keep", "exclude"), default="keep", help="undecided samples")
+    p.add_argument("--note", help="free text stored with the batch")
+
+    p = verb(
+        verbs, "export", _export, "an annotation batch for another tool: PNG zip, nnU-Net v2 (zip), COCO"
+    )
+    p.add_argument("batch", help="batch id (a curated one, say)")
+    p.add_argument("--dataset", required=True, help="dataset name or id")
+    p.add_argument("--format", choices=("png", "nnunet", "coco"), default="png")
+    p.add_argument("--out", required=True, help="file to write")
 
     p = verb(verbs, "corrected", _corrected, "download the corrected masks (zip)")
     p.add_argument("job")
@@ -303,6 +494,12 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("job")
     p.add_argument("--out", required=True, help="folder to write into")
 
+    models = group("models", "trained models")
+    p = verb(models, "list", _models_list, "list models with their held-back Dice")
+    p.add_argument("--dataset", help="only this dataset's (name or id)")
+    p = verb(models, "delete", _models_delete, "delete a model (it is no longer served)")
+    p.add_argument("model", help="model id")
+
     p = verb(verbs, "segment", _segment, "segment a folder of images; masks as <name>.png")
     p.add_argument("dir")
     p.add_argument("--out", required=True, help="folder to write into")
@@ -310,9 +507,9 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--model", default="latest", help="a model id (default: latest of --dataset)")
 
     p = verb(verbs, "annotators", _annotators, "the annotator report: who outlines wider or narrower")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--job", help="a succeeded job's report")
-    which.add_argument(
+    p.add_argument("job_ref", nargs="?", metavar="JOB", help="a succeeded job (or --job)")
+    p.add_argument("--job", help="a succeeded job's report")
+    p.add_argument(
         "--dataset", help="every annotator of a dataset (name or id), with its latest job's verdict"
     )
     p.add_argument("--plot", help="write the job's report as a PNG bar chart to this file")
@@ -323,11 +520,11 @@ def add_client_commands(subparsers: Any) -> None:
     p = verb(verbs, "run", _run, "two folders to a noise report: create, upload, train, wait, download")
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--masks", required=True, help="folder of masks named like their images")
-    p.add_argument("--name", required=True, help="name of the new dataset")
+    p.add_argument("--name", help="name of a new dataset")
+    p.add_argument("--dataset", help="an existing dataset instead (name or id): its images are kept")
     p.add_argument("--labels", help=labels_help)
     p.add_argument("--annotator", default="unknown", help="who drew the masks")
     p.add_argument("--mask-mode", choices=("index", "binary"), help="binary: grey > 127 is foreground")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--preset", help="a preset's name")
-    how.add_argument("--config", help="a JSON file with a partial TrainConfig")
+    p.add_argument("--preset", help="a preset's name; --config goes on top")
+    p.add_argument("--config", help="a JSON file with a partial TrainConfig")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the results (default: {DEFAULT_OUT})")

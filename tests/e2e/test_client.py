@@ -66,7 +66,9 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
         assert job["status"] == "succeeded" and job["id"] == job_id
         total = job["total_epochs"]
         assert "upload images" in run.stderr and "upload masks" in run.stderr, run.stderr
-        assert f"{total}/{total} [" in run.stderr and "epoch" in run.stderr, run.stderr
+        # The epoch bar: the server's ETA only (tqdm's own would count the wait in the queue).
+        bar = [line for line in run.stderr.splitlines() if "epochs [" in line]
+        assert bar and f"{total}/{total} epochs [" in bar[-1] and "<" not in bar[-1], run.stderr
 
         with (out / "report.csv").open(newline="") as f:
             reader = csv.DictReader(f)
@@ -90,10 +92,42 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
         [row] = json.loads((tmp_path / "annotators.json").read_text())
         assert (row["annotator"], row["n_masks"], row["job_id"]) == ("unknown", N_IMAGES, job_id)
 
+        # From another folder, with no key in the environment: `gtcorrect serve` saved it for its URL.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        bare = {k: v for k, v in client_env.items() if k not in ("GTC_API_KEY", "GTC_DATA_DIR")}
+        found = subprocess.run(
+            [*serve_command(), "client", "jobs", "show", job_id[:8]],  # the 8 characters a page shows
+            env=bare,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+            cwd=elsewhere,
+        )
+        assert found.returncode == 0 and json.loads(found.stdout)["id"] == job_id, found.stderr
+        flagged = cli("report", job_id[:8], "--flagged")
+        n_flagged = sum(r["flagged"] for r in rows)
+        assert flagged.stdout.startswith(f"{n_flagged} of {N_IMAGES} masks flagged"), flagged.stdout
+        assert cli("annotators", job_id).stdout.startswith("unknown: ")  # the job as a positional
+        assert cli("datasets", "rename", "discs", "discs-round-2").returncode == 0
+        assert "discs-round-2" in cli("datasets", "list").stdout
+        # A preset and a config together (the config on top), then cancelled and deleted.
+        started = cli("jobs", "start", "--dataset", "discs-round-2", "--preset", "quick", "--config", config)
+        assert started.returncode == 0, started.stderr
+        second = json.loads(started.stdout)
+        assert second["config"]["image_size"] == e2e_config(2)["image_size"]
+        assert second["config"]["g"]["warmup_epochs"] == e2e_config(2)["g"]["warmup_epochs"]
+        assert second["id"] in cli("jobs", "list", "--dataset", "discs-round-2").stdout
+        assert cli("jobs", "cancel", second["id"][:8]).returncode == 0
+        cli("jobs", "wait", second["id"])  # exits 1: cancelled
+        deleted = cli("jobs", "delete", second["id"][:8])
+        assert deleted.returncode == 0, deleted.stderr
+        assert second["id"] not in cli("jobs", "list").stdout
+
         fresh = make_set(2, 0, height=52, width=60, seed=3)
         _write_set(tmp_path / "new", ["a.png", "b.png"], [fresh.images[0], fresh.images[1][:30, :44]])
         segmented = cli(
-            "segment", tmp_path / "new", "--out", tmp_path / "seg", "--dataset", "discs"
+            "segment", tmp_path / "new", "--out", tmp_path / "seg", "--dataset", "discs-round-2"
         )  # by name
         assert segmented.returncode == 0, segmented.stderr
         sizes = {p.name: Image.open(p).size for p in (tmp_path / "seg").glob("*.png")}

@@ -109,6 +109,7 @@ def embedded_serve(tmp_path: Path) -> Iterator[Served]:
     data_dir = tmp_path / "gtc-data"
     env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
     env["GTC_DATA_DIR"] = str(data_dir)
+    env["GTC_CONFIG_DIR"] = str(tmp_path / "user-config")  # the per-user key file, not the real home's
     (port,) = free_ports(1)
     log = tmp_path / "serve.log"
     proc = start_logged([*serve_command(), "serve", "--port", str(port)], env, log, cwd=tmp_path)
