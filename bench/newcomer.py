@@ -109,6 +109,7 @@ def run_case(n: int, preset: str, seed: int, root: Path = KVASIR) -> dict[str, A
         "no_evidence": any(w["code"] == "no_evidence_of_noise" for w in quality["warnings"]),
         "estimated_noise_rate": quality["estimated_noise_rate"],
         "selftest_recall": (quality.get("selftest") or {}).get("recall"),
+        "validation_dice": (quality.get("validation") or {}).get("dice"),
         "warnings": [w["code"] for w in quality["warnings"]],
         "corrections": quality["corrections"],
     }

@@ -26,7 +26,16 @@ from gtcorrect.gt import final_corrections
 from gtcorrect.loop import Run
 from gtcorrect.losses import per_sample_loss
 from gtcorrect.methods import judge_training_masks, loss_scores
-from gtcorrect.quality import UNVOUCHED, Judged, Quality, SelfTest, Validation, network_warnings, summarise
+from gtcorrect.quality import (
+    NO_VERDICT,
+    UNVOUCHED,
+    Judged,
+    Quality,
+    SelfTest,
+    Validation,
+    network_warnings,
+    summarise,
+)
 from gtcorrect.selftest import correction_check
 from gtcorrect.types import GmmRound, TrainingData, json_safe
 from gtcorrect.verdict import Verdict, copy_recall, flag, rate_interval, transfer_recall
@@ -133,14 +142,9 @@ def assess(
         (min(interval[0], rate), max(interval[1], rate)),
         None if final_round is None else final_round.separation,
     )
-    splits = config.method in ("gt", "gmm_select", "coteaching")
+    splits = config.method not in NO_VERDICT
     quality, proposed = summarise(
-        config,
-        judged if splits else None,
-        validation,
-        selftest,
-        None if bias is None else bias.summary,
-        len(moved),
+        config, judged, validation, selftest, None if bias is None else bias.summary, len(moved)
     )
     every = {int(train_idx[j]): m for j, m in corrections.items()}
     corrected = {i: m for i, m in every.items() if proposed[i]}

@@ -174,21 +174,24 @@ class Judged:
     separation: float | None
 
 
+NO_VERDICT = frozenset({"noisy", "clean"})  # methods that train on every mask as given and judge none
+
+
 def summarise(
     config: TrainConfig,
-    judged: Judged | None,
+    judged: Judged,
     validation: Validation | None,
     selftest: SelfTest | None,
     annotator_bias: list[dict[str, Any]] | None = None,
     n_moved: int = 0,
 ) -> tuple[Quality, np.ndarray]:
-    """The job's ``Quality`` and which masks (N,) get their correction proposed. ``judged`` None: the
-    method makes no verdict; ``n_moved``: outlines the annotator check moved back (always proposed)."""
+    """The job's ``Quality`` and which masks (N,) get their correction proposed; ``n_moved``: outlines the
+    annotator check moved back (always proposed). Plain training (``NO_VERDICT``) judges no mask."""
     q = config.quality
-    n_total = 0 if judged is None else judged.noise_prob.size
-    n_held = 0 if judged is None else int(judged.held_out.sum())
+    n_total = judged.noise_prob.size
+    n_held = int(judged.held_out.sum())
     warnings = network_warnings(config, n_total, n_held, validation)
-    if judged is None:
+    if config.method in NO_VERDICT:
         reason = f"method {config.method!r} makes no corrections"
         quality = Quality(
             n_total,

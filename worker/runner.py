@@ -234,6 +234,8 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobSt
     plots = push_plots(ctx.store, job, result, config)
     weights_key = push_model(ctx.store, job, result)
     metrics = {**result.metrics, "samples": len(inputs.refs), "flagged": int(result.flagged.sum())}
+    if result.quality is not None:  # the model resource shows it: how good the model is on this data
+        metrics["validation"] = result.quality.to_dict().get("validation")
     results = JobResults(
         verdicts=verdicts(inputs, result),
         corrected=corrected,

@@ -132,6 +132,7 @@ class JobOut(BaseModel):
     batch_ids: list[uuid.UUID] | None = None
     samples_used: int | None = None
     samples_left_out: int | None = None
+    preset: str | None = Field(default=None, description="The preset the job's config started from, if any.")
     notes: list[str] = Field(
         default_factory=list,
         description="What the job made of its input that you might not expect, in words: e.g. samples with "
@@ -173,6 +174,7 @@ class JobOut(BaseModel):
             batch_ids=[uuid.UUID(b) for b in batches] if batches is not None else None,
             samples_used=selection.get("samples_used"),
             samples_left_out=selection.get("samples_left_out"),
+            preset=selection.get("preset"),
             notes=list(selection.get("notes") or []),
             config=job.config,
             quality=job.quality,

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import UtcDateTime
 
@@ -229,7 +229,19 @@ class ModelOut(BaseModel):
     job_id: uuid.UUID
     version: int
     metrics: dict[str, Any]
+    validation: dict[str, Any] | None = Field(
+        default=None,
+        description="How good the model is on your data before you use it: Dice on the job's held-back "
+        "samples against their given masks (a lower bound when masks are noisy), overall and per class, with "
+        "how many samples. Null for a job too small to hold any back.",
+    )
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _validation_from_metrics(self) -> ModelOut:
+        if self.validation is None and isinstance(self.metrics.get("validation"), dict):
+            self.validation = self.metrics["validation"]
+        return self
 
 
 class ClassSegmentation(BaseModel):

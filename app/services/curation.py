@@ -133,3 +133,14 @@ def _copy_masks(
         )
     session.flush()
     return report
+
+
+def curated_versions(session: Session, job: TrainingJob) -> list[AnnotationBatch]:
+    """The curated batches made from ``job``'s decisions, oldest first (the review page lists them)."""
+    rows = session.scalars(
+        select(AnnotationBatch)
+        .where(AnnotationBatch.dataset_id == job.dataset_id, AnnotationBatch.kind == BatchKind.curated)
+        .order_by(AnnotationBatch.created_at, AnnotationBatch.id)
+    )
+    return [b for b in rows if (b.provenance or {}).get("job_id") == str(job.id)]
+

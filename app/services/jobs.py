@@ -143,7 +143,7 @@ def create_job(
     selection: dict[str, Any] = (
         {"latest": True} if batch_ids is None else {"batches": [str(b) for b in batch_ids]}
     )
-    selection.update(samples_used=used, samples_left_out=total - used)
+    selection.update(samples_used=used, samples_left_out=total - used, preset=preset)
     shared = several_masks_note(session, dataset, batch_ids)
     if shared:
         selection["notes"] = [shared]

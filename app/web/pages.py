@@ -19,9 +19,10 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from app.api.deps import SessionDep, SessionSecretDep, SettingsDep
-from app.db.models import ApiKey, JobStatus, Project
+from app.db.models import ApiKey, JobStatus, Project, TrainingJob
 from app.errors import Forbidden, Unauthorized
-from app.services import datasets, jobs, projects, reports, sessions
+from app.schemas.jobs import JobOut
+from app.services import curation, datasets, jobs, projects, reports, sessions
 
 HERE = Path(__file__).parent
 STATIC = "/review-assets"
@@ -129,17 +130,30 @@ def job_list(request: Request, session: SessionDep, secret: SessionSecretDep) ->
     return templates.TemplateResponse(request, "jobs.html", context)
 
 
-def _job_summary(job: Any, dataset_name: str) -> dict[str, Any]:
-    quality = job.quality or {}
+def _job_summary(job: TrainingJob, dataset_name: str) -> dict[str, Any]:
+    """One row of the job list, as the page first shows it (``jobs.js`` then follows the running ones)."""
+    out = JobOut.from_row(job)
+    quality = out.quality or {}
     corrections = quality.get("corrections") or {}
+    config = out.config
+    setup = [f"preset {out.preset}" if out.preset else "own config", str(config.get("method", "gt"))]
+    setup.append(f"{config.get('image_size')} px")
+    if out.total_epochs:
+        setup.append(f"{out.total_epochs} epochs")
+    progress = "waiting for a worker" if out.status == JobStatus.queued else out.phase or ""
+    if out.epoch is not None and out.total_epochs and out.status == JobStatus.running:
+        progress += f" · epoch {out.epoch} of {out.total_epochs}"
+    validation = quality.get("validation")
     return {
         "id": str(job.id),
         "dataset": dataset_name,
         "status": job.status.value,
+        "progress": progress,
+        "setup": " · ".join(setup),
+        "validation": "–" if not validation else f"{validation['dice']:.3f}",
         "created_at": job.created_at.strftime("%Y-%m-%d %H:%M"),
         "corrections": corrections.get("status"),
         "warnings": [w.get("code") for w in quality.get("warnings", [])],
-        "reviewable": job.status == JobStatus.succeeded,
     }
 
 
@@ -162,5 +176,6 @@ def review_page(
         "quality": job.quality or {},
         "succeeded": job.status == JobStatus.succeeded,
         "annotators": reports.annotator_stats(session, job) if job.status == JobStatus.succeeded else [],
+        "versions": curation.curated_versions(session, job),
     }
     return templates.TemplateResponse(request, "review.html", context)

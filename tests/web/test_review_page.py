@@ -158,14 +158,27 @@ def test_review_to_curated_nnunet_dataset_in_the_browser(
     page.screenshot(path=str(SHOTS / "review-undecided.png"), full_page=True)
     page.select_option("#filter-show", "all")
 
+    # A filter that matches nothing says so instead of showing an empty grid.
+    page.evaluate(
+        "() => { const s = document.getElementById('filter-batch'); s.add(new Option('gone', 'gone'));"
+        " s.value = 'gone'; s.dispatchEvent(new Event('change')); }"
+    )
+    expect(page.locator("#grid .empty")).to_contain_text("No mask matches these filters")
+    page.select_option("#filter-batch", "")
+    expect(page.locator(".card")).to_have_count(N_IMAGES)
+
     page.click("#curate")
-    expect(page.locator("#curated")).to_be_visible()
-    batch_id = page.locator("#curated").get_attribute("data-batch")
+    version = page.locator("#version-list li[data-batch]").last
+    expect(version).to_be_visible()
+    batch_id = version.get_attribute("data-batch")
     assert batch_id
     page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(SHOTS / "review-curated.png"), full_page=True)
+    # After a reload the version and its exports are still listed (they come from the server).
+    page.reload()
+    expect(page.locator(f"#version-list li[data-batch='{batch_id}']")).to_be_visible()
     with page.expect_download() as download:
-        page.click("#export-nnunet")
+        page.locator(f"#version-list li[data-batch='{batch_id}'] a", has_text="nnU-Net").click()
     archive = zipfile.ZipFile(download.value.path())
     page.close()
 
@@ -190,3 +203,86 @@ def test_review_to_curated_nnunet_dataset_in_the_browser(
     assert not [u for u in urls if not u.startswith((base_url, "data:", "blob:"))]
     assert not [u for u in urls if key in u]
     assert log.read_text().count(key) == 1  # printed once, at the first start
+
+
+N_MANY = 300
+
+
+def _many(client: httpx.Client) -> tuple[str, str]:
+    """300 small images with masks and a plain one-epoch job on them, started; (dataset id, job id)."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:48, :48]
+    images, masks = {}, {}
+    for i in range(N_MANY):
+        cy, cx, r = rng.uniform(14, 34, 2).tolist() + [rng.uniform(6, 12)]
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        grey = (rng.normal(80, 15, (48, 48)) + 120 * disc).clip(0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(grey).save(buffer, format="PNG")
+        images[f"m{i:03d}.png"], masks[f"m{i:03d}.png"] = buffer.getvalue(), _png(disc)
+    dataset = client.post("/v1/datasets", json={"name": "many"}).json()
+    upload = client.post(f"/v1/datasets/{dataset['id']}/images", files={"files": ("i.zip", _zip(images))})
+    assert upload.status_code == 201, upload.text
+    batch = client.post(
+        f"/v1/datasets/{dataset['id']}/annotation-batches",
+        data={"annotator": "vendor-a"},
+        files={"files": ("m.zip", _zip(masks))},
+    )
+    assert batch.status_code == 201, batch.text
+    config = {
+        "method": "noisy",
+        "epochs": 12,
+        "image_size": 32,
+        "batch_size": 16,
+        "net": {"channels": [8, 16], "strides": [2], "num_res_units": 0},
+    }
+    job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "preset": "quick", "config": config})
+    assert job.status_code == 202, job.text
+    return str(dataset["id"]), str(job.json()["id"])
+
+
+def test_the_job_list_follows_a_running_job_and_a_report_of_300_masks_has_pages(
+    browser: Browser, served: tuple[str, str, Path]
+) -> None:
+    base_url, key, _ = served
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base_url}/review/login")
+    page.fill("#api_key", key)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/review/")
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        _, job_id = _many(client)
+        page.goto(f"{base_url}/review/")
+        row = page.locator(f"tr[data-job='{job_id}']")
+        expect(row.locator("code")).to_have_text(job_id)  # the whole id, which the API and CLI take
+        assert row.locator(".status").inner_text() in ("queued", "running")  # what the page first showed
+        expect(row.locator(".setup")).to_contain_text("preset quick")
+        # The list refreshes itself: the epochs go by, then the job succeeds, without a reload.
+        expect(row.locator(".progress")).to_contain_text("epoch", timeout=120_000)
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOTS / "jobs-running.png"), full_page=True)
+        expect(row.locator(".status")).to_have_text("succeeded", timeout=240_000)
+        expect(row.locator(".validation")).not_to_have_text("–")
+        assert wait_for_job(client, job_id)["status"] == "succeeded"
+    page.screenshot(path=str(SHOTS / "jobs-done.png"), full_page=True)
+
+    row.locator("a").click()
+    page.wait_for_url(f"{base_url}/review/jobs/{job_id}")
+    expect(page.locator(".card")).to_have_count(48)
+    expect(page.locator("#page-label")).to_have_text("page 1 of 7")
+    page.screenshot(path=str(SHOTS / "review-page-1.png"))
+    first_page = page.locator(".card .name").all_inner_texts()
+    for _ in range(47):
+        page.keyboard.press("j")
+    page.keyboard.press("j")  # past the last card of the page: the next page
+    expect(page.locator("#page-label")).to_have_text("page 2 of 7")
+    second_page = page.locator(".card .name").all_inner_texts()
+    assert not set(first_page) & set(second_page) and _focused(page) == second_page[0]
+    page.click("#page-next")
+    page.keyboard.press("p")
+    expect(page.locator("#page-label")).to_have_text("page 2 of 7")
+    while page.locator("#page-next").is_enabled():
+        page.click("#page-next")
+    expect(page.locator("#page-label")).to_have_text("page 7 of 7")
+    expect(page.locator(".card")).to_have_count(N_MANY - 6 * 48)
+    page.close()

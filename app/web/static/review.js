@@ -17,8 +17,11 @@
     keep_original: "original kept",
     needs_reannotation: "needs re-annotation",
   };
+  const PAGE = 48; // cards per page: 300 masks make 7 pages, not one 28,000 px page
   let rows = [];
-  let shown = [];
+  let matching = []; // the rows the filters let through
+  let shown = []; // those of the current page
+  let page = 0;
   let focus = 0;
 
   async function api(method, path, body) {
@@ -121,18 +124,53 @@
     item.dataset.decision = row.decision || "";
   }
 
+  function pages() {
+    return Math.max(1, Math.ceil(matching.length / PAGE));
+  }
+
   function render() {
-    shown = rows.filter(visible);
-    grid.replaceChildren(...shown.map(card));
+    matching = rows.filter(visible);
+    page = Math.min(page, pages() - 1);
+    shown = matching.slice(page * PAGE, (page + 1) * PAGE);
+    if (shown.length) {
+      grid.replaceChildren(...shown.map(card));
+    } else {
+      const empty = document.createElement("p");
+      empty.className = "empty";
+      empty.textContent = rows.length
+        ? `No mask matches these filters (${rows.length} masks in all): change or clear a filter above.`
+        : "This job's report has no masks.";
+      grid.replaceChildren(empty);
+    }
     const decided = rows.filter((r) => r.decision).length;
     document.getElementById("counts").textContent =
-      `${shown.length} shown · ${rows.filter((r) => r.flagged).length} flagged · ` +
+      `${matching.length} shown · ${rows.filter((r) => r.flagged).length} flagged · ` +
       `${rows.filter((r) => r.correction_proposed).length} proposed · ${decided} of ${rows.length} decided`;
+    document.getElementById("page-label").textContent = `page ${page + 1} of ${pages()}`;
+    document.getElementById("page-prev").disabled = page === 0;
+    document.getElementById("page-next").disabled = page >= pages() - 1;
     setFocus(Math.min(focus, Math.max(shown.length - 1, 0)));
   }
 
+  function turn(delta, at) {
+    const next = page + delta;
+    if (next < 0 || next >= pages()) return false;
+    page = next;
+    focus = at === "end" ? PAGE - 1 : 0;
+    render();
+    grid.scrollIntoView({ block: "start" });
+    return true;
+  }
+
+  function move(step) {
+    // Past the first or last card of a page, the next page comes.
+    if (focus + step >= shown.length && turn(1, "start")) return;
+    if (focus + step < 0 && turn(-1, "end")) return;
+    setFocus(focus + step);
+  }
+
   function setFocus(index) {
-    const cards = grid.children;
+    const cards = grid.querySelectorAll(".card");
     if (!cards.length) return;
     focus = Math.max(0, Math.min(index, cards.length - 1));
     for (const c of cards) c.classList.remove("focused");
@@ -155,7 +193,7 @@
       paintDecision(grid.children[index], row);
       say(`${row.file_name}: ${labels[choice]}.`);
       // Move on, unless the reviewer has moved elsewhere while the decision was saved.
-      if (focus === index && index < shown.length - 1) setFocus(index + 1);
+      if (focus === index) move(1);
       updateCounts();
     } catch (error) {
       say(`${row.file_name}: ${error.message}`, true);
@@ -210,15 +248,17 @@
     try {
       const batch = await api("POST", `/v1/jobs/${job}/curated-batches`, { undecided });
       const base = `/v1/datasets/${datasetId}/annotation-batches/${batch.id}`;
-      const box = document.getElementById("curated");
+      const box = document.getElementById("versions");
       box.hidden = false;
-      box.innerHTML = `<strong>Curated version created</strong>: batch <code></code>, ${batch.report.accepted} masks
-        (${Object.entries(batch.provenance.masks).map(([k, v]) => `${v} ${k.replace("_", " ")}`).join(", ")}).
-        Export: <a id="export-nnunet" href="${base}/export?format=nnunet">nnU-Net v2 (zip)</a> ·
+      const item = document.createElement("li");
+      item.dataset.batch = batch.id;
+      item.innerHTML = `<strong>new</strong>: batch <code></code>, ${batch.report.accepted} masks
+        (${Object.entries(batch.provenance.masks).map(([k, v]) => `${v} ${k.replace("_", " ")}`).join(", ")}) ·
+        export <a id="export-nnunet" href="${base}/export?format=nnunet">nnU-Net v2 (zip)</a> ·
         <a id="export-coco" href="${base}/export?format=coco">COCO JSON</a> ·
         <a id="export-png" href="${base}/export?format=png">PNG masks (zip)</a>`;
-      box.querySelector("code").textContent = batch.id;
-      box.dataset.batch = batch.id;
+      item.querySelector("code").textContent = batch.id;
+      document.getElementById("version-list").append(item);
       say("Curated version created; the original batches are unchanged.");
     } catch (error) {
       say(error.message, true);
@@ -228,8 +268,9 @@
   document.addEventListener("keydown", (event) => {
     if (event.target.closest("input, select, textarea") || event.ctrlKey || event.metaKey || event.altKey) return;
     const actions = {
-      ArrowRight: () => setFocus(focus + 1), j: () => setFocus(focus + 1),
-      ArrowLeft: () => setFocus(focus - 1), k: () => setFocus(focus - 1),
+      ArrowRight: () => move(1), j: () => move(1),
+      ArrowLeft: () => move(-1), k: () => move(-1),
+      n: () => turn(1, "start"), p: () => turn(-1, "start"),
       a: () => decide("accept_correction"), o: () => decide("keep_original"),
       r: () => decide("needs_reannotation"), u: () => undo(), t: () => toggleView(),
     };
@@ -240,11 +281,13 @@
     }
   });
   for (const id of ["filter-show", "filter-annotator", "filter-batch"]) {
-    document.getElementById(id).addEventListener("change", () => { focus = 0; render(); });
+    document.getElementById(id).addEventListener("change", () => { focus = 0; page = 0; render(); });
   }
   document.getElementById("view").addEventListener("change", refreshImages);
   document.getElementById("bulk-keep").addEventListener("click", () => bulk("keep_unflagged"));
   document.getElementById("bulk-accept").addEventListener("click", () => bulk("accept_proposed_above"));
   document.getElementById("curate").addEventListener("click", curate);
+  document.getElementById("page-prev").addEventListener("click", () => turn(-1, "start"));
+  document.getElementById("page-next").addEventListener("click", () => turn(1, "start"));
   load().then(() => say(`${rows.length} masks loaded, most suspicious first.`), (error) => say(error.message, true));
 })();
