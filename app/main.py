@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from app.api import annotations as annotation_routes
 from app.api import config as config_routes
 from app.api import datasets, docs, health, jobs, metrics, models, problems, results, reviews
+from app.api.gate import CredentialsFirst
 from app.api.limits import BodySizeLimit
 from app.db.models import ApiKey, Model
 from app.db.session import make_engine, make_session_factory
@@ -115,7 +116,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     secret = settings.session_secret
     app.state.session_secret = secret.encode() if secret else secrets.token_bytes(32)
     app.add_middleware(TrimAfterLargeRequests)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    # Outermost last: the key is checked before the size limit lets any of the body in.
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes
+    )
+    app.add_middleware(CredentialsFirst)
     for module in (health, datasets, annotation_routes, jobs, config_routes, results, reviews, models):
         app.include_router(module.router)
     return app

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(default=8, ge=1)
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # Any body that is not an upload (JSON): a job's config, a decision, a dataset. Far above what the API
+    # needs, far below what would let a client tie up memory and the event loop.
+    max_json_bytes: int = Field(default=1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=50_000_000, gt=0)
     # Pixels the API decodes at once over all its requests (one image of each request at a time); a
     # request that would pass it waits, then gets a 503. At least max_image_pixels.

@@ -1,4 +1,5 @@
-"""Refuse request bodies above ``max_upload_bytes`` with a 413 problem, before they fill memory or disk.
+"""Refuse request bodies above their limit with a 413 problem, before they fill memory or disk: uploads
+(multipart) ``max_upload_bytes``, any other body ``max_json_bytes``.
 
 A pure ASGI middleware: a declared ``Content-Length`` above the limit is refused without reading the
 body; a streamed (chunked) body is counted as it arrives and cut off once it passes the limit.
@@ -24,17 +25,24 @@ async def _send_413(send: Send, limit: int, path: str) -> None:
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """``max_bytes`` for uploads (multipart bodies), ``max_json_bytes`` for every other body (JSON,
+    forms): a client cannot make the API parse a 500 MB JSON document."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_json_bytes: int | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.upload_bytes = max_bytes
+        self.json_bytes = max_bytes if max_json_bytes is None else max_json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_413(send, self.max_bytes, scope.get("path", ""))
+        headers = Headers(scope=scope)
+        upload = headers.get("content-type", "").lower().startswith("multipart/")
+        limit = self.upload_bytes if upload else self.json_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_413(send, limit, scope.get("path", ""))
             return
         received = 0
         exceeded = False
@@ -46,7 +54,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # To the app the client went away; the client gets our 413 below.
                     exceeded = True
                     return {"type": "http.disconnect"}
@@ -62,4 +70,4 @@ class BodySizeLimit:
             if not exceeded:
                 raise
         if exceeded:
-            await _send_413(send, self.max_bytes, scope.get("path", ""))
+            await _send_413(send, limit, scope.get("path", ""))

@@ -25,7 +25,7 @@ class DatasetCreate(BaseModel):
 class DatasetRename(BaseModel):
     """A dataset's new name, unique in the project."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "polyps-round-2"}]})
 
     name: str = Field(min_length=1, max_length=200)
 

@@ -143,4 +143,3 @@ def curated_versions(session: Session, job: TrainingJob) -> list[AnnotationBatch
         .order_by(AnnotationBatch.created_at, AnnotationBatch.id)
     )
     return [b for b in rows if (b.provenance or {}).get("job_id") == str(job.id)]
-

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import JobStatus, TrainingJob
+from app.schemas.jobs import MAX_BATCH_IDS
 from app.db.session import session_scope
 from app.main import create_app
 from app.settings import Settings
@@ -214,7 +215,7 @@ def test_operator_limits_and_the_active_job_quota(
 
 
 def test_batch_ids_are_bounded(client: TestClient, auth: dict[str, str], dataset_id: str) -> None:
-    many = [str(uuid.UUID(int=i + 1)) for i in range(70_000)]
+    many = [str(uuid.UUID(int=i + 1)) for i in range(MAX_BATCH_IDS + 1)]  # within the 1 MB JSON limit
     body = assert_problem(
         client.post("/v1/jobs", json={"dataset_id": dataset_id, "batch_ids": many}, headers=auth), 422
     )
