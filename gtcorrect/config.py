@@ -174,6 +174,10 @@ class QualityConfig:
     # The gate hands corrections back only while the verdict estimates at most this share of the
     # flagged masks to be correct (their mean clean probability).
     max_false_flag_rate: float = 0.1
+    # ... and while the lower end of its noise-rate interval is at least this. Below, the flags are as likely
+    # hard images as wrong masks (on clean Kvasir-SEG 4-5 % of the masks are flagged, and their "corrections"
+    # would cost them 37-44 Dice points, BENCHMARKS.md): they are a list to review, not masks to replace.
+    min_noise_rate: float = 0.1
     max_flagged_fraction: float = 0.5  # more masks flagged than this: a warning
     # A correction is proposed only for a mask whose noisy probability (1 - clean probability) is at least
     # this, whose expected gain is positive, and whose corrected outline follows the image's edges at
@@ -382,6 +386,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "quality.selftest_pool": (4, 4096, False),
     "quality.min_selftest_recall": (0, 1, False),
     "quality.max_false_flag_rate": (0, 1, False),
+    "quality.min_noise_rate": (0, 1, False),
     "quality.max_flagged_fraction": (0, 1, False),
     "quality.min_noise_prob": (0, 1, False),
     "quality.bootstrap": (1, 10000, False),

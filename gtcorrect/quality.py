@@ -18,7 +18,8 @@ counts add up (training + held back). What the user reads (``Quality.to_dict``):
   false-flag estimate is at most ``quality.max_false_flag_rate`` and correcting repaired the copies. Per
   mask: its noisy probability q is at least ``quality.min_noise_prob``, the expected gain is positive
   (q x beta > 1 - q, beta the share of a correction's change the self-test saw come back as Dice), and
-  the corrected outline follows the image's edges at least as well as the given one.
+  the corrected outline follows the image's edges at least as well as the given one; and no corrections
+  while the lower end of the estimated noise rate is under ``quality.min_noise_rate`` (10 %).
 Shape legend: N masks of the job (training and held back), K classes.
 """
 
@@ -253,7 +254,7 @@ def summarise(
             )
         )
     corrects = config.method == "gt" and config.t.correction != "none"
-    status, reason = _gate(config, corrects, n_flag, false_rate, selftest, warnings)
+    status, reason = _gate(config, corrects, n_flag, false_rate, selftest, warnings, judged.interval[0])
     proposed = flagged & judged.has_correction & ~judged.held_out
     if status == CORRECTIONS_APPLIED and q.gate:
         beta = max(selftest.correction.gain_ratio, 0.0) if selftest and selftest.correction else 0.0
@@ -302,6 +303,7 @@ def _gate(
     false_rate: float | None,
     selftest: SelfTest | None,
     warnings: list[Warning],
+    rate_low: float,
 ) -> tuple[str, str]:
     """The job-level correction gate: (status, reason)."""
     q = config.quality
@@ -316,6 +318,11 @@ def _gate(
         return CORRECTIONS_WITHHELD, "the job cannot vouch for its network (" + ", ".join(
             sorted(blocking)
         ) + ")"
+    if rate_low < q.min_noise_rate:
+        return CORRECTIONS_WITHHELD, (
+            f"at most {rate_low:.0%} of the masks look wrong (the lower end of the estimate), under "
+            f"{q.min_noise_rate:.0%}: so few flags are as likely hard images as wrong masks; review them"
+        )
     if false_rate is not None and false_rate > q.max_false_flag_rate:
         return CORRECTIONS_WITHHELD, (
             f"the verdict estimates {false_rate:.0%} of the flagged masks are correct "

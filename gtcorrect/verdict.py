@@ -420,3 +420,13 @@ def decide_by_loss(
         rate=float(flags.mean()),
         record=record,
     )
+
+
+def match_quantiles(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each score (M,) replaced by the ``reference`` score (N,) at its own rank's quantile: the order of
+    ``scores`` kept, their distribution that of ``reference`` (two random halves of one set of masks
+    judged by networks that did and did not train on them)."""
+    if scores.size == 0:
+        return np.asarray(scores, dtype=np.float64)
+    quantile = (np.argsort(np.argsort(scores, kind="stable"), kind="stable") + 0.5) / scores.size
+    return np.asarray(np.quantile(reference, quantile))

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import JobStatus, TrainingJob
-from app.schemas.jobs import MAX_BATCH_IDS
 from app.db.session import session_scope
 from app.main import create_app
+from app.schemas.jobs import MAX_BATCH_IDS
 from app.settings import Settings
 from tests.api.conftest import assert_problem, count_rows, files_part, image_png, mask_png
 

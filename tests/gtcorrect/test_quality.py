@@ -18,7 +18,7 @@ from gtcorrect.metrics import recognition_metrics
 from gtcorrect.noise import simulate_noise, strong_mixed
 from gtcorrect.quality import Judged, SelfTest, Validation, holdout_indices, summarise
 from gtcorrect.selftest import CorrectionCheck, make_copies, pool_indices
-from gtcorrect.verdict import Mixture, decide, decide_by_loss, fit_mixture, flag
+from gtcorrect.verdict import Mixture, decide, decide_by_loss, fit_mixture, flag, match_quantiles
 from tests.gtcorrect.synthetic import make_shapes
 
 
@@ -93,6 +93,18 @@ def test_the_papers_split_degrades_to_a_ranked_selection_in_both_directions() ->
     assert v.flagged[-1]
 
 
+def test_held_back_scores_take_the_training_distribution_and_keep_their_order() -> None:
+    rng = np.random.default_rng(0)
+    training = rng.normal(-2.0, 1.0, 500)
+    held = rng.normal(0.0, 1.0, 40)  # out of sample: everything looks worse
+    matched = match_quantiles(held, training)
+    assert (np.argsort(matched) == np.argsort(held)).all()
+    assert (
+        abs(np.median(matched) - np.median(training)) < 0.2
+        and match_quantiles(np.zeros(0), training).size == 0
+    )
+
+
 def test_holdout_is_seeded_and_skipped_when_too_small() -> None:
     config = TrainConfig(quality=QualityConfig(val_fraction=0.1, min_val_samples=8))
     train, held = holdout_indices(200, config)
@@ -140,6 +152,7 @@ def test_gate_opens_when_the_evidence_holds() -> None:
         ("few", "too_few_samples"),
         ("no_repair", None),
         ("doubtful", None),
+        ("few_flags", None),
     ],
 )
 def test_gate_closes_and_says_why(case: str, code: str | None) -> None:
@@ -155,13 +168,17 @@ def test_gate_closes_and_says_why(case: str, code: str | None) -> None:
         config = _config(min_samples=200)
     elif case == "no_repair":
         selftest = _selftest(check=replace(CHECK, dice_corrected=0.5))
-    else:  # flagged masks the verdict itself doubts: 30 % of them estimated correct
+    elif case == "doubtful":  # flagged masks the verdict itself doubts: 30 % of them estimated correct
         noise = np.r_[np.full(30, 0.7), np.full(70, 0.01)]
+    else:  # 5 of 100 flagged, surely: on clean data these are hard images, to review, not to replace
+        noise = np.r_[np.full(5, 0.99), np.full(95, 0.0)]
     quality, proposed = summarise(config, _judged(noise), validation, selftest)
     codes = {w.code for w in quality.warnings}
     assert quality.corrections == "withheld" and not proposed.any() and "corrections_withheld" in codes
     if code is not None:
         assert code in codes, codes
+    if case == "few_flags":
+        assert "review them" in quality.corrections_reason and quality.noise_evidence
     if case == "weak":  # the figures are told apart, not rounded into each other
         [message] = [w.message for w in quality.warnings if w.code == "weak_network"]
         assert "0.500 is below the 0.500" in message
