@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_image_size: int = Field(default=1024, ge=32)
     max_batch_size: int = Field(default=256, ge=2)
     max_num_workers: int = Field(default=8, ge=0)
+    # Memory one training step of a job may need (gtcorrect.config.training_memory_bytes), checked at submit.
+    max_train_memory_gb: float = Field(default=40.0, gt=0)
     # A job still training this long after it first started fails with a clear error (retries included).
     job_time_limit_s: int = Field(default=48 * 3600, gt=0)
     # Queued + running jobs one project may have at once; one more is a 429.
@@ -121,6 +123,7 @@ class Settings(BaseSettings):
             max_image_size=self.max_image_size,
             max_batch_size=self.max_batch_size,
             max_num_workers=self.max_num_workers,
+            max_train_memory_bytes=int(self.max_train_memory_gb * 1024**3),
         )
 
     # The resolved values below are what every consumer should read; the raw fields may be None.

@@ -339,6 +339,10 @@ class ConfigLimits:
     max_num_workers: int = 8
     max_channels: int = 1024  # filters of one network level
     max_levels: int = 7  # network levels (len(net.channels))
+    # What one training step may need (``training_memory_bytes``): values each within bounds can still
+    # multiply into terabytes (1024 px x batch 256 x 512 filters x 8 residual units), which would kill the
+    # worker on every attempt.
+    max_train_memory_bytes: int = 40 * 1024**3
 
 
 # (lowest, highest, lowest excluded) of every bounded scalar; None: unbounded on that side.
@@ -459,6 +463,23 @@ def check_config(config: TrainConfig, limits: ConfigLimits | None = None) -> Non
         _check_limits(config, limits)
 
 
+# Bytes per activation value of a training step (forward, backward and the loss), fitted to the peak
+# memory of MONAI's UNet on the CPU: 0.17-0.53 GB at 128-256 px, batch 8-32, 16-512 filters.
+_BYTES_PER_ACTIVATION = 12
+
+
+def training_memory_bytes(config: TrainConfig) -> int:
+    """About how much memory one training step of ``config`` needs: batch x, per level, filters x pixels
+    at that level x (1 + residual units), at ``_BYTES_PER_ACTIVATION`` each. A rough figure (within 2x
+    of what was measured), enough to refuse configs that cannot fit anywhere."""
+    net, side, values = config.net, float(config.image_size), 0.0
+    for level, channels in enumerate(net.channels):
+        values += channels * side * side * (1 + net.num_res_units)
+        if level < len(net.strides):
+            side /= net.strides[level]
+    return int(_BYTES_PER_ACTIVATION * config.batch_size * values)
+
+
 def _check_limits(config: TrainConfig, limits: ConfigLimits) -> None:
     net = config.net
     bounded = [
@@ -487,6 +508,16 @@ def _check_limits(config: TrainConfig, limits: ConfigLimits) -> None:
         raise ConfigError(
             max(parts, key=lambda k: parts[k]),
             f"the schedule would train {total} epochs; this service's limit is {limits.max_epochs}",
+        )
+    need = training_memory_bytes(config)
+    if need > limits.max_train_memory_bytes:
+        gib, net = 1024**3, config.net
+        raise ConfigError(
+            "batch_size",
+            f"this config needs about {need / gib:,.0f} GiB per training step (image_size "
+            f"{config.image_size}, batch_size {config.batch_size}, net.channels {list(net.channels)}, "
+            f"net.num_res_units {net.num_res_units}); this service allows "
+            f"{limits.max_train_memory_bytes / gib:,.0f} GiB: make one of them smaller",
         )
 
 

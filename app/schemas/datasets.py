@@ -14,7 +14,8 @@ class DatasetCreate(BaseModel):
     """A dataset: a name unique in the project and the label map (0 = background, no gaps)."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"name": "kvasir", "label_map": {"0": "background", "1": "polyp"}}]}
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "kvasir", "label_map": {"0": "background", "1": "polyp"}}]},
     )
 
     name: str = Field(min_length=1, max_length=200)

@@ -17,7 +17,9 @@ class JobCreate(BaseModel):
     """Start training. ``batch_ids`` null = the latest annotation of each sample; ``config`` is a partial
     ``TrainConfig`` (unknown or invalid fields are a 422 naming the field), applied on top of ``preset``."""
 
+    # A mistyped field ("confg", "presett") is a 422 naming it, not a job trained on the defaults.
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -27,7 +29,7 @@ class JobCreate(BaseModel):
                     "config": {"image_size": 128, "g": {"warmup_epochs": 10}},
                 }
             ]
-        }
+        },
     )
 
     dataset_id: uuid.UUID

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 from app.db.models import ReviewChoice
 from app.schemas.common import UtcDateTime
@@ -69,7 +69,8 @@ class BulkIn(BaseModel):
         "correction whose mask is noisy with probability >= min_noise_probability. Samples already decided "
         "keep their decision."
     )
-    min_noise_probability: float = Field(0.9, ge=0.0, le=1.0)
+    # Strict: true/false is no probability (false was taken as 0 and accepted every proposal).
+    min_noise_probability: StrictFloat = Field(0.9, ge=0.0, le=1.0)
     reviewer: str = Field("", max_length=200)
 
 

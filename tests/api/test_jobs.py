@@ -118,6 +118,27 @@ def test_latest_selection_and_listing(
     assert client.get("/v1/jobs", params={"status": "running"}, headers=auth).json()["total"] == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"confg": {"image_size": 64}}, "confg"),
+        ({"presett": "quick"}, "presett"),
+    ],
+)
+def test_a_mistyped_job_field_is_422_not_the_defaults(
+    client: TestClient,
+    auth: dict[str, str],
+    dataset_id: str,
+    batch_id: str,
+    body: dict[str, Any],
+    needle: str,
+) -> None:
+    problem = assert_problem(
+        client.post("/v1/jobs", json={"dataset_id": dataset_id, **body}, headers=auth), 422
+    )
+    assert needle in problem["detail"] and "Extra inputs are not permitted" in problem["detail"]
+
+
 def test_samples_with_masks_in_two_batches_are_told(
     client: TestClient, auth: dict[str, str], dataset_id: str, batch_id: str
 ) -> None:
@@ -159,6 +180,15 @@ def test_samples_with_masks_in_two_batches_are_told(
         ({"image_size": 8192}, "image_size"),
         ({"num_workers": 512}, "num_workers"),
         ({"net": {"channels": [16, 32, 64], "strides": [2]}}, "net.strides"),
+        # Each value in bounds, their product terabytes: refused at submit, not by a worker killed each try.
+        (
+            {
+                "image_size": 1024,
+                "batch_size": 256,
+                "net": {"channels": [512] * 5, "strides": [2] * 4, "num_res_units": 8},
+            },
+            "batch_size",
+        ),
     ],
 )
 def test_invalid_config_is_422_naming_the_field(

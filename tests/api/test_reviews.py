@@ -277,3 +277,15 @@ def test_noise_report_filters_by_annotator_batch_and_decision(
     assert names(decided="true") == ["a.png"] and names(decided="false") == ["b.jpg.png", "c.png"]
     assert names(annotator="x", batch_id=batch["id"]) == ["a.png", "b.jpg.png", "c.png"]
     assert names(annotator="nobody") == [] and names(batch_id=finished.model_id) == []
+
+
+@pytest.mark.parametrize("value", [False, True, "0.9"])
+def test_a_bulk_probability_must_be_a_number(
+    client: TestClient, auth: dict[str, str], finished: Finished, value: object
+) -> None:
+    """false was taken as 0 and accepted every proposal; a probability is a number."""
+    url = f"/v1/jobs/{finished.job_id}/decisions/bulk"
+    body = {"rule": "accept_proposed_above", "min_noise_probability": value}
+    problem = assert_problem(client.post(url, json=body, headers=auth), 422)
+    assert "min_noise_probability" in problem["detail"]
+    assert client.get(f"/v1/jobs/{finished.job_id}/decisions", headers=auth).json()["total"] == 0
