@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from gtcorrect.quality import contradictions
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 METHOD_ORDER = {"clean": 0, "noisy": 1, "gmm_select": 2, "coteaching": 3, "gt": 4}
@@ -257,6 +259,7 @@ QUALITY_COLUMNS: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [
         _pair(_get("handed_back", "dice_given"), _get("handed_back", "dice_output"), 3),
     ),
     ("all masks, ungated", _col(_get("handed_back", "dice_ungated"), 3)),
+    ("summary consistent", lambda recs: _share(lambda r: not contradictions(r["quality"]), recs)),
 ]
 
 

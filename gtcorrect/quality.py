@@ -115,6 +115,30 @@ class Quality:
         return dict(json_safe(out))
 
 
+def contradictions(quality: dict[str, Any]) -> list[str]:
+    """What a ``Quality.to_dict`` says against itself (empty when consistent): evidence against warnings,
+    the rate outside its interval, flagged counts that do not add up, "applied" with nothing proposed.
+    The property test and every benchmark run check their summaries with it."""
+    out = []
+    codes = {w["code"] for w in quality.get("warnings") or []}
+    flagged, corrections = quality.get("flagged") or {}, quality["corrections"]
+    if flagged and flagged["total"] != flagged["training"] + flagged["held_out"]:
+        out.append("flagged counts do not add up")
+    if quality.get("noise_evidence") is not None:
+        if quality["noise_evidence"] != (flagged["total"] > 0):
+            out.append("noise_evidence disagrees with the flagged count")
+        if quality["noise_evidence"] == ("no_evidence_of_noise" in codes):
+            out.append("noise_evidence disagrees with the warnings")
+        lo, hi = quality["noise_rate_interval"]
+        if not lo - 1e-9 <= quality["estimated_noise_rate"] <= hi + 1e-9:
+            out.append("estimated noise rate outside its interval")
+    if (corrections["status"] == CORRECTIONS_APPLIED) != (corrections["proposed"] > 0):
+        out.append("corrections applied with nothing proposed, or proposed without being applied")
+    if (corrections["status"] == CORRECTIONS_WITHHELD) != ("corrections_withheld" in codes):
+        out.append("withheld corrections without their warning")
+    return out
+
+
 def holdout_indices(n: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """(train, held-back) sample indices, sorted; nothing is held back when the share is too small to
     validate on (``quality.min_val_samples``) or would leave fewer images than one batch."""
