@@ -117,7 +117,7 @@ def list_batches(
     return Page(items=[BatchOut.model_validate(b) for b in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{batch_id}", summary="Get an annotation batch with its report", response_model=BatchOut)
+@router.get("/{batch_id:uuid}", summary="Get an annotation batch with its report", response_model=BatchOut)
 def get_batch(dataset: DatasetDep, batch_id: uuid.UUID, session: SessionDep) -> BatchOut:
     """One batch with its report: every mask file and the sample it was matched to; curated and consensus
     batches also carry their provenance.
@@ -126,7 +126,7 @@ def get_batch(dataset: DatasetDep, batch_id: uuid.UUID, session: SessionDep) -> 
 
 
 @router.delete(
-    "/{batch_id}",
+    "/{batch_id:uuid}",
     status_code=204,
     summary="Delete an annotation batch and its masks",
     responses={409: {"description": "A job trained on the batch's masks: delete the job first."}},

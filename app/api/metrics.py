@@ -9,6 +9,7 @@ requeues it). Like /readyz it needs no key: it names no project, dataset or file
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db.models import JobStatus, TrainingJob
 from app.services.queue import TaskQueue
+
+_CONVERTOR = re.compile(r":[a-z]+}")
 
 router = APIRouter(include_in_schema=False)
 
@@ -124,6 +127,7 @@ class RequestMetrics:
             route = scope.get("route")
             # A mounted app (the docs' and the review page's assets) has a mount path, not a route.
             template = getattr(route, "path", None) or _mount(scope) or "unmatched"
+            template = _CONVERTOR.sub("}", template)  # "{batch_id:uuid}" as the API documents it
             method = scope.get("method", "")
             self.requests.labels(method, template, str(status)).inc()
             self.latency.labels(method, template).observe(time.perf_counter() - start)

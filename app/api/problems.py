@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from app.errors import AppError, InvalidInput, Unauthorized
 
@@ -67,16 +69,44 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     return problem_response(problem)
 
 
+def _routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
+    """Every endpoint route under ``routes`` with the prefix it is reached under (FastAPI keeps an
+    included router's routes behind a wrapper with the ``original_router``)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            context = getattr(route, "include_context", None)
+            yield from _routes(included.routes, prefix + getattr(context, "prefix", ""))
+        elif getattr(route, "methods", None) and getattr(route, "path_regex", None) is not None:
+            yield prefix, route
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """The methods some route answers at ``path``. Starlette's 405 names only the first route that
+    matched the path, while a path here often has one route per method (GET and DELETE of a job)."""
+    methods: set[str] = set()
+    for prefix, route in _routes(app.routes):
+        if path.startswith(prefix) and route.path_regex.match(path[len(prefix) :]):  # type: ignore[attr-defined]
+            methods |= set(route.methods)  # type: ignore[attr-defined]
+    return sorted(methods)
+
+
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else {}
+    detail = str(exc.detail)
+    if exc.status_code == 405:
+        allowed = allowed_methods(request.app, request.url.path) or headers.get("Allow", "").split(", ")
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}."
     body = {
         "type": "about:blank",
         "title": _TITLES.get(exc.status_code, "HTTP error"),
         "status": exc.status_code,
-        "detail": str(exc.detail),
+        "detail": detail,
         "instance": request.url.path,
     }
-    return problem_response(body, dict(exc.headers) if exc.headers else None)
+    return problem_response(body, headers or None)
 
 
 async def data_error_handler(request: Request, exc: Exception) -> JSONResponse:

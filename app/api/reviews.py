@@ -24,7 +24,7 @@ def _reviewer(name: str, key: ApiKey) -> reviews.Reviewer:
 
 
 @router.put(
-    "/decisions/{sample_id}",
+    "/decisions/{sample_id:uuid}",
     summary="Decide one mask: accept the correction, keep the original, or send it for re-annotation",
     response_model=DecisionOut,
     responses={
@@ -54,7 +54,7 @@ def put_decision(
 
 
 @router.delete(
-    "/decisions/{sample_id}",
+    "/decisions/{sample_id:uuid}",
     status_code=204,
     summary="Withdraw a sample's decision (kept in the history)",
     responses=_CONFLICT,

@@ -25,6 +25,7 @@ from app.services.uploads import (
     duplicate_names,
     expand,
     header_problem,
+    name_key,
     reason,
     text_problem,
 )
@@ -43,11 +44,35 @@ class _Match:
 
 
 def _stem(name: str) -> str:
-    return PurePosixPath(name).stem.lower()
+    return name_key(PurePosixPath(name).stem)
 
 
-def parse_manifest(blob: Blob) -> dict[str, str]:
-    """mask file name (lower case) -> sample file name, from ``manifest.csv`` (columns mask,sample) or
+def parse_manifests(blobs: list[Blob]) -> dict[str, str]:
+    """mask file name (``name_key``) -> sample file name over every manifest of an upload; a mask named
+    twice with different samples is refused (which one was meant cannot be guessed)."""
+    manifest: dict[str, str] = {}
+    problems = []
+    for blob in blobs:
+        for mask, sample in parse_manifest(blob):
+            key = name_key(mask)
+            if manifest.get(key, sample) != sample:
+                problems.append(
+                    {
+                        "file": blob.name,
+                        "reason": f"mask {mask!r} is mapped to both {manifest[key]!r} and {sample!r}",
+                    }
+                )
+            manifest.setdefault(key, sample)
+    if problems:
+        raise InvalidInput(
+            f"{len(problems)} mask(s) mapped to two samples in the manifest; nothing was stored.",
+            invalid_files=problems,
+        )
+    return manifest
+
+
+def parse_manifest(blob: Blob) -> list[tuple[str, str]]:
+    """(mask file name, sample file name) pairs from ``manifest.csv`` (columns mask,sample) or
     ``manifest.json`` ({"mask.png": "image.jpg"} or [{"mask": ..., "sample": ...}])."""
     try:
         text = blob.data.decode("utf-8-sig")
@@ -63,17 +88,17 @@ def parse_manifest(blob: Blob) -> dict[str, str]:
                 {"file": blob.name, "reason": f"unreadable manifest ({type(exc).__name__}: {exc})"}
             ],
         ) from exc
-    return {str(m).strip().lower(): str(s).strip() for m, s in pairs}
+    return [(str(m).strip(), str(s).strip()) for m, s in pairs]
 
 
 def _find_sample(
     name: str, manifest: dict[str, str], by_name: dict[str, Sample], by_stem: dict[str, list[Sample]]
 ) -> Sample | str:
     """The sample a mask belongs to, or the reason there is none."""
-    if name.lower() in manifest:
-        target = manifest[name.lower()]
+    if name_key(name) in manifest:
+        target = manifest[name_key(name)]
         return (
-            by_name.get(target.lower())
+            by_name.get(name_key(target))
             or f"the manifest names sample {target!r}, which is not in the dataset"
         )
     candidates = by_stem.get(_stem(name), [])
@@ -95,7 +120,7 @@ def _validate(
 ) -> list[_Match]:
     label_map = label_map_of(dataset)
     num_classes = label_map.num_classes
-    by_name = {s.file_name.lower(): s for s in samples}
+    by_name = {name_key(s.file_name): s for s in samples}
     by_stem: dict[str, list[Sample]] = {}
     for s in samples:
         by_stem.setdefault(_stem(s.file_name), []).append(s)
@@ -222,9 +247,7 @@ def create_batch(
     masks = [b for b in blobs if b.name.lower() not in MANIFEST_NAMES]
     if not masks:
         raise InvalidInput("the batch holds no mask files.")
-    manifest: dict[str, str] = {}
-    for m in manifests:
-        manifest.update(parse_manifest(m))
+    manifest = parse_manifests(manifests)
     samples = list(session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all())
     matches = _validate(masks, manifest, dataset, samples, limits, encoding)
     batch = AnnotationBatch(

@@ -23,7 +23,15 @@ from sqlalchemy.orm import Session
 from app.db.models import Dataset, Sample
 from app.errors import Conflict, InvalidInput, NotFound
 from app.services import unit
-from app.services.uploads import Blob, UploadLimits, duplicate_names, expand, header_problem, reason
+from app.services.uploads import (
+    Blob,
+    UploadLimits,
+    duplicate_names,
+    expand,
+    header_problem,
+    name_key,
+    reason,
+)
 from app.storage import keys
 from app.storage.base import ObjectStore
 from gtcorrect.data import read_image
@@ -133,11 +141,11 @@ def upload_images(
 
 def _check_name_clashes(blobs: list[Blob], digests: dict[str, str], existing: dict[str, Sample]) -> None:
     """Reject files whose name is taken in the dataset by different content (same content = duplicate)."""
-    taken = {s.file_name.lower(): s for s in existing.values()}
+    taken = {name_key(s.file_name): s for s in existing.values()}
     clashes = [
-        {"file": b.name, "reason": f"a different image named {taken[b.name.lower()].file_name!r} exists"}
+        {"file": b.name, "reason": f"a different image named {taken[name_key(b.name)].file_name!r} exists"}
         for b in blobs
-        if b.name.lower() in taken and taken[b.name.lower()].sha256 != digests[b.name]
+        if name_key(b.name) in taken and taken[name_key(b.name)].sha256 != digests[b.name]
     ]
     if clashes:
         raise InvalidInput(

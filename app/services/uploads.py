@@ -117,7 +117,9 @@ class Blob:
     ) -> None:
         if (data is None) == (opener is None):
             raise ValueError("a Blob needs either data or an opener")
-        self.name, self._data, self._opener = name, data, opener
+        # One name, one spelling: "é" typed on macOS (NFD) and on Linux (NFC) is the same file.
+        self.name = unicodedata.normalize("NFC", name)
+        self._data, self._opener = data, opener
         self.size = len(data) if data is not None else int(size or 0)
 
     @classmethod
@@ -399,12 +401,17 @@ def header_problem(blob: Blob, max_pixels: int) -> str | None:
     return None
 
 
+def name_key(name: str) -> str:
+    """How file names are compared: case-insensitive, in one Unicode normal form (NFC)."""
+    return unicodedata.normalize("NFC", name).lower()
+
+
 def duplicate_names(blobs: list[Blob]) -> list[dict[str, str]]:
     """Problems for file names that occur more than once (case-insensitive) in one upload."""
     seen: set[str] = set()
     problems: list[dict[str, str]] = []
     for blob in blobs:
-        key = blob.name.lower()
+        key = name_key(blob.name)
         if key in seen:
             problems.append({"file": blob.name, "reason": "the same file name occurs twice in this upload"})
         seen.add(key)

@@ -134,6 +134,18 @@ def _outside_label_map() -> bytes:
         ({"img01.png": b"%PDF-1.4 not a mask"}, "img01.png", "not a readable image"),
         ({"x.zip": zip_bytes({"../img01.png": mask_png(32, 48)})}, "../img01.png", "escapes"),
         ({"img01.png": mask_png(32, 48), "img01.tif": mask_png(32, 48)}, "img01.tif", "2 masks"),
+        (  # which sample was meant cannot be guessed: the last line no longer wins silently
+            {
+                "seg.zip": zip_bytes(
+                    {
+                        "seg_a.png": mask_png(32, 48),
+                        "manifest.csv": b"mask,sample\nseg_a.png,img01.png\nSEG_A.png,IMG02.png\n",
+                    }
+                )
+            },
+            "manifest.csv",
+            "mapped to both 'img01.png' and 'IMG02.png'",
+        ),
     ],
 )
 def test_bad_batch_stores_nothing(
@@ -153,6 +165,28 @@ def test_bad_batch_stores_nothing(
     assert count_rows(db_session_factory, AnnotationBatch) == 0
     assert count_rows(db_session_factory, Annotation) == 0
     assert [k for k in store.list() if "/annotations/" in k] == []
+
+
+def test_names_in_either_unicode_form_are_one_name(
+    client: TestClient, auth: dict[str, str], dataset_id: str
+) -> None:
+    nfc, nfd = "caf\u00e9.png", "cafe\u0301.png"  # é typed on Linux, and as macOS stores it
+    first = client.post(
+        f"/v1/datasets/{dataset_id}/images", files=files_part({nfd: image_png(16, 16, 1)}), headers=auth
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["files"][0]["file"] == nfc
+    again = client.post(
+        f"/v1/datasets/{dataset_id}/images", files=files_part({nfc: image_png(16, 16, 1)}), headers=auth
+    )
+    assert again.json()["duplicates"] == 1 and again.json()["created"] == 0
+    other = client.post(
+        f"/v1/datasets/{dataset_id}/images", files=files_part({nfc: image_png(16, 16, 2)}), headers=auth
+    )
+    assert_problem(other, 422, nfc)
+    batch = _post_batch(client, dataset_id, auth, {nfd: mask_png(16, 16)})
+    assert batch.status_code == 201, batch.text
+    assert batch.json()["report"]["files"][0]["sample"] == nfc
 
 
 def test_annotator_is_required(client: TestClient, auth: dict[str, str], dataset_id: str) -> None:

@@ -95,3 +95,25 @@ def test_reads_need_no_body_check_and_keys_still_work(client: TestClient, auth: 
     assert client.get("/livez").status_code == 200
     assert client.post("/v1/datasets", json={"name": "fine"}, headers=auth).status_code == 201
     assert client.get("/v1/datasets").status_code == 401  # a GET without a key: the route's own 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        # Paths that one route per method serves: the 405 names every method, not the first route's.
+        ("PUT", "/v1/jobs/{job}", "DELETE, GET"),
+        ("PATCH", "/v1/datasets/{dataset}/annotation-batches/{job}", "DELETE, GET"),
+        # A literal segment beside an id: a method-not-allowed, not a malformed id.
+        ("GET", "/v1/datasets/{dataset}/annotation-batches/consensus", "POST"),
+        ("PUT", "/v1/jobs/{job}/decisions/bulk", "POST"),
+        ("POST", "/livez", "GET"),
+    ],
+)
+def test_405_names_every_allowed_method(
+    client: TestClient, auth: dict[str, str], dataset_id: str, method: str, path: str, allow: str
+) -> None:
+    url = path.format(dataset=dataset_id, job="6f1c1d0e-3d7a-4c4e-9a55-1b2f0f7f3c11")
+    response = client.request(method, url, headers=auth)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allow
+    assert f"allowed: {allow}" in response.json()["detail"]
