@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     s3_bucket: str = "gtcorrect"
     s3_secure: bool = False
     s3_region: str = "us-east-1"
+    # How long a call waits out an outage of the object store (app.retry) before it gives up: the API's
+    # requests (then a 503 with Retry-After) and the worker's (then its job goes back to the queue and
+    # resumes from its checkpoint). The worker also waits this long for the database.
+    api_retry_s: float = Field(default=5.0, ge=0, le=60)
+    worker_retry_s: float = Field(default=120.0, ge=0, le=3600)
 
     # Above the longest job: Redis redelivers an unacked task after this, so a shorter value runs it twice.
     visibility_timeout_s: int = Field(default=43200, gt=0)

@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
 from app.services.liveness import abandoned
+from app.services.sweeper import mark_pending
 from gtcorrect.types import json_safe
 
 Factory = sessionmaker[Session]
@@ -140,5 +141,19 @@ def finish(factory: Factory, job: ClaimedJob, status: JobStatus, error: str | No
             update(TrainingJob)
             .where(_owned(job))
             .values(status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
+        )
+        return _rowcount(result) == 1
+
+
+def release(factory: Factory, job: ClaimedJob, reason: str) -> bool:
+    """Give an owned job back to the queue (a dependency outage): ``queued`` again with its checkpoint key,
+    marked for the API's sweeper to send (``mark_pending``). Its attempt number stays, so the next claim
+    counts as another start against ``max_attempts``. False when this worker no longer owns the job."""
+    with session_scope(factory) as session:
+        progress = session.scalar(select(TrainingJob.progress).where(_owned(job)))
+        result = session.execute(
+            update(TrainingJob)
+            .where(_owned(job))
+            .values(status=JobStatus.queued, progress=mark_pending(progress, reason), heartbeat_at=None)
         )
         return _rowcount(result) == 1

@@ -6,6 +6,11 @@ A job never stays ``running`` because of an exception: it ends ``failed`` with a
 ``cancelled`` when the user asked; only a killed process leaves it ``running``, and then its stale
 heartbeat (``app.services.liveness``) lets the redelivered task reclaim it and resume from the last
 checkpoint. The heartbeat comes from a thread of its own, from the claim to the final write.
+
+Outages: every database and object-store call waits out an outage for ``GTC_WORKER_RETRY_S``
+(``app.retry``). A longer one gives the job back to the queue (``jobstate.release``): it stays
+``queued`` with its checkpoint, the API's sweeper sends it again, and the next start resumes; the
+attempt limit still holds.
 """
 
 from __future__ import annotations
@@ -14,20 +19,22 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import JobPhase, JobStatus
-from app.db.session import make_engine, make_session_factory, session_scope
+from app.db.session import is_outage, make_engine, make_session_factory, session_scope
+from app.retry import with_retry
 from app.services.liveness import beat_period
 from app.services.results import JobNotOwned, JobResults, record_results
 from app.settings import Settings
 from app.storage import ObjectStore, make_store
 from app.storage import keys as object_keys
-from app.storage.base import ObjectNotFound
+from app.storage.base import ObjectNotFound, StorageUnavailable
 from gtcorrect.checkpoint import Checkpoint
 from gtcorrect.config import TrainConfig, schedule_epochs
 from gtcorrect.errors import TrainingStopped
@@ -47,6 +54,8 @@ from worker.push import (
 )
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class LostOwnership(RuntimeError):
@@ -68,7 +77,19 @@ class RunnerContext:
     @classmethod
     def from_settings(cls, settings: Settings) -> RunnerContext:
         engine = make_engine(settings.resolved_database_url())
-        return cls(settings, make_session_factory(engine), make_store(settings))
+        return cls(settings, make_session_factory(engine), make_store(settings, settings.worker_retry_s))
+
+    def db(
+        self, call: Callable[Concatenate[sessionmaker[Session], P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``call(session_factory, *args)``, tried again through a database outage of up to
+        ``GTC_WORKER_RETRY_S`` (each call is one transaction, safe to repeat)."""
+        return with_retry(
+            lambda: call(self.session_factory, *args, **kwargs),
+            transient=is_outage,
+            window_s=self.settings.worker_retry_s,
+            what=f"database {getattr(call, '__name__', 'call')}",
+        )
 
 
 def choose_device(setting: str) -> str:
@@ -139,12 +160,12 @@ class _Hooks:
             state["seconds_per_epoch"] = (time.monotonic() - self._started) / (
                 progress.epoch - self._first_epoch
             )
-        if not jobstate.heartbeat(self.ctx.session_factory, self.job, state):
+        if not self.ctx.db(jobstate.heartbeat, self.job, state):
             raise LostOwnership(self.job)
         self._last_poll = time.monotonic()
         # Read the flag at every epoch end whatever the throttle says, so a cancelled job stops at the
         # first batch of the next epoch: a cancel costs at most the epoch in flight.
-        self.cancelled = jobstate.cancel_requested(self.ctx.session_factory, self.job.id)
+        self.cancelled = self.ctx.db(jobstate.cancel_requested, self.job.id)
 
     def should_stop(self) -> bool:
         now = time.monotonic()
@@ -159,13 +180,13 @@ class _Hooks:
         if now - self._last_poll < self.ctx.cancel_poll_s:
             return self.cancelled
         self._last_poll = now
-        self.cancelled = jobstate.cancel_requested(self.ctx.session_factory, self.job.id)
+        self.cancelled = self.ctx.db(jobstate.cancel_requested, self.job.id)
         return self.cancelled
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         key = object_keys.checkpoint(self.job.project_id, self.job.id, checkpoint.epoch)
         self.ctx.store.put(key, checkpoint.to_bytes())
-        if not jobstate.set_checkpoint_key(self.ctx.session_factory, self.job, key):
+        if not self.ctx.db(jobstate.set_checkpoint_key, self.job, key):
             raise LostOwnership(self.job)
         previous, self.checkpoint_key = self.checkpoint_key, key
         if previous and previous != key:
@@ -217,7 +238,7 @@ def _final_progress(result: FitResult) -> dict[str, Any]:
 
 def _enter(ctx: RunnerContext, job: ClaimedJob, phase: JobPhase, progress: dict[str, Any]) -> None:
     """Show ``phase`` in the job's progress (a step of the worker's own, between the epochs' reports)."""
-    if not jobstate.heartbeat(ctx.session_factory, job, {**progress, "phase": phase.value}):
+    if not ctx.db(jobstate.heartbeat, job, {**progress, "phase": phase.value}):
         raise LostOwnership(job)
 
 
@@ -225,8 +246,7 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobSt
     config = TrainConfig.from_stored(job.config)
     planned = {"total_epochs": schedule_epochs(config)}
     _enter(ctx, job, JobPhase.fetching_inputs, planned)
-    with session_scope(ctx.session_factory) as session:
-        inputs = fetch_inputs(session, ctx.store, job.dataset_id, job.selection, config.image_size)
+    inputs = ctx.db(_fetch, ctx.store, job, config.image_size)
     _enter(ctx, job, JobPhase.preparing, planned)
     result = _train(ctx, job, beat, config, inputs)
     _enter(ctx, job, JobPhase.storing_results, _final_progress(result))
@@ -247,8 +267,7 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobSt
         annotators=annotator_rows(result),
     )
     try:
-        with session_scope(ctx.session_factory) as session:
-            record_results(session, job.id, job.attempt, results)
+        ctx.db(_record, job, results)
     except JobNotOwned as exc:
         raise LostOwnership(job) from exc
     # Checkpoints and an earlier attempt's leftovers are garbage once the results are committed.
@@ -256,12 +275,27 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobSt
     return JobStatus.succeeded
 
 
+def _fetch(factory: sessionmaker[Session], store: ObjectStore, job: ClaimedJob, size: int) -> JobInputs:
+    with session_scope(factory) as session:
+        return fetch_inputs(session, store, job.dataset_id, job.selection, size)
+
+
+def _record(factory: sessionmaker[Session], job: ClaimedJob, results: JobResults) -> None:
+    with session_scope(factory) as session:
+        record_results(session, job.id, job.attempt, results)
+
+
+def _outage(exc: BaseException) -> bool:
+    """The object store or the database stayed unreachable past the retry window."""
+    return isinstance(exc, StorageUnavailable) or is_outage(exc)
+
+
 def run_job(job_id: uuid.UUID, ctx: RunnerContext) -> JobStatus | None:
     """Run training job ``job_id`` to a terminal status; return it, or None when this call did not run it
     (missing, terminal, owned by a live worker, cancelled before start, out of attempts, or reclaimed)."""
     settings = ctx.settings
-    job = jobstate.claim_job(
-        ctx.session_factory,
+    job = ctx.db(
+        jobstate.claim_job,
         job_id,
         stale_after_s=settings.heartbeat_stale_s,
         max_attempts=settings.max_attempts,
@@ -277,16 +311,34 @@ def run_job(job_id: uuid.UUID, ctx: RunnerContext) -> JobStatus | None:
         log.warning("job %s: stopped, %s", job_id, exc)
         return None
     except TrainingStopped:
-        if jobstate.finish(ctx.session_factory, job, JobStatus.cancelled):
+        if ctx.db(jobstate.finish, job, JobStatus.cancelled):
             _discard_objects(ctx, job)
         log.info("job %s: cancelled", job_id)
         return JobStatus.cancelled
     except Exception as exc:
+        if _outage(exc):
+            _give_back(ctx, job, exc)
+            return None
         log.exception("job %s: failed", job_id)
         error = f"{type(exc).__name__}: {exc}"
-        if jobstate.finish(ctx.session_factory, job, JobStatus.failed, error[:4000]):
+        if ctx.db(jobstate.finish, job, JobStatus.failed, error[:4000]):
             _discard_objects(ctx, job)
         return JobStatus.failed
+
+
+def _give_back(ctx: RunnerContext, job: ClaimedJob, exc: BaseException) -> None:
+    """A dependency stayed down past the retry window: the job goes back to the queue with its checkpoint
+    (or, when even that write fails, stays ``running`` until its heartbeat goes stale and the sweeper
+    re-sends it). Either way a later start resumes it; nothing is discarded."""
+    what = "object store" if isinstance(exc, StorageUnavailable) else "database"
+    reason = f"the {what} was unavailable for over {ctx.settings.worker_retry_s:.0f} s; the job will resume"
+    log.warning("job %s: %s: %s", job.id, reason, exc)
+    try:
+        released = ctx.db(jobstate.release, job, reason)
+    except Exception:
+        log.warning("job %s: could not give it back; its stale heartbeat will", job.id, exc_info=True)
+        return
+    log.info("job %s: %s", job.id, "back in the queue" if released else "owned by another attempt now")
 
 
 def _discard_objects(ctx: RunnerContext, job: ClaimedJob) -> None:

@@ -10,11 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
-from app.errors import AppError, InvalidInput, Unauthorized
+from app.errors import AppError, InvalidInput, ServiceUnavailable, Unauthorized
+from app.storage.base import StorageError, StorageUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("app.api")
@@ -125,6 +126,26 @@ async def data_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(problem)
 
 
+OUTAGE_RETRY_AFTER_S = 30
+
+
+async def dependency_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The database or the object store is down (past the store's retry window), or the store refused a
+    request: a 503 with Retry-After, naming which dependency but never its address, bucket or key."""
+    if isinstance(exc, StorageUnavailable | OperationalError | InterfaceError):
+        what = "object store" if isinstance(exc, StorageError) else "database"
+        log.warning("%s unavailable on %s %s: %s", what, request.method, request.url.path, exc)
+        error = ServiceUnavailable(
+            f"the {what} is unavailable; try again later.",
+            dependency=what.replace(" ", "_"),
+            retry_after=OUTAGE_RETRY_AFTER_S,
+        )
+        return await app_error_handler(request, error)
+    log.error("object store refused a request on %s %s: %s", request.method, request.url.path, exc)
+    refused = ServiceUnavailable(f"{exc}; the operator has to look at the store.", dependency="object_store")
+    return await app_error_handler(request, refused)
+
+
 async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     body = {
@@ -227,4 +248,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(DataError, data_error_handler)
+    for dependency_error in (StorageError, OperationalError, InterfaceError):
+        app.add_exception_handler(dependency_error, dependency_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)

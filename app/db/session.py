@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -50,6 +51,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (not a statement it refused)."""
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

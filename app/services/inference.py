@@ -187,9 +187,7 @@ def _load(store: ObjectStore, model: Model, device: str) -> Predictor:
     try:
         data = store.get(model.weights_key)
     except ObjectNotFound as exc:
-        raise NotFound(
-            f"the weights of model {model.id} are missing from the store ({model.weights_key})."
-        ) from exc
+        raise NotFound(f"the weights of model {model.id} are missing from the object store.") from exc
     return Predictor(ModelBundle.from_bytes(data), device=device)
 
 

@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 __all__ = ["ObjectNotFound", "ObjectStore", "make_store"]
 
 
-def make_store(settings: Settings) -> ObjectStore:
-    """The adapter that ``settings.storage`` names. Does not create the S3 bucket (compose's init does)."""
+def make_store(settings: Settings, retry_s: float | None = None) -> ObjectStore:
+    """The adapter that ``settings.storage`` names. Does not create the S3 bucket (compose's init does).
+    ``retry_s``: how long an S3 call waits out an outage (default ``settings.api_retry_s``)."""
     if settings.storage == "s3":
         # Imported here so the embedded mode never loads the minio SDK.
         from app.storage.s3 import S3Store
@@ -25,6 +26,7 @@ def make_store(settings: Settings) -> ObjectStore:
             bucket=settings.s3_bucket,
             secure=settings.s3_secure,
             region=settings.s3_region,
+            retry_s=settings.api_retry_s if retry_s is None else retry_s,
         )
     from app.storage.local import LocalStore
 

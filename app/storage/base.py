@@ -18,6 +18,15 @@ class ObjectNotFound(KeyError):
     """The key does not exist in the store."""
 
 
+class StorageError(RuntimeError):
+    """The store refused or failed a request. Its message names no endpoint, bucket or key: it may reach
+    a client (a job's error); the adapter logs the details."""
+
+
+class StorageUnavailable(StorageError, ConnectionError):
+    """The store did not answer within the adapter's retry window (an outage, not a refusal)."""
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
