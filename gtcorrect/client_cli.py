@@ -421,8 +421,13 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("dir")
     p.add_argument("--dataset", required=True, help="dataset name or id")
 
-    p = verb(group("masks", "masks"), "upload", _masks_upload, "upload a folder of masks as one batch")
-    p.add_argument("dir")
+    p = verb(
+        group("masks", "masks"),
+        "upload",
+        _masks_upload,
+        "upload a folder of masks, or one COCO JSON export, as one batch",
+    )
+    p.add_argument("dir", help="a folder of mask files, or a COCO .json export (CVAT, Label Studio, ...)")
     p.add_argument("--dataset", required=True, help="dataset name or id")
     p.add_argument("--annotator", required=True, help="who drew the masks")
     p.add_argument("--mask-mode", choices=("index", "binary"), help="binary: grey > 127 is foreground")

@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/datasets/{dataset_id}/annotation-batches", tags=[
     "",
     dependencies=[Multipart],
     status_code=201,
-    summary="Upload an annotation batch (mask files or one zip, optional manifest.csv/json)",
+    summary="Upload an annotation batch (mask files or one zip, optional manifest; or one COCO JSON)",
     response_model=BatchOut,
     responses={
         422: {
@@ -50,7 +50,13 @@ def create_batch(
     limits: LimitsDep,
     response: Response,
     annotator: Annotated[str, Form(min_length=1, max_length=200, description="Who drew the masks.")],
-    files: Annotated[list[UploadFile], File(description="Mask PNGs named like their images, or one zip.")],
+    files: Annotated[
+        list[UploadFile],
+        File(
+            description="Mask PNGs named like their images, or one zip; or one COCO JSON export (polygons or "
+            "RLE; categories named like the label map's classes; images matched by file_name)."
+        ),
+    ],
     source: Annotated[str, Form(max_length=2000, description="Free note: vendor, tool, round.")] = "",
     mask_mode: Annotated[
         Literal["index", "binary"],
@@ -63,7 +69,9 @@ def create_batch(
 ) -> BatchOut:
     """Store one annotator's masks as a new batch, all or nothing: every file is matched to a sample by name
     (or by the manifest), decoded and checked against the dataset's label map; one bad file rejects the
-    batch and names the reason per file.
+    batch and names the reason per file. A COCO JSON document (as CVAT, Label Studio or pycocotools write
+    it) gives one mask per listed image, drawn as pycocotools draws it; a problem names the entry
+    (`annotations[3]`, `category 'tumour'`).
     """
     batch = batches.create_batch(
         session,

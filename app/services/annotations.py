@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Annotation, AnnotationBatch, BatchKind, BatchStatus, Dataset, Sample
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, NotFound, PayloadTooLarge
 from app.services import unit
 from app.services.datasets import label_map_of
 from app.services.uploads import (
@@ -32,8 +32,11 @@ from app.services.uploads import (
 from app.storage import keys
 from app.storage.base import ObjectStore, put_all
 from gtcorrect.data import mask_to_png, read_mask
+from gtcorrect.imports import ImportProblems, read_coco
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json")
+# A COCO document is parsed whole: parsing takes about ten times its size in memory.
+MAX_COCO_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,16 @@ def create_batch(
     masks = [b for b in blobs if b.name.lower() not in MANIFEST_NAMES]
     if not masks:
         raise InvalidInput("the batch holds no mask files.")
+    fmt = "masks"
+    documents = [b for b in masks if b.name.lower().endswith(".json")]
+    if documents:
+        if len(masks) > 1:
+            reason = "a COCO document is uploaded alone (its masks are in it), not beside mask files"
+            raise InvalidInput(
+                "the batch mixes a COCO document with other files; nothing was stored.",
+                invalid_files=[{"file": documents[0].name, "reason": reason}],
+            )
+        masks, fmt = _from_coco(documents[0], dataset, limits), "coco"
     manifest = parse_manifests(manifests)
     samples = list(session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all())
     matches = _validate(masks, manifest, dataset, samples, limits, encoding)
@@ -264,10 +277,38 @@ def create_batch(
         "accepted": len(report),
         "samples_without_mask": len(samples) - len(report),
         "mask_mode": encoding.mode,
+        "format": fmt,
         "files": report,
     }
     session.flush()
     return batch
+
+
+def _from_coco(blob: Blob, dataset: Dataset, limits: UploadLimits) -> list[Blob]:
+    """A COCO JSON export (``gtcorrect.imports``) -> one mask PNG per listed image, named by its
+    ``file_name`` so that it matches its sample as an uploaded mask file would."""
+    if blob.size > MAX_COCO_BYTES:
+        size = f"{blob.size} bytes, above {MAX_COCO_BYTES}"
+        raise PayloadTooLarge(f"the COCO document {blob.name} holds {size}.")
+    try:
+        doc = json.loads(blob.data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(
+            f"{blob.name} is not valid JSON; nothing was stored.",
+            invalid_files=[{"file": blob.name, "reason": f"not valid JSON ({exc})"}],
+        ) from None
+    label_map = label_map_of(dataset)
+    try:
+        masks = []
+        for image in read_coco(doc, label_map, limits.max_image_pixels):
+            with limits.holding(image.height * image.width):
+                masks.append(Blob(image.file_name, mask_to_png(image.draw(), label_map, visible=False)))
+    except ImportProblems as exc:
+        raise InvalidInput(
+            f"{len(exc.problems)} problem(s) in the COCO document {blob.name}; nothing was stored.",
+            invalid_files=exc.problems,
+        ) from None
+    return masks
 
 
 def _add_annotations(

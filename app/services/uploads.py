@@ -93,10 +93,16 @@ class UploadLimits:
     @contextmanager
     def decoding(self, blob: Blob) -> Iterator[None]:
         """Hold the process's pixel budget for ``blob``'s declared size while it is decoded and used."""
+        with self.holding(declared_pixels(blob)):
+            yield
+
+    @contextmanager
+    def holding(self, pixels: int) -> Iterator[None]:
+        """Hold the process's pixel budget for ``pixels`` (a mask drawn from an annotation tool's export)."""
         if self.budget is None:
             yield
             return
-        with self.budget.hold(declared_pixels(blob)):
+        with self.budget.hold(pixels):
             yield
 
 

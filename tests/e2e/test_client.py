@@ -265,6 +265,23 @@ def test_api_error_names_the_problem_and_the_upload_is_one_streamed_zip(tmp_path
     assert zipfile.ZipFile(io.BytesIO(fields[b"files"])).namelist() == ["img_00.png", "img_01.png"]
 
 
+def test_a_coco_export_is_uploaded_as_the_one_file_of_the_batch(tmp_path: Path) -> None:
+    export = tmp_path / "instances.json"
+    export.write_text('{"images": [], "annotations": []}')
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.read())
+        return httpx.Response(201, json={"id": "b1", "report": {"accepted": 0}})
+
+    with _client(handler) as client:
+        client.upload_masks("d1", export, "cvat", progress=False)
+    ((body,),) = [bodies]
+    archive = body.split(b"\r\n\r\n", 2)[2]  # after the annotator field and the file part's head
+    names = zipfile.ZipFile(io.BytesIO(archive[: archive.rindex(b"\r\n--")])).namelist()
+    assert names == ["instances.json"]
+
+
 def test_noise_report_follows_the_pages() -> None:
     calls: list[httpx.Request] = []
     rows = [{"file_name": f"img_{i:03d}.png", "flagged": True} for i in range(120)]

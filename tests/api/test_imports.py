@@ -1,0 +1,147 @@
+"""Annotation batches from a COCO JSON export, over HTTP: the stored masks are pixel for pixel what
+pycocotools (the reference COCO reader) draws, and a bad document stores nothing and names its entries."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pycocotools import mask as coco_mask
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import Annotation, AnnotationBatch
+from app.storage import ObjectStore
+from tests.api.conftest import assert_problem, count_rows, files_part, image_png, mask_png, zip_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+LUNG = [[3.5, 2.0, 40.2, 4.0, 38.0, 25.5, 6.0, 28.0], [44, 5, 46, 5, 46, 9]]  # two parts, one region
+
+
+@pytest.fixture
+def chest(client: TestClient, auth: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A three-class dataset with three images: (dataset id, file name -> sample id)."""
+    body = {"name": "chest", "label_map": {"0": "background", "1": "lung", "2": "heart"}}
+    dataset_id = client.post("/v1/datasets", json=body, headers=auth).json()["id"]
+    images = {
+        "case1.png": image_png(32, 48, 1),
+        "case2.png": image_png(32, 48, 2),
+        "case3.png": image_png(20, 20, 3),
+    }
+    upload = client.post(f"/v1/datasets/{dataset_id}/images", files=files_part(images), headers=auth)
+    assert upload.status_code == 201, upload.text
+    return dataset_id, {f["file"]: f["id"] for f in upload.json()["files"]}
+
+
+def _coco(annotations: list[dict[str, Any]], categories: list[dict[str, Any]] | None = None) -> bytes:
+    doc = {
+        "images": [
+            {"id": 11, "file_name": "train/case1.jpg", "height": 32, "width": 48},
+            {"id": 12, "file_name": "case2.png", "height": 32, "width": 48},
+            {"id": 13, "file_name": "case3.png", "height": 20, "width": 20},
+        ],
+        "categories": categories or [{"id": 1, "name": "Lung"}, {"id": 2, "name": "heart"}],
+        "annotations": annotations,
+    }
+    return json.dumps(doc).encode()
+
+
+def _post(client: TestClient, dataset_id: str, auth: dict[str, str], entries: dict[str, bytes]) -> Any:
+    return client.post(
+        f"/v1/datasets/{dataset_id}/annotation-batches",
+        data={"annotator": "cvat-export"},
+        files=files_part(entries),
+        headers=auth,
+    )
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["json", "zipped-json (as the client sends it)"])
+def test_coco_polygons_and_rle_become_the_masks_pycocotools_reads(
+    client: TestClient, auth: dict[str, str], chest: tuple[str, dict[str, str]], zipped: bool
+) -> None:
+    dataset_id, samples = chest
+    heart = np.zeros((32, 48), np.uint8)
+    heart[10:20, 15:30] = 1
+    compressed = coco_mask.encode(np.asfortranarray(heart))
+    uncompressed = {"size": [32, 48], "counts": [0, 32 * 48]}  # every pixel: the whole image is heart
+    annotations = [
+        {"id": 1, "image_id": 11, "category_id": 1, "segmentation": LUNG, "iscrowd": 0},
+        {"id": 2, "image_id": 11, "category_id": 2, "iscrowd": 1,
+         "segmentation": {"size": [32, 48], "counts": compressed["counts"].decode()}},
+        {"id": 3, "image_id": 12, "category_id": 2, "segmentation": uncompressed, "iscrowd": 1},
+    ]  # fmt: skip
+    document = {"export.json": _coco(annotations)}
+    response = _post(client, dataset_id, auth, {"export.zip": zip_bytes(document)} if zipped else document)
+    assert response.status_code == 201, response.text
+    batch = response.json()
+    assert batch["report"]["format"] == "coco" and batch["report"]["accepted"] == 3
+    by_sample = {f["sample"]: f["file"] for f in batch["report"]["files"]}
+    assert by_sample == {"case1.png": "train/case1.jpg", "case2.png": "case2.png", "case3.png": "case3.png"}
+
+    def stored(name: str) -> np.ndarray:
+        url = f"/v1/datasets/{dataset_id}/annotation-batches/{batch['id']}/masks/{samples[name]}"
+        got = client.get(url, headers=auth)
+        assert got.status_code == 200, got.text
+        return np.asarray(Image.open(io.BytesIO(got.content)))
+
+    lung = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(LUNG, 32, 48)))
+    expected = np.where(heart == 1, 2, np.where(lung == 1, 1, 0))  # the later annotation on top
+    np.testing.assert_array_equal(stored("case1.png"), expected)
+    np.testing.assert_array_equal(stored("case2.png"), np.full((32, 48), 2))
+    np.testing.assert_array_equal(stored("case3.png"), np.zeros((20, 20)))  # listed, nothing drawn
+
+
+@pytest.mark.parametrize(
+    ("entries", "named", "reason"),
+    [
+        ({"export.json": b"{not json"}, "export.json", "not valid JSON"),
+        ({"export.json": b'{"masks": []}'}, "document", "not a COCO document"),
+        (
+            {"export.json": _coco([{"image_id": 99, "category_id": 1, "segmentation": LUNG}])},
+            "annotations[0]",
+            "is not listed",
+        ),
+        (
+            {"export.json": _coco([], categories=[{"id": 1, "name": "lung"}, {"id": 3, "name": "tumour"}])},
+            "category 'tumour'",
+            "not a class of the label map (lung, heart)",
+        ),
+        (
+            {"export.json": _coco([{"image_id": 12, "category_id": 1, "segmentation": [[1, 2]]}])},
+            "annotations[0]",
+            "at least 3 x, y pairs",
+        ),
+        ({"export.json": _coco([]), "case1.png": mask_png(32, 48)}, "export.json", "uploaded alone"),
+    ],
+)
+def test_a_bad_coco_document_stores_nothing_and_names_the_entry(
+    client: TestClient,
+    auth: dict[str, str],
+    chest: tuple[str, dict[str, str]],
+    store: ObjectStore,
+    db_session_factory: sessionmaker[Session],
+    entries: dict[str, bytes],
+    named: str,
+    reason: str,
+) -> None:
+    body = assert_problem(_post(client, chest[0], auth, entries), 422, named)
+    assert reason in next(f["reason"] for f in body["invalid_files"] if f["file"] == named)
+    assert count_rows(db_session_factory, AnnotationBatch) == 0
+    assert count_rows(db_session_factory, Annotation) == 0
+    assert [k for k in store.list() if "/annotations/" in k] == []
+
+
+def test_a_coco_mask_of_the_wrong_size_is_refused_like_a_mask_file(
+    client: TestClient, auth: dict[str, str], chest: tuple[str, dict[str, str]]
+) -> None:
+    doc = json.loads(_coco([]))
+    doc["images"][2]["height"] = 21  # the export says 20x21, the uploaded image is 20x20
+    body = assert_problem(
+        _post(client, chest[0], auth, {"export.json": json.dumps(doc).encode()}), 422, "case3.png"
+    )
+    assert "differs from image case3.png size 20x20" in body["invalid_files"][0]["reason"]
