@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.errors import AppError
+from app.supervisor import WorkerSupervisor
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -93,17 +93,6 @@ def ensure_local_project(settings: Settings) -> tuple[str | None, Path]:
         engine.dispose()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()  # Celery's warm shutdown: the current task finishes or is redelivered
-    try:
-        proc.wait(timeout=WORKER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 class _StopServing(Exception):
     """SIGINT or SIGTERM arrived: leave the server loop and stop the worker."""
 
@@ -149,15 +138,18 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises the signal that stopped it after restoring these handlers; ours turn it into an
     # exception, so the worker below is always stopped (the default SIGTERM action would orphan it).
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    worker = subprocess.Popen(worker_command("solo", 1))
+    # Restarted whenever it dies (killed for memory, a crash); /readyz and /metrics report it.
+    worker = WorkerSupervisor(worker_command("solo", 1), stop_timeout_s=WORKER_STOP_TIMEOUT_S).start()
     try:
         # JSON logs: uvicorn keeps the handlers create_app installed instead of its own.
         log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=log_config)
+        app = create_app(settings)
+        app.state.worker_supervisor = worker
+        uvicorn.run(app, host=args.host, port=args.port, log_config=log_config)
     except _StopServing:
         pass
     finally:
-        _stop(worker)
+        worker.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

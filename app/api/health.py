@@ -24,10 +24,12 @@ def livez() -> Readiness:
     responses={503: {"description": "A check failed; the failing check is named."}},
 )
 def readyz(request: Request) -> JSONResponse:
-    """Whether PostgreSQL, the broker (Redis) and the object store answer: 200 when all do, 503 naming
-    the ones that do not."""
+    """Whether PostgreSQL, the broker (Redis) and the object store answer (and, under `gtcorrect serve`,
+    whether its embedded worker runs): 200 when all do, 503 naming the ones that do not."""
     state = request.app.state
-    checks = readiness(state.engine, state.queue, state.store)
+    supervisor = getattr(state, "worker_supervisor", None)  # only under `gtcorrect serve`
+    worker = None if supervisor is None else supervisor.check
+    checks = readiness(state.engine, state.queue, state.store, worker)
     failed = [name for name, result in checks.items() if result != "ok"]
     if failed:
         body = {

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -86,6 +86,16 @@ class _State(Collector):
         except Exception:  # the scrape still reports everything else
             depth.add_metric([], -1)
         yield depth
+        supervisor = getattr(self._app.state, "worker_supervisor", None)  # only under `gtcorrect serve`
+        if supervisor is not None:
+            up = GaugeMetricFamily("gtc_embedded_worker_up", "1 while the embedded worker process runs.")
+            up.add_metric([], 1.0 if supervisor.alive() else 0.0)
+            yield up
+            restarts = CounterMetricFamily(
+                "gtc_embedded_worker_restarts", "Times the embedded worker was started again after it died."
+            )
+            restarts.add_metric([], supervisor.restarts)
+            yield restarts
 
 
 def _naive(moment: datetime) -> datetime:

@@ -18,14 +18,20 @@ def _database(engine: Engine) -> None:
         conn.execute(text("SELECT 1"))
 
 
-def readiness(engine: Engine, queue: TaskQueue, store: ObjectStore) -> dict[str, str]:
+def readiness(
+    engine: Engine, queue: TaskQueue, store: ObjectStore, worker: Callable[[], None] | None = None
+) -> dict[str, str]:
     """check name -> "ok" or "failed"; every check runs even if an earlier one failed. The probe needs no
-    key, so the reason (host names, ports, driver messages) goes to the log, not to the answer."""
+    key, so the reason (host names, ports, driver messages) goes to the log, not to the answer.
+    ``worker``: the embedded worker's check (``gtcorrect serve``); production workers are separate
+    deployments with their own probes."""
     checks: dict[str, Callable[[], None]] = {
         "database": lambda: _database(engine),
         "broker": queue.ping,
         "object_store": store.ping,
     }
+    if worker is not None:
+        checks["worker"] = worker
     results: dict[str, str] = {}
     for name, check in checks.items():
         try:

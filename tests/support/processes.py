@@ -34,9 +34,15 @@ def tail(log: Path, lines: int = 40) -> str:
 
 
 def children(pid: int) -> list[int]:
-    """Child process ids (Linux /proc)."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
+    """Child process ids (Linux /proc), of every thread of ``pid`` (each thread lists the children it
+    started: ``gtcorrect serve`` restarts its worker from a thread)."""
+    found: list[int] = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return sorted(found)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
