@@ -19,6 +19,7 @@ from app.errors import AppError
 from app.supervisor import WorkerSupervisor
 
 if TYPE_CHECKING:
+    from app.db.models import ApiKey
     from app.settings import Settings
 # The database, settings and engine modules are imported inside the commands that use them, so that
 # `gtcorrect --help` and the client commands start in well under a second.
@@ -180,10 +181,63 @@ def _create_project(args: argparse.Namespace) -> int:
     engine = make_engine(get_settings().resolved_database_url())
     try:
         with session_scope(make_session_factory(engine)) as session:
-            project, key = create_project(session, args.name)
+            project, key = create_project(session, args.name, by=_operator())
     finally:
         engine.dispose()
     print(f"project {project.name!r} ({project.id}); API key (shown once):\n{key}")
+    return 0
+
+
+def _operator() -> str:
+    """Who runs the CLI, for the key audit: the login name of this shell."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _key_line(row: ApiKey) -> str:
+    when = "%Y-%m-%d %H:%M"
+    line = f"{row.prefix}  {row.project.name:<20} {row.name:<16} created {row.created_at:{when}} by "
+    line += row.created_by or "?"
+    if row.revoked_at is None:
+        return line + "  active"
+    return (
+        line
+        + f"  revoked {row.revoked_at:{when}} by {row.revoked_by}"
+        + (f" ({row.revoke_note})" if row.revoke_note else "")
+    )
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """``gtcorrect keys create|list|revoke``: an operator's view of every project's keys."""
+    from app.db.session import make_engine, make_session_factory, session_scope
+    from app.services import keys
+    from app.settings import get_settings
+
+    engine = make_engine(get_settings().resolved_database_url())
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            if args.keys_command == "create":
+                owner = keys.project_by_name(session, args.project)
+                row, plaintext = keys.create_key(session, owner, name=args.name, by=args.by or _operator())
+                print(f"key {row.prefix} ({row.name}) for project {owner.name!r}; shown once:\n{plaintext}")
+            elif args.keys_command == "revoke":
+                row = keys.revoke_key(
+                    session, keys.find_key(session, args.key), by=args.by or _operator(), note=args.note
+                )
+                print(_key_line(row))
+            else:
+                project = keys.project_by_name(session, args.project) if args.project else None
+                for row in keys.list_keys(session, project):
+                    print(_key_line(row))
+    except AppError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -209,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     create = admin.add_parser("create-project", help="create a project and print its API key")
     create.add_argument("name")
     create.set_defaults(func=_create_project)
+    keys = sub.add_parser("keys", help="issue, list and revoke API keys (recorded with who and when)")
+    verbs = keys.add_subparsers(dest="keys_command", required=True)
+    made = verbs.add_parser("create", help="issue another key for a project and print it (shown once)")
+    made.add_argument("--project", required=True, help="the project's name")
+    made.add_argument("--name", default="default", help="what the key is for")
+    made.add_argument("--by", help="who issues it (default: cli:<your login>)")
+    listed = verbs.add_parser("list", help="every key with who issued and revoked it (never a key itself)")
+    listed.add_argument("--project", help="only this project's keys")
+    revoked = verbs.add_parser("revoke", help="revoke a key: it stops working, its browser sessions end")
+    revoked.add_argument("key", help="the key's prefix (as `list` shows it) or id")
+    revoked.add_argument("--note", default="", help="why, for whoever reads the list later")
+    revoked.add_argument("--by", help="who revokes it (default: cli:<your login>)")
+    for verb in (made, listed, revoked):
+        verb.set_defaults(func=_keys)
     add_commands(sub)
     add_client_commands(sub)
     return parser

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from app.api import annotations as annotation_routes
 from app.api import config as config_routes
-from app.api import datasets, docs, health, jobs, metrics, models, problems, results, reviews
+from app.api import datasets, docs, health, jobs, keys, metrics, models, problems, results, reviews
 from app.api.gate import CredentialsFirst
 from app.api.limits import BodySizeLimit
 from app.db.models import ApiKey, Model
@@ -121,6 +121,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodySizeLimit, max_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes
     )
     app.add_middleware(CredentialsFirst)
-    for module in (health, datasets, annotation_routes, jobs, config_routes, results, reviews, models):
+    for module in (health, datasets, annotation_routes, jobs, config_routes, results, reviews, models, keys):
         app.include_router(module.router)
     return app

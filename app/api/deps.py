@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, Dataset, Model, Project, TrainingJob
 from app.errors import Unauthorized, UnsupportedMediaType
-from app.services import datasets, jobs, projects, sessions, unit
+from app.services import datasets, jobs, keys, projects, sessions, unit
 from app.services.inference import ModelCache
 from app.services.queue import TaskQueue
 from app.services.recent import RecentRows
@@ -115,6 +115,9 @@ async def get_recent_keys(request: Request) -> RecentRows[ApiKey]:
     return recent
 
 
+RecentKeysDep = Annotated[RecentRows[ApiKey], Depends(get_recent_keys)]
+
+
 async def get_recent_models(request: Request) -> RecentRows[Model]:
     recent: RecentRows[Model] = request.app.state.recent_models
     return recent
@@ -128,7 +131,7 @@ async def get_api_key(
     session: SessionDep,
     secret: SessionSecretDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    recent: Annotated[RecentRows[ApiKey], Depends(get_recent_keys)],
+    recent: RecentKeysDep,
 ) -> ApiKey:
     """The API key of the request: the bearer token (a key looked up a moment ago is not looked up
     again, ``app.services.recent``), or the review pages' session cookie (with the session's CSRF token
@@ -150,7 +153,10 @@ def _browser_key(request: Request, session: Session, secret: bytes) -> ApiKey:
     browser = sessions.read(secret, cookie)
     if request.method not in _SAFE_METHODS:
         sessions.check_csrf(secret, browser, request.headers.get(sessions.CSRF_HEADER))
-    return projects.key_by_id(session, browser.api_key_id)
+    key = projects.key_by_id(session, browser.api_key_id)
+    if keys.session_ended(session, browser):
+        raise Unauthorized("this browser session was signed out: sign in again.")
+    return key
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]

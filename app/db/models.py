@@ -126,8 +126,21 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Who issued and who revoked the key (an operator at the CLI, or another key of the project), and why.
+    created_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    revoked_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    revoke_note: Mapped[str | None] = mapped_column(String(2000), default=None)
     # Loaded with the key when authenticating (projects.authenticate_key, key_by_id); never lazily.
     project: Mapped[Project] = relationship(lazy="raise")
+
+
+class EndedSession(Base):
+    """A browser session signed out before its cookie expired: the cookie stays valid by signature, so
+    the server remembers its nonce until the expiry (app.services.keys.end_session)."""
+
+    __tablename__ = "ended_sessions"
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Dataset(Base):

@@ -23,7 +23,7 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_project(session: Session, name: str) -> tuple[Project, str]:
+def create_project(session: Session, name: str, by: str = "") -> tuple[Project, str]:
     """Create a project with one API key; return the project and the plaintext key (shown once)."""
     name = name.strip()
     if not name:
@@ -33,13 +33,15 @@ def create_project(session: Session, name: str) -> tuple[Project, str]:
     project = Project(name=name)
     session.add(project)
     session.flush()
-    return project, issue_key(session, project)
+    return project, issue_key(session, project, by=by)
 
 
-def issue_key(session: Session, project: Project, name: str = "default") -> str:
-    """Add another API key to ``project`` and return its plaintext."""
+def issue_key(session: Session, project: Project, name: str = "default", by: str = "") -> str:
+    """Add another API key to ``project`` (issued ``by`` whom) and return its plaintext."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(project_id=project.id, prefix=key[:LOOKUP_CHARS], key_hash=key_digest(key), name=name))
+    row = ApiKey(project_id=project.id, prefix=key[:LOOKUP_CHARS], key_hash=key_digest(key), name=name)
+    row.created_by = by
+    session.add(row)
     session.flush()
     return key
 

@@ -22,7 +22,7 @@ from app.api.deps import SessionDep, SessionSecretDep, SettingsDep
 from app.db.models import ApiKey, JobStatus, Project, TrainingJob
 from app.errors import Forbidden, Unauthorized
 from app.schemas.jobs import JobOut
-from app.services import curation, datasets, jobs, projects, reports, sessions
+from app.services import curation, datasets, jobs, keys, projects, reports, sessions
 
 HERE = Path(__file__).parent
 STATIC = "/review-assets"
@@ -44,6 +44,8 @@ def _signed_in(request: Request, session: Session, secret: bytes) -> tuple[ApiKe
         browser = sessions.read(secret, cookie)
         key = projects.key_by_id(session, browser.api_key_id)
     except Unauthorized:
+        return None
+    if keys.session_ended(session, browser):
         return None
     return key, key.project, browser.csrf_token(secret)
 
@@ -107,6 +109,8 @@ def logout(
     signed = _signed_in(request, session, secret)
     if signed is not None and signed[2] != csrf:
         raise Forbidden("sign out from the page's own form (its CSRF token is missing or wrong).")
+    if signed is not None:  # the cookie is refused from now on, wherever a copy of it is
+        keys.end_session(session, sessions.read(secret, request.cookies[sessions.COOKIE]))
     response = RedirectResponse("/review/login", status_code=303)
     response.delete_cookie(sessions.COOKIE, path="/")
     return response

@@ -75,3 +75,24 @@ def test_sign_in_refuses_bad_keys_forged_cookies_and_other_sites(
         row.revoked_at = utcnow()
     body = assert_problem(client.get("/v1/datasets"), 401)
     assert "revoked" in body["detail"]
+
+
+def test_signing_out_ends_the_session_on_the_server_even_for_a_copied_cookie(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    key = auth["Authorization"].removeprefix("Bearer ")
+    client.post("/review/login", data={"api_key": key}, follow_redirects=False)
+    form = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/review/").text)  # the sign-out form
+    assert form is not None
+    csrf = form.group(1)
+    copied = client.cookies[sessions.COOKIE]  # as a thief, or a second tab, would hold it
+    out = client.post("/review/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/review/login"
+    client.cookies.set(sessions.COOKIE, copied)  # still signed and unexpired, but signed out
+    body = assert_problem(client.get("/v1/datasets"), 401)
+    assert "signed out" in body["detail"]
+    assert client.get("/review/", follow_redirects=False).headers["location"].startswith("/review/login")
+    # Signing in again is a new session that works.
+    client.cookies.clear()
+    client.post("/review/login", data={"api_key": key}, follow_redirects=False)
+    assert client.get("/v1/datasets").status_code == 200

@@ -1,0 +1,38 @@
+"""API keys as the project sees them: never the key itself after it was issued, never its hash."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.common import UtcDateTime
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "ci-pipeline"}]})
+
+    name: str = Field(default="default", min_length=1, max_length=200, description="What the key is for.")
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"note": "laptop lost"}]})
+
+    note: str = Field(default="", max_length=2000, description="Why, for whoever reads the key list later.")
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    prefix: str = Field(description="The first characters, to tell keys apart.", examples=["gtc_AbC123xy"])
+    name: str
+    created_at: UtcDateTime
+    created_by: str = Field(description="Who issued it: an operator at the CLI, or another key.")
+    revoked_at: UtcDateTime | None = None
+    revoked_by: str | None = None
+    revoke_note: str | None = None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself: shown this once, store it now.")
