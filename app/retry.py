@@ -3,7 +3,7 @@
 The object store (``app.storage.s3``) and the worker's database calls (``worker.runner``) go through
 ``with_retry``; what counts as an outage is the caller's (``app.db.session.is_outage`` for the
 database). After the window the last error is raised: the API answers 503 with Retry-After
-(``app.api.problems``), the worker gives its job back to the queue (``worker.jobstate.release``).
+(``app.api.problems``), the worker gives its job back to the queue (``app.services.jobstate.release``).
 """
 
 from __future__ import annotations

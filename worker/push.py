@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from app.services.jobstate import ClaimedJob
 from app.services.results import CorrectedRecord, SampleVerdict, model_id_for_job
 from app.storage import keys
 from app.storage.base import ObjectStore
@@ -20,7 +21,6 @@ from gtcorrect.data import mask_to_png, read_mask, restore_mask, restore_probabi
 from gtcorrect.plots import gmm_histogram_png
 from gtcorrect.types import FitResult
 from worker.fetch import JobInputs
-from worker.jobstate import ClaimedJob
 
 PNG = "image/png"
 

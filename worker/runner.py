@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import JobPhase, JobStatus
 from app.db.session import is_outage, make_engine, make_session_factory, session_scope
 from app.retry import with_retry
+from app.services import jobstate
+from app.services.jobstate import ClaimedJob
 from app.services.liveness import beat_period
 from app.services.results import JobNotOwned, JobResults, record_results
 from app.settings import Settings
@@ -40,9 +42,7 @@ from gtcorrect.config import TrainConfig, schedule_epochs
 from gtcorrect.errors import TrainingStopped
 from gtcorrect.trainer import fit
 from gtcorrect.types import FitResult, Progress, json_safe
-from worker import jobstate
 from worker.fetch import JobInputs, fetch_inputs
-from worker.jobstate import ClaimedJob
 from worker.push import (
     annotator_rows,
     push_corrected,

@@ -21,14 +21,13 @@ from app.db.models import (
     Project,
     Sample,
     TrainingJob,
-    utcnow,
 )
 from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from app.services.annotations import check_batches
 from app.services.consensus import Method as ConsensusMethod
 from app.services.consensus import create_consensus_batch
+from app.services.jobstate import cancel_queued, mark_pending
 from app.services.queue import QueueError, TaskQueue
-from app.services.sweeper import mark_pending
 from app.settings import Settings
 from app.storage.base import ObjectStore
 from gtcorrect.config import ConfigLimits, TrainConfig, preset_config
@@ -221,11 +220,6 @@ def cancel_job(session: Session, job: TrainingJob) -> TrainingJob:
         )
     job.cancel_requested = True
     session.flush()
-    # Conditional: a worker may claim the job (queued -> running) between our read and this write.
-    session.execute(
-        update(TrainingJob)
-        .where(TrainingJob.id == job.id, TrainingJob.status == JobStatus.queued)
-        .values(status=JobStatus.cancelled, finished_at=utcnow())
-    )
+    cancel_queued(session, job.id)
     session.refresh(job)
     return job

@@ -24,9 +24,9 @@ from app.db.models import (
     Model,
     NoiseFlag,
     TrainingJob,
-    utcnow,
 )
 from app.errors import Conflict, NotFound
+from app.services import jobstate
 
 # Model ids derive from the job id, so a re-run writes the same model key instead of a second file.
 _MODEL_NAMESPACE = uuid.UUID("5b0c6a8e-8f0d-4c59-a1e3-6f4f2d7c9b10")
@@ -148,14 +148,8 @@ def record_results(session: Session, job_id: uuid.UUID, attempt: int, results: J
         version=version,
     )
     session.add(model)
-    now = utcnow()
     job.progress = dict(results.progress)
     job.quality = None if results.quality is None else dict(results.quality)
-    job.status = JobStatus.succeeded
-    job.error = None
-    # The worker deletes the checkpoints once the model is registered; the model supersedes them.
-    job.checkpoint_key = None
-    job.finished_at = now
-    job.heartbeat_at = now
+    jobstate.mark_succeeded(job)
     session.flush()
     return model

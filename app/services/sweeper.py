@@ -13,7 +13,7 @@ the embedded mode alike. It covers what the broker alone cannot:
 - a stale ``running`` job that already used ``max_attempts`` is marked ``failed`` instead, so a job that
   kills every worker it lands on does not loop forever.
 
-Sending twice is harmless: the worker's claim is a conditional UPDATE (``worker.jobstate.claim_job``).
+Sending twice is harmless: the worker's claim is a conditional UPDATE (``app.services.jobstate.claim_job``).
 A per-process memory of what was sent keeps each job to one message per threshold.
 """
 
@@ -24,20 +24,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import JobPhase, JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
-from app.services.liveness import abandoned, is_abandoned
+from app.services import jobstate
+from app.services.jobstate import DISPATCH_KEY, DISPATCH_PENDING
+from app.services.liveness import is_abandoned
 from app.services.queue import QueueError, TaskQueue
 
 log = logging.getLogger(__name__)
-
-DISPATCH_KEY = "dispatch"
-DISPATCH_PENDING = "pending"
 
 
 @dataclass(frozen=True)
@@ -68,16 +66,6 @@ class _Row:
     heartbeat_at: datetime | None
     attempt: int
     pending: bool
-
-
-def mark_pending(progress: dict[str, Any] | None, reason: str) -> dict[str, Any]:
-    """The progress JSON of a queued job whose message the broker did not take (the outbox marker)."""
-    return {
-        **(progress or {}),
-        "phase": JobPhase.queued.value,
-        DISPATCH_KEY: DISPATCH_PENDING,
-        "dispatch_error": reason,
-    }
 
 
 class Sweeper:
@@ -115,16 +103,9 @@ class Sweeper:
         )
         with session_scope(self.factory) as session:
             # Conditional: the owner may have beaten meanwhile, or finished.
-            result = session.execute(
-                update(TrainingJob)
-                .where(
-                    TrainingJob.id == row.id,
-                    TrainingJob.attempt == row.attempt,
-                    abandoned(self.policy.heartbeat_stale_s, now),
-                )
-                .values(status=JobStatus.failed, error=error, finished_at=utcnow())
+            return jobstate.fail_out_of_attempts(
+                session, row.id, row.attempt, self.policy.heartbeat_stale_s, error
             )
-            return bool(getattr(result, "rowcount", 0) == 1)
 
     def _clear_pending(self, job_id: uuid.UUID) -> None:
         with session_scope(self.factory) as session:

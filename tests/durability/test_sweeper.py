@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Dataset, JobStatus, Project, TrainingJob, utcnow
 from app.db.session import make_engine, make_session_factory, session_scope
+from app.services.jobstate import mark_pending
 from app.services.queue import QueueError
-from app.services.sweeper import Sweeper, SweepPolicy, mark_pending
+from app.services.sweeper import Sweeper, SweepPolicy
 from app.settings import Settings
 
 POLICY = SweepPolicy(heartbeat_stale_s=60, queued_resend_s=300, max_attempts=3)

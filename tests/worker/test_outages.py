@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import JobStatus, TrainingJob
 from app.db.session import make_engine, make_session_factory, session_scope
-from app.services.sweeper import DISPATCH_KEY, DISPATCH_PENDING
+from app.services.jobstate import DISPATCH_KEY, DISPATCH_PENDING
 from app.settings import Settings
 from app.storage import keys, make_store
 from app.storage.s3 import S3Store

@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import AnnotatorStat, CorrectedMask, JobStatus, Model, NoiseFlag, TrainingJob, utcnow
 from app.db.session import session_scope
 from app.schemas.jobs import JobOut
+from app.services import jobstate
 from app.settings import Settings
 from app.storage import ObjectStore, keys, make_store
 from gtcorrect.data import read_mask
 from gtcorrect.model import ModelBundle
 from tests.worker.seed import Seeded, seed_job, tiny_config
 from tests.worker.synthetic import make_set
-from worker import jobstate
 from worker.runner import RunnerContext, run_job
 
 pytestmark = pytest.mark.integration

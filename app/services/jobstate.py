@@ -1,8 +1,17 @@
-"""Job state transitions the worker makes, each a conditional UPDATE in its own short transaction.
+"""Every write of a job's status, in one module, so that the API, the sweeper, the worker and the outage
+path cannot disagree about the transitions:
+
+    queued -> running (claim_job) -> succeeded (mark_succeeded, with the results)
+                                  -> failed | cancelled (finish)
+                                  -> queued (release: a dependency outage; the next claim resumes)
+    queued -> cancelled (cancel_queued; also claim_job when cancel was asked before it started)
+    queued | running -> failed (claim_job or fail_out_of_attempts: past max_attempts)
 
 Ownership: a worker owns a job while the row is ``running`` with the ``attempt`` number its claim
 set. Every later write (heartbeat, checkpoint key, final status) is conditional on that pair, so a
 worker whose job was reclaimed after its heartbeat went stale cannot overwrite the new owner's work.
+The worker's functions take a session factory (each its own short transaction); the API's take the
+request's session.
 """
 
 from __future__ import annotations
@@ -15,13 +24,26 @@ from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.db.models import JobStatus, TrainingJob, as_utc, utcnow
+from app.db.models import JobPhase, JobStatus, TrainingJob, as_utc, utcnow
 from app.db.session import session_scope
 from app.services.liveness import abandoned
-from app.services.sweeper import mark_pending
 from gtcorrect.types import json_safe
 
 Factory = sessionmaker[Session]
+
+DISPATCH_KEY = "dispatch"
+DISPATCH_PENDING = "pending"
+
+
+def mark_pending(progress: dict[str, Any] | None, reason: str) -> dict[str, Any]:
+    """The progress JSON of a queued job whose message the broker did not take (the outbox marker that
+    the API's sweeper sends again)."""
+    return {
+        **(progress or {}),
+        "phase": JobPhase.queued.value,
+        DISPATCH_KEY: DISPATCH_PENDING,
+        "dispatch_error": reason,
+    }
 
 
 @dataclass(frozen=True)
@@ -157,3 +179,35 @@ def release(factory: Factory, job: ClaimedJob, reason: str) -> bool:
             .values(status=JobStatus.queued, progress=mark_pending(progress, reason), heartbeat_at=None)
         )
         return _rowcount(result) == 1
+
+
+def cancel_queued(session: Session, job_id: uuid.UUID) -> None:
+    """A cancel asked of a job nobody claimed yet ends it at once (conditional: a worker may claim it
+    between the caller's read and this write; then it stops at its next check)."""
+    session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, finished_at=utcnow())
+    )
+
+
+def fail_out_of_attempts(
+    session: Session, job_id: uuid.UUID, attempt: int, stale_after_s: float, error: str
+) -> bool:
+    """Fail an abandoned job that used its last start; False when its owner beat meanwhile or it ended."""
+    result = session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, TrainingJob.attempt == attempt, abandoned(stale_after_s, utcnow()))
+        .values(status=JobStatus.failed, error=error, finished_at=utcnow())
+    )
+    return _rowcount(result) == 1
+
+
+def mark_succeeded(job: TrainingJob) -> None:
+    """The job's results are in (``app.services.results.record_results``, in the same transaction)."""
+    now = utcnow()
+    job.status = JobStatus.succeeded
+    job.error = None
+    job.checkpoint_key = None  # the worker deletes the checkpoints once the model supersedes them
+    job.finished_at = now
+    job.heartbeat_at = now
