@@ -351,15 +351,16 @@ class Client:
         progress: bool = True,
     ) -> Json:
         """Upload the mask files in ``folder`` (named like their images, or with a manifest.csv/json), or
-        ``folder`` a COCO JSON export, as one annotation batch of ``annotator``; ``mask_mode`` "binary" for
-        lossy two-class masks; ``note`` is stored as the batch's ``source``. Returns the batch."""
+        ``folder`` an annotation tool's export (COCO .json, CVAT for images .xml), as one annotation batch
+        of ``annotator``; ``mask_mode`` "binary" for lossy two-class masks; ``note`` is stored as the
+        batch's ``source``. Returns the batch."""
         fields = {"annotator": annotator}
         if mask_mode is not None:
             fields["mask_mode"] = mask_mode
         if note is not None:
             fields["source"] = note
-        coco = Path(folder).is_file() and Path(folder).suffix.lower() == ".json"
-        files = [Path(folder)] if coco else folder_files(folder, MANIFEST_NAMES)
+        export = Path(folder).is_file() and Path(folder).suffix.lower() in (".json", ".xml")
+        files = [Path(folder)] if export else folder_files(folder, MANIFEST_NAMES)
         return self._upload(f"/v1/datasets/{dataset_id}/annotation-batches", files, fields, "masks", progress)
 
     # --- jobs --------------------------------------------------------------------------------------

@@ -425,9 +425,9 @@ def add_client_commands(subparsers: Any) -> None:
         group("masks", "masks"),
         "upload",
         _masks_upload,
-        "upload a folder of masks, or one COCO JSON export, as one batch",
+        "upload a folder of masks, or one COCO JSON or CVAT XML export, as one batch",
     )
-    p.add_argument("dir", help="a folder of mask files, or a COCO .json export (CVAT, Label Studio, ...)")
+    p.add_argument("dir", help="a folder of mask files, or a COCO .json or CVAT for images .xml export")
     p.add_argument("--dataset", required=True, help="dataset name or id")
     p.add_argument("--annotator", required=True, help="who drew the masks")
     p.add_argument("--mask-mode", choices=("index", "binary"), help="binary: grey > 127 is foreground")

@@ -1,4 +1,5 @@
-"""Masks from annotation-tool exports: a COCO JSON document (polygons, compressed and uncompressed RLE).
+"""Masks from annotation-tool exports: a COCO JSON document (polygons, compressed and uncompressed RLE)
+and a CVAT for images 1.1 XML file (polygons, boxes, masks).
 
 COCO (https://cocodataset.org/#format-data), as CVAT, Label Studio, Roboflow and pycocotools write it:
 ``images`` (``id``, ``file_name``, ``height``, ``width``), ``categories`` (``id``, ``name``) and
@@ -8,10 +9,17 @@ COCO (https://cocodataset.org/#format-data), as CVAT, Label Studio, Roboflow and
 as pycocotools does (``rle_from_polygon`` follows its ``rleFrPoly``), so a mask comes out pixel for pixel
 as the tool's own COCO reader shows it.
 
+CVAT for images 1.1 (https://docs.cvat.ai/docs/manual/advanced/xml_format/): ``<image name width height>``
+elements holding ``<polygon label points="x1,y1;x2,y2;...">``, ``<box label xtl ytl xbr ybr>`` and
+``<mask label rle left top width height>`` (run lengths over the mask's box, row by row, starting with
+background). Polygons and boxes are drawn as pycocotools draws a polygon, as CVAT's own COCO export does.
+Shapes are painted in ``z_order``, then in the file's order. Points, polylines, cuboids, ellipses and
+skeletons are refused by name; image-level tags are skipped.
+
 Every listed image becomes one index mask (an image without annotations: background only); annotations
-are painted in the document's order, a later one over an earlier one where they overlap. Categories map
-to the label map by name (case and surrounding space ignored); with one foreground class and one
-category, that category is the class whatever its name.
+are painted in the document's order, a later one over an earlier one where they overlap. Categories and
+labels map to the label map by name (case and surrounding space ignored); with one foreground class and
+one label, that label is the class whatever its name.
 Shape legend: H, W image height and width.
 """
 
@@ -21,6 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -127,8 +136,39 @@ def rle_from_polygon(xy: Sequence[float], h: int, w: int) -> list[int]:
     return runs
 
 
+@dataclass(frozen=True)
+class BoxRle:
+    """CVAT's mask: run lengths (background first) over a box of the image, row by row."""
+
+    counts: tuple[int, ...]
+    left: int
+    top: int
+    width: int
+    height: int
+
+    def draw(self, h: int, w: int) -> np.ndarray:
+        if self.width < 1 or self.height < 1 or self.left < 0 or self.top < 0:
+            raise ValueError(
+                f"the mask's box {self.width}x{self.height} at ({self.left}, {self.top}) is empty"
+            )
+        if self.left + self.width > w or self.top + self.height > h:
+            raise ValueError(f"the mask's box reaches past the image's {w}x{h} pixels")
+        runs = np.asarray(self.counts, dtype=np.int64)
+        if runs.size == 0 or runs.min() < 0 or runs.sum() != self.width * self.height:
+            raise ValueError(
+                f"the mask's rle sums to {int(runs.sum())}, its box holds {self.width * self.height}"
+            )
+        box = np.repeat(np.arange(runs.size) % 2, runs).astype(bool).reshape(self.height, self.width)
+        mask = np.zeros((h, w), dtype=bool)
+        mask[self.top : self.top + self.height, self.left : self.left + self.width] = box
+        return mask
+
+
 def segmentation_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
-    """A COCO ``segmentation`` (polygons or RLE) -> (H, W) bool; raises ValueError naming the problem."""
+    """A COCO ``segmentation`` (polygons or RLE) or a ``BoxRle`` -> (H, W) bool; raises ValueError naming
+    the problem."""
+    if isinstance(segmentation, BoxRle):
+        return segmentation.draw(h, w)
     if isinstance(segmentation, dict):
         size, counts = segmentation.get("size"), segmentation.get("counts")
         if not isinstance(size, list) or [int(s) for s in size] != [h, w]:
@@ -152,50 +192,58 @@ def segmentation_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class CocoImage:
-    """One listed image and the shapes drawn on it: (annotation index, segmentation, class index)."""
+class ImportedImage:
+    """One listed image and the shapes drawn on it, in order: (where in the file, segmentation, class)."""
 
     file_name: str
     height: int
     width: int
-    shapes: tuple[tuple[int, Any, int], ...]
+    shapes: tuple[tuple[str, Any, int], ...]
 
     def draw(self) -> np.ndarray:
-        """(H, W) uint8 class indices; raises ``ImportProblems`` naming an annotation that cannot be drawn."""
+        """(H, W) uint8 class indices; raises ``ImportProblems`` naming a shape that cannot be drawn."""
         mask = np.zeros((self.height, self.width), dtype=np.uint8)
-        for i, segmentation, cls in self.shapes:
+        for where, segmentation, cls in self.shapes:
             try:
                 mask[segmentation_mask(segmentation, self.height, self.width)] = cls
             except (ValueError, TypeError) as exc:
-                raise ImportProblems([{"file": f"annotations[{i}]", "reason": str(exc)}]) from None
+                raise ImportProblems([{"file": where, "reason": str(exc)}]) from None
         return mask
 
 
-def _class_of(categories: list[Any], label_map: LabelMap) -> tuple[dict[Any, int], list[dict[str, str]]]:
+def label_classes(names: Sequence[str], label_map: LabelMap) -> tuple[dict[str, int], list[dict[str, str]]]:
+    """An export's label names -> class indices of ``label_map`` (by name, case and space ignored; one
+    label onto the one foreground class whatever its name), and a problem per label that matches none."""
+    if label_map.num_classes == 2 and len(set(names)) == 1:
+        return {names[0]: 1}, []
     by_name = {name.strip().lower(): i for i, name in enumerate(label_map.names) if i > 0}
+    classes, problems = {}, []
+    for name in dict.fromkeys(names):
+        index = by_name.get(name.strip().lower())
+        if index is None:
+            known = ", ".join(label_map.names[1:])
+            problems.append(
+                {"file": f"category {name!r}", "reason": f"not a class of the label map ({known})"}
+            )
+        else:
+            classes[name] = index
+    return classes, problems
+
+
+def _class_of(categories: list[Any], label_map: LabelMap) -> tuple[dict[Any, int], list[dict[str, str]]]:
     valid = [c for c in categories if isinstance(c, dict) and "id" in c and isinstance(c.get("name"), str)]
     problems = [
         {"file": f"categories[{i}]", "reason": "a category needs an id and a name"}
         for i, c in enumerate(categories)
         if not (isinstance(c, dict) and "id" in c and isinstance(c.get("name"), str))
     ]
-    if label_map.num_classes == 2 and len(valid) == 1:
-        return {valid[0]["id"]: 1}, problems
-    classes: dict[Any, int] = {}
-    for c in valid:
-        index = by_name.get(c["name"].strip().lower())
-        if index is None:
-            names = ", ".join(label_map.names[1:])
-            problems.append(
-                {"file": f"category {c['name']!r}", "reason": f"not a class of the label map ({names})"}
-            )
-        else:
-            classes[c["id"]] = index
-    return classes, problems
+    by_name, unknown = label_classes([c["name"] for c in valid], label_map)
+    return {c["id"]: by_name[c["name"]] for c in valid if c["name"] in by_name}, problems + unknown
 
 
-def read_coco(doc: Any, label_map: LabelMap, max_pixels: int) -> list[CocoImage]:
-    """The document's images with their shapes, checked but not drawn (``CocoImage.draw``, one at a time).
+def read_coco(doc: Any, label_map: LabelMap, max_pixels: int) -> list[ImportedImage]:
+    """The document's images with their shapes, checked but not drawn (``ImportedImage.draw``, one at a
+    time).
 
     Checked: images (file name, size within ``max_pixels``, ids unique), categories against
     ``label_map``, every annotation's image and category; all problems are raised together as
@@ -212,15 +260,14 @@ def read_coco(doc: Any, label_map: LabelMap, max_pixels: int) -> list[CocoImage]
         except (KeyError, TypeError, ValueError):
             problems.append({"file": where, "reason": "an image needs id, file_name, height and width"})
             continue
-        if not name.strip() or h < 1 or w < 1:
-            problems.append({"file": where, "reason": "an image needs a file name and a positive size"})
-        elif h * w > max_pixels:
-            problems.append({"file": name, "reason": f"{w}x{h} pixels exceed the limit of {max_pixels}"})
+        refused = _image_problem(name, h, w, max_pixels)
+        if refused is not None:
+            problems.append({"file": name.strip() or where, "reason": refused})
         elif image.get("id") in images:
             problems.append({"file": name, "reason": f"image id {image.get('id')!r} is listed twice"})
         else:
             images[image.get("id")] = (name, h, w)
-    shapes: dict[Any, list[tuple[int, Any, int]]] = {key: [] for key in images}
+    shapes: dict[Any, list[tuple[str, Any, int]]] = {key: [] for key in images}
     for i, ann in enumerate(doc["annotations"]):
         where = f"annotations[{i}]"
         if not isinstance(ann, dict) or ann.get("image_id") not in images:
@@ -229,12 +276,105 @@ def read_coco(doc: Any, label_map: LabelMap, max_pixels: int) -> list[CocoImage]
             reason = f"category_id {ann.get('category_id')!r} has no class of the label map"
             problems.append({"file": where, "reason": reason})
         else:
-            shapes[ann["image_id"]].append((i, ann.get("segmentation"), classes[ann["category_id"]]))
+            shapes[ann["image_id"]].append((where, ann.get("segmentation"), classes[ann["category_id"]]))
     if not images and not problems:
         problems.append({"file": "images", "reason": "the document lists no images"})
     if problems:
         raise ImportProblems(problems)
-    return [CocoImage(name, h, w, tuple(shapes[key])) for key, (name, h, w) in images.items()]
+    return [ImportedImage(name, h, w, tuple(shapes[key])) for key, (name, h, w) in images.items()]
+
+
+def _image_problem(name: str, h: int, w: int, max_pixels: int) -> str | None:
+    if not name.strip() or h < 1 or w < 1:
+        return "an image needs a file name and a positive size"
+    if h * w > max_pixels:
+        return f"{w}x{h} pixels exceed the limit of {max_pixels}"
+    return None
+
+
+CVAT_OUTLINES = ("polygon", "box", "mask")
+CVAT_OTHERS = ("polyline", "points", "cuboid", "ellipse", "skeleton")  # image-level <tag>s are skipped
+
+
+def read_cvat(data: bytes, label_map: LabelMap, max_pixels: int) -> list[ImportedImage]:
+    """A CVAT for images 1.1 XML file's images with their shapes, checked but not drawn (as ``read_coco``).
+    A document type declaration is refused before parsing (an export has none; entities could expand
+    without bound)."""
+    head = data[:4096].lower()
+    if b"<!doctype" in head or b"<!entity" in data.lower():
+        raise ImportProblems(
+            [{"file": "document", "reason": "XML with a DOCTYPE or entities is not accepted"}]
+        )
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as exc:
+        raise ImportProblems([{"file": "document", "reason": f"not readable XML ({exc})"}]) from None
+    if root.tag != "annotations":
+        reason = f"not a CVAT for images export: the root element is <{root.tag}>, not <annotations>"
+        raise ImportProblems([{"file": "document", "reason": reason}])
+    elements = root.findall("image")
+    labels = [shape.get("label", "") for image in elements for shape in image if shape.tag in CVAT_OUTLINES]
+    classes, problems = label_classes(labels, label_map) if labels else ({}, [])
+    images, seen = [], set()
+    for i, image in enumerate(elements):
+        name = image.get("name", "")
+        try:
+            h, w = int(image.get("height", "")), int(image.get("width", ""))
+        except ValueError:
+            problems.append(
+                {"file": name or f"image[{i}]", "reason": "an image needs integer width and height"}
+            )
+            continue
+        refused = _image_problem(name, h, w, max_pixels) or ("listed twice" if name in seen else None)
+        if refused is not None:
+            problems.append({"file": name or f"image[{i}]", "reason": refused})
+            continue
+        seen.add(name)
+        shapes = []
+        for k, shape in enumerate(image):
+            where = f"{name}: <{shape.tag}> {k + 1}"
+            if shape.tag in CVAT_OTHERS:
+                problems.append(
+                    {
+                        "file": where,
+                        "reason": f"a {shape.tag} outlines no region; only polygons, boxes and masks",
+                    }
+                )
+            elif shape.tag in CVAT_OUTLINES and shape.get("label", "") in classes:
+                try:
+                    segmentation = _cvat_shape(shape)
+                    z = int(float(shape.get("z_order") or 0))
+                except ValueError as exc:
+                    problems.append({"file": where, "reason": str(exc)})
+                    continue
+                shapes.append((z, k, (where, segmentation, classes[shape.get("label", "")])))
+        images.append(
+            ImportedImage(name, h, w, tuple(item for _, _, item in sorted(shapes, key=lambda t: t[:2])))
+        )
+    if not elements and not problems:
+        problems.append({"file": "document", "reason": "the file lists no <image>"})
+    if problems:
+        raise ImportProblems(problems)
+    return images
+
+
+def _cvat_shape(shape: ElementTree.Element) -> Any:
+    """One CVAT outline as a segmentation ``segmentation_mask`` draws; ValueError for bad attributes."""
+    try:
+        if shape.tag == "polygon":
+            points = [float(v) for pair in shape.get("points", "").split(";") for v in pair.split(",")]
+            return [points]
+        if shape.tag == "box":
+            x0, y0, x1, y1 = (float(shape.get(k, "")) for k in ("xtl", "ytl", "xbr", "ybr"))
+            return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+        counts = tuple(int(v) for v in shape.get("rle", "").replace(" ", "").split(","))
+        left, top, width, height = (int(float(shape.get(k, ""))) for k in ("left", "top", "width", "height"))
+        return BoxRle(counts, left, top, width, height)
+    except ValueError:
+        attributes = {"polygon": "points", "box": "xtl, ytl, xbr, ybr"}.get(
+            shape.tag, "rle, left, top, width, height"
+        )
+        raise ValueError(f"its {attributes} are not numbers") from None
 
 
 def _get(obj: Any, key: str) -> Any:

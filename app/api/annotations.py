@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/datasets/{dataset_id}/annotation-batches", tags=[
     "",
     dependencies=[Multipart],
     status_code=201,
-    summary="Upload an annotation batch (mask files or one zip, optional manifest; or one COCO JSON)",
+    summary="Upload an annotation batch (mask files or one zip, optional manifest; or a COCO/CVAT export)",
     response_model=BatchOut,
     responses={
         422: {
@@ -53,8 +53,8 @@ def create_batch(
     files: Annotated[
         list[UploadFile],
         File(
-            description="Mask PNGs named like their images, or one zip; or one COCO JSON export (polygons or "
-            "RLE; categories named like the label map's classes; images matched by file_name)."
+            description="Mask PNGs named like their images, or one zip; or one COCO JSON or CVAT for images "
+            "XML export (polygons, RLE, boxes, masks; labels named like the label map's classes)."
         ),
     ],
     source: Annotated[str, Form(max_length=2000, description="Free note: vendor, tool, round.")] = "",
@@ -70,8 +70,8 @@ def create_batch(
     """Store one annotator's masks as a new batch, all or nothing: every file is matched to a sample by name
     (or by the manifest), decoded and checked against the dataset's label map; one bad file rejects the
     batch and names the reason per file. A COCO JSON document (as CVAT, Label Studio or pycocotools write
-    it) gives one mask per listed image, drawn as pycocotools draws it; a problem names the entry
-    (`annotations[3]`, `category 'tumour'`).
+    it) or a CVAT for images 1.1 XML file gives one mask per listed image, drawn as pycocotools draws it;
+    a problem names the entry (`annotations[3]`, `category 'tumour'`, `a.png: <polyline> 1`).
     """
     batch = batches.create_batch(
         session,

@@ -32,11 +32,12 @@ from app.services.uploads import (
 from app.storage import keys
 from app.storage.base import ObjectStore, put_all
 from gtcorrect.data import mask_to_png, read_mask
-from gtcorrect.imports import ImportProblems, read_coco
+from gtcorrect.imports import ImportProblems, read_coco, read_cvat
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json")
-# A COCO document is parsed whole: parsing takes about ten times its size in memory.
-MAX_COCO_BYTES = 64 * 1024 * 1024
+# Annotation tools' exports (a batch of one file): parsed whole, which takes about ten times their size.
+EXPORT_SUFFIXES = (".json", ".xml")
+MAX_EXPORT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -251,15 +252,15 @@ def create_batch(
     if not masks:
         raise InvalidInput("the batch holds no mask files.")
     fmt = "masks"
-    documents = [b for b in masks if b.name.lower().endswith(".json")]
+    documents = [b for b in masks if b.name.lower().endswith(EXPORT_SUFFIXES)]
     if documents:
         if len(masks) > 1:
-            reason = "a COCO document is uploaded alone (its masks are in it), not beside mask files"
+            reason = "an annotation tool's export is uploaded alone (its masks are in it), not beside masks"
             raise InvalidInput(
-                "the batch mixes a COCO document with other files; nothing was stored.",
+                "the batch mixes an export (COCO JSON or CVAT XML) with other files; nothing was stored.",
                 invalid_files=[{"file": documents[0].name, "reason": reason}],
             )
-        masks, fmt = _from_coco(documents[0], dataset, limits), "coco"
+        masks, fmt = _from_export(documents[0], dataset, limits)
     manifest = parse_manifests(manifests)
     samples = list(session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all())
     matches = _validate(masks, manifest, dataset, samples, limits, encoding)
@@ -284,31 +285,34 @@ def create_batch(
     return batch
 
 
-def _from_coco(blob: Blob, dataset: Dataset, limits: UploadLimits) -> list[Blob]:
-    """A COCO JSON export (``gtcorrect.imports``) -> one mask PNG per listed image, named by its
-    ``file_name`` so that it matches its sample as an uploaded mask file would."""
-    if blob.size > MAX_COCO_BYTES:
-        size = f"{blob.size} bytes, above {MAX_COCO_BYTES}"
-        raise PayloadTooLarge(f"the COCO document {blob.name} holds {size}.")
-    try:
-        doc = json.loads(blob.data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(
-            f"{blob.name} is not valid JSON; nothing was stored.",
-            invalid_files=[{"file": blob.name, "reason": f"not valid JSON ({exc})"}],
-        ) from None
+def _from_export(blob: Blob, dataset: Dataset, limits: UploadLimits) -> tuple[list[Blob], str]:
+    """An annotation tool's export (``gtcorrect.imports``: COCO JSON, CVAT for images XML) -> one mask PNG
+    per listed image, named by its file name so that it matches its sample as an uploaded mask file would;
+    and the format's name."""
+    fmt = "coco" if blob.name.lower().endswith(".json") else "cvat"
+    if blob.size > MAX_EXPORT_BYTES:
+        size = f"{blob.size} bytes, above {MAX_EXPORT_BYTES}"
+        raise PayloadTooLarge(f"the {fmt.upper()} export {blob.name} holds {size}.")
     label_map = label_map_of(dataset)
     try:
+        if fmt == "coco":
+            try:
+                doc = json.loads(blob.data)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ImportProblems([{"file": blob.name, "reason": f"not valid JSON ({exc})"}]) from None
+            images = read_coco(doc, label_map, limits.max_image_pixels)
+        else:
+            images = read_cvat(blob.data, label_map, limits.max_image_pixels)
         masks = []
-        for image in read_coco(doc, label_map, limits.max_image_pixels):
+        for image in images:
             with limits.holding(image.height * image.width):
                 masks.append(Blob(image.file_name, mask_to_png(image.draw(), label_map, visible=False)))
     except ImportProblems as exc:
         raise InvalidInput(
-            f"{len(exc.problems)} problem(s) in the COCO document {blob.name}; nothing was stored.",
+            f"{len(exc.problems)} problem(s) in the {fmt.upper()} export {blob.name}; nothing was stored.",
             invalid_files=exc.problems,
         ) from None
-    return masks
+    return masks, fmt
 
 
 def _add_annotations(

@@ -1,5 +1,6 @@
-"""Annotation batches from a COCO JSON export, over HTTP: the stored masks are pixel for pixel what
-pycocotools (the reference COCO reader) draws, and a bad document stores nothing and names its entries."""
+"""Annotation batches from an annotation tool's export, over HTTP: a COCO JSON document and a CVAT for
+images XML file. The stored masks are pixel for pixel what pycocotools (the reference COCO reader) draws,
+and a bad export stores nothing and names its entries."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import Annotation, AnnotationBatch
 from app.storage import ObjectStore
 from tests.api.conftest import assert_problem, count_rows, files_part, image_png, mask_png, zip_bytes
+from tests.gtcorrect.test_imports import cvat_rle, cvat_xml
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -145,3 +147,38 @@ def test_a_coco_mask_of_the_wrong_size_is_refused_like_a_mask_file(
         _post(client, chest[0], auth, {"export.json": json.dumps(doc).encode()}), 422, "case3.png"
     )
     assert "differs from image case3.png size 20x20" in body["invalid_files"][0]["reason"]
+
+
+def test_a_cvat_export_becomes_the_masks_it_draws(
+    client: TestClient, auth: dict[str, str], chest: tuple[str, dict[str, str]], store: ObjectStore
+) -> None:
+    dataset_id, samples = chest
+    heart = np.zeros((10, 15), bool)
+    heart[2:8, 3:12] = True
+    xml = cvat_xml(f"""
+  <image id="0" name="case1.png" width="48" height="32">
+    <polygon label="lung" source="manual" points="3.5,2.0;40.2,4.0;38.0,25.5;6.0,28.0" z_order="0"/>
+    <mask label="heart" source="manual" occluded="0" rle="{cvat_rle(heart)}"
+      left="15" top="10" width="15" height="10" z_order="1"/>
+  </image>
+  <image id="1" name="case2.png" width="48" height="32"></image>""")
+    response = _post(client, dataset_id, auth, {"annotations.xml": xml})
+    assert response.status_code == 201, response.text
+    batch = response.json()
+    assert batch["report"]["format"] == "cvat" and batch["report"]["accepted"] == 2
+    url = f"/v1/datasets/{dataset_id}/annotation-batches/{batch['id']}/masks/{samples['case1.png']}"
+    stored = np.asarray(Image.open(io.BytesIO(client.get(url, headers=auth).content)))
+    lung = coco_mask.decode(
+        coco_mask.merge(coco_mask.frPyObjects([[3.5, 2.0, 40.2, 4.0, 38.0, 25.5, 6.0, 28.0]], 32, 48))
+    )
+    expected = np.where(lung == 1, 1, 0)
+    expected[10:20, 15:30][heart] = 2
+    np.testing.assert_array_equal(stored, expected)
+
+    bad = cvat_xml(
+        '<image id="0" name="case3.png" width="20" height="20"><points label="lung" points="1,1"/></image>'
+    )
+    body = assert_problem(
+        _post(client, dataset_id, auth, {"annotations.xml": bad}), 422, "case3.png: <points> 1"
+    )
+    assert "outlines no region" in body["invalid_files"][0]["reason"]

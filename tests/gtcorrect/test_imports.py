@@ -8,7 +8,7 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from gtcorrect.export import rle_to_mask
-from gtcorrect.imports import ImportProblems, decode_counts, read_coco, rle_from_polygon
+from gtcorrect.imports import ImportProblems, decode_counts, read_coco, read_cvat, rle_from_polygon
 from gtcorrect.types import LabelMap
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -136,3 +136,105 @@ def test_a_segmentation_that_cannot_be_drawn_names_its_annotation(segmentation: 
 def test_not_a_coco_document() -> None:
     with pytest.raises(ImportProblems, match="not a COCO document"):
         read_coco({"masks": []}, THREE, max_pixels=100)
+
+
+def cvat_rle(box: np.ndarray) -> str:
+    """A mask's box as CVAT writes it: run lengths row by row, background first."""
+    flat = box.astype(np.uint8).ravel()
+    runs, value, count = [], 0, 0
+    for pixel in flat:
+        if pixel == value:
+            count += 1
+        else:
+            runs.append(count)
+            value, count = pixel, 1
+    runs.append(count)
+    return ", ".join(str(r) for r in runs)
+
+
+def cvat_xml(images: str) -> bytes:
+    """A CVAT for images 1.1 export around ``images`` (the <image> elements), as CVAT writes its header."""
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<annotations>
+  <version>1.1</version>
+  <meta>
+    <task><id>7</id><name>chest</name><size>2</size><mode>annotation</mode>
+      <labels>
+        <label><name>lung</name><color>#fa3253</color><type>any</type><attributes></attributes></label>
+        <label><name>heart</name><color>#33ddff</color><type>any</type><attributes></attributes></label>
+      </labels>
+    </task>
+    <dumped>2026-12-06 19:00:00.000000+00:00</dumped>
+  </meta>
+{images}
+</annotations>
+""".encode()
+
+
+def test_cvat_polygons_boxes_and_masks_in_z_order() -> None:
+    heart = np.zeros((6, 9), bool)
+    heart[1:5, 2:7] = True
+    heart[2, 4] = False  # a hole
+    xml = cvat_xml(f"""
+  <image id="0" name="case1.png" width="30" height="20">
+    <mask label="heart" source="manual" occluded="0" rle="{cvat_rle(heart)}"
+      left="12" top="8" width="9" height="6" z_order="1">
+    </mask>
+    <polygon label="Lung" source="manual" occluded="0"
+      points="2.50,1.00;24.20,3.00;22.00,17.50;3.00,18.00" z_order="0">
+    </polygon>
+    <tag label="lung" source="manual"></tag>
+  </image>
+  <image id="1" name="case2.png" width="10" height="8">
+    <box label="heart" source="manual" occluded="0"
+      xtl="1.00" ytl="2.00" xbr="6.50" ybr="7.00" z_order="0"></box>
+  </image>
+  <image id="2" name="case3.png" width="5" height="5"></image>""")
+    first, second, third = read_cvat(xml, THREE, max_pixels=10_000)
+    lung = [2.5, 1.0, 24.2, 3.0, 22.0, 17.5, 3.0, 18.0]
+    expected = np.where(_reference([lung], 20, 30), 1, 0)
+    expected[8:14, 12:21][heart] = 2  # z_order 1: drawn over the lung, its hole showing the lung
+    np.testing.assert_array_equal(first.draw(), expected)
+    box = np.where(_reference([[1.0, 2.0, 6.5, 2.0, 6.5, 7.0, 1.0, 7.0]], 8, 10), 2, 0)
+    np.testing.assert_array_equal(second.draw(), box)
+    assert third.file_name == "case3.png" and not third.draw().any()
+
+
+A_PNG = '<image id="0" name="a.png" width="30" height="20">{}</image>'
+
+
+@pytest.mark.parametrize(
+    ("images", "named", "reason"),
+    [
+        (
+            A_PNG.format('<polyline label="lung" points="1,1;5,5"/>'),
+            "a.png: <polyline> 1",
+            "outlines no region",
+        ),
+        (
+            A_PNG.format('<polygon label="lung" points="1,x;5,5;2,2"/>'),
+            "a.png: <polygon> 1",
+            "are not numbers",
+        ),
+        (A_PNG.format('<polygon label="tumour" points="1,1;5,5;2,2"/>'), "category 'tumour'", "not a class"),
+        ('<image id="0" name="a.png" width="30"></image>', "a.png", "integer width and height"),
+    ],
+)
+def test_cvat_problems_are_named(images: str, named: str, reason: str) -> None:
+    with pytest.raises(ImportProblems) as raised:
+        read_cvat(cvat_xml(images), THREE, max_pixels=10_000)
+    problems = {p["file"]: p["reason"] for p in raised.value.problems}
+    assert reason in problems[named], problems
+
+
+def test_cvat_mask_outside_its_image_and_unsafe_xml() -> None:
+    mask = '<mask label="heart" rle="0, 20" left="5" top="5" width="10" height="2"/>'
+    xml = cvat_xml(f'<image id="0" name="a.png" width="10" height="10">{mask}</image>')
+    (image,) = read_cvat(xml, THREE, max_pixels=10_000)
+    with pytest.raises(ImportProblems, match="reaches past the image"):
+        image.draw()
+    bomb = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY b "bbbbbbbb">]><annotations>&b;</annotations>'
+    with pytest.raises(ImportProblems, match="DOCTYPE"):
+        read_cvat(bomb, THREE, max_pixels=100)
+    with pytest.raises(ImportProblems, match="root element is <coco>"):
+        read_cvat(b"<coco/>", THREE, max_pixels=100)
