@@ -6,10 +6,14 @@ The annotators' confusion matrices are fitted on masks reduced to ``WORK_SIZE`` 
 kilobytes per mask in memory, whatever the images' size); each sample's full-size consensus is then
 made from its full-size masks, one sample at a time. A sample only one annotator outlined keeps that
 mask (with one mask there is nothing to agree on). The source batches are never changed.
+
+Per sample the report says how far its readers agree (mean pairwise Dice, ``agreement``) and whether it
+is contested (below ``CONTESTED_BELOW``): the cases worth a second look whatever the consensus says.
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,6 +36,8 @@ from gtcorrect.metrics import foreground_dice
 
 Method = Literal["staple", "majority"]
 WORK_SIZE = 256
+# A sample whose readers agree less than this (mean pairwise Dice) is "contested": a case to look at.
+CONTESTED_BELOW = 0.7
 
 
 @dataclass(frozen=True)
@@ -109,18 +115,21 @@ def create_consensus_batch(
     raters = [[a for a, _ in m] for m in panel.masks]
     fit = staple(small, raters, len(panel.annotators), k) if method == "staple" else None
     agreed = fit.labels if fit is not None else majority(small, k)
+    agreement = [_agreement(m) for m in small]
     provenance = {
         "method": method,
         "source_batches": [str(b) for b in panel.batches],
         "shared_samples": sum(len(r) > 1 for r in raters),
         "single_samples": sum(len(r) == 1 for r in raters),
+        "contested_below": CONTESTED_BELOW,
+        "contested_samples": sum(a is not None and a < CONTESTED_BELOW for a in agreement),
         "work_size": WORK_SIZE,
         "annotators": _annotator_stats(panel, small, raters, agreed, fit),
         **({} if fit is None else {"iterations": fit.iterations, "converged": fit.converged}),
     }
     batch = derived_batch(session, dataset, BatchKind.consensus, annotator, note, provenance)
     files = []
-    for sample, masks, who in zip(panel.samples, panel.masks, raters, strict=True):
+    for sample, masks, who, agreed_by in zip(panel.samples, panel.masks, raters, agreement, strict=True):
         full = stack(masks, None)
         if len(who) == 1:
             label = full[0].astype(np.int64)
@@ -130,7 +139,9 @@ def create_consensus_batch(
             label = majority([full], k)[0]
         ann_id = add_mask(session, store, dataset, batch, sample, label)
         ids = {"sample_id": str(sample.id), "annotation_id": str(ann_id)}
-        files.append({"sample": sample.file_name, **ids, "masks": len(who)})
+        contested = agreed_by is not None and agreed_by < CONTESTED_BELOW
+        readers = {"masks": len(who), "agreement": agreed_by, "contested": contested}
+        files.append({"sample": sample.file_name, **ids, **readers})
     batch.report = {"accepted": len(files), "files": files}
     session.flush()
     return batch
@@ -165,6 +176,17 @@ def _annotator_stats(
             row["specificity"] = _finite(fit.specificity()[a])
         out.append(row)
     return out
+
+
+def _agreement(masks: np.ndarray) -> float | None:
+    """How far the readers of one sample agree: the mean Dice over every pair of their masks (R, S, S) at
+    the work size, foreground classes pooled (two empty masks agree; one reader marking what another did
+    not scores 0). None with one reader."""
+    pairs = list(itertools.combinations(range(len(masks)), 2))
+    if not pairs:
+        return None
+    first, second = zip(*pairs, strict=True)
+    return float(foreground_dice(masks[list(first)], masks[list(second)]).mean())
 
 
 def _finite(value: float) -> float | None:

@@ -80,6 +80,14 @@ def test_consensus_batch_recovers_the_shapes_and_names_the_unreliable_annotator(
     assert stats["ann-wide"]["specificity"] < min(stats["ann-exact"]["specificity"], 0.97)
     assert stats["ann-wide"]["dice_vs_consensus"] == min(s["dice_vs_consensus"] for s in stats.values())
     assert batch["report"]["accepted"] == 6
+    # Per sample, how far the readers agree: 4 px too wide costs a small disc more than a large one.
+    rows = {f["sample"]: f for f in batch["report"]["files"]}
+    assert all(0.0 < r["agreement"] < 1.0 for r in rows.values())
+    assert rows["s0.png"]["agreement"] < rows["s2.png"]["agreement"]  # radius 6 against radius 8
+    assert rows["s0.png"]["contested"] and not rows["s2.png"]["contested"]
+    assert [r["masks"] for r in rows.values()] == [3, 3, 3, 3, 3, 2]
+    assert prov["contested_samples"] == sum(r["contested"] for r in rows.values())
+    assert all(r["contested"] == (r["agreement"] < prov["contested_below"]) for r in rows.values())
     for name in names:
         got = _mask(client, auth, dataset_id, batch["id"], ids[name])
         inter = (got & (truth[name] > 0)).sum()
