@@ -21,8 +21,20 @@ class RevokeIn(BaseModel):
     note: str = Field(default="", max_length=2000, description="Why, for whoever reads the key list later.")
 
 
+EXAMPLE = {
+    "id": "0b6f7a52-8c1e-4d0e-9b8a-2f6c1d4e5a77",
+    "prefix": "gtc_AbC123xy",
+    "name": "ci-pipeline",
+    "created_at": "2026-12-06T19:00:00Z",
+    "created_by": "key gtc_Zy98XwVu (default)",
+    "revoked_at": None,
+    "revoked_by": None,
+    "revoke_note": None,
+}
+
+
 class KeyOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [EXAMPLE]})
 
     id: uuid.UUID
     prefix: str = Field(description="The first characters, to tell keys apart.", examples=["gtc_AbC123xy"])
@@ -35,4 +47,6 @@ class KeyOut(BaseModel):
 
 
 class KeyCreated(KeyOut):
+    model_config = ConfigDict(json_schema_extra={"examples": [{**EXAMPLE, "key": "gtc_AbC123xy..."}]})
+
     key: str = Field(description="The key itself: shown this once, store it now.")
