@@ -537,7 +537,10 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "quick",
             "A first look in minutes on a CPU: 64 px, 6 warm-up epochs, up to 2 feedback rounds of 2 "
-            "epochs, 4 T-stage epochs. Too short to trust its verdicts on a real dataset.",
+            "epochs, 4 T-stage epochs. Too short to trust its verdicts on a real dataset: on 80 Kvasir-SEG "
+            "images with 30 % of the masks wrong it found 63-88 % of them (the boxes over empty tissue "
+            "92-100 %) but 28-38 % of its flags were correct masks, and its network reached validation "
+            "Dice 0.44-0.52 (BENCHMARKS.md, newcomer; 18 s a run on 2 CPU cores).",
             {
                 "image_size": 64,
                 "g": {"warmup_epochs": 6, "rounds_max": 2, "epochs_per_round": 2},
@@ -547,7 +550,10 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "standard",
             "The defaults: 128 px, 10 warm-up epochs, up to 5 feedback rounds of 5 epochs, 20 T-stage "
-            "epochs (at most 55 epochs).",
+            "epochs (at most 55 epochs). On the same 80 images, 7-8x quick's time (131-154 s): 83-88 % "
+            "of the wrong masks found, 17-28 % of the flags on correct masks, validation Dice 0.44-0.65; "
+            "on 300 images 88-96 % found, 18-23 % false flags, 87-90 % of the 30 most doubtful masks "
+            "wrong, validation Dice 0.59-0.68 (BENCHMARKS.md, newcomer).",
             {},
         ),
         Preset(
