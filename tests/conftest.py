@@ -21,6 +21,8 @@ Unit fixtures (no services):
   objects, filesystem broker) under ``tmp_path``.
 - ``store`` (function, parametrised "local"/"s3"): an ``ObjectStore`` of each adapter, empty; the
   "s3" case is an integration test.
+- ``s3_proxy`` (function): a ``tests.support.proxy.Proxy`` in front of ``settings``' S3 server, to cut
+  and restore (``proxied_store`` reaches the bucket through it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from app.storage import ObjectStore
 from app.storage.local import LocalStore
 from app.storage.s3 import S3Store
 from tests.support.env import settings_env as render_settings_env
+from tests.support.proxy import Proxy, proxy_to_s3
 from tests.support.s3server import S3Server, run_s3_server
 from tests.support.services import (
     claimed_redis_db,
@@ -129,3 +132,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
     s3.ensure_bucket()
     yield s3
     remove_bucket(server, bucket)
+
+
+@pytest.fixture
+def s3_proxy(settings: Settings) -> Iterator[Proxy]:
+    with proxy_to_s3(settings) as proxy:
+        yield proxy

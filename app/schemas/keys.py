@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +22,7 @@ class RevokeIn(BaseModel):
     note: str = Field(default="", max_length=2000, description="Why, for whoever reads the key list later.")
 
 
-EXAMPLE = {
+EXAMPLE: dict[str, Any] = {
     "id": "0b6f7a52-8c1e-4d0e-9b8a-2f6c1d4e5a77",
     "prefix": "gtc_AbC123xy",
     "name": "ci-pipeline",

@@ -3,27 +3,16 @@ bucket or keys), nothing changed, and the same request succeeds once it is back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from app.main import create_app
 from app.settings import Settings
-from app.storage.s3 import S3Store
 from tests.api.conftest import files_part, image_png
-from tests.support.proxy import Proxy
+from tests.support.proxy import Proxy, proxied_store
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def s3_proxy(settings: Settings) -> Iterator[Proxy]:
-    host, port = settings.s3_endpoint.rsplit(":", 1)
-    proxy = Proxy(host, int(port))
-    yield proxy
-    proxy.close()
 
 
 def _secrets(settings: Settings, *more: str) -> list[str]:
@@ -47,9 +36,7 @@ def test_object_store_outage_is_a_503_and_changes_nothing(
     )
     assert upload.status_code == 201, upload.text
     (sample,) = upload.json()["files"]
-    proxied = S3Store(
-        s3_proxy.endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket, retry_s=0.5
-    )
+    proxied = proxied_store(settings, s3_proxy, retry_s=0.5)
     client.app.state.store = proxied  # type: ignore[attr-defined]
     image_url = f"/v1/datasets/{dataset_id}/samples/{sample['id']}/image"
     s3_proxy.cut()

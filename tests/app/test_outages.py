@@ -6,15 +6,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from app.retry import with_retry
 from app.settings import Settings
 from app.storage.base import ObjectNotFound, StorageUnavailable
-from app.storage.s3 import S3Store
-from tests.support.proxy import Proxy
+from tests.support.proxy import Proxy, proxied_store
 
 
 class FakeClock:
@@ -68,28 +66,14 @@ def test_a_refusal_is_not_tried_again() -> None:
     assert len(calls) == 1 and clock.waits == []
 
 
-@pytest.fixture
-def proxy(settings: Settings) -> Iterator[Proxy]:
-    host, port = settings.s3_endpoint.rsplit(":", 1)
-    p = Proxy(host, int(port))
-    yield p
-    p.close()
-
-
-def _store(settings: Settings, proxy: Proxy, retry_s: float) -> S3Store:
-    return S3Store(
-        proxy.endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket, retry_s=retry_s
-    )
-
-
 @pytest.mark.integration
 def test_a_request_during_a_short_outage_succeeds_once_the_store_is_back(
-    settings: Settings, proxy: Proxy
+    settings: Settings, s3_proxy: Proxy
 ) -> None:
-    store = _store(settings, proxy, retry_s=15)
+    store = proxied_store(settings, s3_proxy, retry_s=15)
     store.put("a/1", b"one")
-    proxy.cut()
-    threading.Timer(1.5, proxy.restore).start()
+    s3_proxy.cut()
+    threading.Timer(1.5, s3_proxy.restore).start()
     started = time.monotonic()
     assert store.get("a/1") == b"one"  # waited out the outage
     store.put("a/2", b"two")
@@ -100,10 +84,12 @@ def test_a_request_during_a_short_outage_succeeds_once_the_store_is_back(
 
 
 @pytest.mark.integration
-def test_a_long_outage_raises_storage_unavailable_naming_no_address(settings: Settings, proxy: Proxy) -> None:
-    store = _store(settings, proxy, retry_s=1.0)
+def test_a_long_outage_raises_storage_unavailable_naming_no_address(
+    settings: Settings, s3_proxy: Proxy
+) -> None:
+    store = proxied_store(settings, s3_proxy, retry_s=1.0)
     key = f"secret-prefix/{uuid.uuid4()}"
-    proxy.cut()
+    s3_proxy.cut()
     for op in (
         lambda: store.get(key),
         lambda: store.put(key, b"x"),
@@ -114,5 +100,5 @@ def test_a_long_outage_raises_storage_unavailable_naming_no_address(settings: Se
             op()
         assert time.monotonic() - started < 8  # the window, not the SDK's five-minute timeouts
         message = str(raised.value)
-        for secret in (proxy.endpoint, str(proxy.port), settings.s3_bucket, key, "secret-prefix"):
+        for secret in (s3_proxy.endpoint, str(s3_proxy.port), settings.s3_bucket, key, "secret-prefix"):
             assert secret not in message

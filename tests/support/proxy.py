@@ -9,6 +9,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+    from app.storage.s3 import S3Store
 
 
 class Proxy:
@@ -77,3 +83,23 @@ class Proxy:
                 for sock in (source, sink):
                     self._open.discard(sock)
                     sock.close()
+
+
+@contextlib.contextmanager
+def proxy_to_s3(settings: Settings) -> Iterator[Proxy]:
+    """A proxy in front of the S3 server ``settings`` name."""
+    host, port = settings.s3_endpoint.rsplit(":", 1)
+    proxy = Proxy(host, int(port))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def proxied_store(settings: Settings, proxy: Proxy, retry_s: float) -> S3Store:
+    """The settings' bucket reached through ``proxy``, waiting out outages for ``retry_s``."""
+    from app.storage.s3 import S3Store
+
+    return S3Store(
+        proxy.endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket, retry_s=retry_s
+    )

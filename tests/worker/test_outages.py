@@ -5,10 +5,8 @@ checkpoint, and the next start resumes it."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
-import torch
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,8 +15,7 @@ from app.db.session import make_engine, make_session_factory, session_scope
 from app.services.jobstate import DISPATCH_KEY, DISPATCH_PENDING
 from app.settings import Settings
 from app.storage import keys, make_store
-from app.storage.s3 import S3Store
-from tests.support.proxy import Proxy
+from tests.support.proxy import Proxy, proxied_store
 from tests.worker.seed import Seeded, seed_job, tiny_config
 from tests.worker.synthetic import make_set
 from tests.worker.test_runner import HookedStore
@@ -27,28 +24,6 @@ from worker.runner import RunnerContext, run_job
 pytestmark = pytest.mark.integration
 
 Factory = sessionmaker[Session]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture
-def s3_proxy(settings: Settings) -> Iterator[Proxy]:
-    host, port = settings.s3_endpoint.rsplit(":", 1)
-    proxy = Proxy(host, int(port))
-    yield proxy
-    proxy.close()
-
-
-def _proxied_store(settings: Settings, proxy: Proxy, retry_s: float) -> S3Store:
-    return S3Store(
-        proxy.endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket, retry_s=retry_s
-    )
 
 
 def _outage(proxy: Proxy, seconds: float | None) -> None:
@@ -73,7 +48,7 @@ def seeded(settings: Settings, db_session_factory: Factory) -> Seeded:
 def test_a_short_object_store_outage_is_waited_out(
     settings: Settings, db_session_factory: Factory, s3_proxy: Proxy, seeded: Seeded
 ) -> None:
-    store = HookedStore(_proxied_store(settings, s3_proxy, retry_s=30), 2, lambda: _outage(s3_proxy, 2.0))
+    store = HookedStore(proxied_store(settings, s3_proxy, retry_s=30), 2, lambda: _outage(s3_proxy, 2.0))
     ctx = RunnerContext(settings.model_copy(update={"worker_retry_s": 30}), db_session_factory, store, 0.0)
     assert run_job(seeded.job_id, ctx) is JobStatus.succeeded
     job = _job(db_session_factory, seeded)
@@ -85,7 +60,7 @@ def test_a_long_object_store_outage_gives_the_job_back_and_it_resumes(
 ) -> None:
     cut_at = 3
     store = HookedStore(
-        _proxied_store(settings, s3_proxy, retry_s=1.0), cut_at, lambda: _outage(s3_proxy, None)
+        proxied_store(settings, s3_proxy, retry_s=1.0), cut_at, lambda: _outage(s3_proxy, None)
     )
     ctx = RunnerContext(settings.model_copy(update={"worker_retry_s": 1.0}), db_session_factory, store, 0.0)
     assert run_job(seeded.job_id, ctx) is None  # not terminal: given back
