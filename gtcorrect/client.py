@@ -499,6 +499,10 @@ class Client:
         """The zip of the proposed corrected masks (PNG, at each image's size; empty when withheld)."""
         return self._download(f"/v1/jobs/{job_id}/corrected-masks.zip", path)
 
+    def download_review_task(self, job_id: str, path: str | Path) -> Path:
+        """The flagged masks as a CVAT for images 1.1 annotation file (corrections as pre-annotations)."""
+        return self._download(f"/v1/jobs/{job_id}/review-task.xml", path)
+
     def download_plots(self, job_id: str, folder: str | Path) -> list[Path]:
         """One PNG per GMM round, written as ``gmm-round-<k>.png`` in ``folder``."""
         plots = self._pages(f"/v1/jobs/{job_id}/plots/gmm-rounds")

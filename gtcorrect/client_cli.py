@@ -274,6 +274,13 @@ def _corrected(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review_task(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        path = client.download_review_task(client.job_id(args.job), args.out)
+    _say(f"wrote {path}: create a CVAT task with those images and upload it as 'CVAT 1.1' annotations")
+    return 0
+
+
 def _plots(args: argparse.Namespace) -> int:
     with _client(args) as client:
         paths = client.download_plots(client.job_id(args.job), args.out)
@@ -494,6 +501,12 @@ def add_client_commands(subparsers: Any) -> None:
     p = verb(verbs, "corrected", _corrected, "download the corrected masks (zip)")
     p.add_argument("job")
     p.add_argument("--out", required=True, help="zip file to write")
+
+    p = verb(
+        verbs, "review-task", _review_task, "the flagged masks as a CVAT 1.1 annotation file to fix in CVAT"
+    )
+    p.add_argument("job")
+    p.add_argument("--out", required=True, help="XML file to write")
 
     p = verb(verbs, "plots", _plots, "download the GMM plot of each round (PNG)")
     p.add_argument("job")

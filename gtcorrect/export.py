@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 from scipy import ndimage
@@ -34,13 +35,19 @@ def mask_to_rle(mask: np.ndarray, cls: int) -> dict[str, object]:
     """
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}.")
-    flat = (mask == cls).ravel(order="F").astype(np.int8)
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0] == 1:
+    counts = run_lengths((mask == cls).ravel(order="F"))
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def run_lengths(flat: np.ndarray) -> list[int]:
+    """Run lengths of a flat boolean array, starting with a run of False (of length 0 when it starts
+    True): COCO's uncompressed RLE (column-major) and CVAT's mask rle (row-major) alike."""
+    values = flat.astype(np.int8)
+    change = np.flatnonzero(np.diff(values)) + 1
+    counts = np.diff(np.concatenate([[0], change, [values.size]])).tolist()
+    if values.size and values[0] == 1:
         counts = [0, *counts]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+    return [int(c) for c in counts]
 
 
 def rle_to_mask(rle: dict[str, object]) -> np.ndarray:
@@ -101,6 +108,48 @@ def coco_document(images: Iterable[ExportImage], label_map: LabelMap, info: dict
         {"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(label_map.names) if i > 0
     ]
     return {"info": info, "images": image_rows, "annotations": annotations, "categories": categories}
+
+
+def cvat_document(images: Iterable[tuple[str, np.ndarray]], label_map: LabelMap, task: str) -> bytes:
+    """A CVAT for images 1.1 annotation file: per (file name, (H, W) class-index mask), one ``<mask>`` per
+    foreground class present, as CVAT writes it (its box: ``left``, ``top``, ``width``, ``height``; ``rle``:
+    run lengths over the box row by row, background first), ``source="auto"``. Upload it to a CVAT task
+    holding the same images ("Upload annotations", format "CVAT 1.1"): the masks open as editable
+    pre-annotations; ``gtcorrect.imports.read_cvat`` reads the task's export back."""
+    root = ElementTree.Element("annotations")
+    ElementTree.SubElement(root, "version").text = "1.1"
+    meta = ElementTree.SubElement(ElementTree.SubElement(root, "meta"), "task")
+    ElementTree.SubElement(meta, "name").text = task
+    labels = ElementTree.SubElement(meta, "labels")
+    for name in label_map.names[1:]:
+        label = ElementTree.SubElement(labels, "label")
+        ElementTree.SubElement(label, "name").text = name
+        ElementTree.SubElement(label, "type").text = "mask"
+    for index, (file_name, mask) in enumerate(images):
+        h, w = mask.shape
+        image = ElementTree.SubElement(
+            root, "image", {"id": str(index), "name": file_name, "width": str(w), "height": str(h)}
+        )
+        for class_index in range(1, label_map.num_classes):
+            region = mask == class_index
+            if not region.any():
+                continue
+            x, y, bw, bh = (int(v) for v in bbox(region))
+            box = region[y : y + bh, x : x + bw]
+            attributes = {
+                "label": label_map.names[class_index],
+                "source": "auto",
+                "occluded": "0",
+                "rle": ", ".join(str(c) for c in run_lengths(box.ravel())),
+                "left": str(x),
+                "top": str(y),
+                "width": str(bw),
+                "height": str(bh),
+                "z_order": "0",
+            }
+            ElementTree.SubElement(image, "mask", attributes)
+    ElementTree.indent(root)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(root, encoding="utf-8")
 
 
 def unique_names(names: Sequence[str]) -> list[str]:

@@ -80,6 +80,24 @@ def corrected_masks_zip(job: JobDep, session: SessionDep, store: StoreDep) -> St
 
 
 @router.get(
+    "/review-task.xml",
+    summary="The flagged masks as a CVAT task annotation file, corrections as pre-annotations",
+    response_class=Response,
+    responses={**_CONFLICT, 200: {"content": {"application/xml": {}}}},
+)
+def review_task(job: JobDep, session: SessionDep, store: StoreDep) -> Response:
+    """CVAT for images 1.1 annotations of every flagged sample: its proposed correction, or the given mask
+    where none is proposed, one `<mask>` per class. Create a CVAT task with those images, upload this file
+    ("CVAT 1.1"), fix the masks there, export the task as "CVAT for images 1.1" and upload that file back
+    as an annotation batch."""
+    return Response(
+        reports.review_task(session, store, job),
+        media_type="application/xml",
+        headers={"Content-Disposition": f'attachment; filename="review-task-{job.id}.xml"'},
+    )
+
+
+@router.get(
     "/corrected-masks/{sample_id}",
     summary="One corrected mask (PNG, class indices)",
     response_class=Response,

@@ -16,6 +16,7 @@ from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from pathlib import PurePosixPath
 
+import numpy as np
 from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session, aliased
 
@@ -36,12 +37,13 @@ from app.db.models import (
     as_utc,
 )
 from app.errors import Conflict, InvalidInput, NotFound
+from app.services.datasets import label_map_of
 from app.services.images import encode_png
 from app.services.objects import read_object
 from app.storage import keys
 from app.storage.base import ObjectNotFound, ObjectStore
-from gtcorrect.data import read_image
-from gtcorrect.export import overlay
+from gtcorrect.data import read_image, read_mask
+from gtcorrect.export import cvat_document, overlay
 from gtcorrect.plots import annotator_offsets_png
 
 SORTS = {
@@ -295,6 +297,32 @@ def corrected_mask(session: Session, store: ObjectStore, job: TrainingJob, sampl
             f"job {job.id} has no corrected mask for sample {sample_id} (only flagged samples are corrected)."
         )
     return read_object(store, row.object_key)
+
+
+def review_task(session: Session, store: ObjectStore, job: TrainingJob) -> bytes:
+    """The job's flagged masks as a CVAT for images 1.1 annotation file (``gtcorrect.export.cvat_document``):
+    for each flagged sample its proposed correction, or the given mask where none is proposed, for a
+    reviewer to fix in CVAT and upload back as a batch (the CVAT import). Masks are read one at a time."""
+    require_succeeded(job)
+    dataset = session.get(Dataset, job.dataset_id)
+    if dataset is None:
+        raise NotFound(f"the dataset of job {job.id} no longer exists.")
+    label_map = label_map_of(dataset)
+    rows = session.execute(
+        select(Sample.file_name, Annotation.object_key, CorrectedMask.object_key)
+        .join(NoiseFlag, NoiseFlag.sample_id == Sample.id)
+        .join(Annotation, Annotation.id == NoiseFlag.annotation_id)
+        .outerjoin(CorrectedMask, and_(CorrectedMask.job_id == job.id, CorrectedMask.sample_id == Sample.id))
+        .where(NoiseFlag.job_id == job.id, NoiseFlag.flagged.is_(True))
+        .order_by(NoiseFlag.clean_probability, Sample.file_name)
+    ).all()
+
+    def masks() -> Iterator[tuple[str, np.ndarray]]:
+        for file_name, given_key, corrected_key in rows:
+            data = read_object(store, corrected_key or given_key)
+            yield file_name, read_mask(data, num_classes=label_map.num_classes)
+
+    return cvat_document(masks(), label_map, f"gtcorrect job {job.id}: flagged masks")
 
 
 def given_mask(session: Session, store: ObjectStore, job: TrainingJob, sample_id: uuid.UUID) -> bytes:

@@ -20,6 +20,8 @@ from PIL import Image
 
 from app.services import inference
 from app.services.reports import ReportRow, report_csv, spreadsheet_safe
+from gtcorrect.imports import read_cvat
+from gtcorrect.types import LabelMap
 from tests.api.conftest import (
     Finished,
     assert_problem,
@@ -137,6 +139,30 @@ def test_corrected_masks_single_and_zip(client: TestClient, auth: dict[str, str]
         assert z.read("a.png") == one.content
 
 
+def test_review_task_goes_to_cvat_and_its_export_comes_back_as_a_batch(
+    client: TestClient, auth: dict[str, str], finished: Finished, dataset_id: str
+) -> None:
+    task = client.get(f"/v1/jobs/{finished.job_id}/review-task.xml", headers=auth)
+    assert task.status_code == 200, task.text
+    assert task.headers["content-type"].startswith("application/xml")
+    images = read_cvat(task.content, LabelMap(("background", "polyp")), max_pixels=10_000)
+    assert [i.file_name for i in images] == ["a.png", "b.jpg.png"]  # the flagged ones, most doubtful first
+    for image in images:
+        corrected = client.get(
+            f"/v1/jobs/{finished.job_id}/corrected-masks/{finished.samples[image.file_name]}", headers=auth
+        )
+        np.testing.assert_array_equal(image.draw(), np.asarray(Image.open(io.BytesIO(corrected.content))) > 0)
+    # As CVAT hands the reviewed task back: the same file format, uploaded as a batch.
+    batch = client.post(
+        f"/v1/datasets/{dataset_id}/annotation-batches",
+        data={"annotator": "reviewer"},
+        files=files_part({"annotations.xml": task.content}),
+        headers=auth,
+    )
+    assert batch.status_code == 201, batch.text
+    assert batch.json()["report"]["format"] == "cvat" and batch.json()["report"]["accepted"] == 2
+
+
 def test_gmm_round_plots(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
     page = client.get(f"/v1/jobs/{finished.job_id}/plots/gmm-rounds", headers=auth).json()
     rounds = page["items"]
@@ -152,6 +178,7 @@ def test_results_of_unfinished_job_are_409(client: TestClient, auth: dict[str, s
     for path in (
         "noise-report",
         "corrected-masks.zip",
+        "review-task.xml",
         "plots/gmm-rounds",
         f"corrected-masks/{samples['a.png']}",
     ):
