@@ -538,7 +538,7 @@ PRESETS: dict[str, Preset] = {
             "quick",
             "A first look in minutes on a CPU: 64 px, 6 warm-up epochs, up to 2 feedback rounds of 2 "
             "epochs, 4 T-stage epochs. Too short to trust its verdicts on a real dataset: on 80 Kvasir-SEG "
-            "images with 30 % of the masks wrong it found 63-88 % of them (the boxes over empty tissue "
+            "images with 30 % of the masks wrong it found 62-88 % of them (the boxes over empty tissue "
             "92-100 %) but 28-38 % of its flags were correct masks, and its network reached validation "
             "Dice 0.44-0.52 (BENCHMARKS.md, newcomer; 18 s a run on 2 CPU cores).",
             {
