@@ -45,12 +45,14 @@
   }
 
   async function load() {
-    rows = [];
+    // Read the whole report first: the cards on screen stay (and filters work on them) until it is in.
+    const fresh = [];
     for (let offset = 0; ; offset += 1000) {
       const page = await api("GET", `/v1/jobs/${job}/noise-report?limit=1000&offset=${offset}`);
-      rows.push(...page.items);
-      if (rows.length >= page.total || page.items.length === 0) break;
+      fresh.push(...page.items);
+      if (fresh.length >= page.total || page.items.length === 0) break;
     }
+    rows = fresh;
     fillSelect("filter-annotator", rows.map((r) => r.annotator));
     fillSelect("filter-batch", rows.map((r) => r.batch_id), (id) => id.slice(0, 8));
     render();
@@ -236,8 +238,8 @@
     if (rule === "accept_proposed_above") body.min_noise_probability = Number(document.getElementById("bulk-p").value);
     try {
       const result = await api("POST", `/v1/jobs/${job}/decisions/bulk`, body);
-      say(`${result.decided} masks decided.`);
       await load();
+      say(`${result.decided} masks decided.`);
     } catch (error) {
       say(error.message, true);
     }
