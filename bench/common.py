@@ -65,6 +65,33 @@ class Split:
     def size(self) -> int:
         return int(self.train_images.shape[-1])
 
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        images: np.ndarray,
+        masks: np.ndarray,
+        ids: Sequence[str],
+        parts: tuple[np.ndarray, np.ndarray, np.ndarray],
+        label_map: LabelMap | None = None,
+        eval_masks: np.ndarray | None = None,
+    ) -> Split:
+        """The split of a whole dataset by (train, val, test) indices; ``eval_masks`` (default ``masks``)
+        are the references of the validation and test parts."""
+        train, val, test = parts
+        ref = masks if eval_masks is None else eval_masks
+        return cls(
+            name,
+            images[train],
+            masks[train],
+            [ids[i] for i in train],
+            images[val],
+            ref[val],
+            images[test],
+            ref[test],
+            label_map or LabelMap(),
+        )
+
 
 def synthetic_split(n_train: int, n_val: int, n_test: int, size: int = 32, seed: int = 0) -> Split:
     """Seeded ellipses on smooth textured backgrounds (for ``--smoke`` and the harness tests)."""
@@ -94,6 +121,22 @@ def synthetic_split(n_train: int, n_val: int, n_test: int, size: int = 32, seed:
         images[b:],
         masks[b:],
     )
+
+
+Arrays = tuple[np.ndarray, np.ndarray, list[str]]
+
+
+def cached_arrays(cache: Path, build: Callable[[], Arrays]) -> Arrays:
+    """A dataset's prepared (images, masks, ids), built once by ``build`` and kept in ``cache`` (.npz,
+    written atomically; images stored as float16): images float32, masks int64."""
+    if not cache.exists():
+        images, masks, ids = build()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, images=images, masks=masks, ids=np.array(ids))
+        tmp.replace(cache)
+    with np.load(cache) as z:
+        return z["images"].astype(np.float32), z["masks"].astype(np.int64), [str(i) for i in z["ids"]]
 
 
 def machine() -> dict[str, Any]:

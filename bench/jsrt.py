@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import OUT_DIR, SHARED_DATA, Split
+from bench.common import OUT_DIR, SHARED_DATA, Split, cached_arrays
 from gtcorrect.data import prepare, read_image, read_mask, split_indices
 from gtcorrect.types import LabelMap
 
@@ -34,29 +34,11 @@ def load_arrays(
     size: int, root: Path = JSRT, cache_dir: Path = OUT_DIR
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """All images (N, 1, S, S) float32, label maps (N, S, S) int64 and ids; cached."""
-    cache = cache_dir / f"jsrt-{size}.npz"
-    if not cache.exists():
-        images, masks, ids = _build(root, size)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, masks=masks, ids=np.array(ids))
-        tmp.replace(cache)
-    with np.load(cache) as z:
-        return z["images"].astype(np.float32), z["masks"].astype(np.int64), [str(i) for i in z["ids"]]
+    return cached_arrays(cache_dir / f"jsrt-{size}.npz", lambda: _build(root, size))
 
 
 def jsrt_split(size: int, root: Path = JSRT) -> Split:
     """The fixed 173/25/49 split at size S."""
     images, masks, ids = load_arrays(size, root)
-    train, val, test = split_indices(len(ids), (0.7, 0.1, 0.2), seed=0)
-    return Split(
-        f"jsrt-{size}",
-        images[train],
-        masks[train],
-        [ids[i] for i in train],
-        images[val],
-        masks[val],
-        images[test],
-        masks[test],
-        LABELS,
-    )
+    parts = split_indices(len(ids), (0.7, 0.1, 0.2), seed=0)
+    return Split.of(f"jsrt-{size}", images, masks, ids, parts, LABELS)

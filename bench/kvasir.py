@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import OUT_DIR, SHARED_DATA, Split
+from bench.common import OUT_DIR, SHARED_DATA, Split, cached_arrays
 from gtcorrect.data import prepare, read_image, read_mask, split_indices
 from gtcorrect.types import LabelMap
 
@@ -45,15 +45,7 @@ def load_arrays(
     size: int, root: Path = KVASIR, cache_dir: Path = OUT_DIR
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """All images (N, 3, S, S) float32 and masks (N, S, S) int64 at size S, plus ids; cached."""
-    cache = cache_dir / f"kvasir-{size}.npz"
-    if not cache.exists():
-        images, masks, ids = _build_cache(root, size)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, masks=masks, ids=np.array(ids))
-        tmp.replace(cache)
-    with np.load(cache) as z:
-        return z["images"].astype(np.float32), z["masks"].astype(np.int64), [str(i) for i in z["ids"]]
+    return cached_arrays(cache_dir / f"kvasir-{size}.npz", lambda: _build_cache(root, size))
 
 
 def kvasir_split(size: int, n_train: int, root: Path = KVASIR) -> Split:
@@ -62,14 +54,4 @@ def kvasir_split(size: int, n_train: int, root: Path = KVASIR) -> Split:
     train, val, test = split_indices(len(ids), (0.7, 0.1, 0.2), seed=SPLIT_SEED)
     if not 2 <= n_train <= train.size:
         raise ValueError(f"n_train must lie in 2..{train.size}, got {n_train}.")
-    train = train[:n_train]
-    return Split(
-        f"kvasir-seg-{size}",
-        images[train],
-        masks[train],
-        [ids[i] for i in train],
-        images[val],
-        masks[val],
-        images[test],
-        masks[test],
-    )
+    return Split.of(f"kvasir-seg-{size}", images, masks, ids, (train[:n_train], val, test))

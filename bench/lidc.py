@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from bench.common import OUT_DIR, SHARED_DATA, Split
+from bench.common import OUT_DIR, SHARED_DATA, Split, cached_arrays
 from bench.report import BENCHMARKS, markdown_table, section, write_section
 from gtcorrect.data import prepare, read_image, read_mask, split_indices
 from gtcorrect.metrics import foreground_dice
@@ -65,15 +65,7 @@ def load_arrays(
     size: int, root: Path = LIDC, cache_dir: Path = OUT_DIR
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """All crops (N, 1, S, S) float32, the readers' masks (N, R, S, S) int64 and ids; cached."""
-    cache = cache_dir / f"lidc-{size}.npz"
-    if not cache.exists():
-        images, masks, ids = _build(root, size)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, masks=masks, ids=np.array(ids))
-        tmp.replace(cache)
-    with np.load(cache) as z:
-        return z["images"].astype(np.float32), z["masks"].astype(np.int64), [str(i) for i in z["ids"]]
+    return cached_arrays(cache_dir / f"lidc-{size}.npz", lambda: _build(root, size))
 
 
 def patient_split(ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,17 +110,7 @@ def lidc_split(size: int, reader: int = 0, root: Path = LIDC) -> tuple[Split, np
     images, readers, ids = load_arrays(size, root)
     train, val, test = patient_split(ids)
     ref = consensus(readers)
-    split = Split(
-        f"lidc-{size}",
-        images[train],
-        readers[train, reader],
-        [ids[i] for i in train],
-        images[val],
-        ref[val],
-        images[test],
-        ref[test],
-        LABELS,
-    )
+    split = Split.of(f"lidc-{size}", images, readers[:, reader], ids, (train, val, test), LABELS, ref)
     return split, readers[train]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -69,37 +69,54 @@ def _users(session: Session, annotation_ids: Select[uuid.UUID]) -> list[uuid.UUI
     )
 
 
-def delete_batch(session: Session, store: ObjectStore, batch: AnnotationBatch, project: Project) -> None:
-    """An annotation batch with its masks, unless a job trained on them."""
-    used = _users(session, select(Annotation.id).where(Annotation.batch_id == batch.id))
+def _delete_untrained(
+    session: Session,
+    store: ObjectStore,
+    row: object,
+    annotations: ColumnElement[bool],
+    what: str,
+    it: str,
+    objects: list[str] | None = None,
+) -> None:
+    """Delete ``row`` and the mask objects of ``annotations`` (plus ``objects``), or 409 naming the jobs
+    that trained on those masks (their reports point at them)."""
+    used = _users(session, select(Annotation.id).where(annotations))
     if used:
         raise Conflict(
-            f"annotation batch {batch.id} was trained on by {len(used)} job(s) ({used[0]}); delete those "
-            "jobs first, their reports point at these masks.",
+            f"{what} was trained on by {len(used)} job(s) ({used[0]}); delete those jobs first, their "
+            f"reports point at {it}.",
             job_ids=[str(j) for j in used],
         )
-    masks = list(session.scalars(select(Annotation.object_key).where(Annotation.batch_id == batch.id)))
-    session.delete(batch)
+    keys = [*(objects or []), *session.scalars(select(Annotation.object_key).where(annotations))]
+    session.delete(row)
     session.flush()
-    for key in masks:
+    for key in keys:
         store.delete(key)
+
+
+def delete_batch(session: Session, store: ObjectStore, batch: AnnotationBatch, project: Project) -> None:
+    """An annotation batch with its masks, unless a job trained on them."""
+    _delete_untrained(
+        session,
+        store,
+        batch,
+        Annotation.batch_id == batch.id,
+        f"annotation batch {batch.id}",
+        "these masks",
+    )
 
 
 def delete_sample(session: Session, store: ObjectStore, sample: Sample) -> None:
     """A sample (its image) and every mask of it, unless a job trained on it."""
-    used = _users(session, select(Annotation.id).where(Annotation.sample_id == sample.id))
-    if used:
-        raise Conflict(
-            f"sample {sample.id} ({sample.file_name}) was trained on by {len(used)} job(s) ({used[0]}); "
-            "delete those jobs first, their reports point at it.",
-            job_ids=[str(j) for j in used],
-        )
-    objects = [sample.object_key]
-    objects += session.scalars(select(Annotation.object_key).where(Annotation.sample_id == sample.id))
-    session.delete(sample)
-    session.flush()
-    for key in objects:
-        store.delete(key)
+    _delete_untrained(
+        session,
+        store,
+        sample,
+        Annotation.sample_id == sample.id,
+        f"sample {sample.id} ({sample.file_name})",
+        "it",
+        [sample.object_key],
+    )
 
 
 def rename_dataset(session: Session, dataset: Dataset, name: str) -> Dataset:
