@@ -29,7 +29,7 @@ from app.services.inference import ModelCache
 from app.services.queue import CeleryQueue
 from app.services.recent import RecentRows
 from app.services.sweeper import Sweeper, SweepPolicy
-from app.services.uploads import PixelBudget
+from app.services.uploads import DecodeBudget
 from app.settings import Settings, get_settings
 from app.storage import make_store
 from app.web import pages
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install(app)
     config_routes.install_schema(app, settings.config_limits())
     tune_allocator()
-    app.state.pixel_budget = PixelBudget(settings.max_decode_pixels)
+    app.state.decode_budget = DecodeBudget(settings.max_decode_bytes)
     secret = settings.session_secret
     app.state.session_secret = secret.encode() if secret else secrets.token_bytes(32)
     app.add_middleware(TrimAfterLargeRequests)

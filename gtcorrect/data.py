@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 import tifffile
+from numpy.typing import DTypeLike
 from PIL import Image
 
 from gtcorrect.types import LabelMap, TrainingData
@@ -49,12 +50,20 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
         return arr
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
-    if np.issubdtype(arr.dtype, np.integer) and arr.min(initial=0) >= 0 and arr.max(initial=0) <= 255:
+    lo, hi = arr.min(initial=0), arr.max(initial=0)
+    if np.issubdtype(arr.dtype, np.integer) and lo >= 0 and hi <= 255:
         return arr.astype(np.uint8)
-    # 16-bit or float microscopy: stretch the data range to 8 bit.
-    f = arr.astype(np.float64)
-    lo, hi = float(f.min()), float(f.max())
-    return np.round(np.zeros_like(f) if hi <= lo else (f - lo) / (hi - lo) * 255.0).astype(np.uint8)
+    # 16-bit or float microscopy: stretch the data range to 8 bit, a band of rows at a time (a 50 MP
+    # float32 image would need 1.2 GB of float64 temporaries at once).
+    lo, hi = float(arr.min()), float(arr.max())
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    if hi <= lo:
+        return out
+    rows = max(1, (1 << 22) // max(1, arr[:1].size))
+    for start in range(0, arr.shape[0], rows):
+        band = arr[start : start + rows].astype(np.float64)
+        out[start : start + rows] = np.round((band - lo) / (hi - lo) * 255.0)
+    return out
 
 
 class _NotIndices(ValueError):
@@ -93,13 +102,13 @@ def _read_pil(data: bytes, label: str, max_pixels: int, keep_values: bool) -> np
     with Image.open(io.BytesIO(data)) as im:
         _check_pixels(label, im.width, im.height, max_pixels)
         if im.mode in ("P", "PA"):
-            return np.asarray(im.convert("RGBA"))
+            return np.array(im.convert("RGBA"))
         if im.mode in ("1", "L", "LA", "RGB", "RGBA"):
-            # No converted copy when the mode is already right: a 7000 x 7000 RGB image is 196 MB in PIL.
-            return np.asarray(im if im.mode != "1" else im.convert("L"))
+            # No converted copy when the mode is already right: a 7000 x 7000 RGB image is 147 MB in PIL.
+            return np.array(im if im.mode != "1" else im.convert("L"))
         if im.mode.startswith("I") or im.mode == "F":
-            return _as_values(np.asarray(im), label) if keep_values else _to_uint8(np.asarray(im))
-        return np.asarray(im.convert("RGB"))
+            return _as_values(np.array(im), label) if keep_values else _to_uint8(np.array(im))
+        return np.array(im.convert("RGB"))
 
 
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>")
@@ -151,6 +160,7 @@ def read_image(
         raise ValueError(f"{label}: image exceeds the decompression bomb limit ({exc}).") from exc
     except Exception as exc:  # PIL and tifffile raise many types for corrupt files
         raise ValueError(f"{label}: not a readable image ({_reason(exc)}).") from exc
+    fresh = arr.flags.owndata and arr.flags.writeable  # the decoder's own array, not a view on PIL memory
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
@@ -161,8 +171,11 @@ def read_image(
         arr = arr[:, :, :3]
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{label}: image has zero size {arr.shape[:2]}.")
-    # A writable copy, never a view on PIL memory.
-    return np.array(arr, dtype=arr.dtype if keep_values else np.uint8, order="C")
+    # A writable array of its own (never a view on PIL memory), copied only when it is not one already.
+    dtype = arr.dtype if keep_values else np.uint8
+    if fresh and arr.dtype == dtype and arr.flags.c_contiguous:
+        return arr
+    return np.array(arr, dtype=dtype, order="C")
 
 
 def read_mask(
@@ -173,8 +186,10 @@ def read_mask(
     threshold: int = 127,
     invert: bool = False,
     name: str | None = None,
+    dtype: DTypeLike = np.int64,
 ) -> np.ndarray:
-    """Decode a mask into (H, W) int64 class indices.
+    """Decode a mask into (H, W) class indices of ``dtype`` (int64 by default; np.uint8 holds any label
+    map an 8-bit PNG can store, at an eighth of the memory).
 
     binary: grey > threshold -> 1 (Kvasir-SEG JPEG masks); with ``invert`` grey <= threshold -> 1
     (BU-BIL, where the cell is black). index: values must lie in 0..num_classes-1; a 0/255 PNG is
@@ -194,11 +209,11 @@ def read_mask(
         raise ValueError(f"{label}: an index mask must be single-channel, got a colour image.")
     if mode == "binary":
         fg = grey <= threshold if invert else grey > threshold
-        return fg.astype(np.int64)
-    values = grey.astype(np.int64)
-    present = np.unique(values)
+        return fg.astype(dtype)
+    present = np.unique(grey)  # in the stored type: a 16-bit mask sorts 2 bytes a pixel, not 8
+    values: np.ndarray = grey
     if num_classes == 2 and set(present.tolist()) <= {0, 255}:
-        values = (values == 255).astype(np.int64)
+        values = grey == 255
     else:
         bad = present[present >= num_classes]
         if bad.size:
@@ -208,8 +223,8 @@ def read_mask(
     if invert:
         if num_classes != 2:
             raise ValueError(f"{label}: invert only applies to binary masks, got num_classes={num_classes}.")
-        values = 1 - values
-    return values
+        values = values == 0
+    return values.astype(dtype)
 
 
 def mask_to_png(

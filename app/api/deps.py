@@ -89,7 +89,7 @@ async def get_model_cache(request: Request) -> ModelCache:
 
 
 async def get_limits(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> UploadLimits:
-    return UploadLimits.from_settings(settings, request.app.state.pixel_budget)
+    return UploadLimits.from_settings(settings, request.app.state.decode_budget)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -26,7 +26,7 @@ from app.api.deps import (
 from app.schemas.common import Page
 from app.schemas.results import ModelOut, SegmentationOut
 from app.services import cleanup, inference, models
-from app.services.uploads import Blob, expand
+from app.services.uploads import Blob, expand, image_header
 
 router = APIRouter(tags=["models"])
 
@@ -146,12 +146,15 @@ def segment(
     """
     model = models.resolve_model(session, project, model_ref, dataset_id, recent)
     upload: Blob | None = read_uploads([file])[0] if file is not None else None
+    served = cache.get(store, model)
+    header = image_header(upload) if upload is not None and format == "npy" else None
+    if header is not None:  # refused before anything is decoded
+        inference.check_npy(header.width, header.height, served.predictor.label_map)
     # An uploaded image holds the process's decode budget until its answer is encoded.
     with limits.decoding(upload) if upload is not None else contextlib.nullcontext():
         image = inference.input_image(
             session, store, project, upload=upload, sample_id=sample_id, max_pixels=limits.max_image_pixels
         )
-        served = cache.get(store, model)
         prediction = served.segment(image)  # with concurrent requests' images, in one forward pass
         del image  # the decoded input is not needed to encode the answer
         encoded = inference.encode(prediction, served.predictor, model.id, format)

@@ -33,6 +33,7 @@ from gtcorrect.data import mask_to_png, read_image
 from gtcorrect.export import mask_to_rle
 from gtcorrect.inference import Prediction, Predictor
 from gtcorrect.model import ModelBundle
+from gtcorrect.types import LabelMap
 
 FORMATS = ("png", "json", "probabilities", "npy")
 
@@ -206,6 +207,19 @@ MAX_NPY_BYTES = 256 << 20  # format=npy sends (K, H, W) float32: refuse what wou
 ANSWER_PNG_LEVEL = 1
 
 
+def check_npy(width: int, height: int, labels: LabelMap) -> None:
+    """Refuse a format=npy answer larger than MAX_NPY_BYTES (checked from the header before decoding,
+    and again on the prediction)."""
+    nbytes = 4 * labels.num_classes * height * width
+    if nbytes > MAX_NPY_BYTES:
+        raise InvalidInput(
+            f"format=npy would send {nbytes >> 20} MB of float32 probabilities for a {width}x{height} image "
+            f"(at most {MAX_NPY_BYTES >> 20} MB); ask for format=probabilities (an 8-bit PNG), png "
+            "or json, or send a smaller image.",
+            field="format",
+        )
+
+
 def encode(prediction: Prediction, predictor: Predictor, model_id: uuid.UUID, fmt: str) -> Encoded:
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {FORMATS}, got {fmt!r}.", field="format")
@@ -220,14 +234,7 @@ def encode(prediction: Prediction, predictor: Predictor, model_id: uuid.UUID, fm
         return Encoded("image/png", body=buffer.getvalue())
     if fmt == "npy":
         h, w = prediction.size
-        nbytes = 4 * labels.num_classes * h * w
-        if nbytes > MAX_NPY_BYTES:
-            raise InvalidInput(
-                f"format=npy would send {nbytes >> 20} MB of float32 probabilities for a {w}x{h} image "
-                f"(at most {MAX_NPY_BYTES >> 20} MB); ask for format=probabilities (an 8-bit PNG), png "
-                "or json, or send a smaller image.",
-                field="format",
-            )
+        check_npy(w, h, labels)
         buffer = io.BytesIO()
         np.save(buffer, prediction.probabilities.astype(np.float32))
         return Encoded("application/x-npy", body=buffer.getvalue())

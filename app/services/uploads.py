@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any, cast
 
-from PIL import Image
+import numpy as np
+import tifffile
+from PIL import Image, ImageMode
 
 from app.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
+
+MIB = 1024 * 1024
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")
 ZIP_MAGIC = b"PK\x03\x04"
@@ -44,31 +48,32 @@ _ENTRY_ERRORS = (
 )
 
 
-class PixelBudget:
-    """How many pixels this process may hold decoded at once, across all its requests
-    (``GTC_MAX_DECODE_PIXELS``). A request declares an image's pixels (from its header, before decoding)
-    and waits while others hold the budget; after ``wait_s`` it gets a 503 asking to retry."""
+class DecodeBudget:
+    """How many bytes this process may hold for decoding at once, across all its requests
+    (``GTC_MAX_DECODE_BYTES``). A request declares what an image will cost (``declared_bytes``, from its
+    header, before decoding) and waits while others hold the budget; after ``wait_s`` it gets a 503
+    asking to retry. One image larger than the whole budget takes all of it (it decodes alone)."""
 
     def __init__(self, limit: int, wait_s: float = 60.0) -> None:
         self.limit, self.wait_s, self.used = limit, wait_s, 0
         self._free = threading.Condition()
 
     @contextmanager
-    def hold(self, pixels: int) -> Iterator[None]:
-        pixels = min(max(pixels, 0), self.limit)
+    def hold(self, nbytes: int) -> Iterator[None]:
+        nbytes = min(max(nbytes, 0), self.limit)
         with self._free:
-            if not self._free.wait_for(lambda: self.used + pixels <= self.limit, self.wait_s):
+            if not self._free.wait_for(lambda: self.used + nbytes <= self.limit, self.wait_s):
                 raise ServiceUnavailable(
-                    f"the server is decoding {self.used} pixels of other images, its limit at once "
-                    f"(GTC_MAX_DECODE_PIXELS={self.limit}); retry in a minute.",
+                    f"the server is decoding {self.used / MIB:.0f} MB of other images, its limit at once "
+                    f"(GTC_MAX_DECODE_BYTES={self.limit}); retry in a minute.",
                     retry_after=60,
                 )
-            self.used += pixels
+            self.used += nbytes
         try:
             yield
         finally:
             with self._free:
-                self.used -= pixels
+                self.used -= nbytes
                 self._free.notify_all()
 
 
@@ -78,10 +83,10 @@ class UploadLimits:
     max_zip_entries: int
     max_zip_ratio: int
     max_image_pixels: int
-    budget: PixelBudget | None = None  # the process's decode budget; None: unbounded (tests, tools)
+    budget: DecodeBudget | None = None  # the process's decode budget; None: unbounded (tests, tools)
 
     @classmethod
-    def from_settings(cls, settings: Any, budget: PixelBudget | None = None) -> UploadLimits:
+    def from_settings(cls, settings: Any, budget: DecodeBudget | None = None) -> UploadLimits:
         return cls(
             max_upload_bytes=settings.max_upload_bytes,
             max_zip_entries=settings.max_zip_entries,
@@ -92,17 +97,18 @@ class UploadLimits:
 
     @contextmanager
     def decoding(self, blob: Blob) -> Iterator[None]:
-        """Hold the process's pixel budget for ``blob``'s declared size while it is decoded and used."""
-        with self.holding(declared_pixels(blob)):
+        """Hold the process's decode budget for what ``blob`` declares while it is decoded and used."""
+        with self.holding(declared_bytes(blob)):
             yield
 
     @contextmanager
-    def holding(self, pixels: int) -> Iterator[None]:
-        """Hold the process's pixel budget for ``pixels`` (a mask drawn from an annotation tool's export)."""
+    def holding(self, nbytes: int) -> Iterator[None]:
+        """Hold the process's decode budget for ``nbytes`` (e.g. a mask drawn from an annotation tool's
+        export: ``drawn_bytes``)."""
         if self.budget is None:
             yield
             return
-        with self.budget.hold(pixels):
+        with self.budget.hold(nbytes):
             yield
 
 
@@ -381,12 +387,56 @@ def unzip(blob: Blob, limits: UploadLimits) -> list[Blob]:
     return files
 
 
-def declared_pixels(blob: Blob) -> int:
-    """Width x height from the image header (no pixels decoded); 0 when the header is unreadable."""
+# How many buffers of an image's decoded size its decoding, checking and re-encoding may hold at once
+# (the decoder's, one array, the 8-bit result and the encoder's): measured with ``python -m bench.attack``.
+DECODE_COPIES = 3
+
+
+def decoded_bytes(width: int, height: int, mode: str) -> int:
+    """Bytes of one decoded image of PIL ``mode`` (a palette is read as RGBA)."""
+    if mode in ("P", "PA"):
+        return width * height * 4
+    described = ImageMode.getmode(mode)
+    return width * height * len(described.bands) * np.dtype(described.typestr).itemsize
+
+
+def drawn_bytes(width: int, height: int) -> int:
+    """What drawing one 8-bit mask of this size and encoding it may hold."""
+    return DECODE_COPIES * width * height
+
+
+@dataclass(frozen=True)
+class Header:
+    width: int
+    height: int
+    mode: str  # PIL's
+
+
+def image_header(blob: Blob) -> Header | None:
+    """Size and PIL mode from the image header (no pixels decoded); None when PIL cannot read it."""
     try:
         with Image.open(blob.open()) as im:
-            return int(im.size[0]) * int(im.size[1])
-    except Exception:  # the decoder reports its own reason for garbage
+            return Header(im.width, im.height, im.mode)
+    except Exception:  # PIL raises many types for garbage, and some TIFFs it cannot read
+        return None
+
+
+def declared_bytes(blob: Blob) -> int:
+    """What decoding ``blob`` may hold at once, from its header alone: the file's own bytes (it is read
+    into memory whole; a zip entry unpacked) plus ``DECODE_COPIES`` x its decoded size (width x height x
+    channels x bytes per sample). A header no decoder reads counts its file's bytes only."""
+    header = image_header(blob)
+    decoded = decoded_bytes(header.width, header.height, header.mode) if header else _tiff_bytes(blob)
+    return blob.size + DECODE_COPIES * decoded
+
+
+def _tiff_bytes(blob: Blob) -> int:
+    """A TIFF's first page, decoded, as tifffile reads it (the reader for TIFFs PIL cannot open)."""
+    try:
+        with tifffile.TiffFile(blob.open()) as tif:
+            page = tif.pages[0]
+            return int(np.prod(page.shape)) * np.dtype(page.dtype).itemsize
+    except Exception:  # not a TIFF either: the decoder names the reason
         return 0
 
 

@@ -9,12 +9,14 @@ import threading
 import uuid
 import zipfile
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.db.models import Model
 from app.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from app.services.inference import ModelCache
-from app.services.uploads import Blob, PixelBudget, UploadLimits, expand
+from app.services.uploads import DECODE_COPIES, Blob, DecodeBudget, UploadLimits, declared_bytes, expand
 from app.storage.local import LocalStore
 from tests.api.conftest import tiny_bundle
 
@@ -105,8 +107,8 @@ def test_blobs_read_on_demand_from_the_upload_file_and_the_archive() -> None:
     assert not spooled.closed  # reading a blob never closes the request's file
 
 
-def test_pixel_budget_makes_a_request_wait_then_refuses() -> None:
-    budget = PixelBudget(100, wait_s=0.2)
+def test_decode_budget_makes_a_request_wait_then_refuses() -> None:
+    budget = DecodeBudget(100, wait_s=0.2)
     with budget.hold(80):
         released = threading.Event()
 
@@ -121,10 +123,34 @@ def test_pixel_budget_makes_a_request_wait_then_refuses() -> None:
     assert released.is_set() and budget.used == 0
     with (
         budget.hold(100),
-        pytest.raises(ServiceUnavailable, match="GTC_MAX_DECODE_PIXELS=100"),
+        pytest.raises(ServiceUnavailable, match="GTC_MAX_DECODE_BYTES=100"),
         budget.hold(1),
     ):
         pass
     assert budget.used == 0
     with budget.hold(10**9):  # one image larger than the budget takes all of it, never waits for ever
         assert budget.used == 100
+
+
+def _saved(array: np.ndarray, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("array", "fmt", "bytes_per_pixel"),
+    [
+        (np.zeros((40, 50, 3), np.uint8), "PNG", 3),
+        (np.zeros((40, 50), np.uint8), "PNG", 1),
+        (np.zeros((40, 50), np.uint16), "PNG", 2),
+        (np.zeros((40, 50), np.float32), "TIFF", 4),
+        (np.zeros((40, 50, 4), np.uint8), "PNG", 4),
+    ],
+)
+def test_the_decode_budget_counts_bytes_not_pixels(array: np.ndarray, fmt: str, bytes_per_pixel: int) -> None:
+    # A small file can decode to a lot: what it costs is counted from its header, bit depth and channels
+    # included, plus the file's own bytes (read into memory whole).
+    data = _saved(array, fmt, compression="tiff_deflate") if fmt == "TIFF" else _saved(array, fmt)
+    assert declared_bytes(Blob("x", data)) == len(data) + DECODE_COPIES * 40 * 50 * bytes_per_pixel
+    assert declared_bytes(Blob("garbage", b"not an image")) == len(b"not an image")

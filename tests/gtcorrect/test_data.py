@@ -75,6 +75,18 @@ def test_read_image_palette_and_16bit_tiff() -> None:
     assert img.shape == (20, 30, 1) and img.max() == 255 and img.min() == 0
 
 
+def test_wide_data_is_stretched_band_by_band_as_a_whole() -> None:
+    # 1500 rows of 3000 float32 pixels: several bands of rows, one stretch over the whole image's range.
+    data = np.random.default_rng(0).normal(100.0, 30.0, size=(1500, 3000)).astype(np.float32)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, data)
+    lo, hi = float(data.min()), float(data.max())
+    expected = np.round((data.astype(np.float64) - lo) / (hi - lo) * 255.0).astype(np.uint8)
+    img = read_image(buf.getvalue())
+    assert img.flags.writeable
+    np.testing.assert_array_equal(img[:, :, 0], expected)
+
+
 def test_read_image_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image at all")
@@ -233,6 +245,11 @@ def test_16bit_index_mask_keeps_values() -> None:
     with pytest.raises(ValueError, match=r"mask values \[1000\] lie outside the label map 0..1"):
         read_mask(_png16([[0, 1000]]), num_classes=2)
     np.testing.assert_array_equal(read_mask(_png16([[0, 255]]), num_classes=2), [[0, 1]])  # as in 8 bit
+    # The same indices in the type asked for (uploads keep masks as uint8: an eighth of int64's memory).
+    small = read_mask(_png16([[0, 1, 2, 2]]), num_classes=3, dtype=np.uint8)
+    assert small.dtype == np.uint8 and small.tolist() == [[0, 1, 2, 2]]
+    inverted = read_mask(_png16([[0, 255]]), num_classes=2, invert=True, dtype=np.uint8)
+    assert inverted.tolist() == [[1, 0]]
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.array([[0.0, 0.5]], np.float32))
     with pytest.raises(ValueError, match="integer class indices, got float32"):
