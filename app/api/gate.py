@@ -16,6 +16,7 @@ from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.problems import DEPENDENCY_ERRORS, dependency_error
 from app.errors import AppError, Unauthorized
 from app.services import projects, sessions
 
@@ -24,11 +25,11 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 async def _refuse(send: Send, error: AppError, path: str) -> None:
     body = json.dumps(error.to_problem(instance=path)).encode()
-    headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b"Bearer"),
-    ]
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+    if isinstance(error, Unauthorized):
+        headers.append((b"www-authenticate", b"Bearer"))
+    if "retry_after" in error.extra:
+        headers.append((b"retry-after", str(int(error.extra["retry_after"])).encode()))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -49,6 +50,9 @@ class CredentialsFirst:
             await self._check(scope)
         except Unauthorized as error:
             await _refuse(send, error, scope["path"])
+            return
+        except DEPENDENCY_ERRORS as exc:  # the key cannot be looked up: 503, as inside the app
+            await _refuse(send, dependency_error(exc, f"{scope['method']} {scope['path']}"), scope["path"])
             return
         await self.app(scope, receive, send)
 

@@ -127,23 +127,27 @@ async def data_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 OUTAGE_RETRY_AFTER_S = 30
+DEPENDENCY_ERRORS = (StorageError, OperationalError, InterfaceError)
 
 
-async def dependency_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """The database or the object store is down (past the store's retry window), or the store refused a
-    request: a 503 with Retry-After, naming which dependency but never its address, bucket or key."""
+def dependency_error(exc: Exception, where: str) -> ServiceUnavailable:
+    """The 503 for a dependency error on ``where`` (method and path), logged: the database or the object
+    store is down (past the store's retry window), with Retry-After; or the store refused a request. It
+    names which dependency, never its address, bucket or key."""
     if isinstance(exc, StorageUnavailable | OperationalError | InterfaceError):
         what = "object store" if isinstance(exc, StorageError) else "database"
-        log.warning("%s unavailable on %s %s: %s", what, request.method, request.url.path, exc)
-        error = ServiceUnavailable(
+        log.warning("%s unavailable on %s: %s", what, where, exc)
+        return ServiceUnavailable(
             f"the {what} is unavailable; try again later.",
             dependency=what.replace(" ", "_"),
             retry_after=OUTAGE_RETRY_AFTER_S,
         )
-        return await app_error_handler(request, error)
-    log.error("object store refused a request on %s %s: %s", request.method, request.url.path, exc)
-    refused = ServiceUnavailable(f"{exc}; the operator has to look at the store.", dependency="object_store")
-    return await app_error_handler(request, refused)
+    log.error("object store refused a request on %s: %s", where, exc)
+    return ServiceUnavailable(f"{exc}; the operator has to look at the store.", dependency="object_store")
+
+
+async def dependency_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    return await app_error_handler(request, dependency_error(exc, f"{request.method} {request.url.path}"))
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -248,6 +252,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(DataError, data_error_handler)
-    for dependency_error in (StorageError, OperationalError, InterfaceError):
-        app.add_exception_handler(dependency_error, dependency_error_handler)
+    for error in DEPENDENCY_ERRORS:
+        app.add_exception_handler(error, dependency_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)
