@@ -351,9 +351,9 @@ class Client:
         progress: bool = True,
     ) -> Json:
         """Upload the mask files in ``folder`` (named like their images, or with a manifest.csv/json), or
-        ``folder`` an annotation tool's export (COCO .json, CVAT for images .xml), as one annotation batch
-        of ``annotator``; ``mask_mode`` "binary" for lossy two-class masks; ``note`` is stored as the
-        batch's ``source``. Returns the batch."""
+        ``folder`` an annotation tool's export (COCO or Label Studio .json, CVAT for images .xml), as one
+        annotation batch of ``annotator``; ``mask_mode`` "binary" for lossy two-class masks; ``note`` is
+        stored as the batch's ``source``. Returns the batch."""
         fields = {"annotator": annotator}
         if mask_mode is not None:
             fields["mask_mode"] = mask_mode
@@ -499,9 +499,14 @@ class Client:
         """The zip of the proposed corrected masks (PNG, at each image's size; empty when withheld)."""
         return self._download(f"/v1/jobs/{job_id}/corrected-masks.zip", path)
 
-    def download_review_task(self, job_id: str, path: str | Path) -> Path:
-        """The flagged masks as a CVAT for images 1.1 annotation file (corrections as pre-annotations)."""
-        return self._download(f"/v1/jobs/{job_id}/review-task.xml", path)
+    def download_review_task(self, job_id: str, path: str | Path, fmt: str = "cvat") -> Path:
+        """The flagged masks for review in an annotation tool: "cvat", a CVAT for images 1.1 annotation
+        file (corrections as pre-annotations); "label-studio", Label Studio tasks (JSON; the correction and
+        the given mask as predictions)."""
+        suffix = {"cvat": "xml", "label-studio": "json"}.get(fmt)
+        if suffix is None:
+            raise ValueError(f"fmt must be 'cvat' or 'label-studio', got {fmt!r}.")
+        return self._download(f"/v1/jobs/{job_id}/review-task.{suffix}", path)
 
     def download_plots(self, job_id: str, folder: str | Path) -> list[Path]:
         """One PNG per GMM round, written as ``gmm-round-<k>.png`` in ``folder``."""

@@ -276,8 +276,11 @@ def _corrected(args: argparse.Namespace) -> int:
 
 def _review_task(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        path = client.download_review_task(client.job_id(args.job), args.out)
-    _say(f"wrote {path}: create a CVAT task with those images and upload it as 'CVAT 1.1' annotations")
+        path = client.download_review_task(client.job_id(args.job), args.out, args.format)
+    if args.format == "label-studio":
+        _say(f"wrote {path}: import it into a Label Studio project with those images (brush labels)")
+    else:
+        _say(f"wrote {path}: create a CVAT task with those images and upload it as 'CVAT 1.1' annotations")
     return 0
 
 
@@ -432,9 +435,11 @@ def add_client_commands(subparsers: Any) -> None:
         group("masks", "masks"),
         "upload",
         _masks_upload,
-        "upload a folder of masks, or one COCO JSON or CVAT XML export, as one batch",
+        "upload a folder of masks, or one COCO or Label Studio JSON or CVAT XML export, as one batch",
     )
-    p.add_argument("dir", help="a folder of mask files, or a COCO .json or CVAT for images .xml export")
+    p.add_argument(
+        "dir", help="a folder of mask files, or a COCO or Label Studio .json or CVAT for images .xml export"
+    )
     p.add_argument("--dataset", required=True, help="dataset name or id")
     p.add_argument("--annotator", required=True, help="who drew the masks")
     p.add_argument("--mask-mode", choices=("index", "binary"), help="binary: grey > 127 is foreground")
@@ -503,10 +508,14 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="zip file to write")
 
     p = verb(
-        verbs, "review-task", _review_task, "the flagged masks as a CVAT 1.1 annotation file to fix in CVAT"
+        verbs,
+        "review-task",
+        _review_task,
+        "the flagged masks to fix in CVAT (CVAT 1.1 XML) or Label Studio (tasks JSON)",
     )
     p.add_argument("job")
-    p.add_argument("--out", required=True, help="XML file to write")
+    p.add_argument("--format", choices=("cvat", "label-studio"), default="cvat")
+    p.add_argument("--out", required=True, help="file to write (.xml for CVAT, .json for Label Studio)")
 
     p = verb(verbs, "plots", _plots, "download the GMM plot of each round (PNG)")
     p.add_argument("job")

@@ -1,5 +1,6 @@
-"""Masks from annotation-tool exports: a COCO JSON document (polygons, compressed and uncompressed RLE)
-and a CVAT for images 1.1 XML file (polygons, boxes, masks).
+"""Masks from annotation-tool exports: a COCO JSON document (polygons, compressed and uncompressed RLE),
+a CVAT for images 1.1 XML file (polygons, boxes, masks) and Label Studio's JSON export (brush masks,
+polygons, rectangles).
 
 COCO (https://cocodataset.org/#format-data), as CVAT, Label Studio, Roboflow and pycocotools write it:
 ``images`` (``id``, ``file_name``, ``height``, ``width``), ``categories`` (``id``, ``name``) and
@@ -16,6 +17,8 @@ background). Polygons and boxes are drawn as pycocotools draws a polygon, as CVA
 Shapes are painted in ``z_order``, then in the file's order. Points, polylines, cuboids, ellipses and
 skeletons are refused by name; image-level tags are skipped.
 
+Label Studio's JSON export: ``gtcorrect.label_studio``, on the same building blocks.
+
 Every listed image becomes one index mask (an image without annotations: background only); annotations
 are painted in the document's order, a later one over an earlier one where they overlap. Categories and
 labels map to the label map by name (case and surrounding space ignored); with one foreground class and
@@ -28,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from xml.etree import ElementTree
 
 import numpy as np
@@ -164,10 +167,17 @@ class BoxRle:
         return mask
 
 
+@runtime_checkable
+class Drawable(Protocol):
+    """A format's own mask encoding (CVAT's ``BoxRle``, Label Studio's brush), drawn at the image's size."""
+
+    def draw(self, h: int, w: int) -> np.ndarray: ...
+
+
 def segmentation_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
-    """A COCO ``segmentation`` (polygons or RLE) or a ``BoxRle`` -> (H, W) bool; raises ValueError naming
-    the problem."""
-    if isinstance(segmentation, BoxRle):
+    """A COCO ``segmentation`` (polygons or RLE) or a ``Drawable`` -> (H, W) bool; raises ValueError
+    naming the problem."""
+    if isinstance(segmentation, Drawable):
         return segmentation.draw(h, w)
     if isinstance(segmentation, dict):
         size, counts = segmentation.get("size"), segmentation.get("counts")
@@ -193,12 +203,18 @@ def segmentation_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImportedImage:
-    """One listed image and the shapes drawn on it, in order: (where in the file, segmentation, class)."""
+    """One listed image and the shapes drawn on it, in order: (where in the file, segmentation, class).
+
+    ``height`` and ``width`` are 0 where the export does not say (a Label Studio annotation that draws
+    nothing): the image's own size. ``annotator``: who drew it, where the export says (Label Studio's
+    ``completed_by``); ``skipped``: the types of the answers that mark no region, one per answer."""
 
     file_name: str
     height: int
     width: int
     shapes: tuple[tuple[str, Any, int], ...]
+    annotator: str | None = None
+    skipped: tuple[str, ...] = ()
 
     def draw(self) -> np.ndarray:
         """(H, W) uint8 class indices; raises ``ImportProblems`` naming a shape that cannot be drawn."""
@@ -260,7 +276,7 @@ def read_coco(doc: Any, label_map: LabelMap, max_pixels: int) -> list[ImportedIm
         except (KeyError, TypeError, ValueError):
             problems.append({"file": where, "reason": "an image needs id, file_name, height and width"})
             continue
-        refused = _image_problem(name, h, w, max_pixels)
+        refused = image_problem(name, h, w, max_pixels)
         if refused is not None:
             problems.append({"file": name.strip() or where, "reason": refused})
         elif image.get("id") in images:
@@ -284,7 +300,7 @@ def read_coco(doc: Any, label_map: LabelMap, max_pixels: int) -> list[ImportedIm
     return [ImportedImage(name, h, w, tuple(shapes[key])) for key, (name, h, w) in images.items()]
 
 
-def _image_problem(name: str, h: int, w: int, max_pixels: int) -> str | None:
+def image_problem(name: str, h: int, w: int, max_pixels: int) -> str | None:
     if not name.strip() or h < 1 or w < 1:
         return "an image needs a file name and a positive size"
     if h * w > max_pixels:
@@ -325,7 +341,7 @@ def read_cvat(data: bytes, label_map: LabelMap, max_pixels: int) -> list[Importe
                 {"file": name or f"image[{i}]", "reason": "an image needs integer width and height"}
             )
             continue
-        refused = _image_problem(name, h, w, max_pixels) or ("listed twice" if name in seen else None)
+        refused = image_problem(name, h, w, max_pixels) or ("listed twice" if name in seen else None)
         if refused is not None:
             problems.append({"file": name or f"image[{i}]", "reason": refused})
             continue

@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/datasets/{dataset_id}/annotation-batches", tags=[
     "",
     dependencies=[Multipart],
     status_code=201,
-    summary="Upload an annotation batch (mask files or one zip, optional manifest; or a COCO/CVAT export)",
+    summary="Upload an annotation batch (mask files or one zip, optional manifest; or a tool's export)",
     response_model=BatchOut,
     responses={
         422: {
@@ -53,8 +53,9 @@ def create_batch(
     files: Annotated[
         list[UploadFile],
         File(
-            description="Mask PNGs named like their images, or one zip; or one COCO JSON or CVAT for images "
-            "XML export (polygons, RLE, boxes, masks; labels named like the label map's classes)."
+            description="Mask PNGs named like their images, or one zip; or one COCO JSON, Label Studio "
+            "JSON or CVAT for images XML export (polygons, RLE, boxes, masks, brushes; labels named like the "
+            "label map's classes)."
         ),
     ],
     source: Annotated[str, Form(max_length=2000, description="Free note: vendor, tool, round.")] = "",

@@ -98,6 +98,26 @@ def review_task(job: JobDep, session: SessionDep, store: StoreDep) -> Response:
 
 
 @router.get(
+    "/review-task.json",
+    summary="The flagged masks as Label Studio tasks, correction and given mask as predictions",
+    response_class=Response,
+    responses={**_CONFLICT, 200: {"content": {"application/json": {}}}},
+)
+def review_task_label_studio(job: JobDep, session: SessionDep, store: StoreDep) -> Response:
+    """Label Studio tasks, one per flagged sample (`data.image`: its file name; point it at where Label
+    Studio serves the image), with two brush predictions: the proposed correction (`model_version` the
+    model id, `score` the noise probability) and the mask as given (`model_version` "given mask").
+    Labeling config: `<Image name="image" value="$image"/>` and `<BrushLabels name="label"
+    toName="image">` with a `<Label>` per class. Import it, submit the right mask of each task, export the
+    project as "JSON" and upload that file back as an annotation batch."""
+    return Response(
+        reports.review_task_label_studio(session, store, job),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="review-task-{job.id}.json"'},
+    )
+
+
+@router.get(
     "/corrected-masks/{sample_id}",
     summary="One corrected mask (PNG, class indices)",
     response_class=Response,

@@ -7,7 +7,9 @@ import hashlib
 import io
 import json
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -22,6 +24,7 @@ from app.services.datasets import label_map_of
 from app.services.uploads import (
     Blob,
     UploadLimits,
+    drawn_bytes,
     duplicate_names,
     expand,
     header_problem,
@@ -32,12 +35,20 @@ from app.services.uploads import (
 from app.storage import keys
 from app.storage.base import ObjectStore, put_all
 from gtcorrect.data import mask_to_png, read_mask
-from gtcorrect.imports import ImportProblems, read_coco, read_cvat
+from gtcorrect.imports import ImportedImage, ImportProblems, is_coco, read_coco, read_cvat
+from gtcorrect.label_studio import is_label_studio, read_label_studio
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json")
 # Annotation tools' exports (a batch of one file): parsed whole, which takes about ten times their size.
 EXPORT_SUFFIXES = (".json", ".xml")
 MAX_EXPORT_BYTES = 64 * 1024 * 1024
+EXPORT_FORMATS = {"coco": "COCO", "cvat": "CVAT", "label-studio": "Label Studio", "json": "JSON"}
+NOT_AN_EXPORT = (
+    "neither a COCO document (an object with 'images' and 'annotations' lists) nor a Label Studio JSON "
+    "export (a list of tasks, each with a 'data' object); CVAT exports are XML"
+)
+# Which sample a mask file (by its name) belongs to, or the reason there is none.
+SampleFinder = Callable[[str], Sample | str]
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,14 @@ def parse_manifest(blob: Blob) -> list[tuple[str, str]]:
     return [(str(m).strip(), str(s).strip()) for m, s in pairs]
 
 
+def _sample_finder(samples: list[Sample], manifest: dict[str, str]) -> SampleFinder:
+    by_name = {name_key(s.file_name): s for s in samples}
+    by_stem: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_stem.setdefault(_stem(s.file_name), []).append(s)
+    return lambda name: _find_sample(name, manifest, by_name, by_stem)
+
+
 def _find_sample(
     name: str, manifest: dict[str, str], by_name: dict[str, Sample], by_stem: dict[str, list[Sample]]
 ) -> Sample | str:
@@ -115,23 +134,14 @@ def _find_sample(
 
 
 def _validate(
-    blobs: list[Blob],
-    manifest: dict[str, str],
-    dataset: Dataset,
-    samples: list[Sample],
-    limits: UploadLimits,
-    encoding: MaskEncoding,
+    blobs: list[Blob], find: SampleFinder, dataset: Dataset, limits: UploadLimits, encoding: MaskEncoding
 ) -> list[_Match]:
     label_map = label_map_of(dataset)
     num_classes = label_map.num_classes
-    by_name = {name_key(s.file_name): s for s in samples}
-    by_stem: dict[str, list[Sample]] = {}
-    for s in samples:
-        by_stem.setdefault(_stem(s.file_name), []).append(s)
     problems = duplicate_names(blobs)
     matches: list[_Match] = []
     for blob in blobs:
-        found = _find_sample(blob.name, manifest, by_name, by_stem)
+        found = find(blob.name)
         if isinstance(found, str):
             problems.append({"file": blob.name, "reason": found})
             continue
@@ -147,6 +157,7 @@ def _validate(
                     mode=encoding.mode,
                     threshold=encoding.threshold,
                     name=blob.name,
+                    dtype=np.uint8,
                 )
                 shape = mask.shape
                 # Masks compress to a few kB: keep the PNG, not the pixels (one decoded mask at a time).
@@ -252,18 +263,20 @@ def create_batch(
     if not masks:
         raise InvalidInput("the batch holds no mask files.")
     fmt = "masks"
+    notes: dict[str, Any] = {}
     documents = [b for b in masks if b.name.lower().endswith(EXPORT_SUFFIXES)]
-    if documents:
-        if len(masks) > 1:
-            reason = "an annotation tool's export is uploaded alone (its masks are in it), not beside masks"
-            raise InvalidInput(
-                "the batch mixes an export (COCO JSON or CVAT XML) with other files; nothing was stored.",
-                invalid_files=[{"file": documents[0].name, "reason": reason}],
-            )
-        masks, fmt = _from_export(documents[0], dataset, limits)
-    manifest = parse_manifests(manifests)
+    if documents and len(masks) > 1:
+        reason = "an annotation tool's export is uploaded alone (its masks are in it), not beside masks"
+        raise InvalidInput(
+            "the batch mixes an export (COCO JSON, Label Studio JSON or CVAT XML) with other files; "
+            "nothing was stored.",
+            invalid_files=[{"file": documents[0].name, "reason": reason}],
+        )
     samples = list(session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all())
-    matches = _validate(masks, manifest, dataset, samples, limits, encoding)
+    find = _sample_finder(samples, parse_manifests(manifests))
+    if documents:
+        masks, fmt, notes = _from_export(documents[0], dataset, limits, find)
+    matches = _validate(masks, find, dataset, limits, encoding)
     batch = AnnotationBatch(
         id=uuid.uuid4(),
         dataset_id=dataset.id,
@@ -279,40 +292,74 @@ def create_batch(
         "samples_without_mask": len(samples) - len(report),
         "mask_mode": encoding.mode,
         "format": fmt,
+        **notes,
         "files": report,
     }
     session.flush()
     return batch
 
 
-def _from_export(blob: Blob, dataset: Dataset, limits: UploadLimits) -> tuple[list[Blob], str]:
-    """An annotation tool's export (``gtcorrect.imports``: COCO JSON, CVAT for images XML) -> one mask PNG
-    per listed image, named by its file name so that it matches its sample as an uploaded mask file would;
-    and the format's name."""
-    fmt = "coco" if blob.name.lower().endswith(".json") else "cvat"
+def _from_export(
+    blob: Blob, dataset: Dataset, limits: UploadLimits, find: SampleFinder
+) -> tuple[list[Blob], str, dict[str, Any]]:
+    """An annotation tool's export (COCO JSON, Label Studio JSON, CVAT for images XML) -> one mask PNG per
+    listed image, named by its file name so that it matches its sample as an uploaded mask file would; the
+    format's name; and what the export says beyond the masks, for the batch's report
+    (``export_annotators``: who drew them, ``export_skipped``: answers that mark no region, by type)."""
     if blob.size > MAX_EXPORT_BYTES:
-        size = f"{blob.size} bytes, above {MAX_EXPORT_BYTES}"
-        raise PayloadTooLarge(f"the {fmt.upper()} export {blob.name} holds {size}.")
+        raise PayloadTooLarge(f"the export {blob.name} holds {blob.size} bytes, above {MAX_EXPORT_BYTES}.")
     label_map = label_map_of(dataset)
+    fmt = "json" if blob.name.lower().endswith(".json") else "cvat"  # JSON: which one, once it is read
     try:
-        if fmt == "coco":
-            try:
-                doc = json.loads(blob.data)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ImportProblems([{"file": blob.name, "reason": f"not valid JSON ({exc})"}]) from None
-            images = read_coco(doc, label_map, limits.max_image_pixels)
+        if fmt == "json":
+            fmt, images = _read_json_export(blob, dataset, limits.max_image_pixels)
         else:
             images = read_cvat(blob.data, label_map, limits.max_image_pixels)
         masks = []
         for image in images:
-            with limits.holding(image.height * image.width):
+            image = _sized(image, find)
+            if not image.height:  # no sample, so no size: the match reports it before reading the mask
+                masks.append(Blob(image.file_name, b""))
+                continue
+            with limits.holding(drawn_bytes(image.width, image.height)):
                 masks.append(Blob(image.file_name, mask_to_png(image.draw(), label_map, visible=False)))
     except ImportProblems as exc:
         raise InvalidInput(
-            f"{len(exc.problems)} problem(s) in the {fmt.upper()} export {blob.name}; nothing was stored.",
+            f"{len(exc.problems)} problem(s) in the {EXPORT_FORMATS[fmt]} export {blob.name}; "
+            "nothing was stored.",
             invalid_files=exc.problems,
         ) from None
-    return masks, fmt
+    return masks, fmt, _export_notes(images)
+
+
+def _read_json_export(blob: Blob, dataset: Dataset, max_pixels: int) -> tuple[str, list[ImportedImage]]:
+    try:
+        doc = json.loads(blob.data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ImportProblems([{"file": blob.name, "reason": f"not valid JSON ({exc})"}]) from None
+    if is_coco(doc):
+        return "coco", read_coco(doc, label_map_of(dataset), max_pixels)
+    if is_label_studio(doc):
+        return "label-studio", read_label_studio(doc, label_map_of(dataset), max_pixels)
+    raise ImportProblems([{"file": "document", "reason": NOT_AN_EXPORT}])
+
+
+def _sized(image: ImportedImage, find: SampleFinder) -> ImportedImage:
+    """An image whose size the export does not give (a Label Studio annotation that draws nothing) at
+    the size of its sample."""
+    if image.height:
+        return image
+    found = find(image.file_name)
+    return image if isinstance(found, str) else replace(image, height=found.height, width=found.width)
+
+
+def _export_notes(images: list[ImportedImage]) -> dict[str, Any]:
+    annotators = sorted({i.annotator for i in images if i.annotator is not None})
+    skipped = Counter(kind for i in images for kind in i.skipped)
+    return {
+        **({"export_annotators": annotators} if annotators else {}),
+        **({"export_skipped": dict(sorted(skipped.items()))} if skipped else {}),
+    }
 
 
 def _add_annotations(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import uuid
 import zipfile
@@ -29,6 +30,7 @@ from app.db.models import (
     Dataset,
     GmmRound,
     JobStatus,
+    Model,
     NoiseFlag,
     ReviewChoice,
     ReviewDecision,
@@ -44,7 +46,9 @@ from app.storage import keys
 from app.storage.base import ObjectNotFound, ObjectStore
 from gtcorrect.data import read_image, read_mask
 from gtcorrect.export import cvat_document, overlay
+from gtcorrect.label_studio import ReviewItem, review_tasks
 from gtcorrect.plots import annotator_offsets_png
+from gtcorrect.types import LabelMap
 
 SORTS = {
     "clean_probability": NoiseFlag.clean_probability,
@@ -299,30 +303,57 @@ def corrected_mask(session: Session, store: ObjectStore, job: TrainingJob, sampl
     return read_object(store, row.object_key)
 
 
-def review_task(session: Session, store: ObjectStore, job: TrainingJob) -> bytes:
-    """The job's flagged masks as a CVAT for images 1.1 annotation file (``gtcorrect.export.cvat_document``):
-    for each flagged sample its proposed correction, or the given mask where none is proposed, for a
-    reviewer to fix in CVAT and upload back as a batch (the CVAT import). Masks are read one at a time."""
+def _flagged(session: Session, job: TrainingJob) -> tuple[LabelMap, list[tuple[str, str, str | None, float]]]:
+    """The label map, and per flagged sample, most doubtful first: file name, given mask key, corrected mask
+    key (None where withheld), clean probability."""
     require_succeeded(job)
     dataset = session.get(Dataset, job.dataset_id)
     if dataset is None:
         raise NotFound(f"the dataset of job {job.id} no longer exists.")
-    label_map = label_map_of(dataset)
     rows = session.execute(
-        select(Sample.file_name, Annotation.object_key, CorrectedMask.object_key)
+        select(Sample.file_name, Annotation.object_key, CorrectedMask.object_key, NoiseFlag.clean_probability)
         .join(NoiseFlag, NoiseFlag.sample_id == Sample.id)
         .join(Annotation, Annotation.id == NoiseFlag.annotation_id)
         .outerjoin(CorrectedMask, and_(CorrectedMask.job_id == job.id, CorrectedMask.sample_id == Sample.id))
         .where(NoiseFlag.job_id == job.id, NoiseFlag.flagged.is_(True))
         .order_by(NoiseFlag.clean_probability, Sample.file_name)
     ).all()
+    return label_map_of(dataset), [(name, given, corrected, clean) for name, given, corrected, clean in rows]
+
+
+def review_task(session: Session, store: ObjectStore, job: TrainingJob) -> bytes:
+    """The job's flagged masks as a CVAT for images 1.1 annotation file (``gtcorrect.export.cvat_document``):
+    for each flagged sample its proposed correction, or the given mask where none is proposed, for a
+    reviewer to fix in CVAT and upload back as a batch (the CVAT import). Masks are read one at a time."""
+    label_map, rows = _flagged(session, job)
 
     def masks() -> Iterator[tuple[str, np.ndarray]]:
-        for file_name, given_key, corrected_key in rows:
+        for file_name, given_key, corrected_key, _ in rows:
             data = read_object(store, corrected_key or given_key)
             yield file_name, read_mask(data, num_classes=label_map.num_classes)
 
     return cvat_document(masks(), label_map, f"gtcorrect job {job.id}: flagged masks")
+
+
+def review_task_label_studio(session: Session, store: ObjectStore, job: TrainingJob) -> bytes:
+    """The job's flagged masks as Label Studio tasks (``gtcorrect.label_studio.review_tasks``, JSON): per
+    flagged sample the proposed correction and the given mask as predictions, the correction's model
+    version the job's model id (the job id where it has none). A reviewer imports it into a Label Studio
+    project with the images, submits the right masks, and uploads the project's JSON export back as a
+    batch (the Label Studio import)."""
+    label_map, rows = _flagged(session, job)
+    model_id = session.scalar(select(Model.id).where(Model.job_id == job.id))
+
+    def items() -> Iterator[ReviewItem]:
+        for file_name, given_key, corrected_key, clean_probability in rows:
+            given = read_mask(read_object(store, given_key), num_classes=label_map.num_classes)
+            proposed = None
+            if corrected_key is not None:
+                proposed = read_mask(read_object(store, corrected_key), num_classes=label_map.num_classes)
+            yield ReviewItem(file_name, given, proposed, 1.0 - clean_probability)
+
+    tasks = review_tasks(items(), label_map, str(model_id or job.id))
+    return json.dumps(tasks, separators=(",", ":")).encode()
 
 
 def given_mask(session: Session, store: ObjectStore, job: TrainingJob, sample_id: uuid.UUID) -> bytes:

@@ -1,6 +1,6 @@
-"""Annotation batches from an annotation tool's export, over HTTP: a COCO JSON document and a CVAT for
-images XML file. The stored masks are pixel for pixel what pycocotools (the reference COCO reader) draws,
-and a bad export stores nothing and names its entries."""
+"""Annotation batches from an annotation tool's export, over HTTP: a COCO JSON document, a CVAT for images
+XML file and a Label Studio JSON export. The stored masks are pixel for pixel what pycocotools (the
+reference COCO reader) draws, and a bad export stores nothing and names its entries."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Annotation, AnnotationBatch
 from app.storage import ObjectStore
+from gtcorrect.brush import encode_brush
 from tests.api.conftest import assert_problem, count_rows, files_part, image_png, mask_png, zip_bytes
-from tests.gtcorrect.test_imports import cvat_rle, cvat_xml
+from tests.gtcorrect.test_imports import BRUSH_WHITE, cvat_rle, cvat_xml, ls_annotation, ls_result, ls_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -102,7 +103,7 @@ def test_coco_polygons_and_rle_become_the_masks_pycocotools_reads(
     ("entries", "named", "reason"),
     [
         ({"export.json": b"{not json"}, "export.json", "not valid JSON"),
-        ({"export.json": b'{"masks": []}'}, "document", "not a COCO document"),
+        ({"export.json": b'{"masks": []}'}, "document", "neither a COCO document"),
         (
             {"export.json": _coco([{"image_id": 99, "category_id": 1, "segmentation": LUNG}])},
             "annotations[0]",
@@ -182,3 +183,135 @@ def test_a_cvat_export_becomes_the_masks_it_draws(
         _post(client, dataset_id, auth, {"annotations.xml": bad}), 422, "case3.png: <points> 1"
     )
     assert "outlines no region" in body["invalid_files"][0]["reason"]
+
+
+LS_LUNG = [[7.5, 6.25], [83.75, 12.5], [79.0, 80.0], [12.5, 87.5]]  # percent of 48 x 32
+
+
+def _label_studio(heart: np.ndarray) -> list[dict[str, Any]]:
+    """An export as Label Studio writes it: a brush heart over a polygon lung on an uploaded image, a box
+    on another (drawn at its image's size), a task answered by a choice alone (background)."""
+    lung = ls_result("polygonlabels", {"points": LS_LUNG, "closed": True, "polygonlabels": ["Lung"]}, 32, 48)
+    brush = {"format": "rle", "rle": encode_brush(heart), "brushlabels": ["heart"]}
+    box = {  # as Label Studio's documentation shows a rectangle: no original_width, original_height
+        "id": "b",
+        "type": "rectanglelabels",
+        "from_name": "label",
+        "to_name": "image",
+        "value": {
+            "x": 25.0,
+            "y": 12.5,
+            "width": 50.0,
+            "height": 50.0,
+            "rotation": 0,
+            "rectanglelabels": ["lung"],
+        },
+    }
+    choice = {
+        "id": "q",
+        "type": "choices",
+        "from_name": "finding",
+        "to_name": "image",
+        "value": {"choices": ["normal"]},
+    }
+    return [
+        ls_task(
+            "/data/upload/4/8f1b2c3d-case1.png", ls_annotation(lung, ls_result("brushlabels", brush, 32, 48))
+        ),
+        ls_task("/data/upload/4/0c9d8e7f-case2.png", ls_annotation(box), task_id=2),
+        ls_task(
+            "/data/upload/4/11aa22bb-case3.png",
+            ls_annotation(choice),
+            task_id=3,
+        ),
+    ]
+
+
+def test_a_label_studio_export_becomes_the_masks_it_draws(
+    client: TestClient, auth: dict[str, str], chest: tuple[str, dict[str, str]]
+) -> None:
+    dataset_id, samples = chest
+    heart = np.zeros((32, 48), bool)
+    heart[10:20, 15:30] = True
+    heart[14, 20] = False  # a hole: the lung shows through
+    response = _post(
+        client, dataset_id, auth, {"project-4-at-2026-12-06.json": json.dumps(_label_studio(heart)).encode()}
+    )
+    assert response.status_code == 201, response.text
+    batch = response.json()
+    report = batch["report"]
+    assert report["format"] == "label-studio" and report["accepted"] == 3
+    assert report["export_annotators"] == ["reader@example.org"] and report["export_skipped"] == {
+        "choices": 1
+    }
+    assert {f["file"]: f["sample"] for f in report["files"]} == {n: n for n in samples}
+
+    def stored(name: str) -> np.ndarray:
+        url = f"/v1/datasets/{dataset_id}/annotation-batches/{batch['id']}/masks/{samples[name]}"
+        return np.asarray(Image.open(io.BytesIO(client.get(url, headers=auth).content)))
+
+    lung = [c for x, y in LS_LUNG for c in (x * 48 / 100, y * 32 / 100)]
+    expected = np.where(coco_mask.decode(coco_mask.frPyObjects([lung], 32, 48))[:, :, 0] == 1, 1, 0)
+    expected[heart] = 2  # the brush after the polygon: on top
+    np.testing.assert_array_equal(stored("case1.png"), expected)
+    box = coco_mask.decode(coco_mask.frPyObjects([[12.0, 4.0, 36.0, 4.0, 36.0, 20.0, 12.0, 20.0]], 32, 48))
+    np.testing.assert_array_equal(stored("case2.png"), box[:, :, 0])
+    np.testing.assert_array_equal(stored("case3.png"), np.zeros((20, 20)))  # the sample's size
+
+
+def _bad_label_studio(change: str) -> bytes:
+    tasks = _label_studio(np.ones((32, 48), bool))
+    first = tasks[0]["annotations"][0]["result"]
+    if change == "label":
+        first[0]["value"]["polygonlabels"] = ["tumour"]
+    elif change == "rle":
+        first[1]["value"]["rle"] = first[1]["value"]["rle"][:9]  # the header and a little of a chunk
+    elif change == "rle size":
+        first[1]["value"]["rle"] = BRUSH_WHITE  # a 5x3 image's
+    else:  # the export says case1 is 40x32, the uploaded image is 48x32
+        first[:] = [ls_result("polygonlabels", {"points": LS_LUNG, "polygonlabels": ["lung"]}, 32, 40)]
+    return json.dumps(tasks).encode()
+
+
+@pytest.mark.parametrize(
+    ("entries", "named", "reason"),
+    [
+        (
+            {"export.json": _bad_label_studio("label")},
+            "tasks[0].annotations[0].result[0]",
+            "label 'tumour' is not a class of the label map (lung, heart)",
+        ),
+        (
+            {"export.json": _bad_label_studio("rle")},
+            "tasks[0].annotations[0].result[1]",
+            "ends inside a chunk",
+        ),
+        (
+            {"export.json": _bad_label_studio("rle size")},
+            "tasks[0].annotations[0].result[1]",
+            "holds 60 values; a 48x32 RGBA image holds 6144",
+        ),
+        (
+            {"export.json": _bad_label_studio("size")},
+            "case1.png",
+            "mask size 40x32 differs from image case1.png",
+        ),
+        ({"export.json": b"[1, 2]"}, "document", "nor a Label Studio JSON export"),
+    ],
+    ids=["unknown label", "undecodable rle", "rle of another size", "image of another size", "not tasks"],
+)
+def test_a_bad_label_studio_export_stores_nothing_and_names_the_entry(
+    client: TestClient,
+    auth: dict[str, str],
+    chest: tuple[str, dict[str, str]],
+    store: ObjectStore,
+    db_session_factory: sessionmaker[Session],
+    entries: dict[str, bytes],
+    named: str,
+    reason: str,
+) -> None:
+    body = assert_problem(_post(client, chest[0], auth, entries), 422, named)
+    assert reason in next(f["reason"] for f in body["invalid_files"] if f["file"] == named)
+    assert count_rows(db_session_factory, AnnotationBatch) == 0
+    assert count_rows(db_session_factory, Annotation) == 0
+    assert [k for k in store.list() if "/annotations/" in k] == []

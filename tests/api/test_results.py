@@ -21,6 +21,7 @@ from PIL import Image
 from app.services import inference
 from app.services.reports import ReportRow, report_csv, spreadsheet_safe
 from gtcorrect.imports import read_cvat
+from gtcorrect.label_studio import read_label_studio
 from gtcorrect.types import LabelMap
 from tests.api.conftest import (
     Finished,
@@ -163,6 +164,54 @@ def test_review_task_goes_to_cvat_and_its_export_comes_back_as_a_batch(
     assert batch.json()["report"]["format"] == "cvat" and batch.json()["report"]["accepted"] == 2
 
 
+def test_review_task_goes_to_label_studio_and_its_export_comes_back_as_a_batch(
+    client: TestClient, auth: dict[str, str], finished: Finished, dataset_id: str
+) -> None:
+    response = client.get(f"/v1/jobs/{finished.job_id}/review-task.json", headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    tasks = response.json()
+    assert [t["data"]["image"] for t in tasks] == ["a.png", "b.jpg.png"]  # the flagged, most doubtful first
+    proposed, given = tasks[0]["predictions"]
+    assert proposed["model_version"] == finished.model_id and proposed["score"] == pytest.approx(0.9)
+    assert given["model_version"] == "given mask" and "score" not in given
+    # As Label Studio exports the project once a reviewer has submitted each correction as proposed.
+    export = [
+        {
+            "id": k + 1,
+            **task,
+            "annotations": [
+                {
+                    "id": k + 1,
+                    "completed_by": {"id": 1, "email": "reviewer@example.org"},
+                    "was_cancelled": False,
+                    "result": task["predictions"][0]["result"],
+                }
+            ],
+        }
+        for k, task in enumerate(tasks)
+    ]
+    polyp = LabelMap(("background", "polyp"))
+    for image, task in zip(read_label_studio(export, polyp, max_pixels=10_000), tasks, strict=True):
+        corrected = client.get(
+            f"/v1/jobs/{finished.job_id}/corrected-masks/{finished.samples[image.file_name]}", headers=auth
+        )
+        np.testing.assert_array_equal(image.draw(), np.asarray(Image.open(io.BytesIO(corrected.content))) > 0)
+        task["annotations"] = [{"id": 9, "result": task["predictions"][1]["result"]}]  # the given mask
+        (given_back,) = read_label_studio([task], polyp, max_pixels=10_000)
+        np.testing.assert_array_equal(given_back.draw(), np.asarray(Image.open(io.BytesIO(mask_png(30, 50)))))
+    batch = client.post(
+        f"/v1/datasets/{dataset_id}/annotation-batches",
+        data={"annotator": "reviewer"},
+        files=files_part({"project-1.json": json.dumps(export).encode()}),
+        headers=auth,
+    )
+    assert batch.status_code == 201, batch.text
+    report = batch.json()["report"]
+    assert report["format"] == "label-studio" and report["accepted"] == 2
+    assert report["export_annotators"] == ["reviewer@example.org"]
+
+
 def test_gmm_round_plots(client: TestClient, auth: dict[str, str], finished: Finished) -> None:
     page = client.get(f"/v1/jobs/{finished.job_id}/plots/gmm-rounds", headers=auth).json()
     rounds = page["items"]
@@ -179,6 +228,7 @@ def test_results_of_unfinished_job_are_409(client: TestClient, auth: dict[str, s
         "noise-report",
         "corrected-masks.zip",
         "review-task.xml",
+        "review-task.json",
         "plots/gmm-rounds",
         f"corrected-masks/{samples['a.png']}",
     ):
