@@ -187,6 +187,21 @@ def correction_metrics(
     }
 
 
+def class_dice(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-image, per-foreground-class Dice (N, num_classes - 1) of (N, H, W) label maps: column k - 1 is
+    class k's; NaN where neither map has the class (nothing to compare)."""
+    if pred.shape != target.shape or pred.ndim != 3:
+        raise ValueError(
+            f"pred and target must be (N, H, W) of one shape, got {pred.shape} and {target.shape}."
+        )
+    out = np.full((pred.shape[0], max(num_classes - 1, 0)), np.nan)
+    for k in range(1, num_classes):
+        p, t = pred == k, target == k
+        denom = p.sum((1, 2)) + t.sum((1, 2))
+        out[:, k - 1] = np.where(denom > 0, 2.0 * (p & t).sum((1, 2)) / np.maximum(denom, 1), np.nan)
+    return out
+
+
 def foreground_dice(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per-image Dice (N,) of (N, H, W) label maps with every foreground class pooled (label > 0);
     1.0 where both are empty. Vectorised, for the engine's own checks on whole sets."""

@@ -19,6 +19,7 @@ from gtcorrect.errors import InvalidTrainingInput
 from gtcorrect.gt import run_gt
 from gtcorrect.loop import Run
 from gtcorrect.methods import run_coteaching, run_gmm_select, run_plain
+from gtcorrect.metrics import class_dice
 from gtcorrect.quality import holdout_indices
 from gtcorrect.types import FitResult, ProgressCallback, StopCheck, TrainingData
 
@@ -87,6 +88,9 @@ def fit(
         quality=out.quality,
         predicted=out.predicted,
         decided_by=out.decided_by,
+        class_dice=None
+        if out.predicted is None
+        else class_dice(out.predicted, data.masks, data.label_map.num_classes),
         annotator_report=out.annotator_report,
     )
 

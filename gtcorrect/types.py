@@ -136,6 +136,9 @@ class FitResult:
     quality: Any = None  # a ``gtcorrect.quality.Quality``: the job's judgement of itself
     predicted: np.ndarray | None = None  # (N, S, S) uint8: the kept network's prediction on every image
     decided_by: list[str] | None = None  # (N,) the evidence that raised each mask's doubt most
+    # (N, K - 1): each foreground class's Dice between the given mask and ``predicted`` (NaN where neither
+    # has the class): which structure of a multi-class mask looks wrong.
+    class_dice: np.ndarray | None = None
     # The annotator report (``gtcorrect.annotators.AnnotatorStats`` as dicts, offsets in original pixels);
     # empty when the annotators are not known.
     annotator_report: list[dict[str, Any]] = field(default_factory=list)

@@ -19,7 +19,7 @@ from app.storage.base import ObjectStore
 from gtcorrect.config import TrainConfig
 from gtcorrect.data import mask_to_png, read_mask, restore_mask, restore_probabilities
 from gtcorrect.plots import gmm_histogram_png
-from gtcorrect.types import FitResult
+from gtcorrect.types import FitResult, json_safe
 from worker.fetch import JobInputs
 
 PNG = "image/png"
@@ -84,6 +84,7 @@ def verdicts(inputs: JobInputs, result: FitResult) -> list[SampleVerdict]:
             round_decided=int(result.round_decided[i]),
             held_out=bool(result.held_out[i]) if result.held_out is not None else False,
             decided_by=None if result.decided_by is None else result.decided_by[i][:64],
+            class_dice=None if result.class_dice is None else json_safe(result.class_dice[i].tolist()),
         )
         for i, ref in enumerate(inputs.refs)
     ]

@@ -11,6 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.schemas.common import UtcDateTime
 
 
+class ClassFitOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    index: int
+    name: str
+    dice_to_prediction: float = Field(
+        description="Dice of this structure in the given mask to the trained network's prediction."
+    )
+
+
 class NoiseFlagOut(BaseModel):
     """One sample's verdict: how likely its annotation is clean, and how much the correction changed."""
 
@@ -76,6 +86,19 @@ class NoiseFlagOut(BaseModel):
     decision: str | None = Field(
         default=None,
         description="The current review decision, if any (PUT /v1/jobs/{id}/decisions/{sample}).",
+    )
+    worst_class: str | None = Field(
+        default=None,
+        description="Label maps of several structures: the structure that looks most wrong, whose given "
+        "outline agrees least with the network's prediction.",
+    )
+    worst_class_dice: float | None = Field(
+        default=None, description="That structure's Dice to the prediction."
+    )
+    classes: list[ClassFitOut] = Field(
+        default_factory=list,
+        description="Label maps of several structures: each structure's Dice of the given mask to the "
+        "prediction (structures neither has are left out).",
     )
 
 

@@ -79,6 +79,33 @@ class ReportRow:
     annotator: str
     batch_id: uuid.UUID
     decision: str | None  # the current review decision (app.services.reviews), if any
+    # The structure that looks most wrong: the foreground class whose given mask agrees least with the
+    # network's prediction (None for two-class label maps and jobs before per-class figures).
+    worst_class: str | None = None
+    worst_class_dice: float | None = None
+    classes: tuple[ClassFit, ...] = ()  # every foreground class either map has, in label order
+
+
+@dataclass(frozen=True)
+class ClassFit:
+    index: int
+    name: str
+    dice_to_prediction: float
+
+
+def class_fits(class_dice: list[float | None] | None, label_map: LabelMap) -> tuple[ClassFit, ...]:
+    """A noise flag's per-class Dice (``NoiseFlag.class_dice``) named by the label map; classes neither
+    the given mask nor the prediction has are left out."""
+    names = label_map.names[1:]
+    return tuple(
+        ClassFit(k + 1, name, float(d))
+        for k, (name, d) in enumerate(zip(names, class_dice or [], strict=False))  # None: no figures
+        if d is not None
+    )
+
+
+def _worst(fits: tuple[ClassFit, ...]) -> ClassFit | None:
+    return min(fits, key=lambda c: c.dice_to_prediction) if fits else None
 
 
 @dataclass(frozen=True)
@@ -165,27 +192,47 @@ def noise_report(
     query = query.order_by(order, ties, Sample.file_name).offset(offset)
     if limit is not None:
         query = query.limit(limit)
-    rows = [
-        ReportRow(
-            f.sample_id,
-            name,
-            f.annotation_id,
-            f.clean_probability,
-            f.flagged,
-            f.loss,
-            f.round_decided,
-            f.held_out,
-            f.decided_by,
-            frac is not None,
-            frac,
-            pixels,
-            annotator,
-            batch_id,
-            None if choice is None else choice.value,
-        )
+    dataset = session.get(Dataset, job.dataset_id)
+    label_map = label_map_of(dataset) if dataset is not None else LabelMap()
+    return [
+        _row(f, name, frac, pixels, annotator, batch_id, choice, label_map)
         for f, name, frac, pixels, annotator, batch_id, choice in session.execute(query).all()
-    ]
-    return rows, total
+    ], total
+
+
+def _row(
+    f: NoiseFlag,
+    name: str,
+    frac: float | None,
+    pixels: int | None,
+    annotator: str,
+    batch_id: uuid.UUID,
+    choice: ReviewChoice | None,
+    label_map: LabelMap,
+) -> ReportRow:
+    # A two-class map has one structure: nothing to tell apart.
+    fits = class_fits(f.class_dice, label_map) if label_map.num_classes > 2 else ()
+    worst = _worst(fits)
+    return ReportRow(
+        f.sample_id,
+        name,
+        f.annotation_id,
+        f.clean_probability,
+        f.flagged,
+        f.loss,
+        f.round_decided,
+        f.held_out,
+        f.decided_by,
+        frac is not None,
+        frac,
+        pixels,
+        annotator,
+        batch_id,
+        None if choice is None else choice.value,
+        None if worst is None else worst.name,
+        None if worst is None else worst.dice_to_prediction,
+        fits,
+    )
 
 
 def gmm_rounds(session: Session, job: TrainingJob) -> list[GmmRound]:
@@ -288,7 +335,7 @@ def spreadsheet_safe(value: object) -> object:
 
 
 def report_csv(rows: list[ReportRow]) -> str:
-    return rows_csv(rows, [f.name for f in dataclass_fields(ReportRow)])
+    return rows_csv(rows, [f.name for f in dataclass_fields(ReportRow) if f.name != "classes"])
 
 
 def corrected_mask(session: Session, store: ObjectStore, job: TrainingJob, sample_id: uuid.UUID) -> bytes:

@@ -48,6 +48,7 @@ class SampleVerdict:
     round_decided: int  # -1: held back for validation
     held_out: bool = False
     decided_by: str | None = None  # the evidence that raised the mask's doubt most
+    class_dice: list[float | None] | None = None  # per foreground class, the given mask to the prediction
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ def record_results(session: Session, job_id: uuid.UUID, attempt: int, results: J
             round_decided=int(v.round_decided),
             held_out=bool(v.held_out),
             decided_by=v.decided_by,
+            class_dice=v.class_dice,
         )
         for v in results.verdicts
     )

@@ -17,9 +17,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.models import JobStatus, TrainingJob
+from app.db.session import session_scope
 from app.services import inference
 from app.services.reports import ReportRow, report_csv, spreadsheet_safe
+from app.services.results import JobResults, SampleVerdict, record_results
 from gtcorrect.imports import read_cvat
 from gtcorrect.label_studio import read_label_studio
 from gtcorrect.types import LabelMap
@@ -357,3 +361,50 @@ def test_segment_bad_input(client: TestClient, auth: dict[str, str], finished: F
         ),
         422,
     )
+
+
+def test_noise_report_names_the_structure_that_looks_wrong(
+    client: TestClient, auth: dict[str, str], db_session_factory: sessionmaker[Session]
+) -> None:
+    body = {"name": "chest", "label_map": {"0": "background", "1": "lung", "2": "heart"}}
+    dataset_id = client.post("/v1/datasets", json=body, headers=auth).json()["id"]
+    job_id, samples = queued_job(client, auth, dataset_id)
+    batch = client.get(f"/v1/datasets/{dataset_id}/annotation-batches", headers=auth).json()["items"][0]
+    annotation = {f["sample_id"]: uuid.UUID(f["annotation_id"]) for f in batch["report"]["files"]}
+    # What the worker records (worker.push.verdicts): per foreground class, the given mask's Dice to the
+    # prediction; None where neither has the class, no list at all from a job before per-class figures.
+    per_class: dict[str, list[float | None] | None] = {
+        "a.png": [0.93, 0.21],  # the heart is drawn wrong
+        "b.jpg.png": [None, 0.95],  # no lung in either
+        "c.png": None,
+    }
+    verdicts = [
+        SampleVerdict(uuid.UUID(samples[n]), annotation[samples[n]], 0.5, False, 0.1, 1, class_dice=d)
+        for n, d in per_class.items()
+    ]
+    with session_scope(db_session_factory) as session:
+        job = session.get_one(TrainingJob, uuid.UUID(job_id))
+        job.status, job.attempt = JobStatus.running, 1
+    with session_scope(db_session_factory) as session:
+        results = JobResults(verdicts, [], "unused/weights.pt", {"dice": 0.5}, {"phase": "done"})
+        record_results(session, uuid.UUID(job_id), 1, results)
+
+    url = f"/v1/jobs/{job_id}/noise-report"
+    rows = {
+        r["file_name"]: r for r in client.get(url, params={"sort": "file_name"}, headers=auth).json()["items"]
+    }
+    a, b, c = rows["a.png"], rows["b.jpg.png"], rows["c.png"]
+    assert (a["worst_class"], a["worst_class_dice"]) == ("heart", pytest.approx(0.21))
+    assert a["classes"] == [
+        {"index": 1, "name": "lung", "dice_to_prediction": pytest.approx(0.93)},
+        {"index": 2, "name": "heart", "dice_to_prediction": pytest.approx(0.21)},
+    ]
+    assert b["worst_class"] == "heart" and [x["name"] for x in b["classes"]] == ["heart"]
+    assert (c["worst_class"], c["worst_class_dice"], c["classes"]) == (None, None, [])
+    table = list(csv.DictReader(io.StringIO(client.get(url, params={"format": "csv"}, headers=auth).text)))
+    assert {r["file_name"]: r["worst_class"] for r in table} == {
+        "a.png": "heart",
+        "b.jpg.png": "heart",
+        "c.png": "",
+    }
+    assert "classes" not in table[0]

@@ -17,6 +17,7 @@ from gtcorrect import (
 )
 from gtcorrect.config import METHODS, AugmentConfig, GStageConfig, NetConfig, TStageConfig
 from gtcorrect.gstage import score_samples
+from gtcorrect.metrics import dice as metrics_dice
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import mixed_precision, use_amp
 from gtcorrect.types import LabelMap
@@ -84,6 +85,15 @@ def test_every_method_returns_a_full_result(method: str) -> None:
     assert result.round_decided.shape == (n,) and result.sample_loss.shape == (n,)
     assert isinstance(result.model, ModelBundle) and result.model.in_channels == 3
     assert 0.0 <= result.metrics["val_dice"] <= 1.0
+    # One structure (polyp): its Dice of each given mask to the kept network's prediction.
+    assert (
+        result.class_dice is not None and result.predicted is not None and result.class_dice.shape == (n, 1)
+    )
+    expected = [
+        metrics_dice(p, m) if (p > 0).any() or (m > 0).any() else np.nan
+        for p, m in zip(result.predicted, data.masks, strict=True)
+    ]
+    np.testing.assert_allclose(result.class_dice[:, 0], expected)
     logits = result.model.build()(torch.as_tensor(data.images[:2]))
     assert logits.shape == (2, 2, 32, 32)
     if method in ("noisy", "clean"):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gtcorrect.metrics import (
+    class_dice,
     correction_metrics,
     dice,
     hd95,
@@ -44,6 +45,16 @@ CASES = [
 def test_dice_iou(pred: np.ndarray, target: np.ndarray, k: int, d: float, j: float) -> None:
     assert dice(pred, target, num_classes=k) == pytest.approx(d, abs=1e-9)
     assert iou(pred, target, num_classes=k) == pytest.approx(j, abs=1e-9)
+
+
+def test_class_dice_per_image_and_structure() -> None:
+    # Which structure of a multi-class mask disagrees: class 1 of MC_P/MC_T agrees, class 2 shares 1 of
+    # 4 + 2 pixels; a class neither map has is NaN, not 1.0 (nothing to compare).
+    got = class_dice(np.stack([MC_P, A]), np.stack([MC_T, B]), 3)
+    np.testing.assert_allclose(got, [[1.0, 2 / 6], [0.5, np.nan]])
+    assert class_dice(np.stack([A]), np.stack([A]), 2).shape == (1, 1)
+    with pytest.raises(ValueError, match="one shape"):
+        class_dice(A, A, 2)
 
 
 def test_shape_mismatch_raises() -> None:

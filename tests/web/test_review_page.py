@@ -286,3 +286,78 @@ def test_the_job_list_follows_a_running_job_and_a_report_of_300_masks_has_pages(
     expect(page.locator("#page-label")).to_have_text("page 7 of 7")
     expect(page.locator(".card")).to_have_count(N_MANY - 6 * 48)
     page.close()
+
+
+def _two_structures(client: httpx.Client, n: int = 24, wrong: int = 6) -> tuple[str, set[str]]:
+    """Images with a disc and a square, masks with both, the square drawn 10 px off in ``wrong`` of them;
+    a short plain job on them, finished. (job id, the file names whose square is wrong)."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:48, :48]
+    images, masks, off = {}, {}, set()
+    for i in range(n):
+        cy, cx = rng.uniform(12, 20, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 36
+        square = (yy >= 28) & (yy < 40) & (xx >= 26) & (xx < 38)
+        grey = (rng.normal(60, 10, (48, 48)) + 100 * disc + 160 * square).clip(0, 255).astype(np.uint8)
+        label = np.zeros((48, 48), np.uint8)
+        label[disc] = 1
+        name = f"s{i:02d}.png"
+        drawn = np.roll(square, -10, axis=1) if i < wrong else square
+        off |= {name} if i < wrong else set()
+        label[drawn & ~disc] = 2
+        for target, array in ((images, grey), (masks, label)):
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="PNG")
+            target[name] = buffer.getvalue()
+    label_map = {"0": "background", "1": "disc", "2": "square"}
+    dataset = client.post("/v1/datasets", json={"name": "two-structures", "label_map": label_map}).json()
+    upload = client.post(f"/v1/datasets/{dataset['id']}/images", files={"files": ("i.zip", _zip(images))})
+    assert upload.status_code == 201, upload.text
+    batch = client.post(
+        f"/v1/datasets/{dataset['id']}/annotation-batches",
+        data={"annotator": "vendor-c"},
+        files={"files": ("m.zip", _zip(masks))},
+    )
+    assert batch.status_code == 201, batch.text
+    config = {
+        "method": "noisy",
+        "epochs": 15,
+        "image_size": 32,
+        "batch_size": 8,
+        "net": {"channels": [8, 16], "strides": [2], "num_res_units": 0},
+        "quality": {"val_fraction": 0.0},
+    }
+    job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "config": config})
+    assert job.status_code == 202, job.text
+    done = wait_for_job(client, job.json()["id"])
+    assert done["status"] == "succeeded", done
+    return str(done["id"]), off
+
+
+def test_a_card_names_the_structure_that_looks_wrong(browser: Browser, served: tuple[str, str, Path]) -> None:
+    base_url, key, _ = served
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        job_id, off = _two_structures(client)
+        report = client.get(f"/v1/jobs/{job_id}/noise-report", params={"limit": 100}).json()["items"]
+    # The square drawn 10 px off agrees least with what the network learnt from the other 18.
+    worst = {r["file_name"]: r["worst_class"] for r in report}
+    assert all(worst[name] == "square" for name in off), worst
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base_url}/review/login")
+    page.fill("#api_key", key)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/review/")
+    page.goto(f"{base_url}/review/jobs/{job_id}")
+    expect(page.locator(".card")).to_have_count(len(report))
+    first = next(r for r in report if r["file_name"] in off)
+    card = page.locator(f".card[data-sample='{first['sample_id']}']")
+    expected = f"least agreement: square (Dice {first['worst_class_dice']:.2f})"
+    expect(card.locator(".structure")).to_have_text(expected)
+    assert "disc" in str(card.locator(".structure").get_attribute("title"))
+    # Cards below the fold load their images lazily: wait for the ones on screen.
+    page.wait_for_function(
+        "Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight)"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-structures.png"))

@@ -94,6 +94,9 @@ def test_success_records_rows_and_objects(ctx: RunnerContext, seeded: Seeded) ->
     by_sample = dict(zip(seeded.sample_ids, seeded.annotation_ids, strict=True))
     assert all(f.annotation_id == by_sample[f.sample_id] for f in flags)
     assert all(0.0 <= f.clean_probability <= 1.0 for f in flags)
+    # Per foreground class (one here): the given mask's Dice to the prediction, or None with neither.
+    assert all(len(f.class_dice) == 1 for f in flags)
+    assert all(d is None or 0.0 <= d <= 1.0 for f in flags for d in f.class_dice)
 
     corrected = _rows(ctx.session_factory, CorrectedMask, seeded.job_id)
     assert {c.sample_id for c in corrected} == {f.sample_id for f in flags if f.flagged}

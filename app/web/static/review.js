@@ -99,6 +99,7 @@
         <div class="name"></div>
         <div>clean p <strong>${row.clean_probability.toFixed(3)}</strong> · score ${row.loss.toFixed(3)} · ${row.held_out ? "held back (never trained on)" : `split ${row.round_decided}`}${row.decided_by && !row.held_out ? ` · ${row.decided_by}` : ""}</div>
         <div>${row.correction_proposed ? "proposed change " + changed : (row.flagged ? "flagged, no correction proposed" : "not flagged")}</div>
+        <div class="structure"></div>
         <div class="annotator"></div>
         <div class="decision"></div>
         <div class="actions">
@@ -111,6 +112,14 @@
     item.querySelector("img").alt = `${row.file_name}: image with the given mask` + (row.correction_proposed ? " and the proposed correction" : "");
     item.querySelector(".name").textContent = row.file_name;
     item.querySelector(".annotator").textContent = `annotator ${row.annotator}`;
+    // Several structures: the one whose outline agrees least with the network's, and all of them on hover.
+    const structure = item.querySelector(".structure");
+    if (row.worst_class) {
+      structure.textContent = `least agreement: ${row.worst_class} (Dice ${row.worst_class_dice.toFixed(2)})`;
+      structure.title = row.classes.map((c) => `${c.name} ${c.dice_to_prediction.toFixed(2)}`).join(" · ");
+    } else {
+      structure.remove();
+    }
     paintDecision(item, row);
     item.addEventListener("click", (event) => {
       setFocus(Number(item.dataset.index));
