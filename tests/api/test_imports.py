@@ -99,6 +99,24 @@ def test_coco_polygons_and_rle_become_the_masks_pycocotools_reads(
     np.testing.assert_array_equal(stored("case3.png"), np.zeros((20, 20)))  # listed, nothing drawn
 
 
+def _refused(
+    client: TestClient,
+    auth: dict[str, str],
+    dataset_id: str,
+    store: ObjectStore,
+    factory: sessionmaker[Session],
+    entries: dict[str, bytes],
+    named: str,
+    reason: str,
+) -> None:
+    """The upload is a 422 naming the entry and why, and stores no batch, annotation or mask object."""
+    body = assert_problem(_post(client, dataset_id, auth, entries), 422, named)
+    assert reason in next(f["reason"] for f in body["invalid_files"] if f["file"] == named)
+    assert count_rows(factory, AnnotationBatch) == 0
+    assert count_rows(factory, Annotation) == 0
+    assert [k for k in store.list() if "/annotations/" in k] == []
+
+
 @pytest.mark.parametrize(
     ("entries", "named", "reason"),
     [
@@ -132,11 +150,7 @@ def test_a_bad_coco_document_stores_nothing_and_names_the_entry(
     named: str,
     reason: str,
 ) -> None:
-    body = assert_problem(_post(client, chest[0], auth, entries), 422, named)
-    assert reason in next(f["reason"] for f in body["invalid_files"] if f["file"] == named)
-    assert count_rows(db_session_factory, AnnotationBatch) == 0
-    assert count_rows(db_session_factory, Annotation) == 0
-    assert [k for k in store.list() if "/annotations/" in k] == []
+    _refused(client, auth, chest[0], store, db_session_factory, entries, named, reason)
 
 
 def test_a_coco_mask_of_the_wrong_size_is_refused_like_a_mask_file(
@@ -310,8 +324,4 @@ def test_a_bad_label_studio_export_stores_nothing_and_names_the_entry(
     named: str,
     reason: str,
 ) -> None:
-    body = assert_problem(_post(client, chest[0], auth, entries), 422, named)
-    assert reason in next(f["reason"] for f in body["invalid_files"] if f["file"] == named)
-    assert count_rows(db_session_factory, AnnotationBatch) == 0
-    assert count_rows(db_session_factory, Annotation) == 0
-    assert [k for k in store.list() if "/annotations/" in k] == []
+    _refused(client, auth, chest[0], store, db_session_factory, entries, named, reason)

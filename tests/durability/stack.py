@@ -24,9 +24,24 @@ from app.settings import Settings
 from tests.support.env import settings_env
 from tests.support.processes import quiet_env, tail
 from tests.support.s3server import free_ports
+from tests.worker.seed import tiny_config
 
 START_TIMEOUT_S = 90.0
 POLL_S = 0.3
+JOB_TIMEOUT_S = 240.0
+RECOVERY_TARGET_S = 90.0  # from the kill to training again from the checkpoint, at the default settings
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def long_config(seed: int) -> dict[str, Any]:
+    """32 epochs of 12 tiny images (a quarter of a second each here): long enough to kill or cancel it
+    in the middle however late the test's polls come. Both G rounds always run (no early stop), so the
+    length is fixed."""
+    config = tiny_config(seed, rounds=2, t_epochs=24).to_dict()
+    config["g"]["warmup_epochs"] = 4
+    config["g"]["epochs_per_round"] = 2
+    config["g"]["stop_change_frac"] = 0.0
+    return config
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout_s: float, detail: Callable[[], str]) -> Any:
@@ -50,6 +65,7 @@ class Stack:
     base_url: str
     client: httpx.Client
     factory: sessionmaker[Session]
+    api: subprocess.Popen[bytes]
     workers: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
@@ -125,17 +141,19 @@ def run_stack(settings: Settings, workdir: Path, factory: sessionmaker[Session])
     (port,) = free_ports(1)
     log = workdir / "api.log"
     cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(port)]
+    # The API runs as in production: without the training allocator settings (app/memory.py sets its own).
+    api_env = {k: v for k, v in env.items() if not k.startswith("MALLOC_")}
     with log.open("wb") as out:
         api = subprocess.Popen(
             [*cmd, "--host", "127.0.0.1"],
-            env=env,
+            env=api_env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     base_url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60.0)
-    stack = Stack(settings, env, workdir, base_url, client, factory)
+    stack = Stack(settings, env, workdir, base_url, client, factory, api)
     try:
         _wait_ready(base_url, api, log)
         yield stack
@@ -145,3 +163,31 @@ def run_stack(settings: Settings, workdir: Path, factory: sessionmaker[Session])
             _stop(proc)
         _stop(api)
         print(stack.logs())
+
+
+def recovery_after_kill(
+    job: Callable[[], dict[str, Any]], kill: Callable[[], None], detail: Callable[[], str]
+) -> tuple[float, dict[str, Any]]:
+    """Wait for the job to train past epoch 2, ``kill()`` what trains it, and time how long until a second
+    attempt trains past the epoch it had reached; then wait for its end. Returns (seconds, final state)."""
+
+    def at_epoch_2() -> dict[str, Any] | None:
+        state = job()
+        assert state["status"] not in TERMINAL, f"job ended early: {state}"
+        return state if (state["epoch"] or 0) >= 2 else None
+
+    wait_until("epoch 2", at_epoch_2, JOB_TIMEOUT_S, detail)
+    killed_at = time.monotonic()
+    kill()
+    epoch_at_kill = job()["epoch"]
+
+    def training_again() -> dict[str, Any] | None:
+        state = job()
+        return state if state["attempt"] >= 2 and (state["epoch"] or 0) > epoch_at_kill else None
+
+    wait_until("training again", training_again, JOB_TIMEOUT_S, detail)
+    recovery_s = time.monotonic() - killed_at
+    done = wait_until(
+        "the job's end", lambda: (s := job())["status"] in TERMINAL and s, JOB_TIMEOUT_S, detail
+    )
+    return recovery_s, dict(done)

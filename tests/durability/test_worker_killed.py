@@ -24,28 +24,21 @@ from app.db.models import JobStatus, Model, TrainingJob
 from app.db.session import session_scope
 from app.settings import Settings
 from app.storage import make_store
-from tests.durability.stack import Stack, run_stack, wait_until
+from tests.durability.stack import (
+    JOB_TIMEOUT_S,
+    RECOVERY_TARGET_S,
+    TERMINAL,
+    Stack,
+    long_config,
+    run_stack,
+    wait_until,
+)
 from tests.e2e.flow import upload_dataset
 from tests.support.processes import children
-from tests.worker.seed import tiny_config
 
 pytestmark = pytest.mark.integration
 
 STALE_S = 5
-JOB_TIMEOUT_S = 240.0
-RECOVERY_TARGET_S = 90.0  # from the kill to training again from the checkpoint, at the default settings
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def long_config(seed: int) -> dict[str, Any]:
-    """32 epochs of 12 tiny images (a quarter of a second each here): long enough to kill or cancel it
-    in the middle however late the test's polls come. Both G rounds always run (no early stop), so the
-    length is fixed."""
-    config = tiny_config(seed, rounds=2, t_epochs=24).to_dict()
-    config["g"]["warmup_epochs"] = 4
-    config["g"]["epochs_per_round"] = 2
-    config["g"]["stop_change_frac"] = 0.0
-    return config
 
 
 @pytest.fixture

@@ -103,3 +103,24 @@ def proxied_store(settings: Settings, proxy: Proxy, retry_s: float) -> S3Store:
     return S3Store(
         proxy.endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket, retry_s=retry_s
     )
+
+
+def main() -> None:
+    """``python -m tests.support.proxy HOST:PORT``: a proxy in a process of its own (so a benchmark's own
+    threads do not slow the traffic it carries); prints its port, then SIGUSR1 cuts, SIGUSR2 restores,
+    SIGTERM ends it."""
+    import signal
+    import sys
+
+    host, port = sys.argv[1].rsplit(":", 1)
+    proxy = Proxy(host, int(port))
+    signal.signal(signal.SIGUSR1, lambda *_: proxy.cut())
+    signal.signal(signal.SIGUSR2, lambda *_: proxy.restore())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(proxy.port, flush=True)
+    while True:
+        signal.pause()
+
+
+if __name__ == "__main__":
+    main()

@@ -55,6 +55,28 @@ def _zip(entries: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def _annotated(
+    client: httpx.Client,
+    name: str,
+    label_map: dict[str, str] | None,
+    images: bytes,
+    masks: bytes,
+    annotator: str,
+) -> str:
+    """A dataset of the zipped ``images`` with one annotation batch of the zipped ``masks``; its id."""
+    body = {"name": name} if label_map is None else {"name": name, "label_map": label_map}
+    dataset = client.post("/v1/datasets", json=body).json()
+    upload = client.post(f"/v1/datasets/{dataset['id']}/images", files={"files": ("i.zip", images)})
+    assert upload.status_code == 201, upload.text
+    batch = client.post(
+        f"/v1/datasets/{dataset['id']}/annotation-batches",
+        data={"annotator": annotator},
+        files={"files": ("m.zip", masks)},
+    )
+    assert batch.status_code == 201, batch.text
+    return str(dataset["id"])
+
+
 def _finished_job(client: httpx.Client) -> tuple[str, str, set[str]]:
     """Upload Kvasir-SEG images and a sloppy annotator's masks, train; (job id, dataset id, sloppy)."""
     root = KVASIR / "kvasir-seg"
@@ -67,17 +89,9 @@ def _finished_job(client: httpx.Client) -> tuple[str, str, set[str]]:
         if name in sloppy:
             mask = ndimage.binary_dilation(mask, iterations=9)
         masks[name.replace(".jpg", ".png")] = _png(mask)
-    label_map = {"0": "background", "1": "polyp"}
-    dataset = client.post("/v1/datasets", json={"name": "kvasir-review", "label_map": label_map}).json()
     images = _zip({n: (root / "images" / n).read_bytes() for n in names})
-    upload = client.post(f"/v1/datasets/{dataset['id']}/images", files={"files": ("i.zip", images)})
-    assert upload.status_code == 201, upload.text
-    batch = client.post(
-        f"/v1/datasets/{dataset['id']}/annotation-batches",
-        data={"annotator": "vendor-b"},
-        files={"files": ("m.zip", _zip(masks))},
-    )
-    assert batch.status_code == 201, batch.text
+    label_map = {"0": "background", "1": "polyp"}
+    dataset_id = _annotated(client, "kvasir-review", label_map, images, _zip(masks), "vendor-b")
     # Small enough for 2 cores; the gate is off and the split is the paper's (it flags some masks whatever
     # the evidence) so that the page has corrections to decide on (a job this small flags and proposes
     # nothing by default, see QUALITY.md).
@@ -89,11 +103,11 @@ def _finished_job(client: httpx.Client) -> tuple[str, str, set[str]]:
         "t": {"epochs": 2, "early_learning": "fixed", "early_learning_fixed_epochs": 1, "rampup_epochs": 1},
         "quality": {"gate": False, "val_fraction": 0.0},
     }
-    job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "config": config})
+    job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "config": config})
     assert job.status_code == 202, job.text
     done = wait_for_job(client, job.json()["id"])
     assert done["status"] == "succeeded", done
-    return str(done["id"]), str(dataset["id"]), {n.replace(".jpg", ".png") for n in sloppy}
+    return str(done["id"]), dataset_id, {n.replace(".jpg", ".png") for n in sloppy}
 
 
 def _focused(page: Page) -> str:
@@ -220,15 +234,7 @@ def _many(client: httpx.Client) -> tuple[str, str]:
         buffer = io.BytesIO()
         Image.fromarray(grey).save(buffer, format="PNG")
         images[f"m{i:03d}.png"], masks[f"m{i:03d}.png"] = buffer.getvalue(), _png(disc)
-    dataset = client.post("/v1/datasets", json={"name": "many"}).json()
-    upload = client.post(f"/v1/datasets/{dataset['id']}/images", files={"files": ("i.zip", _zip(images))})
-    assert upload.status_code == 201, upload.text
-    batch = client.post(
-        f"/v1/datasets/{dataset['id']}/annotation-batches",
-        data={"annotator": "vendor-a"},
-        files={"files": ("m.zip", _zip(masks))},
-    )
-    assert batch.status_code == 201, batch.text
+    dataset_id = _annotated(client, "many", None, _zip(images), _zip(masks), "vendor-a")
     config = {
         "method": "noisy",
         "epochs": 12,
@@ -236,9 +242,9 @@ def _many(client: httpx.Client) -> tuple[str, str]:
         "batch_size": 16,
         "net": {"channels": [8, 16], "strides": [2], "num_res_units": 0},
     }
-    job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "preset": "quick", "config": config})
+    job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "preset": "quick", "config": config})
     assert job.status_code == 202, job.text
-    return str(dataset["id"]), str(job.json()["id"])
+    return dataset_id, str(job.json()["id"])
 
 
 def test_the_job_list_follows_a_running_job_and_a_report_of_300_masks_has_pages(
@@ -310,15 +316,7 @@ def _two_structures(client: httpx.Client, n: int = 24, wrong: int = 6) -> tuple[
             Image.fromarray(array).save(buffer, format="PNG")
             target[name] = buffer.getvalue()
     label_map = {"0": "background", "1": "disc", "2": "square"}
-    dataset = client.post("/v1/datasets", json={"name": "two-structures", "label_map": label_map}).json()
-    upload = client.post(f"/v1/datasets/{dataset['id']}/images", files={"files": ("i.zip", _zip(images))})
-    assert upload.status_code == 201, upload.text
-    batch = client.post(
-        f"/v1/datasets/{dataset['id']}/annotation-batches",
-        data={"annotator": "vendor-c"},
-        files={"files": ("m.zip", _zip(masks))},
-    )
-    assert batch.status_code == 201, batch.text
+    dataset_id = _annotated(client, "two-structures", label_map, _zip(images), _zip(masks), "vendor-c")
     config = {
         "method": "noisy",
         "epochs": 15,
@@ -327,7 +325,7 @@ def _two_structures(client: httpx.Client, n: int = 24, wrong: int = 6) -> tuple[
         "net": {"channels": [8, 16], "strides": [2], "num_res_units": 0},
         "quality": {"val_fraction": 0.0},
     }
-    job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "config": config})
+    job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "config": config})
     assert job.status_code == 202, job.text
     done = wait_for_job(client, job.json()["id"])
     assert done["status"] == "succeeded", done

@@ -1,0 +1,1 @@
+"""The attack replay (``python -m bench.attack``): see ``bench.attack.run``."""
