@@ -17,6 +17,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, NotRequired, TypedDict, cast
 
@@ -128,23 +129,58 @@ def folder_files(folder: str | Path, names: Sequence[str] = ()) -> list[Path]:
     return files
 
 
-def _zip_to(archive: IO[bytes], files: Sequence[Path]) -> int:
-    """Write ``files`` into ``archive`` as one flat zip; returns its size in bytes."""
+def nnunet_files(folder: str | Path) -> list[Path]:
+    """What an nnU-Net v2 raw dataset folder's import reads: ``dataset.json`` and the files directly in
+    ``imagesTr`` and ``labelsTr`` (``imagesTs`` is not imported, so not sent).
+
+    Raises ``ValueError`` when ``folder`` is not a directory holding a ``dataset.json``.
+    """
+    root = Path(folder)
+    if not (root / "dataset.json").is_file():
+        raise ValueError(f"{root}: not an nnU-Net dataset folder (no dataset.json).")
+    files = [root / "dataset.json"]
+    for sub in ("imagesTr", "labelsTr"):
+        if (root / sub).is_dir():
+            files += sorted(p for p in (root / sub).iterdir() if p.is_file() and not p.name.startswith("."))
+    return files
+
+
+@contextmanager
+def _nnunet_archive(path: Path) -> Iterator[tuple[IO[bytes], str, int]]:
+    """The zip of an nnU-Net dataset (``path`` a zip as it is, or its folder zipped under the folder's
+    name), open at its start: (file, file name, size in bytes)."""
+    if path.is_file():
+        with path.open("rb") as archive:
+            yield archive, path.name, path.stat().st_size
+        return
+    folder = path.resolve()
+    files = nnunet_files(folder)  # a folder without dataset.json is refused before anything is written
+    with tempfile.TemporaryFile() as archive:
+        size = _zip_to(archive, files, folder.parent)
+        archive.seek(0)
+        yield archive, f"{folder.name}.zip", size
+
+
+def _zip_to(archive: IO[bytes], files: Sequence[Path], root: Path | None = None) -> int:
+    """Write ``files`` into ``archive`` as one zip, flat (by name) or by their paths below ``root``;
+    returns its size in bytes."""
     with zipfile.ZipFile(archive, "w") as zf:
         for path in files:
             stored = path.suffix.lower() in STORED_SUFFIXES
-            zf.write(path, path.name, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+            name = path.relative_to(root).as_posix() if root is not None else path.name
+            zf.write(path, name, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
     return archive.tell()
 
 
-def _multipart_head(boundary: str, fields: Mapping[str, str], file_name: str) -> bytes:
-    """A multipart/form-data body up to the content of its one file part, called ``files``."""
+def _multipart_head(boundary: str, fields: Mapping[str, str], file_name: str, part: str = "files") -> bytes:
+    """A multipart/form-data body up to the content of its one file part, called ``part``."""
     parts = [
         f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
         for k, v in fields.items()
     ]
+    quoted = "".join("_" if ch in '"\r\n\\' else ch for ch in file_name)
     parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{file_name}"\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{part}"; filename="{quoted}"\r\n'
         "Content-Type: application/zip\r\n\r\n"
     )
     return "".join(parts).encode()
@@ -257,39 +293,53 @@ class Client:
         progress: bool,
         params: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
-        """Zip ``files`` into a temporary file and POST it as the multipart part ``files`` beside ``fields``,
-        streaming the body with a byte progress bar; returns the (read) answer."""
+        """Zip ``files`` (flat) into a temporary file and POST it as the multipart part ``files`` beside
+        ``fields`` (``_post_archive``); returns the (read) answer."""
         with tempfile.TemporaryFile() as archive:
             size = _zip_to(archive, files)
-            boundary = uuid.uuid4().hex
-            head = _multipart_head(boundary, fields, f"{label}.zip")
-            tail = f"\r\n--{boundary}--\r\n".encode()
-            total = len(head) + size + len(tail)
             archive.seek(0)
-            chunks = itertools.chain((head,), iter(lambda: archive.read(CHUNK_BYTES), b""), (tail,))
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=f"upload {label}",
-                file=sys.stderr,
-                disable=not progress,
-            ) as bar:
+            return self._post_archive(url, archive, size, fields, f"{label}.zip", label, progress, params)
 
-                def body() -> Iterator[bytes]:
-                    for chunk in chunks:
-                        bar.update(len(chunk))
-                        yield chunk
+    def _post_archive(
+        self,
+        url: str,
+        archive: IO[bytes],
+        size: int,
+        fields: Mapping[str, str],
+        file_name: str,
+        label: str,
+        progress: bool,
+        params: Mapping[str, Any] | None = None,
+        part: str = "files",
+    ) -> httpx.Response:
+        """POST the zip ``archive`` (``size`` bytes, read from where it stands) as the multipart part ``part``
+        beside ``fields``, streaming the body with a byte progress bar; returns the (read) answer."""
+        boundary = uuid.uuid4().hex
+        head = _multipart_head(boundary, fields, file_name, part)
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        total = len(head) + size + len(tail)
+        chunks = itertools.chain((head,), iter(lambda: archive.read(CHUNK_BYTES), b""), (tail,))
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"upload {label}",
+            file=sys.stderr,
+            disable=not progress,
+        ) as bar:
 
-                headers = {
-                    "Content-Type": f"multipart/form-data; boundary={boundary}",
-                    "Content-Length": str(total),
-                }
-                timeout = httpx.Timeout(self.timeout, read=UPLOAD_READ_TIMEOUT_S)
-                return self._send(
-                    "POST", url, content=body(), headers=headers, timeout=timeout, params=params
-                )
+            def body() -> Iterator[bytes]:
+                for chunk in chunks:
+                    bar.update(len(chunk))
+                    yield chunk
+
+            headers = {
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Content-Length": str(total),
+            }
+            timeout = httpx.Timeout(self.timeout, read=UPLOAD_READ_TIMEOUT_S)
+            return self._send("POST", url, content=body(), headers=headers, timeout=timeout, params=params)
 
     def _upload(
         self, url: str, files: Sequence[Path], fields: Mapping[str, str], label: str, progress: bool
@@ -362,6 +412,25 @@ class Client:
         export = Path(folder).is_file() and Path(folder).suffix.lower() in (".json", ".xml")
         files = [Path(folder)] if export else folder_files(folder, MANIFEST_NAMES)
         return self._upload(f"/v1/datasets/{dataset_id}/annotation-batches", files, fields, "masks", progress)
+
+    def import_nnunet(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        annotator: str | None = None,
+        progress: bool = True,
+    ) -> Json:
+        """Import an nnU-Net v2 raw dataset: ``path`` its folder (dataset.json, imagesTr, labelsTr; zipped
+        on the fly under the folder's name, imagesTs left out) or a zip of it. A new dataset (``name``;
+        default dataset.json's name, else the folder's) with dataset.json's label map, one sample per
+        training case and one batch of the labelsTr masks (``annotator``). Returns the API's answer:
+        ``dataset``, ``batch_id``, ``samples``, ``masks``..."""
+        fields = {k: v for k, v in (("name", name), ("annotator", annotator)) if v is not None}
+        with _nnunet_archive(Path(path)) as (archive, zip_name, size):
+            answer = self._post_archive(
+                "/v1/datasets/import/nnunet", archive, size, fields, zip_name, "nnunet", progress, part="file"
+            )
+        return cast(Json, answer.json())
 
     # --- jobs --------------------------------------------------------------------------------------
 

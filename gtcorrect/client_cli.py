@@ -89,6 +89,22 @@ def _masks_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_nnunet(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        out = client.import_nnunet(args.path, args.name, args.annotator)
+    dataset = out["dataset"]
+    _say(
+        f"dataset {dataset['id']} ({dataset['name']}): {out['samples']} cases imported, batch "
+        f"{out['batch_id']} with {out['masks']} masks"
+        + (
+            f"; {out['test_images_left_out']} imagesTs files left out"
+            if out.get("test_images_left_out")
+            else ""
+        )
+    )
+    return 0
+
+
 def _jobs_start(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.start_job(
@@ -444,6 +460,18 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--annotator", required=True, help="who drew the masks")
     p.add_argument("--mask-mode", choices=("index", "binary"), help="binary: grey > 127 is foreground")
     p.add_argument("--note", help="free text stored as the batch's source")
+
+    p = verb(
+        verbs,
+        "import-nnunet",
+        _import_nnunet,
+        "a new dataset from an nnU-Net v2 raw dataset (folder or zip): its images, label map and labels",
+    )
+    p.add_argument(
+        "path", metavar="FOLDER_OR_ZIP", help="e.g. nnUNet_raw/Dataset004_Hippocampus, or a zip of it"
+    )
+    p.add_argument("--name", help="the new dataset's name (default: dataset.json's name, else the folder's)")
+    p.add_argument("--annotator", help="who drew labelsTr (default: nnU-Net labels)")
 
     batches = group("batches", "annotation batches")
     p = verb(batches, "list", _batches_list, "list a dataset's annotation batches")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from app.api.deps import (
     DatasetDep,
@@ -20,9 +20,16 @@ from app.api.deps import (
     read_uploads,
 )
 from app.schemas.common import FileOutcome, Page
-from app.schemas.datasets import DatasetCreate, DatasetOut, DatasetRename, ImageUploadOut, SampleOut
+from app.schemas.datasets import (
+    DatasetCreate,
+    DatasetOut,
+    DatasetRename,
+    ImageUploadOut,
+    NnUNetImportOut,
+    SampleOut,
+)
 from app.schemas.results import AnnotatorOut, DatasetAnnotatorOut
-from app.services import cleanup, datasets, images, reports
+from app.services import cleanup, datasets, images, nnunet, reports
 from app.services.objects import read_object
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -48,6 +55,65 @@ def create_dataset(
     dataset = datasets.create_dataset(session, project, body.name, body.label_map, body.image_settings)
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return _out(session, dataset)
+
+
+@router.post(
+    "/import/nnunet",
+    dependencies=[Multipart],
+    status_code=201,
+    summary="Import an nnU-Net v2 raw dataset (one zip): a dataset, its samples and one batch of labels",
+    response_model=NnUNetImportOut,
+    responses={
+        422: {
+            "description": "A problem in dataset.json, a case or a file; `invalid_files` names each entry "
+            "with the reason. Nothing was stored."
+        },
+        409: {"description": "The project already has a dataset of that name."},
+        413: {"description": "The upload is larger than the limit."},
+    },
+)
+def import_nnunet(
+    session: SessionDep,
+    project: ProjectDep,
+    store: StoreDep,
+    limits: LimitsDep,
+    response: Response,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="A zip of the dataset folder: dataset.json, imagesTr/{case}_{XXXX}.png, "
+            "labelsTr/{case}.png (optional imagesTs/, left out); with or without its top folder."
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        Form(
+            min_length=1,
+            max_length=200,
+            description="The new dataset's name (default: dataset.json's "
+            "name, else the folder's, e.g. Dataset004_Hippocampus).",
+        ),
+    ] = None,
+    annotator: Annotated[
+        str, Form(min_length=1, max_length=200, description="Who drew labelsTr, for the batch.")
+    ] = nnunet.DEFAULT_ANNOTATOR,
+) -> NnUNetImportOut:
+    """All or nothing: a new dataset whose label map is dataset.json's `labels` (by index), one sample per
+    training case named `{case}.png` (1 channel file as it is; 3 channel files become one RGB image),
+    and one accepted annotation batch of the labelsTr masks (source "nnU-Net v2 raw import"). 2D only:
+    `file_ending` .png, .bmp or .tif; a 3D dataset (.nii.gz, ...) is a 422. The upload limits apply
+    as for any upload."""
+    (upload,) = read_uploads([file])
+    done = nnunet.import_dataset(session, store, project, upload, limits, name=name, annotator=annotator)
+    response.headers["Location"] = f"/v1/datasets/{done.dataset.id}"
+    return NnUNetImportOut(
+        dataset=_out(session, done.dataset),
+        batch_id=done.batch.id,
+        samples=len(done.layout.cases),
+        masks=int(done.batch.report["accepted"]),
+        test_images_left_out=done.layout.test_images,
+        ignored_files=list(done.layout.ignored),
+    )
 
 
 @router.get("", summary="List datasets", response_model=Page[DatasetOut])

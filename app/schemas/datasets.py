@@ -106,3 +106,37 @@ class ImageUploadOut(BaseModel):
     created: int
     duplicates: int
     files: list[FileOutcome]
+
+
+class NnUNetImportOut(BaseModel):
+    """What an nnU-Net v2 import created: the dataset (dataset.json's label map, one sample per training
+    case) and the accepted annotation batch of its labelsTr masks."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset": {
+                        "id": "6f1c2a9e-0b2e-4c1d-9a7e-1f2e3d4c5b6a",
+                        "name": "Dataset004_Hippocampus",
+                        "label_map": {"0": "background", "1": "Anterior", "2": "Posterior"},
+                        "image_settings": {},
+                        "created_at": "2026-01-01T00:00:00Z",
+                        "sample_count": 260,
+                    },
+                    "batch_id": "0b2e4c1d-6f1c-4a9e-8b7e-5b6a1f2e3d4c",
+                    "samples": 260,
+                    "masks": 260,
+                    "test_images_left_out": 130,
+                    "ignored_files": ["Dataset004_Hippocampus/README.md"],
+                }
+            ]
+        }
+    )
+
+    dataset: DatasetOut
+    batch_id: uuid.UUID
+    samples: int = Field(description="Training cases imported, one sample each (`{case}.png`).")
+    masks: int = Field(description="labelsTr masks in the batch (one per sample).")
+    test_images_left_out: int = Field(description="imagesTs files: nnU-Net's test images, not imported.")
+    ignored_files: list[str] = Field(description="Archive entries that belong to no training case.")

@@ -244,8 +244,9 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def expand(blobs: list[Blob], limits: UploadLimits) -> list[Blob]:
-    """Check total size and names, unpack zip archives and return the plain files.
+def expand(blobs: list[Blob], limits: UploadLimits, *, keep_paths: bool = False) -> list[Blob]:
+    """Check total size and names, unpack zip archives and return the plain files (named by their base
+    name, or with ``keep_paths`` by their path in the archive, ``/``-separated).
 
     Raises ``PayloadTooLarge`` above ``max_upload_bytes`` (compressed or uncompressed) and
     ``InvalidInput`` with ``invalid_files`` for bad names, other archive formats and unsafe, broken or
@@ -270,7 +271,7 @@ def expand(blobs: list[Blob], limits: UploadLimits) -> list[Blob]:
         )
     out: list[Blob] = []
     for blob in blobs:
-        out.extend(unzip(blob, limits) if is_zip(blob) else [blob])
+        out.extend(unzip(blob, limits, keep_paths=keep_paths) if is_zip(blob) else [blob])
     return out
 
 
@@ -350,24 +351,24 @@ def _check_archive(blob: Blob, infos: list[zipfile.ZipInfo], limits: UploadLimit
         raise InvalidInput(f"{blob.name}: {len(problems)} unsafe archive entries.", invalid_files=problems)
 
 
-def _entry_blob(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Blob:
-    name = entry_name(info) or info.filename
-    return Blob(
-        PurePosixPath(name.replace("\\", "/")).name, opener=lambda: archive.open(info), size=info.file_size
-    )
+def _entry_blob(archive: zipfile.ZipFile, info: zipfile.ZipInfo, keep_paths: bool) -> Blob:
+    path = (entry_name(info) or info.filename).replace("\\", "/")
+    name = path if keep_paths else PurePosixPath(path).name
+    return Blob(name, opener=lambda: archive.open(info), size=info.file_size)
 
 
-def unzip(blob: Blob, limits: UploadLimits) -> list[Blob]:
+def unzip(blob: Blob, limits: UploadLimits, *, keep_paths: bool = False) -> list[Blob]:
     """The entries of a zip archive as blobs read from the archive on demand, refusing unsafe entries;
-    entries are named by their base name. Every entry is read through once here (streamed, one chunk
-    at a time), so a corrupt entry or a lying header fails the upload before anything is stored."""
+    entries are named by their base name (with ``keep_paths``: their path). Every entry is read through
+    once here (streamed, one chunk at a time), so a corrupt entry or a lying header fails the upload
+    before anything is stored."""
     archive = _open_zip(blob)
     infos = [i for i in archive.infolist() if not _ignored(i)]
     _check_archive(blob, infos, limits)
     problems: list[dict[str, str]] = []
     files: list[Blob] = []
     for info in infos:
-        entry = _entry_blob(archive, info)
+        entry = _entry_blob(archive, info, keep_paths)
         try:
             # zipfile stops at the declared size and checks the CRC at the end of the stream.
             with entry.open() as f:
