@@ -20,7 +20,9 @@ from PIL import Image
 from app.schemas.results import NoiseFlagOut
 from gtcorrect.client import ApiError, Client, ClientError, JobFailed
 from gtcorrect.client_cli import add_client_commands
+from gtcorrect.nnunet_import import read_dataset
 from tests.e2e.flow import HEIGHT, N_CORRUPTED, N_IMAGES, WIDTH, e2e_config
+from tests.gtcorrect.test_nnunet_import import ROOT, nnunet_folder
 from tests.support.processes import embedded_serve, serve_command
 from tests.worker.synthetic import make_set, png_bytes
 
@@ -73,7 +75,8 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
         with (out / "report.csv").open(newline="") as f:
             reader = csv.DictReader(f)
             csv_rows = list(reader)
-        assert reader.fieldnames == list(NoiseFlagOut.model_fields)
+        # Every field of the JSON report but the per-structure list (its worst structure is a column).
+        assert reader.fieldnames == [f for f in NoiseFlagOut.model_fields if f != "classes"]
         assert sorted(r["file_name"] for r in csv_rows) == data.names
         rows = json.loads((out / "report.json").read_text())
         assert sorted(r["file_name"] for r in rows) == data.names
@@ -343,3 +346,48 @@ def test_cli_refuses_a_missing_or_empty_folder_with_status_2(
         )
         assert args.func(args) == 2
         assert capsys.readouterr().err.startswith(f"error: {folder}: {reason}")
+
+
+def _multipart(request: httpx.Request) -> dict[bytes, bytes]:
+    """The parts of a streamed multipart body by name (the file part's content is the zip)."""
+    body = request.read()
+    boundary = request.headers["content-type"].split("boundary=")[1].encode()
+    parts = body.split(b"--" + boundary)[1:-1]
+    return {p.split(b'name="')[1].split(b'"')[0]: p.split(b"\r\n\r\n", 1)[1][:-2] for p in parts}
+
+
+def test_an_nnunet_folder_is_sent_as_one_zip_under_its_folder_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries, _, _ = nnunet_folder()
+    for name, data in entries.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    sent: list[tuple[httpx.Request, dict[bytes, bytes]]] = []
+    answer = {"dataset": {"id": "d9", "name": "hippo"}, "batch_id": "b9", "samples": 3, "masks": 3}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append((request, _multipart(request)))
+        return httpx.Response(201, json=answer)
+
+    with _client(handler) as client:
+        assert client.import_nnunet(tmp_path / ROOT, name="hippo", progress=False) == answer
+        zipped = tmp_path / "hippocampus.zip"
+        zipped.write_bytes(b"PK\x03\x04 as it is")
+        client.import_nnunet(zipped, progress=False)
+    (request, parts), (_, as_is) = sent
+    assert request.url.path == "/v1/datasets/import/nnunet" and parts[b"name"] == b"hippo"
+    archive = zipfile.ZipFile(io.BytesIO(parts[b"file"]))
+    assert set(archive.namelist()) == {n for n in entries if "/imagesTs/" not in n}  # test images stay home
+    layout = read_dataset(archive.namelist(), archive.read)  # what the server reads of it
+    assert layout.root == ROOT and len(layout.cases) == 3
+    assert as_is == {b"file": b"PK\x03\x04 as it is"}
+
+    monkeypatch.setenv("GTC_API_KEY", "key")
+    parser = argparse.ArgumentParser()
+    add_client_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["client", "import-nnunet", str(tmp_path / ROOT / "imagesTr")])
+    assert args.func(args) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {tmp_path / ROOT / 'imagesTr'}: not an nnU-Net dataset"
+    )
