@@ -89,7 +89,9 @@ def _check_pixels(label: str, width: int, height: int, max_pixels: int) -> None:
 
 
 def _read_tiff(data: bytes, label: str, max_pixels: int, keep_values: bool) -> np.ndarray:
-    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+    # tifffile's objects refer to each other (a cycle only the garbage collector frees, whenever it next
+    # runs): closing the buffer ourselves lets the file's bytes go at once.
+    with io.BytesIO(data) as buffer, tifffile.TiffFile(buffer) as tif:
         page = tif.pages[0]
         _check_pixels(label, int(page.shape[1]), int(page.shape[0]), max_pixels)
         arr = page.asarray()

@@ -434,7 +434,7 @@ def declared_bytes(blob: Blob) -> int:
 def _tiff_bytes(blob: Blob) -> int:
     """A TIFF's first page, decoded, as tifffile reads it (the reader for TIFFs PIL cannot open)."""
     try:
-        with tifffile.TiffFile(blob.open()) as tif:
+        with blob.open() as f, tifffile.TiffFile(f) as tif:  # closed here: tifffile's objects form a cycle
             page = tif.pages[0]
             return int(np.prod(page.shape)) * np.dtype(page.dtype).itemsize
     except Exception:  # not a TIFF either: the decoder names the reason
