@@ -25,8 +25,8 @@ from tests.durability.stack import (
     run_stack,
 )
 
-OUT_DIR = Path(__file__).resolve().parent / "out"
-RELIABILITY = Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md"
+OUT_DIR = Path(__file__).resolve().parents[1] / "out"  # bench/out, beside the other benchmarks
+RELIABILITY = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
 CASES = ("bodies", "neighbour", "decode", "mistakes", "outages", "kill")
 MB = 2**20
 

@@ -11,7 +11,7 @@ import pytest
 from bench.attack.faults import object_audit
 from bench.attack.run import main
 from bench.attack.strangers import bodies, mistakes
-from bench.attack.target import target
+from bench.attack.target import OUT_DIR, RELIABILITY, target
 from bench.load_setup import seed
 
 pytestmark = pytest.mark.integration
@@ -32,3 +32,8 @@ def test_strangers_and_mistakes_are_turned_away(tmp_path: Path) -> None:
 def test_unknown_cases_are_refused() -> None:
     with pytest.raises(SystemExit):
         main(["--cases", "bodies,teleport"])
+
+
+def test_the_table_goes_to_the_reliability_page() -> None:
+    assert "<!-- attack:start -->" in RELIABILITY.read_text()
+    assert OUT_DIR.parent.name == "bench"
