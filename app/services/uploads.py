@@ -411,13 +411,14 @@ class Header:
     width: int
     height: int
     mode: str  # PIL's
+    format: str | None  # PIL's name of the file format
 
 
 def image_header(blob: Blob) -> Header | None:
-    """Size and PIL mode from the image header (no pixels decoded); None when PIL cannot read it."""
+    """Size, PIL mode and format from the image header (no pixels decoded); None when PIL cannot read it."""
     try:
         with Image.open(blob.open()) as im:
-            return Header(im.width, im.height, im.mode)
+            return Header(im.width, im.height, im.mode, im.format)
     except Exception:  # PIL raises many types for garbage, and some TIFFs it cannot read
         return None
 
@@ -446,15 +447,13 @@ def header_problem(blob: Blob, max_pixels: int) -> str | None:
 
     None when the header is acceptable or unreadable: the decoder then reports its own reason.
     """
-    try:
-        with Image.open(blob.open()) as im:
-            fmt, (width, height) = im.format, im.size
-    except Exception:  # PIL raises many types for garbage; the decoder names the reason
+    header = image_header(blob)
+    if header is None:
         return None
-    if fmt not in IMAGE_FORMATS:
-        return f"unsupported image format {fmt}; send PNG, JPEG, TIFF or BMP"
-    if width * height > max_pixels:
-        return f"image of {width}x{height} pixels exceeds max_pixels={max_pixels}"
+    if header.format not in IMAGE_FORMATS:
+        return f"unsupported image format {header.format}; send PNG, JPEG, TIFF or BMP"
+    if header.width * header.height > max_pixels:
+        return f"image of {header.width}x{header.height} pixels exceeds max_pixels={max_pixels}"
     return None
 
 
