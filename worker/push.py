@@ -125,3 +125,10 @@ def remove_stale(store: ObjectStore, job_id: uuid.UUID, project_id: uuid.UUID, k
     for key in stale:
         store.delete(key)
     return len(stale)
+
+
+def discard_all(store: ObjectStore, job: ClaimedJob) -> int:
+    """A failed or cancelled job registered no model: its objects go, and the model file it may have pushed
+    before the end (a cancel that arrived while the results were stored)."""
+    store.delete(keys.model(job.project_id, model_id_for_job(job.id)))
+    return remove_stale(store, job.id, job.project_id, [])

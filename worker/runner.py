@@ -32,7 +32,7 @@ from app.retry import with_retry
 from app.services import jobstate
 from app.services.jobstate import ClaimedJob
 from app.services.liveness import beat_period
-from app.services.results import JobNotOwned, JobResults, record_results
+from app.services.results import CancelledBeforeCommit, JobNotOwned, JobResults, record_results
 from app.settings import Settings
 from app.storage import ObjectStore, make_store
 from app.storage import keys as object_keys
@@ -45,6 +45,7 @@ from gtcorrect.types import FitResult, Progress, json_safe
 from worker.fetch import JobInputs, fetch_inputs
 from worker.push import (
     annotator_rows,
+    discard_all,
     push_corrected,
     push_model,
     push_plots,
@@ -270,6 +271,8 @@ def _run_claimed(ctx: RunnerContext, job: ClaimedJob, beat: _Heartbeat) -> JobSt
         ctx.db(_record, job, results)
     except JobNotOwned as exc:
         raise LostOwnership(job) from exc
+    except CancelledBeforeCommit:
+        raise TrainingStopped(schedule_epochs(config)) from None  # ends cancelled, objects discarded
     # Checkpoints and an earlier attempt's leftovers are garbage once the results are committed.
     remove_stale(ctx.store, job.id, job.project_id, [c.object_key for c in corrected] + plots)
     return JobStatus.succeeded
@@ -344,7 +347,7 @@ def _give_back(ctx: RunnerContext, job: ClaimedJob, exc: BaseException) -> None:
 def _discard_objects(ctx: RunnerContext, job: ClaimedJob) -> None:
     """A cancelled or failed job is never resumed: its checkpoints and partial uploads are garbage."""
     try:
-        removed = remove_stale(ctx.store, job.id, job.project_id, [])
+        removed = discard_all(ctx.store, job)
     except Exception:  # the status is already final; a leftover object is only wasted space
         log.warning("job %s: could not remove its objects", job.id, exc_info=True)
         return

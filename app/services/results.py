@@ -36,6 +36,10 @@ class JobNotOwned(Conflict):
     """The job is no longer running under this worker's attempt (reclaimed, cancelled or finished)."""
 
 
+class CancelledBeforeCommit(Conflict):
+    """A cancel was asked for while the job stored its results: it ends cancelled, not succeeded."""
+
+
 @dataclass(frozen=True)
 class SampleVerdict:
     """The G stage's verdict on one sample's annotation."""
@@ -104,9 +108,12 @@ def _next_version(session: Session, dataset_id: uuid.UUID, job_id: uuid.UUID) ->
 def record_results(session: Session, job_id: uuid.UUID, attempt: int, results: JobResults) -> Model:
     """Replace the job's result rows, register its model and mark it succeeded; the caller commits.
 
-    Raises ``JobNotOwned`` when the job is not ``running`` at ``attempt`` (nothing is written).
+    Raises ``JobNotOwned`` when the job is not ``running`` at ``attempt``, and ``CancelledBeforeCommit``
+    when a cancel was asked for meanwhile (nothing is written): an accepted cancel is never overtaken.
     """
     job = _owned_job(session, job_id, attempt)
+    if job.cancel_requested:
+        raise CancelledBeforeCommit(f"training job {job_id} was cancelled before its results were stored.")
     version = _next_version(session, job.dataset_id, job_id)
     session.execute(delete(NoiseFlag).where(NoiseFlag.job_id == job_id))
     session.execute(delete(CorrectedMask).where(CorrectedMask.job_id == job_id))

@@ -114,15 +114,19 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
         assert cli("annotators", job_id).stdout.startswith("unknown: ")  # the job as a positional
         assert cli("datasets", "rename", "discs", "discs-round-2").returncode == 0
         assert "discs-round-2" in cli("datasets", "list").stdout
-        # A preset and a config together (the config on top), then cancelled and deleted.
-        started = cli("jobs", "start", "--dataset", "discs-round-2", "--preset", "quick", "--config", config)
+        # A preset and a config together (the config on top), then cancelled and deleted. Its T stage is
+        # long, so the cancel surely finds it queued or training.
+        long = tmp_path / "long.json"
+        long.write_text(json.dumps({**e2e_config(2), "t": {**e2e_config(2)["t"], "epochs": 200}}))
+        started = cli("jobs", "start", "--dataset", "discs-round-2", "--preset", "quick", "--config", long)
         assert started.returncode == 0, started.stderr
         second = json.loads(started.stdout)
         assert second["config"]["image_size"] == e2e_config(2)["image_size"]
         assert second["config"]["g"]["warmup_epochs"] == e2e_config(2)["g"]["warmup_epochs"]
+        assert second["config"]["t"]["epochs"] == 200
         assert second["id"] in cli("jobs", "list", "--dataset", "discs-round-2").stdout
         assert cli("jobs", "cancel", second["id"][:8]).returncode == 0
-        cli("jobs", "wait", second["id"])  # exits 1: cancelled
+        assert cli("jobs", "wait", second["id"]).returncode == 1  # cancelled
         deleted = cli("jobs", "delete", second["id"][:8])
         assert deleted.returncode == 0, deleted.stderr
         assert second["id"] not in cli("jobs", "list").stdout

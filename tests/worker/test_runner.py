@@ -56,14 +56,17 @@ def _rows(factory: Factory, model: type[Any], job_id: uuid.UUID) -> list[Any]:
 
 
 class HookedStore:
-    """The real store, plus an action run just before the n-th checkpoint is written (a kill, a cancel)."""
+    """The real store, plus an action run just before the n-th checkpoint (or other ``marker`` key) is
+    written (a kill, a cancel)."""
 
-    def __init__(self, inner: ObjectStore, at_checkpoint: int, action: Any) -> None:
-        self.inner, self.at, self.action = inner, at_checkpoint, action
+    def __init__(
+        self, inner: ObjectStore, at_checkpoint: int, action: Any, marker: str = "/checkpoints/"
+    ) -> None:
+        self.inner, self.at, self.action, self.marker = inner, at_checkpoint, action, marker
         self.checkpoints: list[str] = []
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        if "/checkpoints/" in key:
+        if self.marker in key:
             self.checkpoints.append(key)
             if len(self.checkpoints) == self.at:
                 self.action()
@@ -230,6 +233,25 @@ def test_cancel_during_training_ends_cancelled_without_a_model(ctx: RunnerContex
     assert _rows(ctx.session_factory, NoiseFlag, seeded.job_id) == []
     # Its checkpoints went with it: a cancelled job is never resumed.
     assert list(ctx.store.list(keys.job_prefix(seeded.project_id, seeded.job_id))) == []
+
+
+def test_a_cancel_while_the_results_are_stored_wins(ctx: RunnerContext, seeded: Seeded) -> None:
+    """Training is over and the model file is being written when the cancel comes: the job still ends
+    cancelled, with no model and no objects left (a cancel the API accepted is never overtaken)."""
+
+    def request_cancel() -> None:
+        _set_job(ctx.session_factory, seeded.job_id, cancel_requested=True)
+
+    late = HookedStore(ctx.store, 1, request_cancel, marker="/models/")
+    assert (
+        run_job(seeded.job_id, RunnerContext(ctx.settings, ctx.session_factory, late, 0.0))
+        is JobStatus.cancelled
+    )
+    job = _job(ctx.session_factory, seeded.job_id)
+    assert job.status is JobStatus.cancelled and job.progress["phase"] == "storing_results"
+    assert late.checkpoints and _rows(ctx.session_factory, Model, seeded.job_id) == []
+    assert list(ctx.store.list(keys.job_prefix(seeded.project_id, seeded.job_id))) == []
+    assert list(ctx.store.list(f"{seeded.project_id}/models/")) == []
 
 
 def test_stale_heartbeat_reclaim_resumes_from_the_checkpoint(ctx: RunnerContext, seeded: Seeded) -> None:
