@@ -29,7 +29,6 @@ from tests.worker.seed import tiny_config
 START_TIMEOUT_S = 90.0
 POLL_S = 0.3
 JOB_TIMEOUT_S = 240.0
-RECOVERY_TARGET_S = 90.0  # from the kill to training again from the checkpoint, at the default settings
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 

@@ -107,15 +107,16 @@ class Served:
 
 
 @contextmanager
-def embedded_serve(tmp_path: Path) -> Iterator[Served]:
-    """A fresh ``gtcorrect serve`` (embedded mode, no GTC_* settings but its data folder) on a free port,
-    ready; stopped with SIGTERM afterwards, with the tail of its log printed."""
+def embedded_serve(tmp_path: Path, settings: dict[str, str] | None = None) -> Iterator[Served]:
+    """A fresh ``gtcorrect serve`` (embedded mode, no GTC_* settings but its data folder and ``settings``)
+    on a free port, ready; stopped with SIGTERM afterwards, with the tail of its log printed."""
     from tests.support.s3server import free_ports  # that module starts processes with this one's helpers
 
     data_dir = tmp_path / "gtc-data"
     env = quiet_env({k: v for k, v in os.environ.items() if not k.startswith("GTC_")})
     env["GTC_DATA_DIR"] = str(data_dir)
     env["GTC_CONFIG_DIR"] = str(tmp_path / "user-config")  # the per-user key file, not the real home's
+    env.update(settings or {})
     (port,) = free_ports(1)
     log = tmp_path / "serve.log"
     proc = start_logged([*serve_command(), "serve", "--port", str(port)], env, log, cwd=tmp_path)
