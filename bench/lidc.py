@@ -104,13 +104,23 @@ def consensus(readers: np.ndarray) -> np.ndarray:
     return ((votes >= need) & (votes > 0)).astype(np.int64)
 
 
-def lidc_split(size: int, reader: int = 0, root: Path = LIDC) -> tuple[Split, np.ndarray]:
-    """The patient split with ``mask-{reader}`` as the training masks and the readers' consensus as the
-    validation and test masks; also the training crops' four masks (N, R, S, S)."""
+def lidc_split(size: int, reader: int | None = 0, root: Path = LIDC) -> tuple[Split, np.ndarray]:
+    """The patient split with ``mask-{reader}`` (``None``: the readers' consensus) as the training masks and
+    the consensus as the validation and test masks; also the training crops' four masks (N, R, S, S)."""
     images, readers, ids = load_arrays(size, root)
     train, val, test = patient_split(ids)
     ref = consensus(readers)
-    split = Split.of(f"lidc-{size}", images, readers[:, reader], ids, (train, val, test), LABELS, ref)
+    given = ref if reader is None else readers[:, reader]
+    name = {0: f"lidc-{size}", None: f"lidc-consensus-{size}"}.get(reader, f"lidc-{size}-reader{reader}")
+    split = Split.of(
+        name,
+        images,
+        given,
+        ids,
+        (train, val, test),
+        LABELS,
+        ref,
+    )
     return split, readers[train]
 
 

@@ -142,9 +142,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--bu-bil", action="store_true", help="the BU-BIL real-annotator experiment instead")
     p.add_argument(
         "--dataset",
-        choices=["kvasir", "jsrt", "lidc"],
+        choices=["kvasir", "jsrt", "lidc", "lidc-consensus"],
         default="kvasir",
-        help="kvasir (default); jsrt (6 labels, 173 training images); lidc (reader mask-0 as clean masks)",
+        help="kvasir (default); jsrt (6 labels, 173 training images); lidc (reader mask-0 as clean masks); "
+        "lidc-consensus (the readers' consensus as clean masks)",
     )
     p.add_argument("--size", type=int, default=None, help="training size (default 128; 64 for --bu-bil)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 (0 with --quick)")
@@ -196,10 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.jsrt import jsrt_split
 
         split = jsrt_split(size)
-    elif args.dataset == "lidc":
+    elif args.dataset in ("lidc", "lidc-consensus"):
         from bench.lidc import lidc_split
 
-        split = lidc_split(size)[0]
+        split = lidc_split(size, reader=0 if args.dataset == "lidc" else None)[0]
     else:
         from bench.kvasir import kvasir_split
 
@@ -247,7 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(body)
     if not args.no_markdown:
         command = _command(argv, path)
-        names = {"kvasir": "Kvasir-SEG", "jsrt": "JSRT", "lidc": "LIDC (reader mask-0)"}
+        names = {
+            "kvasir": "Kvasir-SEG",
+            "jsrt": "JSRT",
+            "lidc": "LIDC (reader mask-0)",
+            "lidc-consensus": "LIDC (the readers' consensus)",
+        }
         title = "Smoke (synthetic data)" if args.smoke else f"{names[args.dataset]}: {args.section}"
         notes = [f"JSON: `{_rel(path)}`. Test figures at the training size ({size} px)."]
         text = section(title, command, log.data, body, notes)

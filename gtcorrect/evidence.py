@@ -98,6 +98,14 @@ def outline_offset(mask: np.ndarray, predicted: np.ndarray) -> float:
     g, p = np.asarray(mask) > 0, np.asarray(predicted) > 0
     if not g.any() or g.all() or not p.any() or p.all():
         return float("nan")
+    # Both distance transforms on the box around the two masks and a ring of background pixels: the same
+    # distances (the nearest background pixel of the prediction is never beyond that ring) at less cost.
+    rows, cols = np.flatnonzero((g | p).any(1)), np.flatnonzero((g | p).any(0))
+    box = (
+        slice(max(rows[0] - 1, 0), min(rows[-1] + 2, g.shape[0])),
+        slice(max(cols[0] - 1, 0), min(cols[-1] + 2, g.shape[1])),
+    )
+    g, p = g[box], p[box]
     signed = np.where(p, 0.5 - ndimage.distance_transform_edt(p), ndimage.distance_transform_edt(~p) - 0.5)
     return float(signed[outline(g)].mean())
 
@@ -116,10 +124,21 @@ def coarseness(mask: np.ndarray) -> float:
     return float(np.log(vertices / length)) if length > 0 else float("nan")
 
 
+def class_argmax(probs: np.ndarray) -> np.ndarray:
+    """``probs.argmax(1)`` of (M, K, S, S), the first class on ties, one comparison per class (numpy's
+    argmax over a middle axis is several times slower)."""
+    best, out = probs[:, 0], np.zeros((probs.shape[0], *probs.shape[2:]), dtype=np.int64)
+    for c in range(1, probs.shape[1]):
+        higher = probs[:, c] > best
+        out[higher] = c
+        best = np.where(higher, probs[:, c], best)
+    return out
+
+
 def network_columns(probs: np.ndarray, masks: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The network's columns of masks (M, S, S) under probabilities (M, K, S, S), and ``per_class``."""
     k = probs.shape[1]
-    predicted = probs.argmax(1)
+    predicted = class_argmax(probs)
     per_class = class_disagreement(predicted, masks, k)
     some = np.isfinite(per_class).any(1)
     filled = np.where(np.isfinite(per_class), per_class, 0.0)
