@@ -18,7 +18,6 @@ from tqdm import tqdm
 from gtcorrect.cli import REPORT_FIELDS
 from gtcorrect.config import ConfigLimits, TrainConfig, check_config, preset_config
 from gtcorrect.data import (
-    IMAGE_SUFFIXES,
     load_folder,
     mask_to_png,
     prepare,
@@ -27,6 +26,7 @@ from gtcorrect.data import (
     restore_mask,
 )
 from gtcorrect.data import restore_probabilities as restore_prob
+from gtcorrect.formats import IMAGE_SUFFIXES
 from gtcorrect.noise import PRESETS, corrupt_stream
 from gtcorrect.types import FitResult, LabelMap, Progress
 

@@ -1,6 +1,7 @@
 """A typed client of the gtcorrect REST API: upload two folders, train, wait, fetch the results.
 
-Imports only the standard library, httpx and tqdm, so scripts and ``gtcorrect client`` start without
+Imports only the standard library, httpx, tqdm and ``gtcorrect.formats`` (the image file endings the
+API takes, itself standard library only), so scripts and ``gtcorrect client`` start without
 torch. Progress bars go to stderr. GET calls are retried with exponential backoff on connection errors
 and 429/502/503/504; POST calls never are (a retried upload or job start could happen twice).
 """
@@ -24,7 +25,8 @@ from typing import IO, Any, NotRequired, TypedDict, cast
 import httpx
 from tqdm import tqdm
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what the API decodes
+from gtcorrect.formats import IMAGE_SUFFIXES
+
 MANIFEST_NAMES = ("manifest.csv", "manifest.json")  # mask file -> sample file, beside the masks
 STORED_SUFFIXES = (".png", ".jpg", ".jpeg")  # already compressed: zipped as they are
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})

@@ -10,11 +10,15 @@ view on wide frames. Outputs go back to the original size with ``restore_probabi
 class) and ``restore_mask`` (one-hot, bilinear, argmax), so restored boundaries are smooth rather than
 blocky.
 
+DICOM (``gtcorrect.dicom`` says which files are taken): the Modality LUT (Rescale Slope and Intercept)
+is applied, then the first VOI window when the file gives one, else a min-max stretch to 8 bit;
+MONOCHROME1 is inverted so that dense is bright, as in MONOCHROME2; RGB stays RGB.
+
 Normalisation "zscore" (``normalise``): images are scaled to [0, 1], then every image and channel is
 shifted to zero mean and unit variance. Its name is stored in the model file.
 
 torch is imported by the resizing functions when first called: reading and writing masks (uploads,
-``simulate-noise``) does not load it.
+``simulate-noise``) does not load it. pydicom is imported by the first DICOM file read.
 """
 
 from __future__ import annotations
@@ -23,17 +27,18 @@ import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import tifffile
 from numpy.typing import DTypeLike
 from PIL import Image
 
+from gtcorrect import dicom
+from gtcorrect.formats import FORMAT_NAMES, IMAGE_SUFFIXES
 from gtcorrect.types import LabelMap, TrainingData
 
 MaskMode = Literal["index", "binary"]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 100_000_000
 _EPS = 1e-6
 
@@ -59,11 +64,15 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     out = np.zeros(arr.shape, dtype=np.uint8)
     if hi <= lo:
         return out
-    rows = max(1, (1 << 22) // max(1, arr[:1].size))
-    for start in range(0, arr.shape[0], rows):
-        band = arr[start : start + rows].astype(np.float64)
-        out[start : start + rows] = np.round((band - lo) / (hi - lo) * 255.0)
+    for rows in _bands(arr, 1 << 22):
+        out[rows] = np.round((arr[rows].astype(np.float64) - lo) / (hi - lo) * 255.0)
     return out
+
+
+def _bands(arr: np.ndarray, values: int) -> list[slice]:
+    """Slices of whole rows of ``arr`` holding about ``values`` values each (at least one row)."""
+    rows = max(1, values // max(1, arr[:1].size))
+    return [slice(start, start + rows) for start in range(0, arr.shape[0], rows)]
 
 
 class _NotIndices(ValueError):
@@ -113,6 +122,48 @@ def _read_pil(data: bytes, label: str, max_pixels: int, keep_values: bool) -> np
         return np.array(im.convert("RGB"))
 
 
+_DICOM_MASK = "DICOM masks (DICOM SEG) are not supported; send PNG or TIFF index masks"
+
+
+def _read_dicom(data: bytes, label: str, max_pixels: int, keep_values: bool) -> np.ndarray:
+    """A single-frame DICOM image as (H, W) or (H, W, 3) uint8 (see the module docstring)."""
+    if keep_values:
+        raise dicom.DicomRefused(f"{label}: {_DICOM_MASK}.")
+    from pydicom import dcmread
+
+    with io.BytesIO(data) as buffer:
+        header = dicom.read_header(buffer, label)  # refuses volumes and compressed syntaxes
+        _check_pixels(label, header.columns, header.rows, max_pixels)
+        buffer.seek(0)
+        ds = dcmread(buffer)
+    stored = ds.pixel_array
+    if header.samples == 3:
+        return _to_uint8(stored)
+    out = _dicom_grey(stored, ds)
+    if header.photometric == "MONOCHROME1":  # low values are bright: turn it the MONOCHROME2 way round
+        np.subtract(255, out, out=out)
+    return out
+
+
+def _dicom_grey(stored: np.ndarray, ds: Any) -> np.ndarray:
+    """(H, W) stored values -> (H, W) uint8: the Modality LUT, then the first VOI window mapped from its
+    output range to 0..255, or without a window a min-max stretch (``_to_uint8``)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return _to_uint8(apply_modality_lut(stored, ds))
+    # pydicom maps below the window to the lowest output value and above it to the highest; those two
+    # are the range that becomes 0..255.
+    lo, hi = (float(v) for v in apply_voi_lut(np.array([-np.inf, np.inf]), ds, prefer_lut=False))
+    out = np.zeros(stored.shape, dtype=np.uint8)
+    if hi == lo:
+        return out
+    for rows in _bands(stored, 1 << 20):  # float64 values and pydicom's temporaries, a band at a time
+        windowed = apply_voi_lut(apply_modality_lut(stored[rows], ds), ds, prefer_lut=False)
+        out[rows] = np.clip(np.round((windowed - lo) * (255.0 / (hi - lo))), 0, 255)
+    return out
+
+
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>")
 
 
@@ -120,9 +171,7 @@ def _reason(exc: Exception) -> str:
     """A decoder's complaint without the memory address of our own buffer (PIL names its file object)."""
     text = _OBJECT_REPR.sub("the file", str(exc)).strip()
     if isinstance(exc, Image.UnidentifiedImageError) or "cannot identify image file" in text:
-        return (
-            f"not a PNG, JPEG, TIFF or BMP file the decoder recognises ({len(IMAGE_SUFFIXES)} kinds accepted)"
-        )
+        return f"not a {FORMAT_NAMES} file the decoder recognises ({len(IMAGE_SUFFIXES)} kinds accepted)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -133,30 +182,25 @@ def read_image(
     max_pixels: int = MAX_PIXELS,
     keep_values: bool = False,
 ) -> np.ndarray:
-    """Decode a PNG, JPEG, TIFF or BMP into (H, W, C) uint8 with C in {1, 3}.
+    """Decode a PNG, JPEG, TIFF, BMP or single-frame DICOM into (H, W, C) uint8 with C in {1, 3}.
 
     Grey stays 1 channel, RGBA drops alpha, palette images are converted; 16-bit and float data are
-    stretched to 8 bit, unless ``keep_values`` (index masks): then integer values come back as stored
-    (uint8, or the file's wider integer type) and float data is an error. Raises ``ValueError``
-    naming the file and the reason when the input is unreadable, unsupported or larger than
-    ``max_pixels``.
+    stretched to 8 bit (DICOM: windowed, see the module docstring), unless ``keep_values`` (index
+    masks): then integer values come back as stored (uint8, or the file's wider integer type) and float
+    data or a DICOM file is an error. Raises ``ValueError`` naming the file and the reason when the
+    input is unreadable, unsupported or larger than ``max_pixels`` (checked from the header, before
+    decoding).
     """
     label = _label(src, name)
-    if isinstance(src, bytes):
-        data = src
-    else:
-        try:
-            data = Path(src).read_bytes()
-        except OSError as exc:
-            raise ValueError(f"{label}: cannot read file ({exc.strerror or exc}).") from exc
-    if not data:
-        raise ValueError(f"{label}: file is empty.")
+    data = _load(src, label)
     try:
         if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             arr = _read_tiff(data, label, max_pixels, keep_values)
+        elif dicom.is_dicom(data):
+            arr = _read_dicom(data, label, max_pixels, keep_values)
         else:
             arr = _read_pil(data, label, max_pixels, keep_values)
-    except (_TooLarge, _NotIndices):
+    except (_TooLarge, _NotIndices, dicom.DicomRefused):
         raise
     except Image.DecompressionBombError as exc:
         raise ValueError(f"{label}: image exceeds the decompression bomb limit ({exc}).") from exc
@@ -180,6 +224,19 @@ def read_image(
     return np.array(arr, dtype=dtype, order="C")
 
 
+def _load(src: str | Path | bytes, label: str) -> bytes:
+    if isinstance(src, bytes):
+        data = src
+    else:
+        try:
+            data = Path(src).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{label}: cannot read file ({exc.strerror or exc}).") from exc
+    if not data:
+        raise ValueError(f"{label}: file is empty.")
+    return data
+
+
 def read_mask(
     src: str | Path | bytes,
     *,
@@ -195,13 +252,17 @@ def read_mask(
 
     binary: grey > threshold -> 1 (Kvasir-SEG JPEG masks); with ``invert`` grey <= threshold -> 1
     (BU-BIL, where the cell is black). index: values must lie in 0..num_classes-1; a 0/255 PNG is
-    accepted when num_classes == 2 (255 -> 1) because annotation tools export that.
+    accepted when num_classes == 2 (255 -> 1) because annotation tools export that. A DICOM file is
+    refused (DICOM SEG is not read).
     """
     label = _label(src, name)
     if mode not in ("index", "binary"):
         raise ValueError(f"mask mode must be 'index' or 'binary', got {mode!r}.")
+    data = _load(src, label)
+    if dicom.is_dicom(data):
+        raise ValueError(f"{label}: {_DICOM_MASK}.")
     # Index masks keep their stored values (16-bit included); binary masks are thresholded on 8 bit.
-    img = read_image(src, name=label, keep_values=mode == "index")
+    img = read_image(data, name=label, keep_values=mode == "index")
     grey = img[:, :, 0] if img.shape[2] == 1 else to_channels(img, 1)[:, :, 0]
     if (
         img.shape[2] == 3

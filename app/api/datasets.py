@@ -185,7 +185,10 @@ def upload_images(
     session: SessionDep,
     store: StoreDep,
     limits: LimitsDep,
-    files: Annotated[list[UploadFile], File(description="Image files (PNG, JPEG, TIFF, BMP) or one zip.")],
+    files: Annotated[
+        list[UploadFile],
+        File(description="Image files (PNG, JPEG, TIFF, BMP or single-frame DICOM) or one zip."),
+    ],
 ) -> ImageUploadOut:
     """Add images (files or one zip) as samples, all or nothing: unreadable files and duplicate names are
     refused with a reason per file.

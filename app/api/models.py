@@ -96,7 +96,9 @@ def segment_batch(
     cache: ModelCacheDep,
     limits: LimitsDep,
     recent: RecentModelsDep,
-    files: Annotated[list[UploadFile], File(description="Images (PNG, JPEG, TIFF, BMP), or one zip.")],
+    files: Annotated[
+        list[UploadFile], File(description="Images (PNG, JPEG, TIFF, BMP or single-frame DICOM), or one zip.")
+    ],
     dataset_id: uuid.UUID | None = None,
     format: Literal["png", "probabilities"] = "png",  # the public query parameter name
 ) -> StreamingResponse:

@@ -19,6 +19,8 @@ import tifffile
 from PIL import Image, ImageMode
 
 from app.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
+from gtcorrect import dicom
+from gtcorrect.formats import FORMAT_NAMES
 
 MIB = 1024 * 1024
 
@@ -35,7 +37,8 @@ ARCHIVE_MAGIC = (
 )
 MAX_NAME_CHARS = 255  # one path segment on common file systems; the column is wider
 UTF8_FLAG = 0x800
-IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "MPO"})  # MPO: JPEG from cameras
+# PIL's format names, and "DICOM" (gtcorrect.dicom reads its header). MPO: JPEG from cameras.
+IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "MPO", "DICOM"})
 # Reading an entry can fail in many ways for a corrupt or exotic archive; each is the client's file.
 _ENTRY_ERRORS = (
     zipfile.BadZipFile,
@@ -410,25 +413,31 @@ def drawn_bytes(width: int, height: int) -> int:
 class Header:
     width: int
     height: int
-    mode: str  # PIL's
-    format: str | None  # PIL's name of the file format
+    decoded: int  # bytes of the decoded image: width x height x channels x bytes per sample
+    format: str | None  # PIL's name of the file format, or "DICOM"
 
 
 def image_header(blob: Blob) -> Header | None:
-    """Size, PIL mode and format from the image header (no pixels decoded); None when PIL cannot read it."""
+    """Size, decoded bytes and format from the image header (no pixels decoded); None when no header
+    reader takes it: the decoder then names the reason (a DICOM file of a kind not taken included)."""
     try:
+        if dicom.is_dicom(blob.head(dicom.MAGIC_OFFSET + len(dicom.MAGIC))):
+            with blob.open() as f:
+                found = dicom.read_header(f, blob.name)
+            return Header(found.columns, found.rows, found.decoded_bytes, "DICOM")
         with Image.open(blob.open()) as im:
-            return Header(im.width, im.height, im.mode, im.format)
-    except Exception:  # PIL raises many types for garbage, and some TIFFs it cannot read
+            return Header(im.width, im.height, decoded_bytes(im.width, im.height, im.mode), im.format)
+    except Exception:  # PIL and pydicom raise many types for garbage, and some TIFFs PIL cannot read
         return None
 
 
 def declared_bytes(blob: Blob) -> int:
     """What decoding ``blob`` may hold at once, from its header alone: the file's own bytes (it is read
     into memory whole; a zip entry unpacked) plus ``DECODE_COPIES`` x its decoded size (width x height x
-    channels x bytes per sample). A header no decoder reads counts its file's bytes only."""
+    channels x bytes per sample; a rescaled DICOM 8 bytes a sample, its float64 values). A header no
+    decoder reads counts its file's bytes only."""
     header = image_header(blob)
-    decoded = decoded_bytes(header.width, header.height, header.mode) if header else _tiff_bytes(blob)
+    decoded = header.decoded if header else _tiff_bytes(blob)
     return blob.size + DECODE_COPIES * decoded
 
 
@@ -451,7 +460,7 @@ def header_problem(blob: Blob, max_pixels: int) -> str | None:
     if header is None:
         return None
     if header.format not in IMAGE_FORMATS:
-        return f"unsupported image format {header.format}; send PNG, JPEG, TIFF or BMP"
+        return f"unsupported image format {header.format}; send {FORMAT_NAMES}"
     if header.width * header.height > max_pixels:
         return f"image of {header.width}x{header.height} pixels exceeds max_pixels={max_pixels}"
     return None

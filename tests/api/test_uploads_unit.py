@@ -16,9 +16,20 @@ from PIL import Image
 from app.db.models import Model
 from app.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from app.services.inference import ModelCache
-from app.services.uploads import DECODE_COPIES, Blob, DecodeBudget, UploadLimits, declared_bytes, expand
+from app.services.uploads import (
+    DECODE_COPIES,
+    Blob,
+    DecodeBudget,
+    UploadLimits,
+    declared_bytes,
+    expand,
+    header_problem,
+    image_header,
+    unzip,
+)
 from app.storage.local import LocalStore
 from tests.api.conftest import tiny_bundle
+from tests.support.dicom import dicom_bytes
 
 LIMITS = UploadLimits(max_upload_bytes=100_000, max_zip_entries=3, max_zip_ratio=50, max_image_pixels=10_000)
 
@@ -154,3 +165,28 @@ def test_the_decode_budget_counts_bytes_not_pixels(array: np.ndarray, fmt: str, 
     data = _saved(array, fmt, compression="tiff_deflate") if fmt == "TIFF" else _saved(array, fmt)
     assert declared_bytes(Blob("x", data)) == len(data) + DECODE_COPIES * 40 * 50 * bytes_per_pixel
     assert declared_bytes(Blob("garbage", b"not an image")) == len(b"not an image")
+
+
+@pytest.mark.parametrize(
+    ("elements", "bytes_per_sample"),
+    [({}, 2), ({"RescaleSlope": 1, "RescaleIntercept": -1024}, 8)],  # rescaled: float64 values
+)
+def test_a_dicom_header_gives_size_budget_and_pixel_cap(
+    elements: dict[str, int], bytes_per_sample: int
+) -> None:
+    data = dicom_bytes(np.zeros((40, 50), np.uint16), **elements)
+    blob = _zip({"ct.dcm": data})
+    [entry] = unzip(blob, LIMITS)  # read from the archive like any upload
+    header = image_header(entry)
+    assert header is not None and (header.width, header.height, header.format) == (50, 40, "DICOM")
+    assert declared_bytes(entry) == len(data) + DECODE_COPIES * 40 * 50 * bytes_per_sample
+    assert header_problem(entry, 2000) is None
+    assert header_problem(entry, 1999) == "image of 50x40 pixels exceeds max_pixels=1999"
+
+
+def test_a_dicom_file_of_a_kind_not_taken_is_left_to_the_decoder_to_name() -> None:
+    # No header from it (the decoder refuses it by name), so only its file's bytes are counted.
+    volume = dicom_bytes(np.zeros((3, 40, 50), np.uint16), frames=3)
+    assert image_header(Blob("cine.dcm", volume)) is None
+    assert header_problem(Blob("cine.dcm", volume), 10) is None
+    assert declared_bytes(Blob("cine.dcm", volume)) == len(volume)
