@@ -60,6 +60,8 @@ class Split:
     test_images: np.ndarray
     test_masks: np.ndarray
     label_map: LabelMap = dataclasses.field(default_factory=LabelMap)
+    # (N test,) which volume each test image is a slice of (volumes trained slice-wise), else None.
+    test_groups: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -374,6 +376,9 @@ def train_and_score(
         "epochs": len(result.history),
         "test": segmentation_metrics(list(pred), list(split.test_masks), num_classes=k),
         "test_per_class": per_class_dice(pred, split.test_masks, result.model.label_map.names),
+        "test_per_volume": None
+        if split.test_groups is None
+        else per_volume_dice(pred, split.test_masks, split.test_groups, result.model.label_map.names),
         "val_dice": result.metrics.get("val_dice"),
         "rounds": [
             {"round": r.round, "separation": r.separation, "n_flagged": r.n_flagged, "n_changed": r.n_changed}
@@ -415,6 +420,24 @@ def per_class_dice(pred: np.ndarray, truth: np.ndarray, names: Sequence[str]) ->
     per = 1.0 - class_disagreement(pred, truth, len(names))
     return {
         names[c + 1]: float(np.nanmean(per[:, c]))
+        for c in range(per.shape[1])
+        if np.isfinite(per[:, c]).any()
+    }
+
+
+def per_volume_dice(
+    pred: np.ndarray, truth: np.ndarray, groups: np.ndarray, names: Sequence[str]
+) -> dict[str, float]:
+    """Test Dice per foreground class with each volume's slices (N, S, S) pooled into one Dice (``groups``
+    (N,): the volume of each slice), mean over the volumes that have the class (a 3D method's figure)."""
+    size = truth.shape[-1]
+    stacked = [
+        (pred[groups == g].reshape(1, -1, size), truth[groups == g].reshape(1, -1, size))
+        for g in np.unique(groups)
+    ]
+    per = np.concatenate([class_disagreement(p, t, len(names)) for p, t in stacked])
+    return {
+        names[c + 1]: float(np.nanmean(1.0 - per[:, c]))
         for c in range(per.shape[1])
         if np.isfinite(per[:, c]).any()
     }

@@ -142,10 +142,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--bu-bil", action="store_true", help="the BU-BIL real-annotator experiment instead")
     p.add_argument(
         "--dataset",
-        choices=["kvasir", "jsrt", "lidc", "lidc-consensus"],
+        choices=["kvasir", "jsrt", "lidc", "lidc-consensus", "hippocampus"],
         default="kvasir",
         help="kvasir (default); jsrt (6 labels, 173 training images); lidc (reader mask-0 as clean masks); "
-        "lidc-consensus (the readers' consensus as clean masks)",
+        "lidc-consensus (the readers' consensus as clean masks); hippocampus (MR volumes, slice-wise)",
     )
     p.add_argument("--size", type=int, default=None, help="training size (default 128; 64 for --bu-bil)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 (0 with --quick)")
@@ -197,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.jsrt import jsrt_split
 
         split = jsrt_split(size)
+    elif args.dataset == "hippocampus":
+        from bench.hippocampus import hippocampus_split
+
+        split = hippocampus_split(size)
     elif args.dataset in ("lidc", "lidc-consensus"):
         from bench.lidc import lidc_split
 
@@ -253,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "jsrt": "JSRT",
             "lidc": "LIDC (reader mask-0)",
             "lidc-consensus": "LIDC (the readers' consensus)",
+            "hippocampus": "Hippocampus MR (slice-wise)",
         }
         title = "Smoke (synthetic data)" if args.smoke else f"{names[args.dataset]}: {args.section}"
         notes = [f"JSON: `{_rel(path)}`. Test figures at the training size ({size} px)."]

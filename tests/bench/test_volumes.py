@@ -1,0 +1,37 @@
+"""The slice-wise volume figures of the benchmark (``bench.common.per_volume_dice``, ``bench.hippocampus``)
+on small arrays whose answer is known by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.common import per_class_dice, per_volume_dice
+from bench.hippocampus import _window, volume_of
+
+NAMES = ("background", "anterior", "posterior")
+
+
+def test_a_volume_is_one_dice_per_label_over_all_its_slices() -> None:
+    truth = np.zeros((3, 4, 4), dtype=np.int64)
+    truth[0, :2, :2] = 1  # 4 px of label 1 in slice 0
+    truth[1, :1, :4] = 1  # 4 px in slice 1
+    truth[2, 2:, 2:] = 2  # label 2 in the second volume only
+    pred = truth.copy()
+    pred[1] = 0  # slice 1 missed entirely: the first volume's label 1 finds 4 of its 8 px
+    groups = np.array([0, 0, 1])
+    got = per_volume_dice(pred, truth, groups, NAMES)
+    assert got["anterior"] == pytest.approx(2 * 4 / (4 + 8))  # pooled, not the mean of 1.0 and 0.0
+    assert got["posterior"] == pytest.approx(1.0)  # only the volume that has it counts
+    per_slice = per_class_dice(pred, truth, NAMES)
+    assert per_slice["anterior"] == pytest.approx(0.5)  # the 2D figure averages the slices instead
+
+
+def test_slices_map_back_to_their_volumes_and_volumes_are_windowed() -> None:
+    ids = ["hippocampus_003_s00", "hippocampus_003_s01", "hippocampus_001_s00"]
+    assert volume_of(ids).tolist() == [0, 0, 1]
+    volume = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    volume[0, 0, 0] = 1e6  # one outlier does not squash the rest
+    out = _window(volume)
+    assert out.dtype == np.uint8 and out.max() == 255 and out.min() == 0
+    assert 100 < out[5, 0, 0] < 155  # the middle of the range stays mid-grey
