@@ -479,6 +479,15 @@ class ResultLog:
             tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
             tmp.replace(self.path)  # atomic, so a killed run never leaves half a file
 
+    def absorb(self, other: Path) -> None:
+        """Take the runs of another log of the same settings (runs made side by side into two files)."""
+        data = json.loads(other.read_text())
+        if data.get("settings") != self.data["settings"]:
+            raise ValueError(f"{other}: its settings differ from {self.path}'s; it cannot be merged.")
+        for key, record in data.get("runs", {}).items():
+            if not self.has(key):
+                self.add(key, record)
+
     @property
     def runs(self) -> dict[str, dict[str, Any]]:
         return dict(self.data["runs"])

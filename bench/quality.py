@@ -160,6 +160,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     p.add_argument("--out", type=Path, help="JSON file (default bench/out/quality-<timestamp>.json)")
     p.add_argument("--resume", type=Path, help="continue this JSON file, skipping runs already in it")
+    p.add_argument("--merge", type=Path, nargs="+", default=[], help="first copy in the runs of these logs")
     p.add_argument("--benchmarks", type=Path, default=BENCHMARKS, help="markdown file to update")
     p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
     p.add_argument(
@@ -214,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {"dataset": split.name, "size": size, **dataclasses.asdict(schedule)}
     path = args.resume or args.out or OUT_DIR / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
     log = ResultLog(path, settings)
+    for other in args.merge:
+        log.absorb(other)
     plan = build_plan(args)
     print(f"{len(plan)} runs, log {path}", flush=True)
     run_all(
