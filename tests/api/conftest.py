@@ -64,6 +64,25 @@ def files_part(entries: dict[str, bytes], field: str = "files") -> list[Any]:
     return [(field, (name, data, "application/octet-stream")) for name, data in entries.items()]
 
 
+def upload_images(
+    client: TestClient, dataset_id: str, auth: dict[str, str], entries: dict[str, bytes]
+) -> Any:
+    """POST the files ``entries`` (name -> bytes) as one image upload."""
+    return client.post(f"/v1/datasets/{dataset_id}/images", files=files_part(entries), headers=auth)
+
+
+def upload_masks(
+    client: TestClient, dataset_id: str, auth: dict[str, str], entries: dict[str, bytes], annotator: str
+) -> Any:
+    """POST the files ``entries`` as one annotation batch drawn by ``annotator``."""
+    return client.post(
+        f"/v1/datasets/{dataset_id}/annotation-batches",
+        data={"annotator": annotator},
+        files=files_part(entries),
+        headers=auth,
+    )
+
+
 def tiny_bundle() -> ModelBundle:
     """A real, untrained 2-class UNet small enough to run in milliseconds on a CPU."""
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +15,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import Annotation, Sample
 from app.storage import ObjectStore
 from gtcorrect.data import read_image
-from tests.api.conftest import Finished, assert_problem, count_rows, files_part, mask_png, zip_bytes
+from tests.api.conftest import (
+    Finished,
+    assert_problem,
+    count_rows,
+    files_part,
+    mask_png,
+    upload_images,
+    upload_masks,
+    zip_bytes,
+)
 from tests.support.dicom import dicom_bytes
 
 pytestmark = pytest.mark.integration
@@ -32,19 +40,6 @@ CT = dicom_bytes(
 PHOTO = dicom_bytes(np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8), photometric="RGB")
 
 
-def _upload(client: TestClient, dataset_id: str, auth: dict[str, str], entries: dict[str, bytes]) -> Any:
-    return client.post(f"/v1/datasets/{dataset_id}/images", files=files_part(entries), headers=auth)
-
-
-def _masks(client: TestClient, dataset_id: str, auth: dict[str, str], entries: dict[str, bytes]) -> Any:
-    return client.post(
-        f"/v1/datasets/{dataset_id}/annotation-batches",
-        data={"annotator": "radiologist-1"},
-        files=files_part(entries),
-        headers=auth,
-    )
-
-
 def test_dicom_images_are_stored_as_png_and_take_png_masks(
     client: TestClient,
     auth: dict[str, str],
@@ -52,7 +47,7 @@ def test_dicom_images_are_stored_as_png_and_take_png_masks(
     store: ObjectStore,
     db_session_factory: sessionmaker[Session],
 ) -> None:
-    response = _upload(
+    response = upload_images(
         client, dataset_id, auth, {"ct01.dcm": CT, "photos.zip": zip_bytes({"x/ct02.dcm": PHOTO})}
     )
     assert response.status_code == 201, response.text
@@ -70,10 +65,13 @@ def test_dicom_images_are_stored_as_png_and_take_png_masks(
     np.testing.assert_array_equal(pixels, read_image(CT)[:, :, 0])  # the windowed 8-bit image
 
     # A DICOM file as a mask is refused by name; PNG masks named like the images are matched by stem.
-    body = assert_problem(_masks(client, dataset_id, auth, {"ct01.dcm": CT}), 422, "ct01.dcm")
+    body = assert_problem(
+        upload_masks(client, dataset_id, auth, {"ct01.dcm": CT}, "radiologist-1"), 422, "ct01.dcm"
+    )
     assert "DICOM SEG" in body["invalid_files"][0]["reason"]
     assert count_rows(db_session_factory, Annotation) == 0
-    batch = _masks(client, dataset_id, auth, {"ct01.png": mask_png(24, 32), "CT02.png": mask_png(20, 28)})
+    pngs = {"ct01.png": mask_png(24, 32), "CT02.png": mask_png(20, 28)}
+    batch = upload_masks(client, dataset_id, auth, pngs, "radiologist-1")
     assert batch.status_code == 201, batch.text
     assert count_rows(db_session_factory, Annotation) == 2
 
@@ -87,7 +85,7 @@ def test_a_multi_frame_dicom_is_refused_and_nothing_stored(
 ) -> None:
     cine = dicom_bytes(np.zeros((3, 16, 16), np.uint16), frames=3)
     body = assert_problem(
-        _upload(client, dataset_id, auth, {"ct01.dcm": CT, "cine.dcm": cine}), 422, "cine.dcm"
+        upload_images(client, dataset_id, auth, {"ct01.dcm": CT, "cine.dcm": cine}), 422, "cine.dcm"
     )
     assert [f["file"] for f in body["invalid_files"]] == ["cine.dcm"]
     assert "volumes are not supported yet" in body["invalid_files"][0]["reason"]

@@ -15,25 +15,29 @@ from app.db.models import Sample
 from app.main import create_app
 from app.settings import Settings
 from app.storage import ObjectStore
-from tests.api.conftest import assert_problem, count_rows, files_part, image_png, png_bytes, zip_bytes
+from tests.api.conftest import (
+    assert_problem,
+    count_rows,
+    files_part,
+    image_png,
+    png_bytes,
+    upload_images,
+    zip_bytes,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def _upload(client: TestClient, dataset_id: str, auth: dict[str, str], entries: dict[str, bytes]) -> Any:
-    return client.post(f"/v1/datasets/{dataset_id}/images", files=files_part(entries), headers=auth)
 
 
 def test_multipart_upload_stores_pngs_and_reports_duplicates(
     client: TestClient, auth: dict[str, str], dataset_id: str, store: ObjectStore
 ) -> None:
-    first = _upload(
+    first = upload_images(
         client, dataset_id, auth, {"img01.png": image_png(32, 48, 1), "img02.png": image_png(40, 32, 2)}
     )
     assert first.status_code == 201, first.text
     assert first.json()["created"] == 2 and first.json()["duplicates"] == 0
 
-    again = _upload(
+    again = upload_images(
         client, dataset_id, auth, {"copy.png": image_png(32, 48, 1), "img03.png": image_png(32, 32, 3)}
     )
     body = again.json()
@@ -67,7 +71,7 @@ def test_zip_upload_ignores_folders_and_macos_files(
             "images/.DS_Store": b"junk",
         }
     )
-    response = _upload(client, dataset_id, auth, {"batch.zip": archive})
+    response = upload_images(client, dataset_id, auth, {"batch.zip": archive})
     assert response.status_code == 201, response.text
     assert sorted(f["file"] for f in response.json()["files"]) == ["a.png", "b.jpg"]
     grey = client.get(
@@ -76,14 +80,14 @@ def test_zip_upload_ignores_folders_and_macos_files(
     assert grey["items"][0]["channels"] == 1
 
 
-def test_one_bad_file_rejects_the_whole_upload(
+def test_one_bad_file_rejects_the_wholeupload_images(
     client: TestClient,
     auth: dict[str, str],
     dataset_id: str,
     store: ObjectStore,
     db_session_factory: sessionmaker[Session],
 ) -> None:
-    response = _upload(
+    response = upload_images(
         client, dataset_id, auth, {"good.png": image_png(16, 16), "notes.png": b"not an image"}
     )
     body = assert_problem(response, 422, "notes.png")
@@ -115,7 +119,7 @@ def test_unsafe_zip_entries_are_rejected(
     reason: str,
 ) -> None:
     archive = zip_bytes({"ok.png": image_png(8, 8), **entries})
-    body = assert_problem(_upload(client, dataset_id, auth, {"upload.zip": archive}), 422, bad)
+    body = assert_problem(upload_images(client, dataset_id, auth, {"upload.zip": archive}), 422, bad)
     assert reason in next(f["reason"] for f in body["invalid_files"] if f["file"] == bad)
     assert count_rows(db_session_factory, Sample) == 0
     assert list(store.list()) == []
@@ -123,7 +127,7 @@ def test_unsafe_zip_entries_are_rejected(
 
 def test_duplicate_file_names_are_rejected(client: TestClient, auth: dict[str, str], dataset_id: str) -> None:
     archive = zip_bytes({"a/x.png": image_png(8, 8, 1), "b/x.png": image_png(8, 8, 2)})
-    body = assert_problem(_upload(client, dataset_id, auth, {"u.zip": archive}), 422, "x.png")
+    body = assert_problem(upload_images(client, dataset_id, auth, {"u.zip": archive}), 422, "x.png")
     assert "twice" in body["invalid_files"][0]["reason"]
 
 
@@ -170,7 +174,7 @@ def test_failed_write_leaves_no_rows_and_no_objects(
         dataset = test_client.post("/v1/datasets", json={"name": "d"}, headers=auth).json()["id"]
         test_client.app.state.store = FailingStore(store, fail_at=2)  # type: ignore[attr-defined]
         entries = {"a.png": image_png(8, 8, 1), "b.png": image_png(8, 8, 2), "c.png": image_png(8, 8, 3)}
-        response = _upload(test_client, dataset, auth, entries)
+        response = upload_images(test_client, dataset, auth, entries)
     body = assert_problem(response, 500)
     assert "simulated" not in body["detail"]  # internals are logged, not shown
     assert count_rows(db_session_factory, Sample) == 0

@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import Annotation, AnnotationBatch
 from app.storage import ObjectStore
 from gtcorrect.brush import encode_brush
-from tests.api.conftest import assert_problem, count_rows, files_part, image_png, mask_png, zip_bytes
+from tests.api.conftest import (
+    assert_problem,
+    count_rows,
+    files_part,
+    image_png,
+    mask_png,
+    upload_masks,
+    zip_bytes,
+)
 from tests.gtcorrect.test_imports import BRUSH_WHITE, cvat_rle, cvat_xml, ls_annotation, ls_result, ls_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -55,12 +63,7 @@ def _coco(annotations: list[dict[str, Any]], categories: list[dict[str, Any]] | 
 
 
 def _post(client: TestClient, dataset_id: str, auth: dict[str, str], entries: dict[str, bytes]) -> Any:
-    return client.post(
-        f"/v1/datasets/{dataset_id}/annotation-batches",
-        data={"annotator": "cvat-export"},
-        files=files_part(entries),
-        headers=auth,
-    )
+    return upload_masks(client, dataset_id, auth, entries, "cvat-export")
 
 
 @pytest.mark.parametrize("zipped", [False, True], ids=["json", "zipped-json (as the client sends it)"])
