@@ -37,6 +37,7 @@ from bench.plan import (
 from bench.report import (
     BENCHMARKS,
     annotator_table,
+    class_table,
     quality_table,
     section,
     size_table,
@@ -228,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = {k: v for k, v in log.runs.items() if k in keys}
     body = table(runs)
     extras = (
+        ("Test Dice per label (each seed)", class_table(runs)),
         (
             "Self-assessment against the truth (what the job reports about itself, means over seeds; "
             "'k/n': in k of n seeds)",

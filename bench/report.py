@@ -152,6 +152,31 @@ def type_table(runs: dict[str, dict[str, Any]]) -> str:
     return markdown_table(head, rows)
 
 
+def class_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Test Dice per foreground label, one row per group: over the test images (``test_per_class``) and,
+    for volumes trained slice-wise, with each volume's slices pooled (``test_per_volume``), each seed's
+    figure "a / b"; '' when the runs have a single label and no volumes."""
+    groups = _groups(runs)
+    names = list(dict.fromkeys(n for _, recs in groups for r in recs for n in r.get("test_per_class") or {}))
+    volumes = any(r.get("test_per_volume") for _, recs in groups for r in recs)
+    if len(names) < 2 and not volumes:
+        return ""
+    parts = (
+        (("test_per_class", "images"), ("test_per_volume", "volumes"))
+        if volumes
+        else (("test_per_class", ""),)
+    )
+    head = [*KEY_HEAD, *(f"{n}{f' ({what})' if what else ''}" for n in names for _, what in parts)]
+    rows = []
+    for key, recs in groups:
+        cells = _key_cells(key, recs)
+        for n in names:
+            for field, _ in parts:
+                cells.append(" / ".join(_mean([_get(field, n)(r)], 3) for r in recs))
+        rows.append(cells)
+    return markdown_table(head, rows)
+
+
 def size_table(runs: dict[str, dict[str, Any]]) -> str:
     """Recognition per quantile of the true object area, one row per group: AUROC, share of clean masks
     flagged (both '–' for methods without a split) and median predicted / true area of the clean masks,

@@ -35,3 +35,20 @@ def test_slices_map_back_to_their_volumes_and_volumes_are_windowed() -> None:
     out = _window(volume)
     assert out.dtype == np.uint8 and out.max() == 255 and out.min() == 0
     assert 100 < out[5, 0, 0] < 155  # the middle of the range stays mid-grey
+
+
+def test_the_label_table_shows_each_seed_per_label_over_images_and_volumes() -> None:
+    from bench.report import class_table
+
+    def rec(seed: int, a: float) -> dict[str, object]:
+        spec = {"regime": "strong", "alpha": 0.5, "method": "gt", "variant": "default", "seed": seed}
+        return {
+            "spec": spec,
+            "test_per_class": {"anterior": a, "posterior": 0.5},
+            "test_per_volume": {"anterior": a + 0.1, "posterior": 0.6},
+        }
+
+    text = class_table({"a": rec(0, 0.7), "b": rec(1, 0.8)})
+    assert "anterior (images) | anterior (volumes) | posterior (images) | posterior (volumes)" in text
+    assert "| 0.700 / 0.800 | 0.800 / 0.900 | 0.500 / 0.500 | 0.600 / 0.600 |" in text
+    assert class_table({"a": {"spec": rec(0, 0.7)["spec"], "test_per_class": {"polyp": 0.8}}}) == ""
