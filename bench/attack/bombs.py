@@ -14,6 +14,7 @@ from PIL import Image
 from bench.attack.target import DECODE_BACK_MB, DECODE_PEAK_MB, MB, Row, Target, png_bytes
 from bench.load_setup import World
 from bench.memory import measure
+from tests.support.dicom import dicom_bytes
 
 
 def _tiff(array: np.ndarray, compression: str | None) -> bytes:
@@ -103,6 +104,22 @@ def decode(t: Target, world: World, settle_s: float) -> list[Row]:
     sent = f"four concurrent uploads of the {side}x{side} float32 TIFF"
     statuses = lambda _: "/".join(str(a.status_code) for a in answers)  # noqa: E731
     row("four 50 MP at once", sent, four_at_once, 4 * len(tiff), statuses)
+
+    # DICOM: a real 50 MP 16-bit CT slice, rescaled (float64 values) and windowed, and a header that lies.
+    ct = dicom_bytes(
+        np.zeros((side, side), dtype=np.uint16),
+        RescaleSlope=1,
+        RescaleIntercept=-1024,
+        WindowCenter=40,
+        WindowWidth=400,
+    )
+    sent = f"a {side}x{side} 16-bit CT DICOM, rescaled and windowed ({len(ct) / MB:.0f} MB)"
+    dcm = {"files": ("ct.dcm", ct, "application/dicom")}
+    row("50 MP 16-bit DICOM", sent, lambda: client.post(images, files=dcm), len(ct))
+    liar = dicom_bytes(np.zeros((2, 2), dtype=np.uint16), Rows=60000, Columns=60000)
+    sent = f"a DICOM whose header declares 60000x60000 pixels ({len(liar)} bytes)"
+    lying = {"files": ("liar.dcm", liar, "application/dicom")}
+    row("DICOM header bomb", sent, lambda: client.post(images, files=lying), len(liar))
 
     query = png_bytes(np.zeros((side, side, 3), dtype=np.uint8))
     segment = f"/v1/models/{world.model_id}/segment"
