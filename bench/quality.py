@@ -162,6 +162,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="JSON file (default bench/out/quality-<timestamp>.json)")
     p.add_argument("--resume", type=Path, help="continue this JSON file, skipping runs already in it")
     p.add_argument("--merge", type=Path, nargs="+", default=[], help="first copy in the runs of these logs")
+    p.add_argument("--render-only", action="store_true", help="train nothing: the table of the runs logged")
     p.add_argument("--benchmarks", type=Path, default=BENCHMARKS, help="markdown file to update")
     p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
     p.add_argument(
@@ -220,11 +221,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.absorb(other)
     plan = build_plan(args)
     print(f"{len(plan)} runs, log {path}", flush=True)
-    run_all(
-        jobs_for(plan, split, schedule, args.device, args.clean_annotators),
-        log,
-        lambda s: print(s, flush=True),
-    )
+    if args.render_only:
+        missing = [spec.key for spec in plan if not log.has(spec.key)]
+        print(f"rendering only; not in the log: {', '.join(missing) or 'none'}", flush=True)
+    else:
+        run_all(
+            jobs_for(plan, split, schedule, args.device, args.clean_annotators),
+            log,
+            lambda s: print(s, flush=True),
+        )
     keys = {spec.key for spec in plan}
     runs = {k: v for k, v in log.runs.items() if k in keys}
     body = table(runs)
