@@ -164,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bench.lidc", description="LIDC: ranking mask-0 against its readers"
     )
     p.add_argument("--log", type=Path, required=True, help="a bench.quality --dataset lidc --alphas 0 log")
+    p.add_argument(
+        "--consensus-log",
+        type=Path,
+        help="a bench.quality --dataset lidc-consensus log: the same network trained on the consensus",
+    )
     p.add_argument("--no-markdown", action="store_true")
     args = p.parse_args(argv)
     data = json.loads(args.log.read_text())
@@ -211,11 +216,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({first['n_bad']:.0f} of them with Dice < {BAD_DICE} against their majority), "
         f"{first['n_single']:.0f} marked by mask-0 alone."
     )
-    print(body + "\n\n" + note)
+    notes = [note]
+    if args.consensus_log is not None:
+        consensus = sorted(
+            json.loads(args.consensus_log.read_text())["runs"].values(), key=lambda r: r["spec"]["seed"]
+        )
+        dice = " / ".join(f"{r['test']['dice']:.3f}" for r in consensus)
+        notes.append(
+            f"The same network trained on the readers' consensus instead of mask-0 (plain training, "
+            f"`{args.consensus_log}`): test Dice {dice} against the consensus, beside the rows' last column."
+        )
+    print(body + "\n\n" + "\n\n".join(notes))
     if not args.no_markdown:
         command = f"python -m bench.lidc --log {args.log}"
+        if args.consensus_log is not None:
+            command += f" --consensus-log {args.consensus_log}"
         write_section(
-            "lidc-readers", section("LIDC: the real readers", command, data, body, [note]), BENCHMARKS
+            "lidc-readers", section("LIDC: the real readers", command, data, body, notes), BENCHMARKS
         )
     return 0
 
