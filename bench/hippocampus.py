@@ -1,12 +1,13 @@
-"""MSD Task04 hippocampus MR volumes, trained slice-wise: read in place with nibabel, cached by size.
+"""MSD Task04 hippocampus MR volumes, trained slice-wise: read in place, cached by size.
 
 195 volumes (``images/*.nii.gz``, about 36 x 50 x 36 voxels of 1 mm) with label volumes (0 background,
 1 anterior, 2 posterior). The engine trains 2D networks, so every volume is cut into its slices along
-the first axis (the axis with the fewest: about 36 slices of 50 x 36), each slice windowed to 8 bit with
-its volume's 0.5-99.5 % intensity percentiles (what a user exporting slices would do), then prepared at
-the training size like any image. The split is by volume, so that no volume has slices on both sides:
-``split_indices(195, (0.7, 0.1, 0.2), seed=0)``. The test figure that compares with 3D methods is
-``test_per_volume``: each test volume's slices pooled into one Dice per label, at the training size.
+the first axis (the axis with the fewest: about 36 slices of 50 x 36) by ``gtcorrect.volumes``, as
+``gtcorrect train`` does with NIfTI folders (each slice windowed to 8 bit with its volume's 0.5-99.5 %
+intensity percentiles), then prepared at the training size like any image. The split is by volume, so
+that no volume has slices on both sides: ``split_indices(195, (0.7, 0.1, 0.2), seed=0)``. The test
+figure that compares with 3D methods is ``test_per_volume``: each test volume's slices pooled into one
+Dice per label, at the training size.
 
 Published range for this task (3D, nnU-Net and the Decathlon's best entries): Dice about 0.88-0.90 on
 both labels. Shape legend: V volumes, N slices, S the training size.
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
 from bench.common import OUT_DIR, SHARED_DATA, Split, cached_arrays
+from gtcorrect import volumes
 from gtcorrect.data import prepare, split_indices
 from gtcorrect.types import LabelMap
 
@@ -29,33 +30,18 @@ LABELS = LabelMap(("background", "anterior", "posterior"))
 AXIS = 0
 
 
-def _window(volume: np.ndarray) -> np.ndarray:
-    """A volume's intensities as uint8 between its 0.5 and 99.5 % percentiles."""
-    lo, hi = np.percentile(volume, (0.5, 99.5))
-    scaled = (volume.astype(np.float64) - lo) / max(float(hi - lo), 1e-6)
-    return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def _build(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    import nibabel as nib
-
-    def read(path: Path) -> np.ndarray:
-        return np.asarray(cast(nib.Nifti1Image, nib.load(path)).dataobj)
-
-    paths = sorted((root / "images").glob("*.nii.gz"))
+    paths = sorted(p for p in (root / "images").glob("*") if volumes.is_volume(p))
     if not paths:
         raise ValueError(f"{root / 'images'}: no .nii.gz volumes found (is this the hippocampus folder?).")
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     ids: list[str] = []
     for path in paths:
-        volume = _window(read(path))
-        labels = read(root / "labels" / path.name).astype(np.int64)
-        stem = path.name.removesuffix(".nii.gz")
-        for k in range(volume.shape[AXIS]):
-            images.append(np.take(volume, k, AXIS)[:, :, None])
-            masks.append(np.take(labels, k, AXIS))
-            ids.append(f"{stem}_s{k:02d}")
+        image, labels = volumes.read_volume(path), volumes.read_volume(root / "labels" / path.name)
+        images += volumes.image_slices(image)
+        masks += volumes.label_slices(labels, LABELS.num_classes)
+        ids += [volumes.slice_id(image.name, k) for k in range(image.n_slices)]
     data = prepare(images, masks, ids, label_map=LABELS, size=size, channels=1)
     return data.images.astype(np.float16), data.masks.astype(np.uint8), data.ids
 
@@ -69,7 +55,7 @@ def load_arrays(
 
 def volume_of(ids: list[str]) -> np.ndarray:
     """(N,) the volume index of every slice id, in order of first appearance."""
-    names = [i.rsplit("_s", 1)[0] for i in ids]
+    names = [volumes.parse_slice_id(i)[0] for i in ids]
     order = {v: j for j, v in enumerate(dict.fromkeys(names))}
     return np.array([order[v] for v in names])
 

@@ -10,11 +10,12 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
+from gtcorrect import volumes
 from gtcorrect.cli import REPORT_FIELDS
 from gtcorrect.config import ConfigLimits, TrainConfig, check_config, preset_config
 from gtcorrect.data import (
@@ -29,6 +30,9 @@ from gtcorrect.data import restore_probabilities as restore_prob
 from gtcorrect.formats import IMAGE_SUFFIXES
 from gtcorrect.noise import PRESETS, corrupt_stream
 from gtcorrect.types import FitResult, LabelMap, Progress
+
+if TYPE_CHECKING:
+    from gtcorrect.inference import Predictor
 
 
 def _label_map(num_classes: int) -> LabelMap:
@@ -122,15 +126,46 @@ def read_annotators(path: Path, ids: Sequence[str]) -> list[str]:
     return [found[i] for i in ids]
 
 
+def _restored(m: np.ndarray, size: tuple[int, int], lm: LabelMap) -> np.ndarray:
+    """A corrected mask at the training size, hard (S, S) or soft (K, S, S), at its original size."""
+    return restore_prob(m, size).argmax(axis=0) if m.ndim == 3 else restore_mask(m, size, lm.num_classes)
+
+
 def _write_corrected(out: Path, result: FitResult, sizes: Sequence[tuple[int, int]], lm: LabelMap) -> None:
     folder = out / "corrected"
     folder.mkdir(parents=True, exist_ok=True)
     for i, m in result.corrected.items():
-        if m.ndim == 3:  # soft targets (K, S, S)
-            full = restore_prob(m, sizes[i]).argmax(axis=0)
-        else:
-            full = restore_mask(m, sizes[i], lm.num_classes)
-        (folder / f"{result.ids[i]}.png").write_bytes(mask_to_png(full, lm))
+        (folder / f"{result.ids[i]}.png").write_bytes(mask_to_png(_restored(m, sizes[i], lm), lm))
+
+
+def _holds_volumes(folder: Path) -> bool:
+    return folder.is_dir() and any(volumes.is_volume(p) for p in folder.iterdir())
+
+
+def _write_volumes(
+    out: Path,
+    result: FitResult,
+    sizes: Sequence[tuple[int, int]],
+    lm: LabelMap,
+    like: dict[str, volumes.Volume],
+) -> None:
+    """Volumes trained slice-wise: ``volumes.json``, one verdict per volume with the slices that look
+    wrong, and ``corrected/<volume>.nii.gz`` for each volume with a corrected slice: its label volume with
+    those slices replaced, in the label file's affine and header."""
+    noise = 1.0 - np.asarray(result.clean_prob)
+    report = volumes.volume_report(list(result.ids), noise, np.asarray(result.flagged))
+    (out / "volumes.json").write_text(json.dumps(report, indent=1))
+    changed: dict[str, dict[int, np.ndarray]] = {}
+    for i, m in result.corrected.items():
+        name, k = volumes.parse_slice_id(result.ids[i])
+        changed.setdefault(name, {})[k] = _restored(m, sizes[i], lm)
+    folder = out / "corrected"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, slices in changed.items():
+        label = like[name]
+        given = volumes.label_slices(label, lm.num_classes)
+        labels = volumes.stack([slices.get(k, given[k]) for k in range(label.n_slices)])
+        (folder / f"{name}.nii.gz").write_bytes(volumes.label_volume_bytes(labels, label))
 
 
 def train(args: argparse.Namespace) -> int:
@@ -140,15 +175,21 @@ def train(args: argparse.Namespace) -> int:
     config = _config(args)
     device = _device(args.device)
     lm = _label_map(args.num_classes)
-    images, masks, ids = load_folder(
-        args.images,
-        args.masks,
-        num_classes=lm.num_classes,
-        mask_mode=args.mask_mode,
-        invert=args.invert_masks,
-        threshold=args.threshold,
-        mask_prefix=args.mask_prefix,
-    )
+    like: dict[str, volumes.Volume] = {}  # NIfTI volumes, trained slice-wise: each label volume by name
+    if _holds_volumes(Path(args.images)):
+        images, masks, ids, like = volumes.load_volume_folder(
+            Path(args.images), Path(args.masks), lm.num_classes
+        )
+    else:
+        images, masks, ids = load_folder(
+            args.images,
+            args.masks,
+            num_classes=lm.num_classes,
+            mask_mode=args.mask_mode,
+            invert=args.invert_masks,
+            threshold=args.threshold,
+            mask_prefix=args.mask_prefix,
+        )
     data = prepare(images, masks, ids, label_map=lm, size=config.image_size)
     if args.annotators:
         data.annotators = read_annotators(Path(args.annotators), ids)
@@ -168,7 +209,10 @@ def train(args: argparse.Namespace) -> int:
         result = fit(config, data, device=device, callbacks=(on_progress,))
     result.model.save(str(out / "model.pt"))
     _write_report(out, result, {p.stem: p.name for p in Path(args.images).iterdir()})
-    _write_corrected(out, result, sizes, lm)
+    if like:
+        _write_volumes(out, result, sizes, lm, like)
+    else:
+        _write_corrected(out, result, sizes, lm)
     if result.annotator_report:
         (out / "annotators.json").write_text(json.dumps(result.annotator_report, indent=1))
     if result.quality is not None:
@@ -252,8 +296,10 @@ def predict(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model}: cannot read the model file ({exc.strerror or exc}).") from exc
     predictor = Predictor(bundle, _device(args.device))
     folder = Path(args.images)
-    files = _mask_files(folder, "")
     out = Path(args.out)
+    if _holds_volumes(folder):
+        return _predict_volumes(predictor, folder, out, args.batch_size)
+    files = _mask_files(folder, "")
     out.mkdir(parents=True, exist_ok=True)
     summary = []
     for start in range(0, len(files), args.batch_size):
@@ -273,4 +319,23 @@ def predict(args: argparse.Namespace) -> int:
             )
     (out / "predictions.json").write_text(json.dumps(summary, indent=1))
     print(f"segmented {len(files)} images; wrote {out}")
+    return 0
+
+
+def _predict_volumes(predictor: Predictor, folder: Path, out: Path, batch_size: int) -> int:
+    """Every NIfTI volume of ``folder`` segmented slice-wise: ``<volume>.nii.gz`` label volumes in the
+    image's affine and header, and ``predictions.json`` (voxel share of each class per volume)."""
+    out.mkdir(parents=True, exist_ok=True)
+    lm = predictor.bundle.label_map
+    summary = []
+    paths = sorted(p for p in folder.iterdir() if volumes.is_volume(p))
+    for path in paths:
+        volume = volumes.read_volume(path)
+        preds = predictor.predict(volumes.image_slices(volume), batch_size=batch_size)
+        labels = volumes.stack([pred.mask for pred in preds])
+        (out / f"{volume.name}.nii.gz").write_bytes(volumes.label_volume_bytes(labels, volume))
+        fractions = np.bincount(labels.ravel(), minlength=lm.num_classes) / labels.size
+        summary.append({"id": volume.name, "class_fractions": [float(f) for f in fractions]})
+    (out / "predictions.json").write_text(json.dumps(summary, indent=1))
+    print(f"segmented {len(paths)} volumes slice-wise; wrote {out}")
     return 0

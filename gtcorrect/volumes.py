@@ -1,0 +1,192 @@
+"""3D volumes in NIfTI (``.nii.gz``, ``.nii``), trained slice-wise: cut into 2D slices, and put back.
+
+The engine's networks are 2D. A volume becomes the slices along one axis (``SLICE_AXIS``, the first: the
+axis with the fewest slices in the MSD hippocampus volumes), each windowed to 8 bit with its volume's
+0.5-99.5 % intensity percentiles so that every slice of one volume shares one grey scale; its label
+volume gives the slices' masks. A slice is named ``<volume>_s<k>`` (k zero-padded to three digits).
+After training, ``stack`` puts masks back in their volume and ``label_volume_bytes`` writes them as NIfTI
+with the label file's own affine and header (orientation, spacing and size as they were), voxels as
+uint8 class indices. nibabel is imported on first use.
+
+Shape legend: X, Y, Z a volume's voxels; the slices along axis 0 are (Y, Z).
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SUFFIXES = (".nii.gz", ".nii")
+SLICE_AXIS = 0
+MAX_VOXELS = 100_000_000
+_SLICE = "_s"
+
+
+def is_volume(path: str | Path) -> bool:
+    return str(path).lower().endswith(SUFFIXES)
+
+
+def volume_name(path: str | Path) -> str:
+    """The file name without its NIfTI ending: ``case_001.nii.gz`` -> ``case_001``."""
+    name = Path(path).name
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def slice_id(name: str, k: int) -> str:
+    return f"{name}{_SLICE}{k:03d}"
+
+
+def parse_slice_id(sid: str) -> tuple[str, int]:
+    """``case_001_s012`` -> (``case_001``, 12)."""
+    name, _, k = sid.rpartition(_SLICE)
+    return name, int(k)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A NIfTI volume as read: its voxels (X, Y, Z) as stored, and the image object for its header."""
+
+    name: str
+    data: np.ndarray
+    image: Any  # nibabel's Nifti1Image or Nifti2Image: affine, header
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.data.shape[SLICE_AXIS])
+
+
+def read_volume(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
+    """A 3D NIfTI file (a 4D one with one time point too); ``ValueError`` naming the file otherwise, and
+    before any voxel is read when the header declares more than ``max_voxels``."""
+    import nibabel as nib
+
+    label = Path(path).name
+    try:
+        image: Any = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for files it cannot read
+        raise ValueError(f"{label}: not a readable NIfTI volume ({type(exc).__name__}: {exc}).") from exc
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ValueError(f"{label}: a volume must have 3 dimensions, this one has shape {shape}.")
+    if int(np.prod(shape)) > max_voxels:
+        raise ValueError(
+            f"{label}: volume of {'x'.join(map(str, shape))} voxels exceeds max_voxels={max_voxels}."
+        )
+    data = np.asarray(image.dataobj).reshape(shape)
+    return Volume(volume_name(path), data, image)
+
+
+def window(data: np.ndarray) -> np.ndarray:
+    """A volume's intensities as uint8 between its 0.5 and 99.5 % percentiles (one scale per volume)."""
+    lo, hi = np.percentile(data, (0.5, 99.5))
+    scaled = (data.astype(np.float64) - lo) / max(float(hi - lo), 1e-6)
+    return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def image_slices(volume: Volume) -> list[np.ndarray]:
+    """The windowed slices (Y, Z, 1) uint8 of an image volume."""
+    grey = window(volume.data)
+    return [np.take(grey, k, SLICE_AXIS)[:, :, None] for k in range(volume.n_slices)]
+
+
+def label_slices(volume: Volume, num_classes: int) -> list[np.ndarray]:
+    """The masks (Y, Z) int64 of a label volume; ``ValueError`` naming the file for values outside the
+    label map or non-integer labels."""
+    data = volume.data
+    if not np.allclose(data, np.round(data)):
+        raise ValueError(f"{volume.name}: a label volume must hold integer class indices.")
+    labels = np.round(data).astype(np.int64)
+    bad = sorted(set(np.unique(labels).tolist()) - set(range(num_classes)))
+    if bad:
+        raise ValueError(
+            f"{volume.name}: label values {bad[:5]} are outside the label map (0..{num_classes - 1})."
+        )
+    return [np.take(labels, k, SLICE_AXIS) for k in range(volume.n_slices)]
+
+
+def stack(slices: list[np.ndarray]) -> np.ndarray:
+    """Masks (Y, Z) back into a volume (X, Y, Z)."""
+    return np.stack(slices, axis=SLICE_AXIS)
+
+
+def label_volume_bytes(labels: np.ndarray, like: Volume) -> bytes:
+    """``labels`` (X, Y, Z) as a gzipped NIfTI file with the affine and header of ``like`` (its
+    orientation, spacing and size), voxels uint8 class indices (no intensity scaling)."""
+    if labels.shape != like.data.shape:
+        raise ValueError(f"{like.name}: labels of shape {labels.shape} for a volume of {like.data.shape}.")
+    header = like.image.header.copy()
+    header.set_data_dtype(np.uint8)
+    out = type(like.image)(labels.astype(np.uint8), like.image.affine, header)
+    out.header.set_slope_inter(1.0, 0.0)
+    return gzip.compress(out.to_bytes(), compresslevel=6)
+
+
+def read_volume_bytes(data: bytes) -> Any:
+    """A NIfTI image from the bytes of a ``.nii`` or ``.nii.gz`` file (tests and callers holding bytes)."""
+    import nibabel as nib
+
+    raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    nifti2 = int.from_bytes(raw[:4], "little") == 540 or int.from_bytes(raw[:4], "big") == 540  # sizeof_hdr
+    return nib.Nifti2Image.from_bytes(raw) if nifti2 else nib.Nifti1Image.from_bytes(raw)
+
+
+def load_volume_folder(
+    images_dir: Path, masks_dir: Path, num_classes: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str], dict[str, Volume]]:
+    """Pair image and label volumes by name (case-insensitive) and cut them into slices: images (Y, Z, 1)
+    uint8, masks (Y, Z) int64 and slice ids, and each label volume by name (what the output is written
+    like). Unpaired files, and pairs of different shapes, raise ``ValueError`` naming them."""
+    images = {volume_name(p).lower(): p for p in sorted(images_dir.iterdir()) if is_volume(p)}
+    labels = {volume_name(p).lower(): p for p in sorted(masks_dir.iterdir()) if is_volume(p)}
+    if not images:
+        raise ValueError(f"{images_dir}: no NIfTI volumes ({', '.join(SUFFIXES)}).")
+    only_img, only_lab = sorted(set(images) - set(labels)), sorted(set(labels) - set(images))
+    if only_img or only_lab:
+        raise ValueError(
+            f"unpaired volumes: images without labels {only_img}; labels without an image {only_lab}."
+        )
+    out_images: list[np.ndarray] = []
+    out_masks: list[np.ndarray] = []
+    ids: list[str] = []
+    like: dict[str, Volume] = {}
+    for key in sorted(images):
+        image, label = read_volume(images[key]), read_volume(labels[key])
+        if image.data.shape != label.data.shape:
+            raise ValueError(
+                f"{image.name}: image volume {image.data.shape} and label volume {label.data.shape} differ."
+            )
+        out_images += image_slices(image)
+        out_masks += label_slices(label, num_classes)
+        ids += [slice_id(image.name, k) for k in range(image.n_slices)]
+        like[image.name] = label
+    return out_images, out_masks, ids, like
+
+
+def volume_report(ids: list[str], noise_prob: np.ndarray, flagged: np.ndarray) -> list[dict[str, Any]]:
+    """One verdict per volume from its slices': flagged when any slice is, its probability of holding a
+    wrong mask the highest of its slices', and which slices look wrong (most doubtful first)."""
+    by: dict[str, list[int]] = {}
+    for i, sid in enumerate(ids):
+        by.setdefault(parse_slice_id(sid)[0], []).append(i)
+    rows = []
+    for name, idx in by.items():
+        order = sorted((i for i in idx if flagged[i]), key=lambda i: -float(noise_prob[i]))
+        rows.append(
+            {
+                "volume": name,
+                "slices": len(idx),
+                "flagged": bool(order),
+                "noise_probability": float(np.max(noise_prob[idx])),
+                "flagged_slices": [parse_slice_id(ids[i])[1] for i in order],
+            }
+        )
+    return sorted(rows, key=lambda r: -r["noise_probability"])
