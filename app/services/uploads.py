@@ -19,7 +19,7 @@ import tifffile
 from PIL import Image, ImageMode
 
 from app.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
-from gtcorrect import dicom
+from gtcorrect import dicom, volumes
 from gtcorrect.formats import FORMAT_NAMES
 
 MIB = 1024 * 1024
@@ -39,6 +39,10 @@ MAX_NAME_CHARS = 255  # one path segment on common file systems; the column is w
 UTF8_FLAG = 0x800
 # PIL's format names, and "DICOM" (gtcorrect.dicom reads its header). MPO: JPEG from cameras.
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "MPO", "DICOM"})
+NO_VOLUMES = (
+    "a NIfTI volume: the service takes 2D images only so far; train volumes slice-wise with "
+    "`gtcorrect train --images DIR --masks DIR` (README, 'The engine on its own')"
+)
 # Reading an entry can fail in many ways for a corrupt or exotic archive; each is the client's file.
 _ENTRY_ERRORS = (
     zipfile.BadZipFile,
@@ -456,6 +460,8 @@ def header_problem(blob: Blob, max_pixels: int) -> str | None:
 
     None when the header is acceptable or unreadable: the decoder then reports its own reason.
     """
+    if volumes.is_volume(blob.name):
+        return NO_VOLUMES
     header = image_header(blob)
     if header is None:
         return None

@@ -18,6 +18,7 @@ from app.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from app.services.inference import ModelCache
 from app.services.uploads import (
     DECODE_COPIES,
+    NO_VOLUMES,
     Blob,
     DecodeBudget,
     UploadLimits,
@@ -190,3 +191,9 @@ def test_a_dicom_file_of_a_kind_not_taken_is_left_to_the_decoder_to_name() -> No
     assert image_header(Blob("cine.dcm", volume)) is None
     assert header_problem(Blob("cine.dcm", volume), 10) is None
     assert declared_bytes(Blob("cine.dcm", volume)) == len(volume)
+
+
+def test_a_nifti_volume_is_refused_by_name_with_the_way_to_train_it() -> None:
+    for name in ("case_001.nii.gz", "CASE_002.NII"):
+        assert header_problem(Blob(name, b"\x1f\x8b anything"), 10**6) == NO_VOLUMES
+    assert "gtcorrect train" in NO_VOLUMES
