@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session
 from app.db.models import Dataset, Model, Project, Sample
 from app.errors import InvalidInput, NotFound
 from app.services.objects import read_object
-from app.services.uploads import Blob, UploadLimits, reason
+from app.services.uploads import NO_VOLUMES, Blob, UploadLimits, reason
 from app.storage.base import ObjectNotFound, ObjectStore
+from gtcorrect import volumes
 from gtcorrect.data import mask_to_png, read_image
 from gtcorrect.export import mask_to_rle
 from gtcorrect.inference import Prediction, Predictor
@@ -335,13 +336,20 @@ class _MaskArchive:
         self.archive.writestr("predictions.json", json.dumps(body, indent=1))
 
 
+def _read_upload(blob: Blob, max_pixels: int) -> np.ndarray:
+    """An uploaded image to segment; ``ValueError`` naming the file for a NIfTI volume or a bad image."""
+    if volumes.is_volume(blob.name):
+        raise ValueError(f"{blob.name}: {NO_VOLUMES}.")
+    return read_image(blob.data, name=blob.name, max_pixels=max_pixels)
+
+
 def _write_masks(masks: _MaskArchive, blobs: list[Blob], limits: UploadLimits, batch_size: int) -> None:
     problems: list[dict[str, str]] = []
     waiting: list[_Waiting] = []
     for blob in blobs:
         with limits.decoding(blob):
             try:
-                image = read_image(blob.data, name=blob.name, max_pixels=limits.max_image_pixels)
+                image = _read_upload(blob, limits.max_image_pixels)
             except ValueError as exc:
                 problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
                 continue
@@ -376,7 +384,7 @@ def input_image(
         raise InvalidInput("send exactly one of an image 'file' or a 'sample_id' form field.")
     if upload is not None:
         try:
-            return read_image(upload.data, name=upload.name, max_pixels=max_pixels)
+            return _read_upload(upload, max_pixels)
         except ValueError as exc:
             raise InvalidInput(
                 str(exc), invalid_files=[{"file": upload.name, "reason": reason(exc, upload.name)}]

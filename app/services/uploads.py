@@ -39,9 +39,11 @@ MAX_NAME_CHARS = 255  # one path segment on common file systems; the column is w
 UTF8_FLAG = 0x800
 # PIL's format names, and "DICOM" (gtcorrect.dicom reads its header). MPO: JPEG from cameras.
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "MPO", "DICOM"})
+NOT_ZIP = "only zip archives are accepted (tar, gz, 7z, rar... are not)"
 NO_VOLUMES = (
-    "a NIfTI volume: the service takes 2D images only so far; train volumes slice-wise with "
-    "`gtcorrect train --images DIR --masks DIR` (README, 'The engine on its own')"
+    "a NIfTI volume: the service takes 2D images only so far; the engine's commands take volumes "
+    "slice-wise (`gtcorrect train` and `gtcorrect predict` on folders of .nii.gz; README, 'The engine on "
+    "its own')"
 )
 # Reading an entry can fail in many ways for a corrupt or exotic archive; each is the client's file.
 _ENTRY_ERRORS = (
@@ -268,9 +270,9 @@ def expand(blobs: list[Blob], limits: UploadLimits, *, keep_paths: bool = False)
         raise InvalidInput("the upload holds no files: send multipart 'files' or one zip archive.")
     problems = [{"file": b.name, "reason": p} for b in blobs if (p := name_problem(b.name)) is not None]
     problems += [
-        {"file": b.name, "reason": "only zip archives are accepted (tar, gz, 7z, rar... are not)"}
+        {"file": b.name, "reason": NO_VOLUMES if volumes.is_volume(b.name) else NOT_ZIP}
         for b in blobs
-        if not is_zip(b) and is_other_archive(b.name, b.head(512))
+        if volumes.is_volume(b.name) or (not is_zip(b) and is_other_archive(b.name, b.head(512)))
     ]
     if problems:
         raise InvalidInput(
