@@ -226,7 +226,7 @@ def recognition_by_size(
             "clean_flagged": None,
             "recall": None,
         }
-        if result is not None:
+        if result is not None and sel.any():  # a bin is empty where many masks share one area (empty slices)
             flags = np.asarray(result.flagged, dtype=bool)
             row["auroc"] = recognition_metrics(truth[sel], result.clean_prob[sel])["auroc"]
             row["clean_flagged"] = float(flags[sel & ~truth].mean()) if (sel & ~truth).any() else math.nan
