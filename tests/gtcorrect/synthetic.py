@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from gtcorrect.config import QualityConfig
+from gtcorrect.config import AugmentConfig, GStageConfig, NetConfig, QualityConfig, TrainConfig, TStageConfig
 from gtcorrect.types import TrainingData
 
 
@@ -106,3 +106,19 @@ def make_noisy_set(
 # Tests of the plumbing of flags and corrections on tiny data, where no self-assessment could vouch for
 # anything: every flagged mask keeps its correction and nothing is held back.
 PLUMBING = QualityConfig(gate=False, val_fraction=0.0)
+
+
+def plumbing_config(image_size: int, t_epochs: int) -> TrainConfig:
+    """A tiny G-T config for the plumbing of files: the paper's split (``g.detector="loss"``) flags some
+    masks whatever the evidence, and ``PLUMBING`` keeps every flagged mask's correction."""
+    return TrainConfig(
+        image_size=image_size,
+        batch_size=4,
+        net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        augment=AugmentConfig(enabled=False),
+        g=GStageConfig(warmup_epochs=1, rounds_max=1, epochs_per_round=1, detector="loss"),
+        t=TStageConfig(
+            epochs=t_epochs, early_learning="fixed", early_learning_fixed_epochs=1, rampup_epochs=1
+        ),
+        quality=PLUMBING,
+    )

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 from gtcorrect.cli import REPORT_FIELDS, main
-from gtcorrect.config import AugmentConfig, GStageConfig, NetConfig, TrainConfig, TStageConfig
+from gtcorrect.config import NetConfig, TrainConfig
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network
 from gtcorrect.types import LabelMap
-from tests.gtcorrect.synthetic import PLUMBING
+from tests.gtcorrect.synthetic import plumbing_config
 
 TINY = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
 
@@ -110,16 +110,8 @@ def test_train_writes_model_report_corrections_and_plots(tmp_path: Path) -> None
     images, masks = _folders(tmp_path)
     noisy = tmp_path / "noisy"
     assert main(["simulate-noise", "--masks", str(masks), "--out", str(noisy), "--alpha", "0.5"]) == 0
-    config = TrainConfig(
-        image_size=32,
-        batch_size=4,
-        net=TINY,
-        augment=AugmentConfig(enabled=False),
-        # The plumbing of files, on 8 tiny masks: the paper's split flags some whatever the evidence.
-        g=GStageConfig(warmup_epochs=1, rounds_max=1, epochs_per_round=1, detector="loss"),
-        t=TStageConfig(epochs=2, early_learning="fixed", early_learning_fixed_epochs=1, rampup_epochs=1),
-        quality=PLUMBING,
-    )
+    # The plumbing of files, on 8 tiny masks: the paper's split flags some whatever the evidence.
+    config = plumbing_config(image_size=32, t_epochs=2)
     (tmp_path / "config.json").write_text(config.to_json())
     who = tmp_path / "annotators.csv"
     who.write_text("mask,annotator\n" + "".join(f"img{i}.png,{'ab'[i % 2]}\n" for i in range(8)))

@@ -14,8 +14,7 @@ import torch
 
 from gtcorrect import volumes
 from gtcorrect.cli import main
-from gtcorrect.config import AugmentConfig, GStageConfig, NetConfig, TrainConfig, TStageConfig
-from tests.gtcorrect.synthetic import PLUMBING
+from tests.gtcorrect.synthetic import plumbing_config
 
 # 1.2 x 0.8 x 2.5 mm voxels, rotated and shifted: what must survive the round trip.
 AFFINE = np.array(
@@ -111,16 +110,7 @@ def test_a_volume_is_flagged_when_any_of_its_slices_is() -> None:
 def test_train_on_nifti_folders_writes_corrected_label_volumes(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     images, labels = _folders(tmp_path, 3)
-    config = TrainConfig(
-        image_size=16,
-        batch_size=4,
-        net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
-        augment=AugmentConfig(enabled=False),
-        # The plumbing of files: the paper's split flags some slices whatever the evidence.
-        g=GStageConfig(warmup_epochs=1, rounds_max=1, epochs_per_round=1, detector="loss"),
-        t=TStageConfig(epochs=1, early_learning="fixed", early_learning_fixed_epochs=1, rampup_epochs=1),
-        quality=PLUMBING,
-    )
+    config = plumbing_config(image_size=16, t_epochs=1)
     (tmp_path / "config.json").write_text(config.to_json())
     out = tmp_path / "run"
     argv = ["train", "--images", str(images), "--masks", str(labels), "--out", str(out), "--num-classes", "3"]
