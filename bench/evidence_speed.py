@@ -2,9 +2,12 @@
 and the final verdict measure per mask), this checkout against an earlier commit on the same inputs:
 96 synthetic masks at 128 px (``bench.speed``'s training data) under a blurred, shifted copy of them as
 the network's probabilities. Each tree runs in a process of its own, the two alternated ``--rounds``
-times; the table gives the median seconds per call and whether the columns are identical.
+times; the table gives the median seconds per call and whether the columns are identical. With
+``--training``, the whole job instead: ``bench.speed``'s G-T against plain training (96 images, 128 px,
+16 epochs) in each tree.
 
     python -m bench.evidence_speed --baseline 5860cdd
+    python -m bench.evidence_speed --baseline 5860cdd --training --rounds 2
 """
 
 from __future__ import annotations
@@ -54,11 +57,20 @@ def measure() -> dict[str, object]:
     return {"seconds": statistics.median(times), "digest": digest.hexdigest()[:16]}
 
 
-def _in(tree: Path) -> dict[str, object]:
-    # The measuring code is this checkout's; the evidence module comes from ``tree`` (first on the path).
+def measure_training() -> dict[str, object]:
+    """``bench.speed.training`` in this process: wall seconds of plain training and of G-T."""
+    from bench.speed import training
+    from gtcorrect.config import NetConfig
+
+    out = training(SIZE, N_MASKS, 16, NetConfig(), "cpu")
+    return {"plain_s": out["plain_s"], "gt_s": out["gt_s"], "ratio": out["ratio"]}
+
+
+def _in(tree: Path, what: str = "measure") -> dict[str, object]:
+    # The measuring code is this checkout's; the engine comes from ``tree`` (first on the path).
     code = (
         f"import json, runpy, sys; sys.path[:0] = [{str(tree)!r}]; "
-        f"print(json.dumps(runpy.run_path({__file__!r})['measure']()))"
+        f"print(json.dumps(runpy.run_path({__file__!r})[{what!r}]()))"
     )
     env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{REPO}"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True)
@@ -71,13 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.evidence_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", help="a git revision to measure side by side")
     p.add_argument("--rounds", type=int, default=3, help="alternations of the two trees (default 3)")
+    p.add_argument("--training", action="store_true", help="G-T against plain training instead")
     args = p.parse_args(argv)
     with checkout(args.baseline) if args.baseline else nullcontext(REPO) as old:
         trees = [("this checkout", REPO)] + ([(args.baseline, old)] if args.baseline else [])
         runs: dict[str, list[dict[str, object]]] = {label: [] for label, _ in trees}
         for _ in range(args.rounds):
             for label, tree in trees:
-                runs[label].append(_in(tree))
+                runs[label].append(_in(tree, "measure_training" if args.training else "measure"))
+    if args.training:
+        print(f"| tree | plain s | G-T s | G-T ÷ plain (each of {args.rounds} rounds) |\n|---|---|---|---|")
+        for label, rows in runs.items():
+            plain = statistics.median(float(r["plain_s"]) for r in rows)  # type: ignore[arg-type]
+            gt = statistics.median(float(r["gt_s"]) for r in rows)  # type: ignore[arg-type]
+            ratios = " / ".join(f"{float(r['ratio']):.2f}" for r in rows)  # type: ignore[arg-type]
+            print(f"| {label} | {plain:.1f} | {gt:.1f} | {ratios} |")
+        return 0
     print(f"| tree | masks | s per call (median of {args.rounds} x {CALLS}) | columns digest |")
     print("|---|---|---|---|")
     for label, rows in runs.items():
