@@ -16,13 +16,14 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 
 SUFFIXES = (".nii.gz", ".nii")
 SLICE_AXIS = 0
 MAX_VOXELS = 100_000_000
+NIFTI2_HEADER_BYTES = 540  # the larger of the two headers
 _SLICE = "_s"
 
 
@@ -65,24 +66,110 @@ class Volume:
 def read_volume(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
     """A 3D NIfTI file (a 4D one with one time point too); ``ValueError`` naming the file otherwise, and
     before any voxel is read when the header declares more than ``max_voxels``."""
+    with open(path, "rb") as f:
+        return read_volume_stream(f, Path(path).name, max_voxels)
+
+
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What a NIfTI header declares, read before any voxel."""
+
+    nifti: Any  # nibabel's Nifti1Header or Nifti2Header
+    shape: tuple[int, int, int]
+    nbytes: int  # the file (uncompressed) up to its last voxel: header, extensions, voxels
+
+    @property
+    def voxels(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def itemsize(self) -> int:
+        return int(self.nifti.get_data_dtype().itemsize)
+
+
+def read_header(stream: IO[bytes], file_name: str, max_voxels: int = MAX_VOXELS) -> VolumeHeader:
+    """The header of a single-file NIfTI-1 or -2 volume (``.nii`` or ``.nii.gz``, a seekable stream):
+    ``ValueError`` naming ``file_name`` unless it declares a 3D volume (or 4D with one time point) of at
+    most ``max_voxels`` voxels."""
+    try:
+        return _parse_header(_uncompressed(stream).read(NIFTI2_HEADER_BYTES), file_name, max_voxels)
+    except (OSError, EOFError) as exc:  # a broken gzip stream
+        raise ValueError(f"{file_name}: not a readable NIfTI volume ({exc}).") from exc
+
+
+def read_volume_stream(stream: IO[bytes], file_name: str, max_voxels: int = MAX_VOXELS) -> Volume:
+    """A volume from a seekable stream: its header first (``read_header``), then exactly the bytes it
+    declares (a gzip bomb stops there; a short file is refused as truncated); ``ValueError`` naming
+    ``file_name`` for a file that is not such a volume."""
     import nibabel as nib
 
-    label = Path(path).name
+    raw = _uncompressed(stream)
     try:
-        image: Any = nib.load(str(path))
+        head = raw.read(NIFTI2_HEADER_BYTES)
+        header = _parse_header(head, file_name, max_voxels)
+        data = head + raw.read(max(header.nbytes - len(head), 0))
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{file_name}: not a readable NIfTI volume ({exc}).") from exc
+    if len(data) < header.nbytes:
+        raise ValueError(
+            f"{file_name}: truncated: {len(data)} of the {header.nbytes} bytes its header declares."
+        )
+    klass = nib.Nifti2Image if isinstance(header.nifti, nib.Nifti2Header) else nib.Nifti1Image
+    try:
+        image: Any = klass.from_bytes(data[: header.nbytes])
+        voxels = np.asarray(image.dataobj).reshape(header.shape)
     except Exception as exc:  # nibabel raises many types for files it cannot read
-        raise ValueError(f"{label}: not a readable NIfTI volume ({type(exc).__name__}: {exc}).") from exc
-    shape = tuple(int(s) for s in image.shape)
+        raise ValueError(f"{file_name}: not a readable NIfTI volume ({type(exc).__name__}: {exc}).") from exc
+    if not np.issubdtype(voxels.dtype, np.number) or np.iscomplexobj(voxels):
+        raise ValueError(f"{file_name}: voxels of type {voxels.dtype}; a volume holds real numbers.")
+    if not np.isfinite(voxels).all():
+        raise ValueError(f"{file_name}: the volume holds NaN or infinite values.")
+    return Volume(volume_name(file_name), voxels, image)
+
+
+def _uncompressed(stream: IO[bytes]) -> IO[bytes]:
+    gzipped = stream.read(2) == b"\x1f\x8b"
+    stream.seek(0)
+    return cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb")) if gzipped else stream
+
+
+def _parse_header(head: bytes, file_name: str, max_voxels: int) -> VolumeHeader:
+    header = _nifti_header(head, file_name)
+    shape = tuple(int(s) for s in header.get_data_shape())
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
-    if len(shape) != 3:
-        raise ValueError(f"{label}: a volume must have 3 dimensions, this one has shape {shape}.")
-    if int(np.prod(shape)) > max_voxels:
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{file_name}: a volume must have 3 dimensions, this one has shape {shape}.")
+    voxels = int(np.prod(shape))
+    if voxels > max_voxels:
         raise ValueError(
-            f"{label}: volume of {'x'.join(map(str, shape))} voxels exceeds max_voxels={max_voxels}."
+            f"{file_name}: volume of {'x'.join(map(str, shape))} voxels exceeds max_voxels={max_voxels}."
         )
-    data = np.asarray(image.dataobj).reshape(shape)
-    return Volume(volume_name(path), data, image)
+    start = max(int(header.get_data_offset()), len(header.binaryblock))
+    nbytes = start + voxels * int(header.get_data_dtype().itemsize)
+    return VolumeHeader(header, (shape[0], shape[1], shape[2]), nbytes)
+
+
+def _nifti_header(head: bytes, file_name: str) -> Any:
+    """The NIfTI-1 or -2 header at the start of ``head`` (either byte order); single files only."""
+    import nibabel as nib
+
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize  # 348 or 540: a header starts with its own size
+        if len(head) >= size and size in (
+            int.from_bytes(head[:4], "little"),
+            int.from_bytes(head[:4], "big"),
+        ):
+            try:
+                header = klass(head[:size], check=True)
+            except Exception as exc:  # nibabel's HeaderDataError and friends
+                raise ValueError(f"{file_name}: not a readable NIfTI header ({exc}).") from exc
+            if bytes(header["magic"]).rstrip(b"\x00") not in (b"n+1", b"n+2"):
+                raise ValueError(
+                    f"{file_name}: a .hdr/.img pair; send the volume as one .nii or .nii.gz file."
+                )
+            return header
+    raise ValueError(f"{file_name}: not a readable NIfTI volume (no NIfTI-1 or NIfTI-2 header).")
 
 
 def window(data: np.ndarray) -> np.ndarray:

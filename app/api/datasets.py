@@ -27,9 +27,10 @@ from app.schemas.datasets import (
     ImageUploadOut,
     NnUNetImportOut,
     SampleOut,
+    VolumeOut,
 )
 from app.schemas.results import AnnotatorOut, DatasetAnnotatorOut
-from app.services import cleanup, datasets, images, nnunet, reports
+from app.services import cleanup, datasets, images, nnunet, reports, volumes
 from app.services.objects import read_object
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -199,6 +200,37 @@ def upload_images(
         duplicates=sum(o.status == "duplicate" for o in outcomes),
         files=[FileOutcome.model_validate(o) for o in outcomes],
     )
+
+
+@router.get("/{dataset_id}/volumes", summary="List NIfTI volumes", response_model=Page[VolumeOut])
+def list_volumes(
+    dataset: DatasetDep, session: SessionDep, limit: Limit = 50, offset: Offset = 0
+) -> Page[VolumeOut]:
+    """The dataset's image volumes in name order: shape, spacing, how many slices (samples) each is."""
+    rows = volumes.list_volumes(session, dataset)
+    items = [VolumeOut.model_validate(v) for v in rows[offset : offset + limit]]
+    return Page(items=items, total=len(rows), limit=limit, offset=offset)
+
+
+@router.get("/{dataset_id}/volumes/{volume_id}", summary="Get a NIfTI volume", response_model=VolumeOut)
+def get_volume(dataset: DatasetDep, volume_id: uuid.UUID, session: SessionDep) -> VolumeOut:
+    """One image volume: file, shape, spacing, slices."""
+    return VolumeOut.model_validate(volumes.get_volume(session, dataset.id, volume_id))
+
+
+@router.delete(
+    "/{dataset_id}/volumes/{volume_id}",
+    status_code=204,
+    summary="Delete a volume (its file, its slices and every mask of them)",
+    responses={409: {"description": "A job trained on its slices: delete the job first."}},
+)
+def delete_volume(
+    dataset: DatasetDep, volume_id: uuid.UUID, session: SessionDep, store: StoreDep
+) -> Response:
+    """The volume as uploaded, its slices' samples and every mask of them; 409 naming the jobs that
+    trained on them."""
+    cleanup.delete_volume(session, store, volumes.get_volume(session, dataset.id, volume_id))
+    return Response(status_code=204)
 
 
 @router.get("/{dataset_id}/samples", summary="List samples", response_model=Page[SampleOut])

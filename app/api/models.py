@@ -23,10 +23,12 @@ from app.api.deps import (
     StoreDep,
     read_uploads,
 )
+from app.errors import InvalidInput
 from app.schemas.common import Page
 from app.schemas.results import ModelOut, SegmentationOut
-from app.services import cleanup, inference, models
-from app.services.uploads import Blob, expand, image_header
+from app.services import cleanup, inference, models, volumes
+from app.services.uploads import Blob, UploadLimits, expand, image_header
+from gtcorrect.inference import Predictor
 
 router = APIRouter(tags=["models"])
 
@@ -149,6 +151,8 @@ def segment(
     model = models.resolve_model(session, project, model_ref, dataset_id, recent)
     upload: Blob | None = read_uploads([file])[0] if file is not None else None
     served = cache.get(store, model)
+    if upload is not None and volumes.is_volume(upload):
+        return _segment_volume(served.predictor, upload, format, limits)
     header = image_header(upload) if upload is not None and format == "npy" else None
     if header is not None:  # refused before anything is decoded
         inference.check_npy(header.width, header.height, served.predictor.label_map)
@@ -163,3 +167,18 @@ def segment(
     if encoded.payload is not None:
         return JSONResponse(encoded.payload)
     return Response(encoded.body, media_type=encoded.media_type)
+
+
+def _segment_volume(predictor: Predictor, upload: Blob, fmt: str, limits: UploadLimits) -> Response:
+    """A NIfTI volume's answer: its label volume (``format`` png, the default: class indices)."""
+    if fmt != "png":
+        raise InvalidInput(
+            f"a NIfTI volume is answered as a NIfTI label volume; format={fmt} is for 2D images.",
+            field="format",
+        )
+    name = f"{volumes.name(upload)}.nii.gz"
+    return Response(
+        inference.segment_volume(predictor, upload, limits),
+        media_type=volumes.GZIP,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

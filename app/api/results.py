@@ -10,8 +10,8 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import JobDep, Limit, Offset, SessionDep, StoreDep
 from app.schemas.common import Page
-from app.schemas.results import AnnotatorOut, GmmRoundOut, NoiseFlagOut, PlotOut
-from app.services import reports
+from app.schemas.results import AnnotatorOut, GmmRoundOut, NoiseFlagOut, PlotOut, VolumeVerdictOut
+from app.services import reports, volumes
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 _CONFLICT: dict[int | str, dict[str, Any]] = {
@@ -126,6 +126,41 @@ def review_task_label_studio(job: JobDep, session: SessionDep, store: StoreDep) 
 def corrected_mask(job: JobDep, sample_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
     """The proposed corrected mask of one sample (PNG, class indices, at the image's own size)."""
     return Response(reports.corrected_mask(session, store, job, sample_id), media_type="image/png")
+
+
+@router.get(
+    "/volumes",
+    summary="The verdict per NIfTI volume: flagged when any slice is, and which slices look wrong",
+    response_model=Page[VolumeVerdictOut],
+    responses=_CONFLICT,
+)
+def volume_verdicts(
+    job: JobDep, session: SessionDep, limit: Limit = 50, offset: Offset = 0
+) -> Page[VolumeVerdictOut]:
+    """One row per volume the job trained on (empty for a job on 2D images), most doubtful first: its
+    slices' highest noise probability, the flagged slices and those with a proposed correction. The
+    slices' own rows are in the noise report (samples `<volume>_s012.png`)."""
+    rows = volumes.volume_verdicts(session, job)
+    items = [VolumeVerdictOut.model_validate(r) for r in rows[offset : offset + limit]]
+    return Page(items=items, total=len(rows), limit=limit, offset=offset)
+
+
+@router.get(
+    "/volumes/{volume_id}/masks.nii.gz",
+    summary="The job's masks of one volume as a NIfTI label volume (corrections applied)",
+    response_class=Response,
+    responses={**_CONFLICT, 200: {"content": {"application/gzip": {}}}},
+)
+def volume_masks(job: JobDep, volume_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
+    """A label volume in the image volume's space (its affine, header, shape; voxels uint8 class
+    indices): each slice's proposed correction where the job proposes one, the mask it trained on
+    otherwise. Withheld corrections are not applied (see `quality.corrections`)."""
+    volume = volumes.get_volume(session, job.dataset_id, volume_id)
+    body = volumes.corrected_volume(session, store, job, volume)
+    name = f"{volume.name}.nii.gz"
+    return Response(
+        body, media_type=volumes.GZIP, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
 
 
 @router.get(

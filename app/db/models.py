@@ -155,17 +155,46 @@ class Dataset(Base):
     samples: Mapped[list[Sample]] = relationship(back_populates="dataset", cascade="all, delete-orphan")
 
 
+class Volume(Base):
+    """A 3D NIfTI image volume, stored as uploaded (its header: affine, spacing) and trained slice-wise:
+    its slices along ``gtcorrect.volumes.SLICE_AXIS`` are samples (``Sample.volume_id``)."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("dataset_id", "sha256"), UniqueConstraint("dataset_id", "name"))
+    id: Mapped[uuid.UUID] = _pk()
+    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(500))  # the file name without .nii.gz / .nii
+    file_name: Mapped[str] = mapped_column(String(500))
+    object_key: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))  # of the file as uploaded
+    shape: Mapped[list[int]] = mapped_column(JSON)  # voxels (X, Y, Z) as stored
+    spacing: Mapped[list[float]] = mapped_column(JSON)  # mm per voxel along X, Y, Z (the header's zooms)
+    created_at: Mapped[datetime] = _created()
+
+    @property
+    def slices(self) -> int:
+        """How many samples its slices are: along the first axis (gtcorrect.volumes.SLICE_AXIS)."""
+        return int(self.shape[0])
+
+
 class Sample(Base):
     __tablename__ = "samples"
     __table_args__ = (UniqueConstraint("dataset_id", "sha256"), UniqueConstraint("dataset_id", "file_name"))
     id: Mapped[uuid.UUID] = _pk()
     dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
     object_key: Mapped[str] = mapped_column(String(500))
+    # Of the stored image; for a volume's slice, of its volume's hash and its index (two slices alike in
+    # different volumes, or in one, are different samples).
     sha256: Mapped[str] = mapped_column(String(64))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     channels: Mapped[int] = mapped_column(Integer, default=3)
     file_name: Mapped[str] = mapped_column(String(500))
+    # A slice of a volume: the volume, and the slice's index along gtcorrect.volumes.SLICE_AXIS.
+    volume_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("volumes.id", ondelete="CASCADE"), index=True, default=None
+    )
+    slice_index: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = _created()
     dataset: Mapped[Dataset] = relationship(back_populates="samples")
 

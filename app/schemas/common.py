@@ -31,5 +31,8 @@ class FileOutcome(BaseModel):
 
     file: str = Field(examples=["img01.jpg"])
     status: Literal["created", "duplicate", "rejected"]
-    id: str | None = Field(default=None, description="The created row (sample or annotation).")
+    id: str | None = Field(default=None, description="The created row (sample, volume or annotation).")
     reason: str | None = None
+    slices: int | None = Field(
+        default=None, description="A NIfTI volume: how many of its slices became samples."
+    )

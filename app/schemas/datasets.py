@@ -82,6 +82,29 @@ class SampleOut(BaseModel):
     width: int
     height: int
     channels: int
+    volume_id: uuid.UUID | None = Field(default=None, description="A slice of this NIfTI volume.")
+    slice_index: int | None = Field(
+        default=None, description="The slice's index along the volume's first axis."
+    )
+    created_at: UtcDateTime
+
+
+class VolumeOut(BaseModel):
+    """A NIfTI image volume: stored as uploaded, trained slice-wise along its first axis (each slice a
+    sample named `<volume>_s012.png`)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    dataset_id: uuid.UUID
+    name: str = Field(examples=["hippocampus_001"])
+    file_name: str = Field(examples=["hippocampus_001.nii.gz"])
+    sha256: str
+    shape: list[int] = Field(description="Voxels along X, Y, Z as stored.", examples=[[35, 51, 35]])
+    spacing: list[float] = Field(
+        description="Millimetres per voxel along X, Y, Z.", examples=[[1.0, 1.0, 1.0]]
+    )
+    slices: int = Field(description="How many samples its slices are (the first axis).")
     created_at: UtcDateTime
 
 

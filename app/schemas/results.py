@@ -296,3 +296,16 @@ class SegmentationOut(BaseModel):
     height: int
     mean_confidence: float
     classes: list[ClassSegmentation]
+
+
+class VolumeVerdictOut(BaseModel):
+    """A job's verdict on one NIfTI volume, from its slices' verdicts."""
+
+    volume: str = Field(description="The volume's name (its file name without .nii.gz).")
+    volume_id: uuid.UUID
+    file_name: str
+    slices: int = Field(description="Slices of the volume the job trained on or held back.")
+    flagged: bool = Field(description="True when any of its slices is flagged.")
+    noise_probability: float = Field(description="The highest of its slices' probabilities of a wrong mask.")
+    flagged_slices: list[int] = Field(description="Indices of the flagged slices, most doubtful first.")
+    corrected_slices: list[int] = Field(description="Slices with a proposed correction, in order.")

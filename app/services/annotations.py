@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Annotation, AnnotationBatch, BatchKind, BatchStatus, Dataset, Sample
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
-from app.services import unit
+from app.services import unit, volumes
 from app.services.datasets import label_map_of
 from app.services.uploads import (
     Blob,
@@ -276,6 +276,11 @@ def create_batch(
     find = _sample_finder(samples, parse_manifests(manifests))
     if documents:
         masks, fmt, notes = _from_export(documents[0], dataset, limits, find)
+    stacks, masks = volumes.split(masks)
+    if stacks:  # label volumes: a mask per slice, named after the slice's sample
+        fmt = "nifti" if not masks else fmt
+        notes["volumes"] = [b.name for b in stacks]
+        masks += volumes.label_masks(session, dataset, stacks, label_map_of(dataset), limits)
     matches = _validate(masks, find, dataset, limits, encoding)
     batch = AnnotationBatch(
         id=uuid.uuid4(),

@@ -23,6 +23,7 @@ from app.db.models import (
     Project,
     Sample,
     TrainingJob,
+    Volume,
 )
 from app.errors import Conflict
 from app.services.datasets import check_name
@@ -107,7 +108,14 @@ def delete_batch(session: Session, store: ObjectStore, batch: AnnotationBatch, p
 
 
 def delete_sample(session: Session, store: ObjectStore, sample: Sample) -> None:
-    """A sample (its image) and every mask of it, unless a job trained on it."""
+    """A sample (its image) and every mask of it, unless a job trained on it; a volume's slice goes with
+    its volume only."""
+    if sample.volume_id is not None:
+        raise Conflict(
+            f"sample {sample.id} ({sample.file_name}) is a slice of volume {sample.volume_id}; delete the "
+            f"volume (DELETE /v1/datasets/{sample.dataset_id}/volumes/{sample.volume_id}).",
+            volume_id=str(sample.volume_id),
+        )
     _delete_untrained(
         session,
         store,
@@ -116,6 +124,21 @@ def delete_sample(session: Session, store: ObjectStore, sample: Sample) -> None:
         f"sample {sample.id} ({sample.file_name})",
         "it",
         [sample.object_key],
+    )
+
+
+def delete_volume(session: Session, store: ObjectStore, volume: Volume) -> None:
+    """An image volume, its slices and every mask of them, unless a job trained on one."""
+    slices = select(Sample.id).where(Sample.volume_id == volume.id)
+    images = list(session.scalars(select(Sample.object_key).where(Sample.volume_id == volume.id)))
+    _delete_untrained(
+        session,
+        store,
+        volume,
+        Annotation.sample_id.in_(slices),
+        f"volume {volume.id} ({volume.file_name})",
+        "its slices",
+        [volume.object_key, *images],
     )
 
 

@@ -10,23 +10,22 @@ holds one decoded image and one PNG, whatever the number or size of the files it
 
 from __future__ import annotations
 
-import io
 import uuid
-from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Dataset, Sample
 from app.errors import Conflict, InvalidInput, NotFound
-from app.services import unit
+from app.services import unit, volumes
 from app.services.uploads import (
     Blob,
+    Outcome,
     UploadLimits,
     duplicate_names,
+    encode_png,
     expand,
     header_problem,
     name_key,
@@ -35,22 +34,6 @@ from app.services.uploads import (
 from app.storage import keys
 from app.storage.base import ObjectStore
 from gtcorrect.data import read_image
-
-
-@dataclass(frozen=True)
-class Outcome:
-    file: str
-    status: str  # "created" or "duplicate"
-    id: str
-    reason: str | None = None
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """(H, W, C) or (H, W) uint8 -> PNG bytes (C = 1 is stored as grey)."""
-    img = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
-    buffer = io.BytesIO()
-    Image.fromarray(img).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _decode(blob: Blob, limits: UploadLimits) -> np.ndarray:
@@ -68,10 +51,11 @@ def _png(blob: Blob, limits: UploadLimits) -> bytes:
         return encode_png(_decode(blob, limits))
 
 
-def _check_all(blobs: list[Blob], limits: UploadLimits) -> dict[str, tuple[int, int, int]]:
-    """Decode every file, one at a time; raise one ``InvalidInput`` naming every bad file.
-    Result: name -> (H, W, C) shape (the pixels are dropped at once)."""
-    problems = duplicate_names(blobs)
+def _check_all(
+    blobs: list[Blob], limits: UploadLimits, problems: list[dict[str, str]]
+) -> dict[str, tuple[int, int, int]]:
+    """Decode every file, one at a time; raise one ``InvalidInput`` naming every bad file (and the
+    ``problems`` found before). Result: name -> (H, W, C) shape (the pixels are dropped at once)."""
     shapes: dict[str, tuple[int, int, int]] = {}
     for blob in blobs:
         refused = header_problem(blob, limits.max_image_pixels)
@@ -84,7 +68,7 @@ def _check_all(blobs: list[Blob], limits: UploadLimits) -> dict[str, tuple[int, 
             problems.append({"file": blob.name, "reason": reason(exc, blob.name)})
     if problems:
         raise InvalidInput(
-            f"{len(problems)} of {len(blobs)} files were rejected; nothing was stored.",
+            f"{len(problems)} files were rejected; nothing was stored.",
             invalid_files=problems,
         )
     return shapes
@@ -95,8 +79,8 @@ def upload_images(
 ) -> list[Outcome]:
     """Add the images in ``files`` (plain files or zips) to ``dataset``; duplicates of stored content are
     reported, not stored again. A file name already used by different content is rejected."""
-    blobs = expand(files, limits)
-    shapes = _check_all(blobs, limits)
+    stacks, blobs = volumes.split(expand(files, limits))
+    shapes = _check_all(blobs, limits, volumes.check_images(stacks, limits) + duplicate_names(stacks + blobs))
     existing = {
         row.sha256: row
         for row in session.scalars(select(Sample).where(Sample.dataset_id == dataset.id)).all()
@@ -136,7 +120,7 @@ def upload_images(
     unit.delete_on_rollback(session, store, [key for key, _ in pending])
     for key, blob in pending:  # decode, encode and store one image at a time
         store.put(key, _png(blob, limits), content_type="image/png")
-    return outcomes
+    return outcomes + volumes.add_images(session, store, dataset, stacks, limits)
 
 
 def _check_name_clashes(blobs: list[Blob], digests: dict[str, str], existing: dict[str, Sample]) -> None:

@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Dataset, Model, Project, Sample
 from app.errors import InvalidInput, NotFound
+from app.services import volumes
 from app.services.objects import read_object
 from app.services.uploads import NO_VOLUMES, Blob, UploadLimits, reason
 from app.storage.base import ObjectNotFound, ObjectStore
-from gtcorrect import volumes
+from gtcorrect import volumes as nifti
 from gtcorrect.data import mask_to_png, read_image
 from gtcorrect.export import mask_to_rle
 from gtcorrect.inference import Prediction, Predictor
@@ -336,9 +337,23 @@ class _MaskArchive:
         self.archive.writestr("predictions.json", json.dumps(body, indent=1))
 
 
+def segment_volume(predictor: Predictor, blob: Blob, limits: UploadLimits, batch_size: int = 8) -> bytes:
+    """A NIfTI image volume segmented slice-wise (as it was trained): a gzipped label volume in its
+    space (its affine and header; voxels uint8 class indices). 422 naming the file when it is not a
+    volume the service takes."""
+    try:
+        with volumes.reading(blob, limits) as volume:
+            preds = predictor.predict(nifti.image_slices(volume), batch_size=batch_size)
+            return nifti.label_volume_bytes(nifti.stack([p.mask for p in preds]), volume)
+    except ValueError as exc:
+        raise InvalidInput(
+            str(exc), invalid_files=[{"file": blob.name, "reason": reason(exc, blob.name)}]
+        ) from exc
+
+
 def _read_upload(blob: Blob, max_pixels: int) -> np.ndarray:
     """An uploaded image to segment; ``ValueError`` naming the file for a NIfTI volume or a bad image."""
-    if volumes.is_volume(blob.name):
+    if nifti.is_volume(blob.name):
         raise ValueError(f"{blob.name}: {NO_VOLUMES}.")
     return read_image(blob.data, name=blob.name, max_pixels=max_pixels)
 

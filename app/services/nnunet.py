@@ -28,8 +28,10 @@ from app.services import datasets, images
 from app.services.uploads import (
     MIB,
     Blob,
+    Outcome,
     UploadLimits,
     declared_bytes,
+    encode_png,
     expand,
     header_problem,
     is_zip,
@@ -224,7 +226,7 @@ def _combined(case: NnUNetCase, entries: dict[str, Blob], limits: UploadLimits) 
                 problems.append({"file": b.name, "reason": reason(exc, b.name)})
         if problems:
             raise ImportProblems(problems)
-        return images.encode_png(combine_channels(planes, case.images))
+        return encode_png(combine_channels(planes, case.images))
 
 
 @contextmanager
@@ -239,7 +241,7 @@ def _named_by_entry(origin: dict[str, str]) -> Iterator[None]:
         raise
 
 
-def _refuse_duplicates(upload: Blob, outcomes: list[images.Outcome], origin: dict[str, str]) -> None:
+def _refuse_duplicates(upload: Blob, outcomes: list[Outcome], origin: dict[str, str]) -> None:
     """Two cases with one image: a dataset holds an image once, so the second case would lose its sample."""
     created = {o.id: o.file for o in outcomes if o.status == "created"}
     problems = [

@@ -40,8 +40,8 @@ from app.db.models import (
 )
 from app.errors import Conflict, InvalidInput, NotFound
 from app.services.datasets import label_map_of
-from app.services.images import encode_png
 from app.services.objects import read_object
+from app.services.uploads import encode_png
 from app.storage import keys
 from app.storage.base import ObjectNotFound, ObjectStore
 from gtcorrect.data import read_image, read_mask

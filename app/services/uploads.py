@@ -41,9 +41,8 @@ UTF8_FLAG = 0x800
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "MPO", "DICOM"})
 NOT_ZIP = "only zip archives are accepted (tar, gz, 7z, rar... are not)"
 NO_VOLUMES = (
-    "a NIfTI volume: the service takes 2D images only so far; the engine's commands take volumes "
-    "slice-wise (`gtcorrect train` and `gtcorrect predict` on folders of .nii.gz; README, 'The engine on "
-    "its own')"
+    "a NIfTI volume, which this endpoint does not take: upload volumes as a dataset's images and label "
+    "volumes as its masks, and segment one with POST /v1/models/{id}/segment"
 )
 # Reading an entry can fail in many ways for a corrupt or exotic archive; each is the client's file.
 _ENTRY_ERRORS = (
@@ -204,6 +203,23 @@ class _Borrowed(io.RawIOBase):
         return self._file.tell()
 
 
+@dataclass(frozen=True)
+class Outcome:
+    file: str
+    status: str  # "created" or "duplicate"
+    id: str
+    reason: str | None = None
+    slices: int | None = None  # a volume: how many slices became samples
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """(H, W, C) or (H, W) uint8 -> PNG bytes (C = 1 is stored as grey): how images are stored."""
+    img = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
+    buffer = io.BytesIO()
+    Image.fromarray(img).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def is_zip(blob: Blob) -> bool:
     return blob.name.lower().endswith(".zip") or blob.head(4) == ZIP_MAGIC
 
@@ -270,9 +286,9 @@ def expand(blobs: list[Blob], limits: UploadLimits, *, keep_paths: bool = False)
         raise InvalidInput("the upload holds no files: send multipart 'files' or one zip archive.")
     problems = [{"file": b.name, "reason": p} for b in blobs if (p := name_problem(b.name)) is not None]
     problems += [
-        {"file": b.name, "reason": NO_VOLUMES if volumes.is_volume(b.name) else NOT_ZIP}
+        {"file": b.name, "reason": NOT_ZIP}
         for b in blobs
-        if volumes.is_volume(b.name) or (not is_zip(b) and is_other_archive(b.name, b.head(512)))
+        if not volumes.is_volume(b.name) and not is_zip(b) and is_other_archive(b.name, b.head(512))
     ]
     if problems:
         raise InvalidInput(

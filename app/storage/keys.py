@@ -16,6 +16,12 @@ def sample(project: uuid.UUID, dataset: uuid.UUID, sample_id: uuid.UUID) -> str:
     return f"{dataset_prefix(project, dataset)}samples/{sample_id}.png"
 
 
+def volume(project: uuid.UUID, dataset: uuid.UUID, volume_id: uuid.UUID, file_name: str) -> str:
+    """An image volume as uploaded; its ending (``.nii.gz`` or ``.nii``) kept, so it reads as sent."""
+    ending = ".nii.gz" if file_name.lower().endswith(".gz") else ".nii"
+    return f"{dataset_prefix(project, dataset)}volumes/{volume_id}{ending}"
+
+
 def annotation(project: uuid.UUID, dataset: uuid.UUID, annotation_id: uuid.UUID) -> str:
     return f"{dataset_prefix(project, dataset)}annotations/{annotation_id}.png"
 
