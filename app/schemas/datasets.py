@@ -93,7 +93,24 @@ class VolumeOut(BaseModel):
     """A NIfTI image volume: stored as uploaded, trained slice-wise along its first axis (each slice a
     sample named `<volume>_s012.png`)."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5b8cf2c0-bbb1-4e1f-ba80-9828ec9a99a0",
+                    "dataset_id": "6f1c2a9e-0b2e-4c1d-9a7e-1f2e3d4c5b6a",
+                    "name": "hippocampus_001",
+                    "file_name": "hippocampus_001.nii.gz",
+                    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "shape": [35, 51, 35],
+                    "spacing": [1.0, 1.0, 1.0],
+                    "slices": 35,
+                    "created_at": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
 
     id: uuid.UUID
     dataset_id: uuid.UUID

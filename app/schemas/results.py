@@ -301,6 +301,23 @@ class SegmentationOut(BaseModel):
 class VolumeVerdictOut(BaseModel):
     """A job's verdict on one NIfTI volume, from its slices' verdicts."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "volume": "hippocampus_001",
+                    "volume_id": "5b8cf2c0-bbb1-4e1f-ba80-9828ec9a99a0",
+                    "file_name": "hippocampus_001.nii.gz",
+                    "slices": 35,
+                    "flagged": True,
+                    "noise_probability": 0.91,
+                    "flagged_slices": [12, 11],
+                    "corrected_slices": [11, 12],
+                }
+            ]
+        }
+    )
+
     volume: str = Field(description="The volume's name (its file name without .nii.gz).")
     volume_id: uuid.UUID
     file_name: str

@@ -136,6 +136,10 @@ def _store_volume(
     )
     row.object_key = keys.volume(dataset.project_id, dataset.id, row.id, blob.name)
     session.add(row)
+    try:
+        session.flush()  # before its slices: without an ORM relationship the insert order is ours
+    except IntegrityError as exc:  # a concurrent upload stored the same volume first
+        raise Conflict(f"{blob.name}: another upload added this volume at the same time; retry.") from exc
     slices = nifti.image_slices(volume)
     samples = []
     for k, image in enumerate(slices):
@@ -156,10 +160,10 @@ def _store_volume(
     session.add_all(samples)
     try:
         session.flush()
-    except IntegrityError as exc:  # a concurrent upload stored the volume, or an image of a slice's name
+    except IntegrityError as exc:  # an image named like one of its slices (stored by a concurrent upload)
         raise Conflict(
-            f"{blob.name}: another upload added this volume, or an image named like one of its slices; "
-            "retry, or rename the volume."
+            f"{blob.name}: the dataset has an image named like one of its slices ({samples[0].file_name}, "
+            "...); rename the volume."
         ) from exc
     unit.delete_on_rollback(session, store, [row.object_key] + [s.object_key for s in samples])
     store.put(row.object_key, blob.data, content_type=GZIP)
@@ -229,7 +233,7 @@ def _job_slices(
     )
     if volume_id is not None:
         query = query.where(Volume.id == volume_id)
-    return list(session.execute(query.order_by(Volume.name, Sample.slice_index)).tuples())
+    return [(s, f, v) for s, f, v in session.execute(query.order_by(Volume.name, Sample.slice_index))]
 
 
 def volume_verdicts(session: Session, job: TrainingJob) -> list[dict[str, Any]]:
@@ -278,14 +282,14 @@ def corrected_volume(session: Session, store: ObjectStore, job: TrainingJob, vol
             select(CorrectedMask.sample_id, CorrectedMask.object_key).where(
                 CorrectedMask.job_id == job.id, CorrectedMask.sample_id.in_([s.id for s, _, _ in rows])
             )
-        ).tuples()
+        ).all()
     )
     given = dict(
         session.execute(
             select(Annotation.id, Annotation.object_key).where(
                 Annotation.id.in_([f.annotation_id for _, f, _ in rows])
             )
-        ).tuples()
+        ).all()
     )
     masks = []
     for sample, flag, _ in rows:

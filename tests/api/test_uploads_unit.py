@@ -193,7 +193,7 @@ def test_a_dicom_file_of_a_kind_not_taken_is_left_to_the_decoder_to_name() -> No
     assert declared_bytes(Blob("cine.dcm", volume)) == len(volume)
 
 
-def test_a_nifti_volume_is_refused_by_name_with_the_way_to_train_it() -> None:
+def test_a_nifti_volume_where_2d_images_go_is_refused_with_where_volumes_go() -> None:
     for name in ("case_001.nii.gz", "CASE_002.NII"):
         assert header_problem(Blob(name, b"\x1f\x8b anything"), 10**6) == NO_VOLUMES
-    assert "gtcorrect train" in NO_VOLUMES and "gtcorrect predict" in NO_VOLUMES
+    assert "images" in NO_VOLUMES and "/segment" in NO_VOLUMES

@@ -4,8 +4,11 @@ folders of ``.nii.gz`` volumes end to end."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -15,35 +18,18 @@ import torch
 from gtcorrect import volumes
 from gtcorrect.cli import main
 from tests.gtcorrect.synthetic import plumbing_config
-
-# 1.2 x 0.8 x 2.5 mm voxels, rotated and shifted: what must survive the round trip.
-AFFINE = np.array(
-    [[0.0, -0.8, 0.0, 40.0], [1.2, 0.0, 0.0, -12.5], [0.0, 0.0, 2.5, 7.0], [0.0, 0.0, 0.0, 1.0]]
-)
-
-
-def _volume(seed: int, shape: tuple[int, int, int] = (6, 20, 16)) -> tuple[np.ndarray, np.ndarray]:
-    """An MR-like float volume with a bright ellipsoid, and its labels (1 front half, 2 back half)."""
-    rng = np.random.default_rng(seed)
-    x, y, z = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float64)
-    c = np.array(shape) / 2 + rng.uniform(-1, 1, 3)
-    inside = ((x - c[0]) / 3) ** 2 + ((y - c[1]) / 6) ** 2 + ((z - c[2]) / 5) ** 2 <= 1.0
-    image = 300.0 + 80.0 * rng.normal(size=shape) + 900.0 * inside
-    labels = np.where(inside, np.where(y < c[1], 1, 2), 0).astype(np.uint8)
-    return image.astype(np.float32), labels
+from tests.support.volumes import AFFINE, nifti, volume
 
 
 def _write(folder: Path, name: str, data: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(data, AFFINE)
-    image.header.set_xyzt_units("mm")
-    nib.save(image, folder / f"{name}.nii.gz")
+    nib.save(nifti(data), folder / f"{name}.nii.gz")
 
 
 def _folders(tmp_path: Path, n: int = 3) -> tuple[Path, Path]:
     images, labels = tmp_path / "images", tmp_path / "labels"
     for i in range(n):
-        image, label = _volume(i)
+        image, label = volume(i)
         _write(images, f"case_{i:03d}", image)
         _write(labels, f"case_{i:03d}", label)
     return images, labels
@@ -63,7 +49,7 @@ def test_volumes_are_cut_into_slices_and_written_back_in_the_label_files_space(t
 
     label = like["case_001"]
     back = volumes.stack(masks[6:])
-    np.testing.assert_array_equal(back, _volume(1)[1])
+    np.testing.assert_array_equal(back, volume(1)[1])
     written = volumes.read_volume_bytes(volumes.label_volume_bytes(back, label))
     np.testing.assert_allclose(written.affine, AFFINE)
     assert written.shape == (6, 20, 16) and written.get_data_dtype() == np.uint8
@@ -80,7 +66,7 @@ def test_bad_volumes_are_refused_naming_the_file(tmp_path: Path) -> None:
         volumes.read_volume(images / "case_000.nii.gz", max_voxels=100)
     with pytest.raises(ValueError, match=r"case_000: label values \[2\] are outside the label map \(0..1\)"):
         volumes.load_volume_folder(images, labels, num_classes=2)
-    _write(images, "case_009", _volume(9)[0])
+    _write(images, "case_009", volume(9)[0])
     with pytest.raises(ValueError, match=r"images without labels \['case_009'\]"):
         volumes.load_volume_folder(images, labels, num_classes=3)
     (tmp_path / "junk").mkdir()
@@ -90,9 +76,9 @@ def test_bad_volumes_are_refused_naming_the_file(tmp_path: Path) -> None:
 
 
 def test_one_grey_scale_per_volume_that_an_outlier_does_not_squash() -> None:
-    volume = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
-    volume[0, 0, 0] = 1e6
-    out = volumes.window(volume)
+    data = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    data[0, 0, 0] = 1e6
+    out = volumes.window(data)
     assert out.dtype == np.uint8 and out.max() == 255 and out.min() == 0
     assert 100 < out[5, 0, 0] < 155  # the middle of the range stays mid-grey
 
@@ -128,11 +114,11 @@ def test_train_on_nifti_folders_writes_corrected_label_volumes(tmp_path: Path) -
     assert written == sorted({f"{volumes.parse_slice_id(sid)[0]}.nii.gz" for sid in corrected})
     for path in (out / "corrected").iterdir():
         name = volumes.volume_name(path)
-        volume = nib.load(path)
-        np.testing.assert_allclose(volume.affine, AFFINE)
-        assert volume.shape == (6, 20, 16) and volume.get_data_dtype() == np.uint8
-        given = _volume(int(name[-3:]))[1]
-        data = np.asarray(volume.dataobj)
+        loaded = nib.load(path)
+        np.testing.assert_allclose(loaded.affine, AFFINE)
+        assert loaded.shape == (6, 20, 16) and loaded.get_data_dtype() == np.uint8
+        given = volume(int(name[-3:]))[1]
+        data = np.asarray(loaded.dataobj)
         for k in range(6):  # slices without a correction are handed back as given
             if f"{name}_s{k:03d}" not in corrected:
                 np.testing.assert_array_equal(data[k], given[k])
@@ -149,3 +135,39 @@ def test_train_on_nifti_folders_writes_corrected_label_volumes(tmp_path: Path) -
     assert set(np.unique(np.asarray(answer.dataobj))) <= {0, 1, 2}
     shares = json.loads((seg / "predictions.json").read_text())[0]["class_fractions"]
     assert len(shares) == 3 and sum(shares) == pytest.approx(1.0)
+
+
+def test_a_volume_is_read_to_the_bytes_its_header_declares_and_no_further() -> None:
+    image, _ = volume(0)
+    raw = nifti(image).to_bytes()
+    # A gzip bomb behind a small header: 256 MB of zeros after the voxels are never inflated.
+    bomb = gzip.compress(raw + bytes(1 << 28), compresslevel=1)
+    assert len(bomb) < 2_000_000  # about 1.2 MB
+    read = volumes.read_volume_stream(io.BytesIO(bomb), "bomb.nii.gz")
+    np.testing.assert_array_equal(read.data, image)
+    np.testing.assert_allclose(read.image.affine, AFFINE)
+    header = volumes.read_header(io.BytesIO(bomb), "bomb.nii.gz")
+    assert header.shape == (6, 20, 16) and header.voxels == 1920 and header.itemsize == 4
+    uncompressed = volumes.read_volume_stream(io.BytesIO(raw), "plain.nii")  # .nii as well as .nii.gz
+    np.testing.assert_array_equal(uncompressed.data, image)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda raw: raw[:-100], r"a.nii.gz: truncated: \d+ of the \d+ bytes its header declares"),
+        (lambda raw: raw[:40], r"a.nii.gz: not a readable NIfTI volume"),
+        (lambda raw: raw[:344] + b"ni1\x00" + raw[348:], r"a.nii.gz: a .hdr/.img pair"),
+    ],
+)
+def test_broken_volume_files_are_refused_naming_them(mangle: Any, message: str) -> None:
+    raw = mangle(nifti(volume(0)[0]).to_bytes())
+    with pytest.raises(ValueError, match=message):
+        volumes.read_volume_stream(io.BytesIO(gzip.compress(raw)), "a.nii.gz")
+
+
+def test_a_volume_of_nan_is_refused() -> None:
+    image = volume(0)[0]
+    image[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"a.nii.gz: the volume holds NaN or infinite values"):
+        volumes.read_volume_stream(io.BytesIO(gzip.compress(nifti(image).to_bytes())), "a.nii.gz")
