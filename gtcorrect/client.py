@@ -25,10 +25,10 @@ from typing import IO, Any, NotRequired, TypedDict, cast
 import httpx
 from tqdm import tqdm
 
-from gtcorrect.formats import IMAGE_SUFFIXES
+from gtcorrect.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, is_image_name, is_volume_name, volume_stem
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json")  # mask file -> sample file, beside the masks
-STORED_SUFFIXES = (".png", ".jpg", ".jpeg")  # already compressed: zipped as they are
+STORED_SUFFIXES = (".png", ".jpg", ".jpeg", ".gz")  # already compressed (.nii.gz): zipped as they are
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
@@ -122,12 +122,10 @@ def folder_files(folder: str | Path, names: Sequence[str] = ()) -> list[Path]:
     files = sorted(
         p
         for p in root.iterdir()
-        if p.is_file()
-        and not p.name.startswith(".")
-        and (p.suffix.lower() in IMAGE_SUFFIXES or p.name.lower() in names)
+        if p.is_file() and not p.name.startswith(".") and (is_image_name(p.name) or p.name.lower() in names)
     )
-    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
-        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}).")
+    if not any(is_image_name(p.name) for p in files):
+        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES + VOLUME_SUFFIXES)}).")
     return files
 
 
@@ -570,6 +568,22 @@ class Client:
         """The zip of the proposed corrected masks (PNG, at each image's size; empty when withheld)."""
         return self._download(f"/v1/jobs/{job_id}/corrected-masks.zip", path)
 
+    def volume_verdicts(self, job_id: str) -> list[Json]:
+        """The job's verdict per NIfTI volume (empty for 2D images): flagged, noise probability, the
+        flagged slices and those with a proposed correction."""
+        return self._pages(f"/v1/jobs/{job_id}/volumes")
+
+    def download_volumes(self, job_id: str, folder: str | Path) -> list[Path]:
+        """The job's masks of every volume as NIfTI label volumes (corrections applied where proposed),
+        written as ``<volume>.nii.gz`` in ``folder``."""
+        return [
+            self._download(
+                f"/v1/jobs/{job_id}/volumes/{v['volume_id']}/masks.nii.gz",
+                Path(folder) / f"{v['volume']}.nii.gz",
+            )
+            for v in self.volume_verdicts(job_id)
+        ]
+
     def download_review_task(self, job_id: str, path: str | Path, fmt: str = "cvat") -> Path:
         """The flagged masks for review in an annotation tool: "cvat", a CVAT for images 1.1 annotation
         file (corrections as pre-annotations); "label-studio", Label Studio tasks (JSON; the correction and
@@ -618,18 +632,27 @@ class Client:
         progress: bool = True,
     ) -> list[Path]:
         """Segment every image in ``folder`` in one call (``segment-batch``); each mask is written as
-        ``<stem>.png`` in ``out_folder``, with the API's ``predictions.json`` beside them."""
-        images = folder_files(folder)
-        params = {"format": "png"} | ({} if dataset_id is None else {"dataset_id": dataset_id})
-        url = f"/v1/models/{model_ref}/segment-batch"
-        response = self._post_zip(url, images, {}, "images", progress, params)
+        ``<stem>.png`` in ``out_folder``, with the API's ``predictions.json`` beside them. NIfTI volumes
+        are segmented one call each, their label volumes written as ``<volume>.nii.gz``."""
+        files = folder_files(folder)
+        volumes = [p for p in files if is_volume_name(p.name)]
+        images = [p for p in files if not is_volume_name(p.name)]
         out = Path(out_folder)
         out.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-            names = [n for n in archive.namelist() if PurePosixPath(n).name == n]  # flat names only
-            for name in names:
-                (out / name).write_bytes(archive.read(name))
-        return sorted(out / n for n in names if n.endswith(".png"))
+        written = []
+        for path in volumes:
+            written.append(out / f"{volume_stem(path.name)}.nii.gz")
+            written[-1].write_bytes(self.segment(path, model_ref, dataset_id))
+        if images:
+            params = {"format": "png"} | ({} if dataset_id is None else {"dataset_id": dataset_id})
+            url = f"/v1/models/{model_ref}/segment-batch"
+            response = self._post_zip(url, images, {}, "images", progress, params)
+            with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+                names = [n for n in archive.namelist() if PurePosixPath(n).name == n]  # flat names only
+                for name in names:
+                    (out / name).write_bytes(archive.read(name))
+            written += [out / n for n in names if n.endswith(".png")]
+        return sorted(written)
 
 
 def config_dir() -> Path:

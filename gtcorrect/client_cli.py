@@ -377,6 +377,10 @@ def _run(args: argparse.Namespace) -> int:
         (out / "report.json").write_text(json.dumps(rows, indent=1))
         client.download_corrected(job["id"], out / "corrected-masks.zip")
         plots = client.download_plots(job["id"], out / "plots")
+        volumes = client.volume_verdicts(job["id"])
+        if volumes:
+            (out / "volumes.json").write_text(json.dumps(volumes, indent=1))
+            client.download_volumes(job["id"], out / "volumes")
     flagged = sum(r["flagged"] for r in rows)
     _say(f"job {job['id']} succeeded: {flagged} of {len(rows)} masks flagged")
     for warning in (job["quality"] or {}).get("warnings", []):
@@ -389,6 +393,12 @@ def _run(args: argparse.Namespace) -> int:
         f"wrote {out}/report.csv, {out}/report.json, {out}/corrected-masks.zip and "
         f"{len(plots)} GMM plots in {out}/plots"
     )
+    if volumes:
+        flagged_volumes = sum(v["flagged"] for v in volumes)
+        _say(
+            f"{flagged_volumes} of {len(volumes)} volumes flagged; wrote {out}/volumes.json and their label "
+            f"volumes in {out}/volumes"
+        )
     return 0
 
 
@@ -555,7 +565,12 @@ def add_client_commands(subparsers: Any) -> None:
     p = verb(models, "delete", _models_delete, "delete a model (it is no longer served)")
     p.add_argument("model", help="model id")
 
-    p = verb(verbs, "segment", _segment, "segment a folder of images; masks as <name>.png")
+    p = verb(
+        verbs,
+        "segment",
+        _segment,
+        "segment a folder of images (masks as <name>.png) and volumes (<name>.nii.gz)",
+    )
     p.add_argument("dir")
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--dataset", help="use the latest model of this dataset (name or id)")

@@ -20,7 +20,8 @@ from typing import IO, Any, cast
 
 import numpy as np
 
-SUFFIXES = (".nii.gz", ".nii")
+from gtcorrect.formats import VOLUME_SUFFIXES, is_volume_name, volume_stem
+
 SLICE_AXIS = 0
 MAX_VOXELS = 100_000_000
 NIFTI2_HEADER_BYTES = 540  # the larger of the two headers
@@ -28,16 +29,12 @@ _SLICE = "_s"
 
 
 def is_volume(path: str | Path) -> bool:
-    return str(path).lower().endswith(SUFFIXES)
+    return is_volume_name(str(path))
 
 
 def volume_name(path: str | Path) -> str:
     """The file name without its NIfTI ending: ``case_001.nii.gz`` -> ``case_001``."""
-    name = Path(path).name
-    for suffix in SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return volume_stem(Path(path).name)
 
 
 def slice_id(name: str, k: int) -> str:
@@ -235,7 +232,7 @@ def load_volume_folder(
     images = {volume_name(p).lower(): p for p in sorted(images_dir.iterdir()) if is_volume(p)}
     labels = {volume_name(p).lower(): p for p in sorted(masks_dir.iterdir()) if is_volume(p)}
     if not images:
-        raise ValueError(f"{images_dir}: no NIfTI volumes ({', '.join(SUFFIXES)}).")
+        raise ValueError(f"{images_dir}: no NIfTI volumes ({', '.join(VOLUME_SUFFIXES)}).")
     only_img, only_lab = sorted(set(images) - set(labels)), sorted(set(labels) - set(images))
     if only_img or only_lab:
         raise ValueError(

@@ -326,7 +326,7 @@ def _entry_problem(info: zipfile.ZipInfo, limits: UploadLimits) -> str | None:
         return "path with '..' escapes the archive root"
     if (problem := name_problem(parts[-1])) is not None:
         return problem
-    if name.lower().endswith(ARCHIVE_SUFFIXES):
+    if name.lower().endswith(ARCHIVE_SUFFIXES) and not volumes.is_volume(name):
         return "nested archives are not accepted"
     if info.flag_bits & 0x1:
         return "encrypted entries are not accepted"
@@ -403,7 +403,10 @@ def unzip(blob: Blob, limits: UploadLimits, *, keep_paths: bool = False) -> list
         except _ENTRY_ERRORS as exc:
             problems.append({"file": info.filename, "reason": f"corrupt archive entry ({exc})"})
             continue
-        if head[:4] == ZIP_MAGIC or is_other_archive("", head):
+        # A gzipped NIfTI volume is the one compressed file taken (its reader stops at what its header
+        # declares).
+        nested = head[:4] == ZIP_MAGIC or is_other_archive("", head)
+        if nested and not (volumes.is_volume(entry.name) and head[:2] == b"\x1f\x8b"):
             problems.append({"file": info.filename, "reason": "nested archives are not accepted"})
         files.append(entry)
     if problems:

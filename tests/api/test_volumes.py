@@ -54,7 +54,7 @@ def _grey(data: bytes) -> np.ndarray:
 
 
 def _upload_two(client: TestClient, dataset: str, auth: dict[str, str]) -> dict[str, Any]:
-    """case_a.nii.gz as a file, case_b.nii inside a zip (uncompressed NIfTI)."""
+    """case_a.nii.gz as a file, case_b.nii (uncompressed) inside a zip."""
     sent = {
         "case_a.nii.gz": nifti_bytes(volume(0, SHAPE)[0]),
         "more.zip": zip_bytes({"volumes/case_b.nii": nifti_bytes(volume(1, SHAPE)[0], gz=False)}),
@@ -96,7 +96,7 @@ def test_volumes_become_slice_samples_and_label_volumes_their_masks(
     assert again.json()["files"][0]["status"] == "duplicate"
 
     labels = {name: volume(i, SHAPE)[1] for i, name in enumerate(("case_a", "case_b"))}
-    masks = {f"{name}.nii.gz": nifti_bytes(data) for name, data in labels.items()}
+    masks = {"labels.zip": zip_bytes({f"{name}.nii.gz": nifti_bytes(data) for name, data in labels.items()})}
     batch = upload_masks(client, volume_dataset, auth, masks, "reader-1")
     assert batch.status_code == 201, batch.text
     report = batch.json()["report"]
