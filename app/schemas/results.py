@@ -313,6 +313,7 @@ class VolumeVerdictOut(BaseModel):
                     "noise_probability": 0.91,
                     "flagged_slices": [12, 11],
                     "corrected_slices": [11, 12],
+                    "slice_sample_ids": ["0b2e4c1d-6f1c-4a9e-8b7e-5b6a1f2e3d4c"],
                 }
             ]
         }
@@ -326,3 +327,7 @@ class VolumeVerdictOut(BaseModel):
     noise_probability: float = Field(description="The highest of its slices' probabilities of a wrong mask.")
     flagged_slices: list[int] = Field(description="Indices of the flagged slices, most doubtful first.")
     corrected_slices: list[int] = Field(description="Slices with a proposed correction, in order.")
+    slice_sample_ids: list[uuid.UUID] = Field(
+        description="The samples of its slices in slice order (slice k: the k-th); their overlays, masks "
+        "and noise-report rows are the samples'."
+    )

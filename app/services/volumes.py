@@ -239,7 +239,8 @@ def _job_slices(
 def volume_verdicts(session: Session, job: TrainingJob) -> list[dict[str, Any]]:
     """One verdict per volume the job trained on, from its slices' (``gtcorrect.volumes.volume_report``):
     flagged when any slice is, its noise probability the highest of its slices', the flagged slices
-    (most doubtful first); with the volume's id and file, and which slices have a proposed correction."""
+    (most doubtful first); with the volume's id and file, which slices have a proposed correction, and
+    its slices' sample ids in slice order (their overlays and masks)."""
     require_succeeded(job)
     rows = _job_slices(session, job)
     if not rows:
@@ -257,7 +258,9 @@ def volume_verdicts(session: Session, job: TrainingJob) -> list[dict[str, Any]]:
         volume = by_name[entry["volume"]]
         entry["volume_id"] = str(volume.id)
         entry["file_name"] = volume.file_name
-        entry["corrected_slices"] = [_index(s) for s, _, v in rows if v.id == volume.id and s.id in corrected]
+        mine = [s for s, _, v in rows if v.id == volume.id]  # in slice order
+        entry["corrected_slices"] = [_index(s) for s in mine if s.id in corrected]
+        entry["slice_sample_ids"] = [str(s.id) for s in mine]
     return report
 
 

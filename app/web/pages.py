@@ -22,7 +22,7 @@ from app.api.deps import SessionDep, SessionSecretDep, SettingsDep
 from app.db.models import ApiKey, JobStatus, Project, TrainingJob
 from app.errors import Forbidden, Unauthorized
 from app.schemas.jobs import JobOut
-from app.services import curation, datasets, jobs, keys, projects, reports, sessions
+from app.services import curation, datasets, jobs, keys, projects, reports, sessions, volumes
 
 HERE = Path(__file__).parent
 STATIC = "/review-assets"
@@ -180,6 +180,7 @@ def review_page(
         "quality": job.quality or {},
         "succeeded": job.status == JobStatus.succeeded,
         "annotators": reports.annotator_stats(session, job) if job.status == JobStatus.succeeded else [],
+        "volumes": volumes.volume_verdicts(session, job) if job.status == JobStatus.succeeded else [],
         "versions": curation.curated_versions(session, job),
     }
     return templates.TemplateResponse(request, "review.html", context)

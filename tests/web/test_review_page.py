@@ -24,8 +24,9 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 from scipy import ndimage
 
-from tests.e2e.flow import wait_for_job
+from tests.e2e.flow import e2e_config, wait_for_job
 from tests.support.processes import embedded_serve
+from tests.support.volumes import nifti_bytes, volume
 from tests.web.conftest import SHOTS
 
 pytestmark = pytest.mark.integration
@@ -359,3 +360,56 @@ def test_a_card_names_the_structure_that_looks_wrong(browser: Browser, served: t
     )
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "review-structures.png"))
+
+
+def test_a_volume_is_reviewed_slice_by_slice_with_a_slider(
+    browser: Browser, served: tuple[str, str, Path]
+) -> None:
+    """Six NIfTI volumes, one reader's label volume missing the posterior part on four slices; a short job;
+    the page shows each volume with a slider over its slices, and jumps to the flagged ones."""
+    base_url, key, _ = served
+    shape = (8, 28, 24)
+    images, labels = {}, {}
+    for i in range(6):
+        image, label = volume(i, shape)
+        if i == 0:
+            label[:4][label[:4] == 2] = 0
+        images[f"case_{i:03d}.nii.gz"], labels[f"case_{i:03d}.nii.gz"] = (
+            nifti_bytes(image),
+            nifti_bytes(label),
+        )
+    label_map = {"0": "background", "1": "anterior", "2": "posterior"}
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        dataset_id = _annotated(client, "volumes", label_map, _zip(images), _zip(labels), "reader-1")
+        job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "config": e2e_config(0)})
+        assert job.status_code == 202, job.text
+        done = wait_for_job(client, job.json()["id"])
+        assert done["status"] == "succeeded", done
+        verdicts = {v["volume"]: v for v in client.get(f"/v1/jobs/{done['id']}/volumes").json()["items"]}
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base_url}/review/login")
+    page.fill("#api_key", key)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/review/")
+    page.goto(f"{base_url}/review/jobs/{done['id']}")
+    expect(page.locator("figure.volume")).to_have_count(6)
+    case = page.locator("figure.volume[data-volume='case_000']")
+    ids = verdicts["case_000"]["slice_sample_ids"]
+    # It opens on its most doubtful slice; a flagged slice's button and the slider move it.
+    first = verdicts["case_000"]["flagged_slices"][0]
+    expect(case.locator("output")).to_have_text(str(first))
+    case.locator("button.jump[data-slice='2']").click()
+    expect(case.locator("img")).to_have_attribute("src", re.compile(f"/overlays/{ids[2]}.png"))
+    expect(case.locator(".slice-state")).to_contain_text("flagged")
+    case.locator("input[type=range]").fill("6")
+    expect(case.locator("output")).to_have_text("6")
+    expect(case.locator("img")).to_have_attribute("src", re.compile(f"/overlays/{ids[6]}.png"))
+    page.select_option("#view", "given")
+    expect(case.locator("img")).to_have_attribute("src", re.compile(r"show=given"))
+    case.locator("button.jump[data-slice='2']").click()
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('figure.volume img'))"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-volumes.png"))

@@ -240,7 +240,34 @@
 
   function refreshImages() {
     shown.forEach((row, i) => { grid.children[i].querySelector("img").src = imageUrl(row); });
+    document.querySelectorAll("figure.volume").forEach(showSlice);
   }
+
+  // A volume's viewer: the slider (or a flagged slice's button) picks the slice whose overlay is shown.
+  function showSlice(figure) {
+    const ids = figure.dataset.samples.split(",");
+    const slider = figure.querySelector("input[type=range]");
+    const k = Number(slider.value);
+    const view = document.getElementById("view").value;
+    const listed = (name) => (figure.dataset[name] ? figure.dataset[name].split(",").map(Number) : []);
+    const flagged = listed("flagged").includes(k);
+    const corrected = listed("corrected").includes(k);
+    figure.querySelector("img").src = `/v1/jobs/${job}/overlays/${ids[k]}.png?show=${view}`;
+    figure.querySelector("img").alt = `slice ${k} of ${figure.dataset.volume} with its masks`;
+    figure.querySelector("output").textContent = String(k);
+    const state = figure.querySelector(".slice-state");
+    state.textContent = flagged ? (corrected ? "flagged · correction proposed" : "flagged") : "not flagged";
+    state.classList.toggle("flagged", flagged);
+  }
+
+  document.querySelectorAll("figure.volume").forEach((figure) => {
+    const slider = figure.querySelector("input[type=range]");
+    slider.addEventListener("input", () => showSlice(figure));
+    figure.querySelectorAll("button.jump").forEach((button) => {
+      button.addEventListener("click", () => { slider.value = button.dataset.slice; showSlice(figure); });
+    });
+    showSlice(figure);
+  });
 
   async function bulk(rule) {
     const body = { rule };
