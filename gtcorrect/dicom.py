@@ -4,7 +4,7 @@ Taken: DICOM Part 10 files (the 128-byte preamble and ``DICM``) holding one 2D f
 absent or 1), stored uncompressed (Implicit or Explicit VR Little Endian), as MONOCHROME1, MONOCHROME2
 or RGB. Refused with ``DicomRefused``, naming the file and the reason, before any pixel is decoded:
 
-- multi-frame files: volumes are not supported yet;
+- multi-frame files: a volume is sent as one NIfTI file;
 - every other transfer syntax (JPEG, JPEG-LS, JPEG 2000, RLE, Deflate; the retired Big Endian). What
   would decode would depend on the plugins a machine has, a compressed stream's decoded size cannot be
   checked against the header before it is decoded, and a Deflated file is inflated whole before
@@ -103,8 +103,8 @@ def read_header(fp: IO[bytes], label: str) -> DicomHeader:
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
         raise DicomRefused(
-            f"{label}: multi-frame DICOM ({frames} frames): volumes are not supported yet; send one 2D "
-            "image per file."
+            f"{label}: multi-frame DICOM ({frames} frames): send one 2D image per file, or the volume "
+            "as one NIfTI file (.nii.gz)."
         )
     if "Rows" not in ds or "Columns" not in ds:
         raise DicomRefused(f"{label}: the DICOM file holds no image (no Rows and Columns).")

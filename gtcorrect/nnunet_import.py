@@ -6,10 +6,11 @@ The layout (MIC-DKFZ/nnUNet ``documentation/dataset_format.md``): ``dataset.json
 ``imagesTs/`` optional (not imported). An RGB PNG may hold its three channels in one ``_0000`` file
 (nnU-Net's natural-image reader; our export writes RGB images so).
 
-2D only: ``.png``, ``.bmp``, ``.tif`` (nnU-Net's ``NaturalImage2DIO``); volume endings (``.nii.gz``,
-``.nrrd``, ``.mha``, ``.tiff``: nnU-Net reads those as 3D) are refused by name. One channel file is the
-case's image (grey or RGB); three grey ones become one RGB image (R 0000, G 0001, B 0002); other channel
-counts fit no sample and are refused per case. Shape legend: H, W image height and width.
+2D: ``.png``, ``.bmp``, ``.tif`` (nnU-Net's ``NaturalImage2DIO``); one channel file is the case's image
+(grey or RGB); three grey ones become one RGB image (R 0000, G 0001, B 0002); other channel counts fit no
+sample and are refused per case. 3D: ``.nii.gz`` and ``.nii`` (NIfTI, one channel per case: the image
+volume, trained slice-wise; ``gtcorrect.volumes``); the other volume endings (``.nrrd``, ``.mha``,
+``.tiff``) are refused by name. Shape legend: H, W image height and width.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from gtcorrect.formats import VOLUME_SUFFIXES
 from gtcorrect.imports import ImportProblems
 from gtcorrect.types import LabelMap
 
 PLANE_ENDINGS = (".png", ".bmp", ".tif")
-VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tiff")
-NO_3D = "3D volumes are not supported yet (2D datasets: file_ending .png, .bmp or .tif)"
+NIFTI_ENDINGS = VOLUME_SUFFIXES
+VOLUME_ENDINGS = (".nrrd", ".nhdr", ".mha", ".mhd", ".tiff")  # 3D formats not read
+NO_3D = "this 3D format is not read (volumes: file_ending .nii.gz or .nii; 2D: .png, .bmp or .tif)"
 _REQUIRED = ("channel_names", "labels", "numTraining", "file_ending")
 _CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
 Problems = list[dict[str, str]]
@@ -142,8 +145,9 @@ def _ending_problems(ending: Any) -> list[str]:
         return [f"file_ending {ending!r} holds 3D volumes; {NO_3D}"]
     if ending.lower() in (".jpg", ".jpeg"):
         return [f"file_ending {ending!r} is lossy, which nnU-Net refuses for label files; use .png"]
-    if ending.lower() not in PLANE_ENDINGS:
-        return [f"file_ending {ending!r} is not one this import reads ({', '.join(PLANE_ENDINGS)})"]
+    if ending.lower() not in PLANE_ENDINGS + NIFTI_ENDINGS:
+        readable = ", ".join(PLANE_ENDINGS + NIFTI_ENDINGS)
+        return [f"file_ending {ending!r} is not one this import reads ({readable})"]
     return []
 
 
@@ -221,6 +225,9 @@ def _pair(entries: _Entries, prefix: str, ending: str, k: int) -> list[NnUNetCas
             problems.append({"file": first, "reason": f"no label {prefix}labelsTr/{case}{ending}"})
         elif not channels:
             problems.append({"file": first, "reason": f"no image {prefix}imagesTr/{case}_0000{ending}"})
+        elif k != 1 and ending in NIFTI_ENDINGS:
+            reason = f"case {case!r} has {k} channels; a volume case takes one (_0000)"
+            problems.append({"file": first, "reason": reason})
         elif k not in (1, 3):
             reason = f"case {case!r} has {k} channels; only 1 (grey or RGB) or 3 (made one RGB image) fit"
             problems.append({"file": first, "reason": reason})

@@ -101,8 +101,9 @@ def import_nnunet(
 ) -> NnUNetImportOut:
     """All or nothing: a new dataset whose label map is dataset.json's `labels` (by index), one sample per
     training case named `{case}.png` (1 channel file as it is; 3 channel files become one RGB image),
-    and one accepted annotation batch of the labelsTr masks (source "nnU-Net v2 raw import"). 2D only:
-    `file_ending` .png, .bmp or .tif; a 3D dataset (.nii.gz, ...) is a 422. The upload limits apply
+    and one accepted annotation batch of the labelsTr masks (source "nnU-Net v2 raw import").
+    `file_ending` .png, .bmp or .tif; or .nii.gz / .nii (one channel): each case a volume whose slices
+    are the samples, its label volume their masks. Other 3D formats are a 422. The upload limits apply
     as for any upload."""
     (upload,) = read_uploads([file])
     done = nnunet.import_dataset(session, store, project, upload, limits, name=name, annotator=annotator)
@@ -110,7 +111,7 @@ def import_nnunet(
     return NnUNetImportOut(
         dataset=_out(session, done.dataset),
         batch_id=done.batch.id,
-        samples=len(done.layout.cases),
+        samples=done.samples,
         masks=int(done.batch.report["accepted"]),
         test_images_left_out=done.layout.test_images,
         ignored_files=list(done.layout.ignored),

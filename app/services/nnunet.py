@@ -40,7 +40,14 @@ from app.services.uploads import (
 from app.storage.base import ObjectStore
 from gtcorrect.data import read_image
 from gtcorrect.imports import ImportProblems
-from gtcorrect.nnunet_import import NO_3D, NnUNetCase, NnUNetDataset, combine_channels, read_dataset
+from gtcorrect.nnunet_import import (
+    NIFTI_ENDINGS,
+    NO_3D,
+    NnUNetCase,
+    NnUNetDataset,
+    combine_channels,
+    read_dataset,
+)
 
 SOURCE = "nnU-Net v2 raw import"
 DEFAULT_ANNOTATOR = "nnU-Net labels"
@@ -53,6 +60,7 @@ class NnUNetImport:
     dataset: Dataset
     batch: AnnotationBatch
     layout: NnUNetDataset
+    samples: int  # a 2D case is one, a volume case one per slice
 
 
 def import_dataset(
@@ -93,7 +101,7 @@ def import_dataset(
             )
     batch.report = _report(batch, layout, label_origin)
     session.flush()
-    return NnUNetImport(dataset, batch, layout)
+    return NnUNetImport(dataset, batch, layout, sum(o.slices or 1 for o in outcomes))
 
 
 def _report(batch: AnnotationBatch, layout: NnUNetDataset, label_origin: dict[str, str]) -> dict[str, Any]:
@@ -192,11 +200,13 @@ def _case_images(
     origin: dict[str, str],
 ) -> list[Blob]:
     """``{case}.png`` per case: its one image file as it is (the upload decodes and stores it), or its
-    three channel files combined into one RGB PNG. Fills ``origin`` (sample name -> entry)."""
+    three channel files combined into one RGB PNG; a NIfTI case's volume as ``{case}.nii.gz`` (its slices
+    become the samples). Fills ``origin`` (upload name -> entry)."""
     out: list[Blob] = []
     problems: list[dict[str, str]] = []
+    volume = layout.file_ending in NIFTI_ENDINGS
     for case in layout.cases:
-        sample = f"{case.case}.png"
+        sample = f"{case.case}{layout.file_ending}" if volume else f"{case.case}.png"
         origin[sample] = case.images[0]
         if len(case.images) == 1:
             out.append(_renamed(entries[case.images[0]], sample))

@@ -33,7 +33,6 @@ from app.services.datasets import label_map_of
 from app.services.objects import read_object
 from app.services.reports import require_succeeded
 from app.services.uploads import (
-    DECODE_COPIES,
     Blob,
     Outcome,
     UploadLimits,
@@ -68,10 +67,10 @@ def split(blobs: list[Blob]) -> tuple[list[Blob], list[Blob]]:
 @contextmanager
 def reading(blob: Blob, limits: UploadLimits) -> Iterator[nifti.Volume]:
     """The volume of ``blob``, read under the decode budget (what its header declares: the file, the
-    voxels and the windowing's float64 copies); ``ValueError`` naming the file when it is not a volume."""
+    voxels and what windowing them holds); ``ValueError`` naming the file when it is not a volume."""
     with blob.open() as f:
         header = nifti.read_header(f, blob.name, limits.max_image_pixels)
-    held = blob.size + header.voxels * (header.itemsize + DECODE_COPIES * 8)
+    held = blob.size + header.voxels * (header.itemsize + nifti.HELD_BYTES_PER_VOXEL)
     with limits.holding(held), blob.open() as f:
         yield nifti.read_volume_stream(f, blob.name, limits.max_image_pixels)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import zipfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +17,7 @@ from bench.attack.target import DECODE_BACK_MB, DECODE_PEAK_MB, MB, Row, Target,
 from bench.load_setup import World
 from bench.memory import measure
 from tests.support.dicom import dicom_bytes
+from tests.support.volumes import nifti, nifti_bytes
 
 
 def _tiff(array: np.ndarray, compression: str | None) -> bytes:
@@ -40,6 +43,24 @@ def zip_bomb_entry(side: int, ratio: float) -> tuple[bytes, int]:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("bomb.tif", data)
     return buffer.getvalue(), len(data)
+
+
+def gzip_bomb_volume(padding: int) -> bytes:
+    """A valid 32^3 volume with ``padding`` bytes of zeros after its voxels, gzipped as one stream
+    (compressed a chunk at a time: the padding is never held whole)."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
+    chunks = [packer.compress(nifti(np.zeros((32, 32, 32), dtype=np.int16)).to_bytes())]
+    zeros = bytes(1 << 20)
+    for _ in range(padding // len(zeros)):
+        chunks.append(packer.compress(zeros))
+    return b"".join([*chunks, packer.flush()])
+
+
+def nifti_header_bomb(edge: int) -> bytes:
+    """A gzipped NIfTI-1 file of one voxel whose header declares ``edge``^3 int16 voxels."""
+    raw = bytearray(nifti(np.zeros((1, 1, 1), dtype=np.int16)).to_bytes())
+    raw[42:48] = np.array([edge, edge, edge], dtype="<i2").tobytes()  # dim[1..3]; int16, so at most 32767
+    return gzip.compress(bytes(raw), mtime=0)
 
 
 def decode(t: Target, world: World, settle_s: float) -> list[Row]:
@@ -120,6 +141,22 @@ def decode(t: Target, world: World, settle_s: float) -> list[Row]:
     sent = f"a DICOM whose header declares 60000x60000 pixels ({len(liar)} bytes)"
     lying = {"files": ("liar.dcm", liar, "application/dicom")}
     row("DICOM header bomb", sent, lambda: client.post(images, files=lying), len(liar))
+
+    # NIfTI: the largest volume accepted (50 M voxels, 16 bit), a gzip bomb behind a small volume's
+    # header, and a header that declares 30000^3 voxels.
+    edge = 368  # 368^3 = 49.8 M voxels
+    big_volume = nifti_bytes(np.zeros((edge, edge, edge), dtype=np.int16))
+    sent = f"a {edge}^3 16-bit NIfTI volume ({len(big_volume) / 1024:.0f} kB gzipped, {edge} slices)"
+    nii = {"files": ("big.nii.gz", big_volume, "application/gzip")}
+    row("50 M-voxel NIfTI", sent, lambda: client.post(images, files=nii), len(big_volume))
+    bomb = gzip_bomb_volume(1 << 31)
+    sent = f"a 32^3 NIfTI volume followed by 2 GB of zeros, gzipped ({len(bomb) / MB:.1f} MB)"
+    bombed = {"files": ("bomb.nii.gz", bomb, "application/gzip")}
+    row("NIfTI gzip bomb", sent, lambda: client.post(images, files=bombed), len(bomb))
+    header = nifti_header_bomb(30000)
+    sent = f"a NIfTI header declaring 30000^3 voxels ({len(header)} bytes)"
+    lying_volume = {"files": ("liar.nii.gz", header, "application/gzip")}
+    row("NIfTI header bomb", sent, lambda: client.post(images, files=lying_volume), len(header))
 
     query = png_bytes(np.zeros((side, side, 3), dtype=np.uint8))
     segment = f"/v1/models/{world.model_id}/segment"

@@ -88,7 +88,7 @@ def test_a_multi_frame_dicom_is_refused_and_nothing_stored(
         upload_images(client, dataset_id, auth, {"ct01.dcm": CT, "cine.dcm": cine}), 422, "cine.dcm"
     )
     assert [f["file"] for f in body["invalid_files"]] == ["cine.dcm"]
-    assert "volumes are not supported yet" in body["invalid_files"][0]["reason"]
+    assert "as one NIfTI file (.nii.gz)" in body["invalid_files"][0]["reason"]
     assert count_rows(db_session_factory, Sample) == 0
     assert list(store.list()) == []
 

@@ -32,6 +32,7 @@ from tests.api.conftest import (
     zip_bytes,
 )
 from tests.gtcorrect.test_nnunet_import import ROOT, nnunet_folder
+from tests.support.volumes import nifti_bytes, volume
 
 pytestmark = pytest.mark.integration
 URL = "/v1/datasets/import/nnunet"
@@ -174,8 +175,8 @@ H0, W0 = 20, 30  # the size of case hippocampus_000 in nnunet_folder
          f"no image {ROOT}/imagesTr/hippocampus_002_0000.png"),
         (_change(**{"dataset.json": _meta(labels={"background": 0, "Anterior": 1, "Posterior": 3})}),
          "dataset.json", "labels must be consecutive from 0"),
-        (_change(**{"dataset.json": _meta(file_ending=".nii.gz")}), "dataset.json",
-         "3D volumes are not supported yet"),
+        (_change(**{"dataset.json": _meta(file_ending=".nrrd")}), "dataset.json",
+         "this 3D format is not read"),
         (_change(**{"dataset.json": _meta(channel_names={"0": "T2", "1": "ADC"}),
                     "imagesTr/hippocampus_000_0001.png": png_bytes(np.zeros((H0, W0), np.uint8))}),
          "imagesTr/hippocampus_000_0000.png", "has 2 channels"),
@@ -192,7 +193,7 @@ H0, W0 = 20, 30  # the size of case hippocampus_000 in nnunet_folder
                     "dataset.json": _meta(numTraining=5)}),
          "imagesTr/hippocampus_778_0000.png", f"the same image as {ROOT}/imagesTr/hippocampus_777_0000.png"),
     ],
-    ids=["missing label", "missing image", "labels with a gap", "nii.gz", "two channels",
+    ids=["missing label", "missing image", "labels with a gap", "nrrd", "two channels",
          "label outside the label map", "label of another size", "unreadable image", "one image twice"],
 )  # fmt: skip
 def test_a_bad_archive_stores_nothing_and_names_the_entry(
@@ -251,7 +252,7 @@ def test_a_2d_tif_dataset_imports_and_a_3d_stack_is_refused(
     entries["cells/labelsTr/cell1.tif"] = _tif(np.stack([label] * 5))  # a 3D stack of 5 planes
     refused = _import(client, auth, zip_bytes(entries), name="cells-3d")
     reason = assert_problem(refused, 422, "cells/labelsTr/cell1.tif")["invalid_files"][0]["reason"]
-    assert reason.startswith("a TIFF of 5 pages, a 3D stack; 3D volumes are not supported yet")
+    assert reason.startswith("a TIFF of 5 pages, a 3D stack; this 3D format is not read")
     assert count_rows(db_session_factory, Dataset) == 1
 
 
@@ -278,3 +279,47 @@ def test_the_upload_limits_hold_for_every_entry(
     for table in (Dataset, Sample, AnnotationBatch, Annotation):
         assert count_rows(db_session_factory, table) == 0, table
     assert list(store.list()) == []
+
+
+def test_a_nifti_dataset_imports_as_volumes_with_their_label_volumes(
+    client: TestClient, auth: dict[str, str], store: ObjectStore
+) -> None:
+    """Dataset004_Hippocampus as nnU-Net ships it: one NIfTI channel per case; each case a volume whose
+    slices are the samples and whose label volume gives their masks."""
+    entries: dict[str, bytes] = {}
+    cases = {}
+    for k in range(2):
+        image, labels = volume(k, (4, 20, 16))
+        cases[f"hippocampus_{k:03d}"] = labels
+        entries[f"{ROOT}/imagesTr/hippocampus_{k:03d}_0000.nii.gz"] = nifti_bytes(image)
+        entries[f"{ROOT}/labelsTr/hippocampus_{k:03d}.nii.gz"] = nifti_bytes(labels)
+    entries[f"{ROOT}/imagesTs/hippocampus_900_0000.nii.gz"] = nifti_bytes(volume(9, (4, 20, 16))[0])
+    meta = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
+        "numTraining": 2,
+        "file_ending": ".nii.gz",
+    }
+    entries[f"{ROOT}/dataset.json"] = json.dumps(meta).encode()
+    response = _import(client, auth, zip_bytes(entries))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["samples"], body["masks"], body["test_images_left_out"]) == (8, 8, 1)
+    dataset_id = body["dataset"]["id"]
+    listed = client.get(f"/v1/datasets/{dataset_id}/volumes", headers=auth).json()["items"]
+    assert [v["name"] for v in listed] == ["hippocampus_000", "hippocampus_001"]
+    stored = _stored(client, auth, dataset_id, body["batch_id"])
+    for case, labels in cases.items():
+        for k in range(4):
+            np.testing.assert_array_equal(stored[f"{case}_s{k:03d}.png"][1], labels[k])
+    two = {
+        **entries,
+        f"{ROOT}/imagesTr/hippocampus_000_0001.nii.gz": entries[
+            f"{ROOT}/imagesTr/hippocampus_000_0000.nii.gz"
+        ],
+    }
+    two[f"{ROOT}/dataset.json"] = json.dumps({**meta, "channel_names": {"0": "T1", "1": "T2"}}).encode()
+    refused = assert_problem(
+        _import(client, auth, zip_bytes(two)), 422, f"{ROOT}/imagesTr/hippocampus_000_0000.nii.gz"
+    )
+    assert "a volume case takes one (_0000)" in refused["detail"]

@@ -169,8 +169,11 @@ def test_a_case_without_its_files_is_named_by_entry(
         ({"labels": {"background": 0, "Anterior": 1.5}}, "maps to 1.5, not a class index"),
         ({"file_ending": None}, "file_ending must be a file extension"),
         ({"file_ending": ".jpg"}, "is lossy"),
-        ({"file_ending": ".nii.gz"}, "holds 3D volumes; 3D volumes are not supported yet"),
-        ({"file_ending": ".tiff"}, "3D volumes are not supported yet"),
+        (
+            {"file_ending": ".mha"},
+            "holds 3D volumes; this 3D format is not read (volumes: file_ending .nii.gz",
+        ),
+        ({"file_ending": ".tiff"}, "this 3D format is not read"),
         ({"channel_names": {"1": "MRI"}}, "channel_names must map '0', '1', ..."),
         ({"numTraining": 4}, "numTraining is 4, but imagesTr and labelsTr hold 3 cases"),
         ({"dataset": {}}, "lists its files under 'dataset'"),
@@ -209,7 +212,7 @@ def test_an_archive_without_one_dataset_json_is_refused() -> None:
 def test_a_tif_dataset_with_spacing_files_is_a_3d_stack() -> None:
     entries = nnunet_folder(meta={"file_ending": ".tif"})[0]
     entries[f"{ROOT}/imagesTr/cell6.json"] = b'{"spacing": [7.6, 7.6, 80.0]}'
-    assert "3D volumes are not supported yet" in _problems(entries)[f"{ROOT}/imagesTr/cell6.json"]
+    assert "this 3D format is not read" in _problems(entries)[f"{ROOT}/imagesTr/cell6.json"]
 
 
 def test_three_grey_channels_become_one_rgb_image_in_channel_order() -> None:
