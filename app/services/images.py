@@ -92,10 +92,7 @@ def upload_images(
     for blob in blobs:
         digest = digests[blob.name]
         if digest in existing:
-            prior = existing[digest]
-            outcomes.append(
-                Outcome(blob.name, "duplicate", str(prior.id), f"same content as {prior.file_name}")
-            )
+            outcomes.append(Outcome.duplicate(blob.name, existing[digest].id, existing[digest].file_name))
             continue
         height, width, channels = shapes[blob.name]
         sample = Sample(

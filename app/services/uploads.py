@@ -211,6 +211,11 @@ class Outcome:
     reason: str | None = None
     slices: int | None = None  # a volume: how many slices became samples
 
+    @classmethod
+    def duplicate(cls, file: str, prior_id: object, prior_name: str) -> Outcome:
+        """A file whose content the dataset holds already (as ``prior_name``): reported, not stored."""
+        return cls(file, "duplicate", str(prior_id), f"same content as {prior_name}")
+
 
 def encode_png(array: np.ndarray) -> bytes:
     """(H, W, C) or (H, W) uint8 -> PNG bytes (C = 1 is stored as grey): how images are stored."""

@@ -108,10 +108,7 @@ def add_images(
     for blob in blobs:
         digest = digests[blob.name]
         if digest in existing:
-            prior = existing[digest]
-            outcomes.append(
-                Outcome(blob.name, "duplicate", str(prior.id), f"same content as {prior.file_name}")
-            )
+            outcomes.append(Outcome.duplicate(blob.name, existing[digest].id, existing[digest].file_name))
             continue
         with reading(blob, limits) as volume:
             row = _store_volume(session, store, dataset, blob, digest, volume)

@@ -111,6 +111,14 @@ def _finished_job(client: httpx.Client) -> tuple[str, str, set[str]]:
     return str(done["id"]), dataset_id, {n.replace(".jpg", ".png") for n in sloppy}
 
 
+def _sign_in(page: Page, base_url: str, key: str) -> None:
+    """Sign in on the login page with the API key; the job list opens."""
+    page.goto(f"{base_url}/review/login")
+    page.fill("#api_key", key)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/review/")
+
+
 def _focused(page: Page) -> str:
     return str(page.locator(".card.focused .name").inner_text())
 
@@ -253,10 +261,7 @@ def test_the_job_list_follows_a_running_job_and_a_report_of_300_masks_has_pages(
 ) -> None:
     base_url, key, _ = served
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{base_url}/review/login")
-    page.fill("#api_key", key)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/review/")
+    _sign_in(page, base_url, key)
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
         _, job_id = _many(client)
         page.goto(f"{base_url}/review/")
@@ -342,10 +347,7 @@ def test_a_card_names_the_structure_that_looks_wrong(browser: Browser, served: t
     worst = {r["file_name"]: r["worst_class"] for r in report}
     assert all(worst[name] == "square" for name in off), worst
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{base_url}/review/login")
-    page.fill("#api_key", key)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/review/")
+    _sign_in(page, base_url, key)
     page.goto(f"{base_url}/review/jobs/{job_id}")
     expect(page.locator(".card")).to_have_count(len(report))
     first = next(r for r in report if r["file_name"] in off)
@@ -387,10 +389,7 @@ def test_a_volume_is_reviewed_slice_by_slice_with_a_slider(
         assert done["status"] == "succeeded", done
         verdicts = {v["volume"]: v for v in client.get(f"/v1/jobs/{done['id']}/volumes").json()["items"]}
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{base_url}/review/login")
-    page.fill("#api_key", key)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/review/")
+    _sign_in(page, base_url, key)
     page.goto(f"{base_url}/review/jobs/{done['id']}")
     expect(page.locator("figure.volume")).to_have_count(6)
     case = page.locator("figure.volume[data-volume='case_000']")
