@@ -33,6 +33,7 @@ from gtcorrect.gstage import fit_gmm, is_bimodal
 from gtcorrect.selftest import Copies
 from gtcorrect.types import GmmRound
 
+_GRID = (np.arange(4000) + 0.5) / 4000  # the squashed scale without its ends: the posterior made monotone
 COPY_WEIGHT = 0.03  # the copies' total weight in the mixture's "wrong" component, per given mask
 FOLDS = 5
 
@@ -147,12 +148,15 @@ def _beta_log(u: np.ndarray, ab: tuple[float, float]) -> np.ndarray:
     return np.asarray((a - 1.0) * np.log(u) + (b - 1.0) * np.log1p(-u) - betaln(a, b))
 
 
-def _beta_of(w: np.ndarray, u: np.ndarray, floor: float) -> tuple[float, float]:
+def _beta_of(w: np.ndarray, u: np.ndarray, floor: float, wrong: bool) -> tuple[float, float]:
     """Beta parameters with the weighted mean and variance of u (method of moments); the variance is kept
-    between ``floor`` and what a beta of that mean can have."""
+    between ``floor`` and what a beta of that mean can have without a pole at the other side's end: the
+    wrong masks' beta none at 0 (a >= 1), the right masks' none at 1 (b >= 1). Without that bound a wide
+    wrong component turns U-shaped and claims the most clearly right masks, at the bottom end."""
     m = float(np.clip((w * u).sum() / w.sum(), _EDGE, 1.0 - _EDGE))
     v = float((w * (u - m) ** 2).sum() / w.sum())
-    v = min(max(v, floor), 0.999 * m * (1.0 - m))
+    no_pole = m * m * (1.0 - m) / (1.0 + m) if wrong else m * (1.0 - m) ** 2 / (2.0 - m)
+    v = min(max(v, floor), 0.999 * m * (1.0 - m), no_pole)
     k = m * (1.0 - m) / v - 1.0
     return max(m * k, 1e-3), max((1.0 - m) * k, 1e-3)
 
@@ -169,13 +173,21 @@ class Mixture:
     wrong: tuple[float, float]
 
     def noise_prob(self, x: np.ndarray) -> np.ndarray:
-        """Posterior of the wrong component for scores (M,), made never to fall as the score rises (a beta
-        can own both ends of (0, 1))."""
-        x = np.asarray(x, dtype=np.float64)
-        p = self._posterior(squash(x))
-        order = np.argsort(x, kind="stable")
-        out = np.empty_like(p)
-        out[order] = np.maximum.accumulate(p[order])
+        """Posterior of the wrong component for scores (M,), made never to fall as the score rises. A beta
+        can own both ends of (0, 1): the right masks' beta the top end, or the wrong masks' beta, with a
+        pole at 0, the bottom end, where the most clearly right masks are. So above the right masks' mean
+        score a higher score never lowers the posterior (running maximum from that mean up), and below it
+        a lower score never raises it (running minimum from that mean down), on a fine grid of the
+        squashed scale; where the posterior rises already, it is kept as it is."""
+        u = squash(np.asarray(x, dtype=np.float64))
+        p, on_grid = self._posterior(u), self._posterior(_GRID)
+        k = int(np.searchsorted(_GRID, self.moments()[0][0]))
+        rising = np.maximum.accumulate(on_grid[k:])  # rising[j]: the highest from grid k to k + j
+        falling = np.minimum.accumulate(on_grid[: k + 1][::-1])[::-1]  # falling[i]: the lowest from i to k
+        at = np.searchsorted(_GRID, u)  # the first grid point at or above each score
+        above = at > k
+        out = np.minimum(p, falling[np.minimum(at, k)])
+        out[above] = np.maximum(p[above], rising[at[above] - 1 - k])
         return out
 
     def _posterior(self, u: np.ndarray) -> np.ndarray:
@@ -227,8 +239,8 @@ def _em(
     r = np.where(u > cut, 0.9, 0.1)
     mixture = Mixture(0.5, (1.0, 1.0), (1.0, 1.0))
     for _ in range(iters):
-        wrong = _beta_of(np.r_[r, cw], np.r_[u, c], floor)
-        right = _beta_of(np.maximum(1.0 - r, 1e-12), u, floor)
+        wrong = _beta_of(np.r_[r, cw], np.r_[u, c], floor, wrong=True)
+        right = _beta_of(np.maximum(1.0 - r, 1e-12), u, floor, wrong=False)
         mixture = Mixture(float(r.mean()), right, wrong)
         new = mixture._posterior(u)
         done = float(np.abs(new - r).max()) < 1e-7
