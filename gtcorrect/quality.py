@@ -35,8 +35,9 @@ from gtcorrect.selftest import CorrectionCheck
 from gtcorrect.types import json_safe
 
 CORRECTIONS_APPLIED, CORRECTIONS_WITHHELD, CORRECTIONS_NONE = "applied", "withheld", "none"
-# Warnings after which the job cannot vouch for its network: it still ranks, but corrects nothing.
-UNVOUCHED = frozenset({"too_few_samples", "weak_network", "no_validation"})
+# Warnings after which the job cannot vouch for its network: it still ranks, but corrects nothing. Most
+# masks flagged is one: its own warning says a weak or biased network is likelier than that many wrong masks.
+UNVOUCHED = frozenset({"too_few_samples", "weak_network", "no_validation", "most_masks_flagged"})
 
 
 @dataclass(frozen=True)

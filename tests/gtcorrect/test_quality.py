@@ -177,6 +177,7 @@ def test_gate_opens_when_the_evidence_holds() -> None:
         ("no_repair", None),
         ("doubtful", None),
         ("few_flags", None),
+        ("most", "most_masks_flagged"),
     ],
 )
 def test_gate_closes_and_says_why(case: str, code: str | None) -> None:
@@ -194,6 +195,8 @@ def test_gate_closes_and_says_why(case: str, code: str | None) -> None:
         selftest = _selftest(check=replace(CHECK, dice_corrected=0.5))
     elif case == "doubtful":  # flagged masks the verdict itself doubts: 30 % of them estimated correct
         noise = np.r_[np.full(30, 0.7), np.full(70, 0.01)]
+    elif case == "most":  # 80 of 100 flagged: more likely a weak or biased network than wrong masks
+        noise = np.r_[np.full(80, 0.99), np.full(20, 0.01)]
     else:  # 5 of 100 flagged, surely: on clean data these are hard images, to review, not to replace
         noise = np.r_[np.full(5, 0.99), np.full(95, 0.0)]
     quality, proposed = summarise(config, _judged(noise), validation, selftest)
