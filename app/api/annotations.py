@@ -53,9 +53,9 @@ def create_batch(
     files: Annotated[
         list[UploadFile],
         File(
-            description="Mask PNGs named like their images, or one zip; or one COCO JSON, Label Studio "
-            "JSON or CVAT for images XML export (polygons, RLE, boxes, masks, brushes; labels named like the "
-            "label map's classes)."
+            description="Mask PNGs named like their images, or one zip; NIfTI label volumes named like "
+            "their image volumes; or one COCO JSON, Label Studio JSON or CVAT for images XML export "
+            "(polygons, RLE, boxes, masks, brushes; labels named like the label map's classes)."
         ),
     ],
     source: Annotated[str, Form(max_length=2000, description="Free note: vendor, tool, round.")] = "",

@@ -189,11 +189,15 @@ def upload_images(
     limits: LimitsDep,
     files: Annotated[
         list[UploadFile],
-        File(description="Image files (PNG, JPEG, TIFF, BMP or single-frame DICOM) or one zip."),
+        File(
+            description="Image files (PNG, JPEG, TIFF, BMP or single-frame DICOM), NIfTI volumes (.nii.gz, "
+            ".nii), or one zip."
+        ),
     ],
 ) -> ImageUploadOut:
     """Add images (files or one zip) as samples, all or nothing: unreadable files and duplicate names are
-    refused with a reason per file.
+    refused with a reason per file. A NIfTI volume is kept as sent and its slices along the first axis
+    become samples `<volume>_s012.png` (8-bit grey, one grey scale per volume; `slices` in its row).
     """
     outcomes = images.upload_images(session, store, dataset, read_uploads(files), limits)
     return ImageUploadOut(

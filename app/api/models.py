@@ -128,9 +128,10 @@ def segment_batch(
     summary="Segment an uploaded image or a stored sample",
     description="`format`: png (class-index mask at the original size; binary masks as 0/255), json (RLE and "
     "pixel area per class, mean confidence), probabilities (foreground probability as 8-bit grey PNG), npy "
-    "((K, H, W) float32 probabilities).",
+    "((K, H, W) float32 probabilities). A NIfTI volume (.nii.gz, .nii) is segmented slice-wise and answered as a "
+    "NIfTI label volume in its space (its affine and header; uint8 class indices).",
     response_model=SegmentationOut,
-    responses={200: {"content": {"image/png": {}, "application/x-npy": {}}}},
+    responses={200: {"content": {"image/png": {}, "application/x-npy": {}, "application/gzip": {}}}},
 )
 def segment(
     model_ref: str,
@@ -142,7 +143,10 @@ def segment(
     recent: RecentModelsDep,
     dataset_id: uuid.UUID | None = None,
     format: Literal["png", "json", "probabilities", "npy"] = "png",  # the public query parameter name
-    file: Annotated[UploadFile | None, File(description="The image to segment.")] = None,
+    file: Annotated[
+        UploadFile | None,
+        File(description="The image to segment, or a NIfTI volume (answered as a NIfTI label volume)."),
+    ] = None,
     sample_id: Annotated[uuid.UUID | None, Form(description="Or: a stored sample of this project.")] = None,
 ) -> Response:
     """Segment images with a model (an id, or `latest` with `dataset_id`): masks as PNG, COCO RLE JSON or a
