@@ -128,8 +128,8 @@ def segment_batch(
     summary="Segment an uploaded image or a stored sample",
     description="`format`: png (class-index mask at the original size; binary masks as 0/255), json (RLE and "
     "pixel area per class, mean confidence), probabilities (foreground probability as 8-bit grey PNG), npy "
-    "((K, H, W) float32 probabilities). A NIfTI volume (.nii.gz, .nii) is segmented slice-wise and answered as a "
-    "NIfTI label volume in its space (its affine and header; uint8 class indices).",
+    "((K, H, W) float32 probabilities). A NIfTI volume (.nii.gz, .nii) is segmented slice-wise and answered "
+    "as a NIfTI label volume in its space (its affine and header; uint8 class indices).",
     response_model=SegmentationOut,
     responses={200: {"content": {"image/png": {}, "application/x-npy": {}, "application/gzip": {}}}},
 )
