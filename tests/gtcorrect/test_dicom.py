@@ -83,7 +83,7 @@ def test_implicit_vr_little_endian_reads_the_same() -> None:
 def test_multi_frame_is_refused_naming_the_file() -> None:
     volume = np.zeros((3, 4, 5), dtype=np.uint16)
     with pytest.raises(
-        ValueError, match=r"^cine\.dcm: multi-frame DICOM \(3 frames\): volumes are not supported"
+        ValueError, match=r"^cine\.dcm: multi-frame DICOM \(3 frames\): send one 2D image per file"
     ):
         read_image(dicom_bytes(volume, frames=3), name="cine.dcm")
 
