@@ -67,9 +67,9 @@ def read_volume(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
         return read_volume_stream(f, Path(path).name, max_voxels)
 
 
-# What reading and windowing a volume holds per voxel at most, beside its file: the voxels as stored, a
-# float64 copy where the header scales them (scl_slope) or the percentiles sort them, the float64 grey
-# scale worked in place, and the uint8 slices.
+# What reading and windowing a volume holds per voxel at most, beside its file: the voxels as read (float64
+# where the header scales them), the percentiles' sorted copy of them, and the uint8 slices (the float
+# grey scale is one slice at a time). The attack replay measures it (docs/RELIABILITY.md).
 HELD_BYTES_PER_VOXEL = 8 + 8 + 1
 
 
@@ -178,13 +178,17 @@ def _nifti_header(head: bytes, file_name: str) -> Any:
 def window(data: np.ndarray) -> np.ndarray:
     """A volume's intensities as uint8 between its 0.5 and 99.5 % percentiles (one scale per volume)."""
     lo, hi = np.percentile(data, (0.5, 99.5))
-    scaled = data.astype(np.float64)  # one float copy, worked on in place (a volume may be 50 M voxels)
-    scaled -= lo
-    scaled /= max(float(hi - lo), 1e-6)
-    np.clip(scaled, 0.0, 1.0, out=scaled)
-    scaled *= 255.0
-    np.round(scaled, out=scaled)
-    return scaled.astype(np.uint8)
+    span = max(float(hi - lo), 1e-6)
+    out = np.empty(data.shape, dtype=np.uint8)
+    for k in range(data.shape[SLICE_AXIS]):  # a float copy of one slice at a time (a volume: 50 M voxels)
+        at = tuple(k if axis == SLICE_AXIS else slice(None) for axis in range(data.ndim))
+        scaled = data[at].astype(np.float64)
+        scaled -= lo
+        scaled /= span
+        np.clip(scaled, 0.0, 1.0, out=scaled)
+        scaled *= 255.0
+        out[at] = np.round(scaled)
+    return out
 
 
 def image_slices(volume: Volume) -> list[np.ndarray]:
