@@ -23,7 +23,7 @@ from gtcorrect.client_cli import add_client_commands
 from gtcorrect.nnunet_import import read_dataset
 from tests.e2e.flow import HEIGHT, N_CORRUPTED, N_IMAGES, WIDTH, e2e_config
 from tests.gtcorrect.test_nnunet_import import ROOT, nnunet_folder
-from tests.support.processes import embedded_serve, serve_command
+from tests.support.processes import client_cli, embedded_serve, serve_command
 from tests.worker.synthetic import make_set, png_bytes
 
 CLI_TIMEOUT_S = 600
@@ -39,15 +39,7 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
     with embedded_serve(tmp_path) as served:
         client_env = {**served.env, "GTC_URL": served.base_url, "GTC_API_KEY": served.key}
 
-        def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [*serve_command(), "client", *map(str, args)],
-                env=client_env,
-                capture_output=True,
-                text=True,
-                timeout=CLI_TIMEOUT_S,
-                cwd=tmp_path,
-            )
+        cli = client_cli(client_env, tmp_path, CLI_TIMEOUT_S)
 
         data = make_set(N_IMAGES, N_CORRUPTED, height=HEIGHT, width=WIDTH, seed=2)
         _write_set(tmp_path / "images", data.names, data.images)

@@ -6,7 +6,6 @@ class indices of the label map."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.flow import e2e_config
-from tests.support.processes import embedded_serve, serve_command
+from tests.support.processes import client_cli, embedded_serve
 from tests.support.volumes import AFFINE, nifti, volume
 
 pytestmark = pytest.mark.integration
@@ -41,15 +40,7 @@ def test_client_run_on_nifti_volumes_against_the_embedded_server(tmp_path: Path)
     with embedded_serve(tmp_path) as served:
         env = {**served.env, "GTC_URL": served.base_url, "GTC_API_KEY": served.key}
 
-        def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [*serve_command(), "client", *map(str, args)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=CLI_TIMEOUT_S,
-                cwd=tmp_path,
-            )
+        cli = client_cli(env, tmp_path, CLI_TIMEOUT_S)
 
         out = tmp_path / "out"
         run = cli(

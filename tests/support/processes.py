@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,24 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 def serve_command() -> list[str]:
     script = Path(sys.executable).parent / "gtcorrect"
     return [str(script)] if script.is_file() else [sys.executable, "-m", "app.cli"]
+
+
+def client_cli(
+    env: dict[str, str], cwd: Path, timeout_s: float = 600
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli(*args)``: runs ``gtcorrect client ARGS`` with ``env`` in ``cwd`` and returns what it did."""
+
+    def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*serve_command(), "client", *map(str, args)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=cwd,
+        )
+
+    return cli
 
 
 @dataclass
