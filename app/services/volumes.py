@@ -9,7 +9,7 @@ way back: a job's masks of one volume as a label volume in the image volume's sp
 volume (``app.services.inference``).
 
 Limits: ``max_image_pixels`` caps a volume's voxels, read from its header before any voxel; a volume
-holds the process's decode budget for its file, its voxels and the windowing's float copies while read.
+holds the process's decode budget for its file, its voxels and what windowing them holds while read.
 """
 
 from __future__ import annotations
@@ -76,9 +76,15 @@ def reading(blob: Blob, limits: UploadLimits) -> Iterator[nifti.Volume]:
 
 
 def check_images(blobs: list[Blob], limits: UploadLimits) -> list[dict[str, str]]:
-    """Read every image volume once (one at a time): the problems of those that cannot be stored."""
+    """Read every image volume once (one at a time): the problems of those that cannot be stored (two of
+    one name, ``case.nii`` and ``case.nii.gz``, included)."""
     problems = []
+    seen: set[str] = set()
     for blob in blobs:
+        key = name_key(name(blob))
+        if key in seen:
+            problems.append({"file": blob.name, "reason": "another volume of this upload has the same name"})
+        seen.add(key)
         try:
             with reading(blob, limits):
                 pass

@@ -122,11 +122,15 @@ def test_bad_volumes_are_refused_naming_each_and_nothing_is_stored(
         "ok.nii.gz": image,
         "cine.nii.gz": nifti_bytes(np.zeros((4, 4, 4, 2), np.float32)),
         "cut.nii.gz": image[: len(image) // 2],
+        "ok.nii": nifti_bytes(volume(1, SHAPE)[0], gz=False),
         "a.png": image_png(16, 16),
     }
-    body = assert_problem(upload_images(client, volume_dataset, auth, sent), 422, "cine.nii.gz", "cut.nii.gz")
+    body = assert_problem(
+        upload_images(client, volume_dataset, auth, sent), 422, "cine.nii.gz", "cut.nii.gz", "ok.nii"
+    )
     reasons = {f["file"]: f["reason"] for f in body["invalid_files"]}
     assert "3 dimensions" in reasons["cine.nii.gz"] and "not a readable NIfTI" in reasons["cut.nii.gz"]
+    assert reasons["ok.nii"] == "another volume of this upload has the same name"
     assert count_rows(db_session_factory, Volume) == 0 and list(store.list()) == []
 
     _upload_two(client, volume_dataset, auth)
