@@ -353,7 +353,7 @@ def segment_volume(predictor: Predictor, blob: Blob, limits: UploadLimits, batch
 
 def _read_upload(blob: Blob, max_pixels: int) -> np.ndarray:
     """An uploaded image to segment; ``ValueError`` naming the file for a NIfTI volume or a bad image."""
-    if nifti.is_volume(blob.name):
+    if volumes.is_volume(blob):
         raise ValueError(f"{blob.name}: {NO_VOLUMES}.")
     return read_image(blob.data, name=blob.name, max_pixels=max_pixels)
 

@@ -104,7 +104,7 @@ def add_images(
     clashes = [
         {"file": b.name, "reason": f"a different volume named {names[key].file_name!r} exists"}
         for b in blobs
-        if (key := name_key(nifti.volume_name(b.name))) in names and names[key].sha256 != digests[b.name]
+        if (key := name_key(name(b))) in names and names[key].sha256 != digests[b.name]
     ]
     if clashes:
         raise InvalidInput(
@@ -186,7 +186,7 @@ def label_masks(
     problems: list[dict[str, str]] = []
     masks: list[Blob] = []
     for blob in blobs:
-        image = stored.get(name_key(nifti.volume_name(blob.name)))
+        image = stored.get(name_key(name(blob)))
         if image is None:
             problems.append({"file": blob.name, "reason": "no image volume of this name in the dataset"})
             continue
@@ -203,7 +203,7 @@ def label_masks(
                     for k, m in enumerate(slices)
                 ]
         except ValueError as exc:
-            problems.append({"file": blob.name, "reason": reason(exc, nifti.volume_name(blob.name))})
+            problems.append({"file": blob.name, "reason": reason(exc, name(blob))})
     if problems:
         raise InvalidInput(
             f"{len(problems)} label volume(s) cannot be stored; nothing was stored.", invalid_files=problems
@@ -255,14 +255,15 @@ def volume_verdicts(session: Session, job: TrainingJob) -> list[dict[str, Any]]:
         np.array([1.0 - f.clean_probability for _, f, _ in rows]),
         np.array([f.flagged for _, f, _ in rows]),
     )
-    by_name = {v.name: v for _, _, v in rows}
+    by_name: dict[str, tuple[Volume, list[Sample]]] = {}
+    for sample, _, volume in rows:  # in slice order
+        by_name.setdefault(volume.name, (volume, []))[1].append(sample)
     for entry in report:
-        volume = by_name[entry["volume"]]
+        volume, slices = by_name[entry["volume"]]
         entry["volume_id"] = str(volume.id)
         entry["file_name"] = volume.file_name
-        mine = [s for s, _, v in rows if v.id == volume.id]  # in slice order
-        entry["corrected_slices"] = [_index(s) for s in mine if s.id in corrected]
-        entry["slice_sample_ids"] = [str(s.id) for s in mine]
+        entry["corrected_slices"] = [_index(s) for s in slices if s.id in corrected]
+        entry["slice_sample_ids"] = [str(s.id) for s in slices]
     return report
 
 
