@@ -124,16 +124,26 @@ def lidc_split(size: int, reader: int | None = 0, root: Path = LIDC) -> tuple[Sp
     return split, readers[train]
 
 
-def reader_figures(record: dict[str, Any], agreement: ReaderAgreement) -> dict[str, float]:
-    """How one run's per-mask doubt tracks the other readers' disagreement with ``mask-0``: Spearman over
-    the nodules at least two other readers marked, AUROC for Dice < 0.7 there, and on the singly-marked
-    nodules the share flagged and the AUROC of the doubt against the others. The doubt is the verdict's
-    probability of being wrong where the method makes one, else the final CE + Dice loss."""
+def rankings(record: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A run's per-mask doubt (N,), more is more doubtful, by name: plain training's final CE + Dice loss;
+    for G-T the verdict's probability of being wrong as logged (4 decimals: nearly every mask of a clean
+    set is 0.0000 there) and the job's ranking, the order the noise report and the review page show
+    (that probability, ties broken by the verdict's score)."""
     per = record["per_sample"]
-    doubt = np.array(
-        [1.0 - p for p in per["clean_prob"]] if record["spec"]["method"] == "gt" else per["kept_score"],
-        dtype=np.float64,
-    )
+    if record["spec"]["method"] != "gt":
+        return {"plain training: final loss": np.asarray(per["kept_score"], dtype=np.float64)}
+    noise = 1.0 - np.asarray(per["clean_prob"], dtype=np.float64)
+    order = np.lexsort((np.asarray(per["score"], dtype=np.float64), noise))
+    rank = np.empty(noise.size)
+    rank[order] = np.arange(noise.size)
+    return {"G-T: probability of being wrong": noise, "G-T: the job's ranking": rank}
+
+
+def reader_figures(record: dict[str, Any], doubt: np.ndarray, agreement: ReaderAgreement) -> dict[str, float]:
+    """How one run's per-mask ``doubt`` (``rankings``) tracks the other readers' disagreement with
+    ``mask-0``: Spearman over the nodules at least two other readers marked, AUROC for Dice < 0.7 there,
+    and on the singly-marked nodules the share flagged and the AUROC of the doubt against the others."""
+    per = record["per_sample"]
     dis = agreement.disagreement
     rated = np.isfinite(dis)
     bad = (1.0 - dis[rated]) < BAD_DICE
@@ -176,12 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     agreement = reader_agreement(readers)
     rows: dict[str, list[dict[str, float]]] = {}
     for _, record in sorted(data["runs"].items()):
-        method = (
-            "G-T: probability of being wrong"
-            if record["spec"]["method"] == "gt"
-            else "plain training: final loss"
-        )
-        rows.setdefault(method, []).append(reader_figures(record, agreement))
+        for name, doubt in rankings(record).items():
+            rows.setdefault(name, []).append(reader_figures(record, doubt, agreement))
     head = [
         "ranking",
         "seeds",

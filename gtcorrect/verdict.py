@@ -36,6 +36,7 @@ from gtcorrect.types import GmmRound
 _GRID = (np.arange(4000) + 0.5) / 4000  # the squashed scale without its ends: the posterior made monotone
 COPY_WEIGHT = 0.03  # the copies' total weight in the mixture's "wrong" component, per given mask
 FOLDS = 5
+FLOOR_SHARE = 0.1  # a component's variance floor: at most this share of the most a beta of its mean can have
 
 
 def flag(noise_prob: np.ndarray, g: GStageConfig) -> np.ndarray:
@@ -152,11 +153,14 @@ def _beta_of(w: np.ndarray, u: np.ndarray, floor: float, wrong: bool) -> tuple[f
     """Beta parameters with the weighted mean and variance of u (method of moments); the variance is kept
     between ``floor`` and what a beta of that mean can have without a pole at the other side's end: the
     wrong masks' beta none at 0 (a >= 1), the right masks' none at 1 (b >= 1). Without that bound a wide
-    wrong component turns U-shaped and claims the most clearly right masks, at the bottom end."""
+    wrong component turns U-shaped and claims the most clearly right masks, at the bottom end. The floor
+    is at most ``FLOOR_SHARE`` of the most a beta of that mean can have: right masks that all score far
+    below the copies (mean 0.001 on the squashed scale) cannot spread as wide as the copies do, and a
+    floor above their reach turned their beta into a spike at 0 while the wrong one took every mask."""
     m = float(np.clip((w * u).sum() / w.sum(), _EDGE, 1.0 - _EDGE))
     v = float((w * (u - m) ** 2).sum() / w.sum())
     no_pole = m * m * (1.0 - m) / (1.0 + m) if wrong else m * (1.0 - m) ** 2 / (2.0 - m)
-    v = min(max(v, floor), 0.999 * m * (1.0 - m), no_pole)
+    v = min(max(v, min(floor, FLOOR_SHARE * m * (1.0 - m))), 0.999 * m * (1.0 - m), no_pole)
     k = m * (1.0 - m) / v - 1.0
     return max(m * k, 1e-3), max((1.0 - m) * k, 1e-3)
 
@@ -222,7 +226,8 @@ def fit_mixture(
     every mask keeps a probability of its own (a ranking) rather than all of them 0."""
     u, c = squash(scores), squash(anchors)
     # A component much narrower than a group of wrong masks (the copies) would sit on a few masks (the
-    # collapse of a plain mixture onto the easiest ones): its spread is floored at a quarter of theirs.
+    # collapse of a plain mixture onto the easiest ones): its spread is floored at a quarter of theirs,
+    # or lower where a beta of its mean cannot be that wide (``_beta_of``).
     floor = max((0.25 * float(np.std(c))) ** 2, 1e-8)
     cw = np.full(c.size, copy_weight * u.size / max(c.size, 1))
     cuts = (float(np.quantile(u, 0.75)), float(np.median(u)), float(np.mean(c)))

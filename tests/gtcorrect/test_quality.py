@@ -93,6 +93,19 @@ def test_a_pile_of_clearly_right_masks_is_not_taken_for_wrong_ones() -> None:
     assert (np.diff(p) >= 0).all() and p[0] < 0.2
 
 
+def test_right_masks_scoring_far_below_the_copies_stay_right() -> None:
+    # A detector that tells the copies apart with ease scores clean masks at log-odds near -9: their
+    # beta cannot be as wide as the copies' floor asked, once became a spike at 0, and every mask went
+    # to the "wrong" component.
+    rng = np.random.default_rng(3)
+    copies = rng.normal(3.0, 2.5, 160)
+    for mean in (-10.0, -9.0, -8.0, -6.0):
+        scores = rng.normal(mean, 2.0, 700)
+        mixture = fit_mixture(scores, copies)
+        assert mixture.weight < 0.01
+        assert (mixture.noise_prob(scores) >= 0.5).mean() <= 0.01
+
+
 def test_the_mixture_finds_the_wrong_share_from_the_copies_anchor() -> None:
     rng = np.random.default_rng(0)
     copies = rng.normal(3.0, 1.0, 400)
