@@ -36,7 +36,9 @@ from gtcorrect.types import GmmRound
 _GRID = (np.arange(4000) + 0.5) / 4000  # the squashed scale without its ends: the posterior made monotone
 COPY_WEIGHT = 0.03  # the copies' total weight in the mixture's "wrong" component, per given mask
 FOLDS = 5
-FLOOR_SHARE = 0.1  # a component's variance floor: at most this share of the most a beta of its mean can have
+# A component's variance floor is at most this share of the most a beta of its mean can have: (wrong,
+# right). The right masks' own spread is left nearly free (``_beta_of``).
+FLOOR_SHARE = (0.1, 0.01)
 
 
 def flag(noise_prob: np.ndarray, g: GStageConfig) -> np.ndarray:
@@ -160,7 +162,9 @@ def _beta_of(w: np.ndarray, u: np.ndarray, floor: float, wrong: bool) -> tuple[f
     m = float(np.clip((w * u).sum() / w.sum(), _EDGE, 1.0 - _EDGE))
     v = float((w * (u - m) ** 2).sum() / w.sum())
     no_pole = m * m * (1.0 - m) / (1.0 + m) if wrong else m * (1.0 - m) ** 2 / (2.0 - m)
-    v = min(max(v, min(floor, FLOOR_SHARE * m * (1.0 - m))), 0.999 * m * (1.0 - m), no_pole)
+    v = min(
+        max(v, min(floor, FLOOR_SHARE[0 if wrong else 1] * m * (1.0 - m))), 0.999 * m * (1.0 - m), no_pole
+    )
     k = m * (1.0 - m) / v - 1.0
     return max(m * k, 1e-3), max((1.0 - m) * k, 1e-3)
 
