@@ -78,18 +78,19 @@ class Quality:
     n_samples: int
     n_held_out: int
     validation: Validation | None
-    detector: str | None  # "evidence", "loss"; None: the method makes no verdict
-    noise_evidence: bool | None
-    estimated_noise_rate: float | None
-    noise_rate_interval: tuple[float, float] | None
-    n_flagged: int
-    n_flagged_held_out: int
-    false_flag_rate: float | None
-    separation: float | None  # of the final verdict's mixture
-    selftest: SelfTest | None
-    corrections: str
-    corrections_reason: str
-    n_proposed: int
+    # The verdict's figures; their defaults are a method that judges no mask (``NO_VERDICT``).
+    detector: str | None = None  # "evidence", "loss"
+    noise_evidence: bool | None = None
+    estimated_noise_rate: float | None = None
+    noise_rate_interval: tuple[float, float] | None = None
+    n_flagged: int = 0
+    n_flagged_held_out: int = 0
+    false_flag_rate: float | None = None
+    separation: float | None = None  # of the final verdict's mixture
+    selftest: SelfTest | None = None
+    corrections: str = CORRECTIONS_NONE
+    corrections_reason: str = ""
+    n_proposed: int = 0
     warnings: list[Warning] = field(default_factory=list)
     annotator_bias: list[dict[str, Any]] | None = None
 
@@ -219,24 +220,7 @@ def summarise(
     warnings = network_warnings(config, n_total, n_held, validation)
     if config.method in NO_VERDICT:
         reason = f"method {config.method!r} makes no corrections"
-        quality = Quality(
-            n_total,
-            n_held,
-            validation,
-            None,
-            None,
-            None,
-            None,
-            0,
-            0,
-            None,
-            None,
-            None,
-            CORRECTIONS_NONE,
-            reason,
-            0,
-            warnings,
-        )
+        quality = Quality(n_total, n_held, validation, corrections_reason=reason, warnings=warnings)
         return quality, np.zeros(n_total, dtype=bool)
     flagged, noise = judged.flagged, judged.noise_prob
     n_flag = int(flagged.sum())
