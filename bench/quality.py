@@ -38,6 +38,7 @@ from bench.report import (
     BENCHMARKS,
     annotator_table,
     class_table,
+    damage_table,
     quality_table,
     section,
     size_table,
@@ -244,6 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Recognition by corruption type (share flagged / AUROC against the clean masks / mean pixel noise"
             " of the type, means over seeds)",
             type_table(runs),
+        ),
+        (
+            "Recognition by damage (the wrong masks by their Dice with the true mask: below 0.7, badly "
+            "wrong, or mild; how many / share flagged / AUROC against the clean masks, means over seeds)",
+            damage_table(runs),
         ),
         (
             "Annotator report (gtcorrect.annotators) with the corrupted masks as annotator 'noisy' and the "

@@ -152,6 +152,27 @@ def type_table(runs: dict[str, dict[str, Any]]) -> str:
     return markdown_table(head, rows)
 
 
+def damage_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Recognition of the badly wrong and the mild wrong masks (``recognition_by_damage``), one row per
+    group with a split: how many, the share flagged and the AUROC against the clean masks, means over
+    seeds; '' when no run has these figures."""
+    groups = [(k, recs) for k, recs in _groups(runs) if all(r.get("recognition_by_damage") for r in recs)]
+    if not groups:
+        return ""
+    bands = list(groups[0][1][0]["recognition_by_damage"])
+    head = [*KEY_HEAD, *(f"{b}: n / recall / AUROC" for b in bands)]
+    rows = []
+    for key, recs in groups:
+        cells = _key_cells(key, recs)
+        for b in bands:
+            figures = [
+                _mean([r["recognition_by_damage"][b][f] for r in recs]) for f in ("n", "recall", "auroc")
+            ]
+            cells.append(" / ".join(figures))
+        rows.append(cells)
+    return markdown_table(head, rows)
+
+
 def class_table(runs: dict[str, dict[str, Any]]) -> str:
     """Test Dice per foreground label, one row per group: over the test images (``test_per_class``) and,
     for volumes trained slice-wise, with each volume's slices pooled (``test_per_volume``), each seed's

@@ -57,6 +57,10 @@ def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> 
     assert flagged_noisy == pytest.approx(rec["recall"] * 12)  # the types split the noisy masks
     assert all(0.0 <= t["auroc"] <= 1.0 for t in by_type.values())
     assert "recognition_by_type" not in noisy  # plain training has no split
+    by_damage = gt["recognition_by_damage"]  # the noisy masks again, by their Dice with the truth
+    assert set(by_damage) == {"badly wrong", "mild"} and sum(b["n"] for b in by_damage.values()) == 12
+    flagged_by_damage = sum(b["recall"] * b["n"] for b in by_damage.values() if b["n"])
+    assert flagged_by_damage == pytest.approx(rec["recall"] * 12)
     plain_bins = noisy["recognition_by_size"]
     assert all(b["auroc"] is None and b["pred_area_ratio"] > 0.0 for b in plain_bins)
     by_size = gt["recognition_by_size"]
@@ -77,6 +81,7 @@ def test_smoke_run_records_every_figure_and_writes_the_table(tmp_path: Path) -> 
     assert "| strong | 0.5 | gt | default | 1 |" in md
     assert "Recognition by corruption type" in md and "recall / AUROC / pixel noise" in md
     assert "Recognition by object size" in md
+    assert "Recognition by damage" in md and "badly wrong: n / recall / AUROC" in md
     assert "Annotator report" in md
     assert "MALLOC_MMAP_THRESHOLD_=4294967296" in md and "--smoke" in md
     per = gt["per_sample"]
