@@ -13,8 +13,11 @@ with its source:
 - ``shape.offset``: mean signed distance of the mask's outline from the predicted one, px at 128
   (+: outside);
 - ``edge.alignment``: how well the outline follows the image's edges (``gtcorrect.boundary``), no network;
-- ``shape.coarseness``: log of the polygon vertices needed per px of outline (1 px tolerance at 128),
-  the mask alone: a coarse outline of a few clicks needs few.
+- ``shape.coarseness``: log of the polygon vertices needed (1 px tolerance at 128) over the square root
+  of the outline's length, the mask alone: a coarse outline of a few clicks needs few. A traced smooth
+  outline needs vertices in proportion to that root, so the measure does not change with the object's
+  size (per px of outline, small objects looked finely drawn and large ones coarse: on LIDC nodules the
+  size, not the drawing, ranked the masks).
 
 The network columns use the probabilities averaged over flipped views of the image (test-time
 augmentation) when the caller asks for several views. Measured on Kvasir-SEG, strong mixed noise,
@@ -111,17 +114,20 @@ def outline_offset(mask: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def coarseness(mask: np.ndarray) -> float:
-    """log(polygon vertices per px of outline) over every class region of ``mask`` (S, S); NaN without
-    an outline. A hasty polygon of a few clicks needs few vertices; a traced outline many."""
-    tol = _COARSE_TOLERANCE * _scale(mask.shape)
-    vertices, length = 0, 0.0
+    """log(polygon vertices / sum over outlines of sqrt(length, px at 128)) over every class region of
+    ``mask`` (S, S); NaN without an outline. A hasty polygon of a few clicks needs few vertices; a traced
+    outline many: at a fixed tolerance, a smooth closed outline of length L needs about sqrt(L) of them
+    (a circle of radius r: pi / arccos(1 - t / r) ~ pi sqrt(r / 2t)), whatever the object's size."""
+    scale = _scale(mask.shape)
+    tol = _COARSE_TOLERANCE * scale
+    vertices, roots = 0, 0.0
     for c in np.unique(mask[mask > 0]):
         for contour in measure.find_contours(np.pad(mask == c, 1).astype(np.float32), 0.5):
             if len(contour) < 3:
                 continue
             vertices += len(measure.approximate_polygon(contour, tol))
-            length += float(np.hypot(*np.diff(contour, axis=0).T).sum())
-    return float(np.log(vertices / length)) if length > 0 else float("nan")
+            roots += float(np.sqrt(np.hypot(*np.diff(contour, axis=0).T).sum() / scale))
+    return float(np.log(vertices / roots)) if roots > 0 else float("nan")
 
 
 def class_argmax(probs: np.ndarray) -> np.ndarray:
