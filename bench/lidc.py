@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from bench.common import OUT_DIR, SHARED_DATA, Split, cached_arrays
+from bench.common import BADLY_WRONG, OUT_DIR, SHARED_DATA, Split, cached_arrays
 from bench.report import BENCHMARKS, markdown_table, section, write_section
 from gtcorrect.data import prepare, read_image, read_mask, split_indices
 from gtcorrect.metrics import foreground_dice
@@ -146,7 +146,7 @@ def reader_figures(record: dict[str, Any], doubt: np.ndarray, agreement: ReaderA
     per = record["per_sample"]
     dis = agreement.disagreement
     rated = np.isfinite(dis)
-    bad = (1.0 - dis[rated]) < BAD_DICE
+    bad = (1.0 - dis[rated]) < BADLY_WRONG
     single = agreement.singly_marked
     both = rated | single
     flagged = np.array(per["flagged"], dtype=bool)
@@ -161,9 +161,6 @@ def reader_figures(record: dict[str, Any], doubt: np.ndarray, agreement: ReaderA
         "single_auroc": float(roc_auc_score(single[both], doubt[both])),
         "test_dice": float(record["test"]["dice"]),
     }
-
-
-BAD_DICE = 0.7
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = next(iter(rows.values()))[0]
     note = (
         f"{first['n_rated']:.0f} training nodules marked by at least two of the other readers "
-        f"({first['n_bad']:.0f} of them with Dice < {BAD_DICE} against their majority), "
+        f"({first['n_bad']:.0f} of them with Dice < {BADLY_WRONG} against their majority), "
         f"{first['n_single']:.0f} marked by mask-0 alone."
     )
     notes = [note]
