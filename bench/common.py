@@ -186,16 +186,21 @@ def recognition_by_type(types: Sequence[str | None], result: FitResult) -> dict[
     """Per corruption type: how many masks, the share the method flagged (recall) and the AUROC of that
     type's masks against the clean ones (score 1 - clean_prob). types: (N,), None for a clean mask."""
     kinds = np.array(["" if t is None else t for t in types])
-    clean = kinds == ""
-    flags = np.asarray(result.flagged, dtype=bool)
-    clean_prob = np.asarray(result.clean_prob, dtype=np.float64)
-    out: dict[str, dict[str, float]] = {}
-    for kind in sorted(set(kinds[~clean])):
-        sel = kinds == kind
-        pair = sel | clean
-        auroc = recognition_metrics(sel[pair], clean_prob[pair])["auroc"] if clean.any() else math.nan
-        out[kind] = {"n": float(sel.sum()), "recall": float(flags[sel].mean()), "auroc": auroc}
-    return out
+    return {kind: _against_clean(kinds == kind, kinds == "", result) for kind in sorted(set(kinds) - {""})}
+
+
+def _against_clean(sel: np.ndarray, clean: np.ndarray, result: FitResult) -> dict[str, float]:
+    """A group ``sel`` (N,) of wrong masks: its size, the share flagged (recall) and the AUROC of its
+    masks against the ``clean`` ones (score 1 - clean_prob); NaN where either group is empty."""
+    pair = sel | clean
+    some = bool(sel.any())
+    auroc = (
+        recognition_metrics(sel[pair], np.asarray(result.clean_prob, dtype=np.float64)[pair])["auroc"]
+        if some and clean.any()
+        else math.nan
+    )
+    recall = float(np.asarray(result.flagged, dtype=bool)[sel].mean()) if some else math.nan
+    return {"n": float(sel.sum()), "recall": recall, "auroc": auroc}
 
 
 BADLY_WRONG = 0.7  # Dice with the true mask below which a wrong mask is "badly wrong"
@@ -209,22 +214,10 @@ def recognition_by_damage(
     against the clean masks (score 1 - clean_prob). A mild corruption of a small object can agree with
     the truth as well as two experts agree with each other (LIDC's readers: median Dice 0.86)."""
     dice = foreground_dice(given, clean)
-    flags = np.asarray(result.flagged, dtype=bool)
-    clean_prob = np.asarray(result.clean_prob, dtype=np.float64)
-    out: dict[str, dict[str, float]] = {}
-    for name, sel in (("badly wrong", truth & (dice < BADLY_WRONG)), ("mild", truth & (dice >= BADLY_WRONG))):
-        pair = sel | ~truth
-        auroc = (
-            recognition_metrics(sel[pair], clean_prob[pair])["auroc"]
-            if sel.any() and (~truth).any()
-            else math.nan
-        )
-        out[name] = {
-            "n": float(sel.sum()),
-            "recall": float(flags[sel].mean()) if sel.any() else math.nan,
-            "auroc": auroc,
-        }
-    return out
+    return {
+        "badly wrong": _against_clean(truth & (dice < BADLY_WRONG), ~truth, result),
+        "mild": _against_clean(truth & (dice >= BADLY_WRONG), ~truth, result),
+    }
 
 
 def recognition_by_size(

@@ -162,9 +162,8 @@ def _beta_of(w: np.ndarray, u: np.ndarray, floor: float, wrong: bool) -> tuple[f
     m = float(np.clip((w * u).sum() / w.sum(), _EDGE, 1.0 - _EDGE))
     v = float((w * (u - m) ** 2).sum() / w.sum())
     no_pole = m * m * (1.0 - m) / (1.0 + m) if wrong else m * (1.0 - m) ** 2 / (2.0 - m)
-    v = min(
-        max(v, min(floor, FLOOR_SHARE[0 if wrong else 1] * m * (1.0 - m))), 0.999 * m * (1.0 - m), no_pole
-    )
+    reach = m * (1.0 - m)  # the most a beta of mean m can have
+    v = min(max(v, min(floor, FLOOR_SHARE[0 if wrong else 1] * reach)), 0.999 * reach, no_pole)
     k = m * (1.0 - m) / v - 1.0
     return max(m * k, 1e-3), max((1.0 - m) * k, 1e-3)
 
