@@ -120,9 +120,10 @@ def _dilate(region: np.ndarray, r: float) -> np.ndarray:
     return ndimage.distance_transform_edt(~region) <= r
 
 
-def _erode(region: np.ndarray, r: float) -> np.ndarray:
-    # Pad so that the image border does not count as background (an object at the edge stays there).
-    padded = np.pad(region, 1, mode="edge")
+def _erode(region: np.ndarray, r: float, border_is_background: bool = False) -> np.ndarray:
+    # Padded so that the image border does not count as background (an object at the edge stays there),
+    # unless asked: a mask that fills the whole image can only shrink from the border.
+    padded = np.pad(region, 1, mode="constant" if border_is_background else "edge")
     return (ndimage.distance_transform_edt(padded) > r)[1:-1, 1:-1]
 
 
@@ -227,11 +228,15 @@ def _corrupt(
             return noisy, kind, p
         # Too strong (erosion emptied a small object) or too weak: shrink, then resample.
         p = _weaken(p) if attempt % 2 == 0 else _params(kind, spec, scale, rng)
-    # Last resort keeps the promise that a flagged mask differs: the smallest visible change.
+    # Last resort keeps the promise that a flagged mask differs: the smallest visible change (for a mask
+    # that fills the image, its outermost ring of pixels).
     for kind, p in (("dilation", {"radius": 1.0}), ("erosion", {"radius": 1.0})):
         noisy = _apply(mask, kind, p, scale, rng)
         if _valid(noisy, mask):
             return noisy, kind, p
+    noisy = np.where(_erode(mask > 0, 1.0, border_is_background=True), mask, 0)
+    if _valid(noisy, mask):
+        return noisy, "erosion", {"radius": 1.0}
     raise ValueError(f"could not corrupt a mask of shape {mask.shape} without deleting a class.")
 
 

@@ -99,6 +99,15 @@ def test_tiny_object_erosion_does_not_empty_the_mask() -> None:
         assert t.flag and noisy.any() and not np.array_equal(noisy, tiny)
 
 
+def test_a_mask_filling_the_whole_image_is_still_corrupted() -> None:
+    # A user's mask over the whole image once made every job fail in its self-test ("could not corrupt").
+    full = np.ones((64, 64), np.int64)
+    for kind in range(5):
+        spec = NoiseSpec(1.0, weights=tuple(float(k == kind) for k in range(5)))  # type: ignore[arg-type]
+        noisy = simulate_noise([full], spec, seed=0).masks[0]
+        assert (noisy == 1).any() and not np.array_equal(noisy, full)
+
+
 def test_class_index_masks_keep_their_classes() -> None:
     m = np.zeros((64, 64), np.int64)
     m[10:30, 10:30] = 1
