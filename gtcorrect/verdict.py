@@ -1,10 +1,11 @@
 """One verdict: the evidence about every mask (``gtcorrect.evidence``) becomes a calibrated probability
 that the mask is wrong, and the threshold is applied here, once (``flag``).
 
-The job's own data trains the verdict. A logistic detector learns to tell corrupted copies of a pool of
-the job's masks (``gtcorrect.selftest``: known to be wrong) from the given masks: positive-unlabelled
-learning, since some given masks are wrong too (Elkan and Noto, KDD 2008). Its log-odds (``score``) rank
-every mask; cross-fitting by pool image keeps the pool's own scores and the copies' out of sample. The
+The job's own data trains the verdict. Logistic detectors learn to tell corrupted copies of a pool of
+the job's masks (``gtcorrect.selftest``: known to be wrong) from the given masks, one detector per family
+of copies (dilated, eroded, moved, coarse polygon): positive-unlabelled learning, since some given masks
+are wrong too (Elkan and Noto, KDD 2008). A mask's highest log-odds over the families (``score``) ranks
+it; cross-fitting by pool image keeps the pool's own scores and the copies' out of sample. The
 scores of the given masks are then a mixture of right and wrong ones: a two-Gaussian mixture whose
 "wrong" component is anchored by the copies' scores (they enter its fit with a fixed total weight) finds
 the share of wrong masks and each mask's posterior. On clean data the given masks score like none of
@@ -36,6 +37,7 @@ from gtcorrect.types import GmmRound
 _GRID = (np.arange(4000) + 0.5) / 4000  # the squashed scale without its ends: the posterior made monotone
 COPY_WEIGHT = 0.03  # the copies' total weight in the mixture's "wrong" component, per given mask
 FOLDS = 5
+OWN_FAMILY = 0.5  # a family's detector: the share of the copies' weight on that family's copies
 # A component's variance floor is at most this share of the most a beta of its mean can have: (wrong,
 # right). The right masks' own spread is left nearly free (``_beta_of``).
 FLOOR_SHARE = (0.1, 0.01)
@@ -92,12 +94,18 @@ class Detector:
         return [self.names[j] for j in contrib.argmax(1)]
 
 
-def train_detector(x0: np.ndarray, x1: np.ndarray, names: Sequence[str], c: float = 1.0) -> Detector:
-    """Given masks x0 (P, F) against copies x1 (Q, F), classes weighted equally: logistic regression on
-    standardised features with an L2 penalty 1 / (2 c) and every weight at least 0. Each feature is
-    oriented so that more is more wrong (``features``); a negative weight would let a mask far beyond any
-    copy (a box drawn away from the object, offset by 50 px) look right because of the very evidence
-    that makes it wrong."""
+def train_detector(
+    x0: np.ndarray,
+    x1: np.ndarray,
+    names: Sequence[str],
+    c: float = 1.0,
+    copy_weight: np.ndarray | None = None,
+) -> Detector:
+    """Given masks x0 (P, F) against copies x1 (Q, F), classes weighted equally (within the copies by
+    ``copy_weight`` (Q,), default equal): logistic regression on standardised features with an L2
+    penalty 1 / (2 c) and every weight at least 0. Each feature is oriented so that more is more wrong
+    (``features``); a negative weight would let a mask far beyond any copy (a box drawn away from the
+    object, offset by 50 px) look right because of the very evidence that makes it wrong."""
     x = np.concatenate([x0, x1])
     fill = np.nanmedian(x, 0)
     fill = np.where(np.isfinite(fill), fill, 0.0)
@@ -106,7 +114,8 @@ def train_detector(x0: np.ndarray, x1: np.ndarray, names: Sequence[str], c: floa
     scale = np.where(scale > 1e-9, scale, 1.0)
     z = (x - center) / scale
     y = np.r_[np.zeros(len(x0)), np.ones(len(x1))]
-    sample = np.where(y == 1, 0.5 / max(len(x1), 1), 0.5 / max(len(x0), 1))
+    w1 = np.ones(len(x1)) if copy_weight is None else np.asarray(copy_weight, dtype=np.float64)
+    sample = np.r_[np.full(len(x0), 0.5 / max(len(x0), 1)), 0.5 * w1 / max(float(w1.sum()), 1e-12)]
     sign = 2.0 * y - 1.0
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -122,18 +131,65 @@ def train_detector(x0: np.ndarray, x1: np.ndarray, names: Sequence[str], c: floa
     return Detector(tuple(names), fill, center, scale, fitted.x[:-1].copy(), float(fitted.x[-1]))
 
 
+@dataclass(frozen=True)
+class Detectors:
+    """One ``Detector`` per kind of copy (family); a mask's score is the highest of their log-odds. The
+    wrong masks are a union of kinds (a coarse polygon, a dilation, an outline moved away), each wrong
+    along its own evidence; one linear detector over all of them learns their average direction and
+    misses a mask that is extreme along one kind's evidence only (a box drawn on empty tissue: as coarse
+    as a mask can be, weighted near 0 by a detector that also had to separate the dilations). Each
+    family's detector still learns from every copy, its own family carrying ``OWN_FAMILY`` of their
+    weight: detectors of one family alone, each from a quarter of the copies, scored the right masks
+    less steadily, and the job flagged more of them (Kvasir-SEG, BENCHMARKS.md)."""
+
+    families: tuple[str, ...]
+    members: tuple[Detector, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.members[0].names
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """(M, families) each family's log-odds."""
+        return np.stack([d.score(x) for d in self.members], 1)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """(M,) the highest family log-odds of each row."""
+        return np.asarray(self.scores(x).max(1))
+
+    def decided_by(self, x: np.ndarray, reference: np.ndarray) -> list[str]:
+        """Per row, the family whose detector scores it highest and that detector's feature that raises the
+        score most above the ``reference`` rows' mean: "<feature>; like the <family> copies"."""
+        best = self.scores(x).argmax(1)
+        by = [d.decided_by(x, reference) for d in self.members]
+        return [f"{by[f][i]}; like the {self.families[f]} copies" for i, f in enumerate(best)]
+
+
+def train_detectors(x0: np.ndarray, x1: np.ndarray, family: np.ndarray, names: Sequence[str]) -> Detectors:
+    """Given masks x0 (P, F) against the copies x1 (Q, F), one detector per family (``family`` (Q,)), each
+    with ``OWN_FAMILY`` of the copies' weight on its own family's copies."""
+    kinds = tuple(dict.fromkeys(str(f) for f in family))
+    members = []
+    for kind in kinds:
+        own = (family == kind).astype(np.float64)
+        weight = OWN_FAMILY * own / own.sum() + (1.0 - OWN_FAMILY) / family.size
+        members.append(train_detector(x0, x1, names, copy_weight=weight))
+    return Detectors(kinds, tuple(members))
+
+
 def cross_fitted(
-    x0: np.ndarray, x1: np.ndarray, source: np.ndarray, names: Sequence[str], seed: int
+    x0: np.ndarray, x1: np.ndarray, source: np.ndarray, family: np.ndarray, names: Sequence[str], seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold scores of the pool masks x0 (P, F) and of the copies x1 (Q, F): each pool image, its
-    given mask and its copies, is scored by a detector trained without it (``FOLDS`` folds)."""
+    given mask and its copies, is scored by detectors trained without it (``FOLDS`` folds)."""
     p = len(x0)
     fold = np.random.default_rng([seed, 271]).permutation(p) % min(FOLDS, max(p, 1))
     s0, s1 = np.zeros(p), np.zeros(len(x1))
     for f in np.unique(fold):
         out0, out1 = fold == f, fold[source] == f
         # One fold (a single pool mask) leaves nothing to train on: score in-sample.
-        det = train_detector(x0, x1, names) if out0.all() else train_detector(x0[~out0], x1[~out1], names)
+        train0, train1 = (slice(None), slice(None)) if out0.all() else (~out0, ~out1)
+        det = train_detectors(x0[train0], x1[train1], family[train1], names)
         s0[out0], s1[out1] = det.score(x0[out0]), det.score(x1[out1])
     return s0, s1
 
@@ -268,7 +324,7 @@ def _em(
 class Judge:
     """The fitted detector and mixture: judges more masks of the same job (held-back ones)."""
 
-    detector: Detector
+    detector: Detectors
     mixture: Mixture
     coarse_reference: float
     multiclass: bool
@@ -348,8 +404,8 @@ def decide(
     multiclass = bool(np.isfinite(table.per_class).any(0).sum() > 1)
     x, names = features(table, reference, multiclass)
     xc = features(copy_table, reference, multiclass)[0]
-    detector = train_detector(x[pool], xc, names)
-    pool_scores, copy_scores = cross_fitted(x[pool], xc, copies.source, names, seed)
+    detector = train_detectors(x[pool], xc, copies.family, names)
+    pool_scores, copy_scores = cross_fitted(x[pool], xc, copies.source, copies.family, names, seed)
     scores = detector.score(x)
     scores[pool] = pool_scores
     mixture = fit_mixture(scores, copy_scores)
@@ -381,7 +437,8 @@ def transfer_recall(verdict: Verdict, family: np.ndarray, g: GStageConfig) -> di
     out = {}
     for kind in kinds:
         seen = family != kind
-        detector = train_detector(verdict.x[verdict.pool], verdict.x_copies[seen], verdict.names)
+        x0, x1 = verdict.x[verdict.pool], verdict.x_copies[seen]
+        detector = train_detectors(x0, x1, family[seen], verdict.names)
         mixture = fit_mixture(detector.score(verdict.x), detector.score(verdict.x_copies[seen]))
         out[str(kind)] = float(flag(mixture.noise_prob(detector.score(verdict.x_copies[~seen])), g).mean())
     return out

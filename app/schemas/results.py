@@ -36,7 +36,7 @@ class NoiseFlagOut(BaseModel):
                     "loss": 0.91,
                     "round_decided": 2,
                     "held_out": False,
-                    "decided_by": "edge.alignment (low)",
+                    "decided_by": "edge.alignment (low); like the dilation copies",
                     "correction_proposed": True,
                     "changed_fraction": 0.12,
                     "changed_pixels": 4810,
@@ -68,9 +68,10 @@ class NoiseFlagOut(BaseModel):
     )
     decided_by: str | None = Field(
         default=None,
-        description="The evidence that raised the mask's doubt most (e.g. 'edge.alignment (low)', "
-        "'net.excess', 'shape.coarseness (coarse)', 'annotator outline offset'); 'held back' for "
-        "held-back masks.",
+        description="The evidence that raised the mask's doubt most and the kind of corrupted copy the "
+        "mask looks like (e.g. 'edge.alignment (low); like the dilation copies', 'shape.coarseness "
+        "(coarse); like the polygon copies'), or 'annotator outline offset'; 'held back' for held-back "
+        "masks.",
     )
     correction_proposed: bool = Field(
         default=False, description="The correction gate proposes a corrected mask for this sample."

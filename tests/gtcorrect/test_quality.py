@@ -18,7 +18,16 @@ from gtcorrect.metrics import recognition_metrics
 from gtcorrect.noise import PRESETS, simulate_noise
 from gtcorrect.quality import Judged, SelfTest, Validation, contradictions, holdout_indices, summarise
 from gtcorrect.selftest import CorrectionCheck, make_copies, pool_indices
-from gtcorrect.verdict import Mixture, decide, decide_by_loss, fit_mixture, flag, match_quantiles
+from gtcorrect.verdict import (
+    Mixture,
+    decide,
+    decide_by_loss,
+    fit_mixture,
+    flag,
+    match_quantiles,
+    train_detector,
+    train_detectors,
+)
 from tests.gtcorrect.synthetic import make_shapes
 
 
@@ -52,7 +61,10 @@ def test_the_learnt_verdict_finds_strongly_corrupted_masks() -> None:
     assert verdict.rate == pytest.approx(40 / 120, abs=0.1)
     # One threshold: the flags are the probabilities' and nothing else's.
     np.testing.assert_array_equal(verdict.flagged, flag(verdict.noise_prob, GStageConfig()))
-    assert set(verdict.decided_by) <= set(verdict.names)
+    # Each mask names the evidence that raised it most and the kind of copy it looks like.
+    feature, _, like = zip(*(d.partition("; like the ") for d in verdict.decided_by), strict=True)
+    assert set(feature) <= set(verdict.names)
+    assert {k.removesuffix(" copies") for k in like} <= {"dilation", "erosion", "affine", "polygon"}
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -77,6 +89,31 @@ def test_the_probability_never_falls_as_the_score_rises() -> None:
     for right, wrong in (((1.2, 1.2), (30.0, 10.0)), ((2.0, 30.0), (3.0, 3.0))):
         p = Mixture(0.3, right, wrong).noise_prob(np.linspace(-10, 10, 401))
         assert (np.diff(p) >= 0).all() and p[0] < 0.05 and p[-1] > 0.7
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_a_mask_wrong_along_one_kind_of_evidence_only_is_ranked_first(seed: int) -> None:
+    # Features oriented "more is more wrong": (coarseness, poor edge alignment). The copies of three
+    # families are wrong along the edges, the polygons along coarseness. One detector over all of them
+    # learnt mostly the edges and left boxes drawn on empty tissue (as coarse as a mask can be, their
+    # edges a little worse than a right mask's) among the right masks; a detector per family finds them.
+    rng = np.random.default_rng(seed)
+    given = rng.normal(0.0, 1.0, (300, 2))
+    given[:10] = np.c_[rng.normal(4.0, 0.3, 10), rng.normal(0.5, 0.3, 10)]  # the boxes
+    family = np.repeat(np.array(["dilation", "erosion", "affine", "polygon"], dtype=object), 80)
+    shift = np.where((family == "polygon")[:, None], [2.0, 0.5], [0.0, 1.5])
+    copies = rng.normal(0.0, 1.0, (320, 2)) + shift
+    names = ("shape.coarseness (coarse)", "edge.alignment (low)")
+    pool = np.arange(100, 300)
+    detectors = train_detectors(given[pool], copies, family, names)
+    score = detectors.score(given)
+    assert score[:10].min() > np.quantile(score[10:], 0.95)
+    assert set(detectors.decided_by(given[:10], given[pool])) == {
+        "shape.coarseness (coarse); like the polygon copies"
+    }
+    # One detector over every copy, as before: some boxes rank among the right masks.
+    single = train_detector(given[pool], copies, names).score(given)
+    assert single[:10].min() < np.quantile(single[10:], 0.95)
 
 
 # Detector scores of a real job (12 MSD hippocampus volumes, 389 expert masks, 50 quantiles of each):
