@@ -145,10 +145,6 @@ class Detectors:
     families: tuple[str, ...]
     members: tuple[Detector, ...]
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.members[0].names
-
     def scores(self, x: np.ndarray) -> np.ndarray:
         """(M, families) each family's log-odds."""
         return np.stack([d.score(x) for d in self.members], 1)
