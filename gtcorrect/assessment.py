@@ -20,6 +20,7 @@ import torch
 from gtcorrect.annotators import annotator_report
 from gtcorrect.bias import AnnotatorCheck, check_annotators
 from gtcorrect.boundary import edge_alignment
+from gtcorrect.config import QualityConfig
 from gtcorrect.evidence import class_disagreement, edge_maps, measure_masks
 from gtcorrect.gstage import fit_mixture
 from gtcorrect.gt import final_corrections
@@ -131,6 +132,9 @@ def assess(
         else place(run.state.flagged, held_noise > 0.5, train_idx, held_idx)
     )
     has, follows = _corrections_follow_edges(run, corrections, train_idx, n)
+    reach = within_reach(
+        predicted, np.asarray(data.masks), held, has, data.label_map.num_classes, config.quality
+    )
     rate = float(noise.mean())
     judged = Judged(
         noise,
@@ -138,6 +142,7 @@ def assess(
         held,
         has,
         follows,
+        reach,
         rate,
         (min(interval[0], rate), max(interval[1], rate)),
         None if final_round is None else final_round.separation,
@@ -269,6 +274,36 @@ def _corrections_follow_edges(
     has[train_idx[idx]] = True
     follows[train_idx[idx]] = ~(np.isfinite(after) & np.isfinite(before) & (after < before))
     return has, follows
+
+
+def within_reach(
+    predicted: np.ndarray, masks: np.ndarray, held: np.ndarray, asked: np.ndarray, k: int, q: QualityConfig
+) -> np.ndarray:
+    """(N,) whether the network segments objects of each ``asked`` mask's predicted size (True elsewhere).
+
+    A correction is the network's own segmentation, so it is only as good as the network is on objects of
+    that size. The held-back masks (H, never trained on) measure it: among the ``q.reach_neighbours`` whose
+    prediction's foreground area is nearest the asked mask's, the upper quartile of the prediction's Dice
+    with the given mask must reach ``q.min_val_dice``, the bar the network's Dice on all of them must pass.
+    The upper quartile, so that the wrong masks among the held-back ones (half of them at a 50 % noise
+    rate) do not pull it down; by the predicted size, not the given one, because an eroded or a dilated
+    mask's own size is what is wrong with it. Pairs empty on both sides are left out: agreeing on nothing
+    says nothing of what the network can segment. On clean MSD hippocampus slices the network could not
+    segment the smallest cross-sections (Dice 0.06-0.38 under 50 px) and flagged them all; their
+    corrections were 50 of the 133 that made expert masks worse (BENCHMARKS.md)."""
+    reach = np.ones(predicted.shape[0], dtype=bool)
+    dice = 1.0 - class_disagreement(predicted[held], masks[held], k)  # (H, K - 1), NaN: neither has it
+    seen = np.isfinite(dice).any(1)
+    if not seen.any() or not asked.any():
+        return reach
+    held_dice = np.nanmean(dice[seen], axis=1)
+    area = (predicted > 0).reshape(predicted.shape[0], -1).sum(1)
+    held_area = area[held][seen]
+    nearest = min(q.reach_neighbours, held_area.size)
+    for i in np.flatnonzero(asked):
+        near = np.argpartition(np.abs(held_area - area[i]), nearest - 1)[:nearest]
+        reach[i] = np.quantile(held_dice[near], 0.75) >= q.min_val_dice
+    return reach
 
 
 def _report(data: TrainingData, predicted: np.ndarray, flagged: np.ndarray) -> list[dict[str, object]]:

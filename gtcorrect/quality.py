@@ -17,9 +17,10 @@ counts add up (training + held back). What the user reads (``Quality.to_dict``):
   samples, a validation split, validation Dice at least ``quality.min_val_dice``), flags something, its
   false-flag estimate is at most ``quality.max_false_flag_rate`` and correcting repaired the copies. Per
   mask: its noisy probability q is at least ``quality.min_noise_prob``, the expected gain is positive
-  (q x beta > 1 - q, beta the share of a correction's change the self-test saw come back as Dice), and
-  the corrected outline follows the image's edges at least as well as the given one; and no corrections
-  while the lower end of the estimated noise rate is under ``quality.min_noise_rate`` (10 %).
+  (q x beta > 1 - q, beta the share of a correction's change the self-test saw come back as Dice), the
+  corrected outline follows the image's edges at least as well as the given one, and the network segments
+  objects of the correction's size on held-back masks (``gtcorrect.assessment.within_reach``); and no
+  corrections while the lower end of the estimated noise rate is under ``quality.min_noise_rate`` (10 %).
 Shape legend: N masks of the job (training and held back), K classes.
 """
 
@@ -189,13 +190,14 @@ def network_warnings(
 class Judged:
     """What the gate reads about every mask (N): the verdict's probability that it is wrong, the flags,
     which masks were held back, and which training masks have a correction and whether that correction
-    follows the image's edges at least as well as the given mask."""
+    follows the image's edges at least as well as the given mask and is of a size the network segments."""
 
     noise_prob: np.ndarray
     flagged: np.ndarray
     held_out: np.ndarray
     has_correction: np.ndarray
     follows_edges: np.ndarray
+    in_reach: np.ndarray
     rate: float
     interval: tuple[float, float]
     separation: float | None
@@ -268,11 +270,13 @@ def summarise(
     if status == CORRECTIONS_APPLIED and q.gate:
         beta = max(selftest.correction.gain_ratio, 0.0) if selftest and selftest.correction else 0.0
         proposed &= (noise >= q.min_noise_prob) & (noise * beta > 1.0 - noise) & judged.follows_edges
+        proposed &= judged.in_reach
         if not proposed.any():
             status = CORRECTIONS_WITHHELD
             reason = (
                 f"no flagged mask is wrong with probability >= {q.min_noise_prob:.2f} and has a correction "
-                "with a positive expected gain that follows the image's edges at least as well"
+                "with a positive expected gain that follows the image's edges at least as well, of a size "
+                f"the network segments (Dice >= {q.min_val_dice:.2f} on held-back masks of that size)"
             )
     elif status != CORRECTIONS_APPLIED:
         proposed = np.zeros_like(flagged)

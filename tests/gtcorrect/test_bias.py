@@ -75,7 +75,15 @@ def test_a_wide_annotator_is_flagged_and_moved_back() -> None:
     assert finding["share"] > 0.9  # every one of their masks is 3 px wide
     # The job's summary: corrections applied for the moved outlines, and a warning naming the annotator.
     judged = Judged(
-        check.noise_prob, flags, np.zeros(n, bool), np.zeros(n, bool), np.ones(n, bool), 0.5, (0.4, 0.6), None
+        check.noise_prob,
+        flags,
+        np.zeros(n, bool),
+        np.zeros(n, bool),
+        np.ones(n, bool),
+        np.ones(n, bool),
+        0.5,
+        (0.4, 0.6),
+        None,
     )
     validation = Validation(0.9, {"foreground": 0.9}, 8, "held_out")
     config = replace(TrainConfig(), quality=replace(TrainConfig().quality, min_samples=10))

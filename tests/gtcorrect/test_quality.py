@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gtcorrect.assessment import within_reach
 from gtcorrect.config import GStageConfig, QualityConfig, TrainConfig
 from gtcorrect.evidence import edge_maps, measure_masks
 from gtcorrect.metrics import recognition_metrics
@@ -204,12 +205,21 @@ def _selftest(recall: float = 0.9, check: CorrectionCheck = CHECK) -> SelfTest:
     return SelfTest(64, 256, "strong", recall, {"dilation": recall}, {"dilation": recall}, check)
 
 
-def _judged(noise: np.ndarray, held: int = 0) -> Judged:
+def _judged(noise: np.ndarray, held: int = 0, reach: np.ndarray | None = None) -> Judged:
     n = noise.size
     held_out = np.arange(n) >= n - held
     rate = float(noise.mean())
+    in_reach = np.ones(n, bool) if reach is None else reach
     return Judged(
-        noise, flag(noise, GStageConfig()), held_out, ~held_out, np.ones(n, bool), rate, (rate, rate), 2.0
+        noise,
+        flag(noise, GStageConfig()),
+        held_out,
+        ~held_out,
+        np.ones(n, bool),
+        in_reach,
+        rate,
+        (rate, rate),
+        2.0,
     )
 
 
@@ -238,6 +248,7 @@ def test_gate_opens_when_the_evidence_holds() -> None:
         ("doubtful", None),
         ("few_flags", None),
         ("most", "most_masks_flagged"),
+        ("beyond_reach", None),
     ],
 )
 def test_gate_closes_and_says_why(case: str, code: str | None) -> None:
@@ -257,20 +268,55 @@ def test_gate_closes_and_says_why(case: str, code: str | None) -> None:
         noise = np.r_[np.full(30, 0.7), np.full(70, 0.01)]
     elif case == "most":  # 80 of 100 flagged: more likely a weak or biased network than wrong masks
         noise = np.r_[np.full(80, 0.99), np.full(20, 0.01)]
-    else:  # 5 of 100 flagged, surely: on clean data these are hard images, to review, not to replace
+    elif case == "few_flags":  # 5 of 100 flagged, surely: on clean data these are hard images, to review
         noise = np.r_[np.full(5, 0.99), np.full(95, 0.0)]
-    quality, proposed = summarise(config, _judged(noise), validation, selftest)
+    reach = np.ones(noise.size, bool)
+    if case == "beyond_reach":  # every correction of a size the network fails on held-back masks
+        reach[:30] = False
+    quality, proposed = summarise(config, _judged(noise, reach=reach), validation, selftest)
     codes = {w.code for w in quality.warnings}
     assert quality.corrections == "withheld" and not proposed.any() and "corrections_withheld" in codes
     if code is not None:
         assert code in codes, codes
     if case == "few_flags":
         assert "review them" in quality.corrections_reason and quality.noise_evidence
+    if case == "beyond_reach":
+        assert "of a size the network segments" in quality.corrections_reason
     if case == "weak":  # the figures are told apart, not rounded into each other
         [message] = [w.message for w in quality.warnings if w.code == "weak_network"]
         assert "0.500 is below the 0.500" in message
     data = quality.to_dict()
     assert data["corrections"]["status"] == "withheld" and data["corrections"]["reason"]
+
+
+def _discs(radii: np.ndarray, size: int = 48) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    r2 = (yy - size // 2) ** 2 + (xx - size // 2) ** 2
+    return (r2[None] <= radii[:, None, None] ** 2).astype(np.uint8) * (radii[:, None, None] > 0)
+
+
+def test_corrections_are_trusted_only_at_sizes_the_network_segments_on_held_back_masks() -> None:
+    # 60 held-back masks: large discs the network gets right (a third of their masks drawn wrong: half
+    # the radius), small ones it misses by a disc beside them, and empty slices predicted empty.
+    rng = np.random.default_rng(0)
+    big, small = rng.uniform(10, 16, 20), rng.uniform(1.5, 3.5, 20)
+    masks = _discs(np.r_[big * np.where(np.arange(20) % 3 == 0, 0.5, 1.0), small, np.zeros(20)])
+    predicted = _discs(np.r_[big, small, np.zeros(20)])
+    predicted[20:40] = np.roll(predicted[20:40], 6, axis=2)
+    # Four training masks asking for a correction: two large predictions, a small one, an empty one.
+    asked_pred = _discs(np.array([12.0, 15.0, 2.5, 0.0]))
+    predicted = np.concatenate([asked_pred, predicted])
+    masks = np.concatenate([_discs(np.array([6.0, 20.0, 9.0, 3.0])), masks])
+    held = np.arange(64) >= 4
+    asked = ~held
+    reach = within_reach(predicted, masks, held, asked, 2, QualityConfig())
+    assert reach.tolist()[:4] == [True, True, False, False]
+    assert reach[4:].all()  # not asked
+    # Empty on both sides says nothing: with the missed small discs gone, the empty prediction has no
+    # held-back evidence but the large discs, and those the network segments.
+    keep = np.r_[np.arange(4), np.arange(4, 24), np.arange(44, 64)]
+    reach = within_reach(predicted[keep], masks[keep], held[keep], asked[keep], 2, QualityConfig())
+    assert reach[:4].all()
 
 
 @settings(max_examples=60, deadline=None)
