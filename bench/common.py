@@ -62,6 +62,9 @@ class Split:
     label_map: LabelMap = dataclasses.field(default_factory=LabelMap)
     # (N test,) which volume each test image is a slice of (volumes trained slice-wise), else None.
     test_groups: np.ndarray | None = None
+    # (N train, S, S) a second reference for the training masks, where it has foreground (LIDC: the other
+    # readers' majority): what the given masks and their corrections are also measured against.
+    train_reference: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -288,18 +291,26 @@ def per_sample(
     clean: np.ndarray,
     truth: np.ndarray | None,
     kept: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
 ) -> dict[str, list[Any]]:
     """G-T's verdict on every training mask next to the truth, for studying the gate offline: held
     back, score, clean probability, flagged, proposed, Dice(given, truth), and, where the T stage made a
-    correction (proposed or withheld), Dice(correction, truth) and the share of the mask it changes."""
+    correction (proposed or withheld), Dice(correction, truth) and the share of the mask it changes; with a
+    second ``reference`` (N, S, S), Dice of the given mask and of the correction against it where it has
+    foreground (``*_reference``)."""
     every = {**result.withheld, **result.corrected}
     n = given.shape[0]
-    corrected_dice = np.full(n, np.nan)
-    change = np.full(n, np.nan)
+    corrected_dice, change, corrected_ref = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    ref = np.zeros_like(given) if reference is None else reference
+    has_ref = np.asarray((ref > 0).any((1, 2)), dtype=bool)
     for i, mask in every.items():
         hard = _hard(mask)[None]
         corrected_dice[i] = foreground_dice(hard, clean[i : i + 1])[0]
         change[i] = 1.0 - foreground_dice(hard, given[i : i + 1])[0]
+        if has_ref[i]:
+            corrected_ref[i] = foreground_dice(hard, ref[i : i + 1])[0]
+    given_ref = np.full(n, np.nan)
+    given_ref[has_ref] = foreground_dice(given[has_ref], ref[has_ref])
 
     def r4(a: np.ndarray) -> list[Any]:
         return [None if np.isnan(v) else round(float(v), 4) for v in a]
@@ -316,6 +327,8 @@ def per_sample(
         "change": r4(change),
         "kept_score": [] if kept is None else r4(kept),
         "dice_predicted": [] if result.predicted is None else r4(foreground_dice(result.predicted, clean)),
+        "dice_given_reference": [] if reference is None else r4(given_ref),
+        "dice_corrected_reference": [] if reference is None else r4(corrected_ref),
     }
 
 
@@ -428,7 +441,7 @@ def train_and_score(
         record["annotators"] = annotators(split, given, truth, result)
     # Every method's per-mask verdict and final loss (plain training's loss is the baseline ranking).
     kept = per_mask_loss(predict_probs(result.model, split.train_images, device), given, "ce+dice", 0.8)
-    record["per_sample"] = per_sample(result, given, split.train_masks, truth, kept)
+    record["per_sample"] = per_sample(result, given, split.train_masks, truth, kept, split.train_reference)
     if config.method == "gt":
         record["handed_back"] = handed_back(result, given, split.train_masks)
         record["correction"] = correction(result, given, split.train_masks)

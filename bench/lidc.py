@@ -17,7 +17,7 @@ import argparse
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,9 @@ def lidc_split(size: int, reader: int | None = 0, root: Path = LIDC) -> tuple[Sp
         LABELS,
         ref,
     )
+    if reader is not None:  # the other readers' majority, where at least two of them marked the nodule
+        others = np.delete(readers[train], reader, axis=1) > 0
+        split = replace(split, train_reference=(others.sum(1) >= 2).astype(np.int64))
     return split, readers[train]
 
 
@@ -161,6 +164,28 @@ def reader_figures(record: dict[str, Any], doubt: np.ndarray, agreement: ReaderA
         "single_auroc": float(roc_auc_score(single[both], doubt[both])),
         "test_dice": float(record["test"]["dice"]),
     }
+
+
+def corrections_note(record: dict[str, Any]) -> str | None:
+    """Where a run handed corrections of ``mask-0`` back: did they move the masks toward the other readers?
+    Dice with the other readers' majority before and after, over the corrected nodules at least two of them
+    marked (``per_sample``'s ``*_reference``). None when nothing was handed back or the log predates it."""
+    per = record["per_sample"]
+    if not per.get("dice_given_reference") or not any(per["proposed"]):
+        return None
+    proposed = np.array(per["proposed"], dtype=bool)
+    given = np.array(per["dice_given_reference"], dtype=np.float64)
+    corrected = np.array(per["dice_corrected_reference"], dtype=np.float64)
+    rated = proposed & np.isfinite(given) & np.isfinite(corrected)
+    head = f"Seed {record['spec']['seed']}: {proposed.sum()} corrections handed back"
+    if not rated.any():
+        return head + ", none on a nodule two other readers marked."
+    before, after = given[rated], corrected[rated]
+    return (
+        f"{head}; on the {rated.sum()} nodules at least two other readers marked, Dice with their majority "
+        f"{before.mean():.3f} -> {after.mean():.3f} ({(after > before).sum()} closer, "
+        f"{(after < before).sum()} further)."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({first['n_bad']:.0f} of them with Dice < {BADLY_WRONG} against their majority), "
         f"{first['n_single']:.0f} marked by mask-0 alone."
     )
-    notes = [note]
+    notes = [note] + [
+        line for _, record in sorted(data["runs"].items()) if (line := corrections_note(record)) is not None
+    ]
     if args.consensus_log is not None:
         consensus = sorted(
             json.loads(args.consensus_log.read_text())["runs"].values(), key=lambda r: r["spec"]["seed"]

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from bench.bu_bil import BU_BIL, NOISY_DICE, crowd_split, load_crowd
-from bench.common import ResultLog, recognition_by_size, synthetic_split
+from bench.common import ResultLog, per_sample, recognition_by_size, synthetic_split
 from bench.evidence import evidence_rows
 from bench.evidence import table as evidence_table
+from bench.lidc import corrections_note
 from bench.plan import RunSpec, Schedule, expand
 from bench.quality import main, make_noise
 from bench.report import mean_std, table, write_section
@@ -240,3 +241,33 @@ def test_recognition_by_size_bins_by_true_area_and_measures_under_segmentation()
     assert [b["clean_flagged"] for b in bins] == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert all(b["recall"] == 1.0 and b["pred_area_ratio"] == 0.5 for b in bins)
     assert all(b["auroc"] == 1.0 for b in bins)  # the scores rank every noisy mask first
+
+
+def test_corrections_are_measured_against_a_second_reference_where_it_has_foreground() -> None:
+    # Three masks: the first corrected toward the reference, the second corrected away from it, the third
+    # without a reference (no other reader marked it); nothing else corrected.
+    given = np.zeros((4, 8, 8), dtype=np.int64)
+    given[:, :4, :4] = 1
+    reference = np.zeros_like(given)
+    reference[0, :4, :] = 1
+    reference[1, :4, :4] = 1
+    toward, away = reference[0].copy(), np.zeros((8, 8), dtype=np.int64)
+    away[4:, 4:] = 1
+    result = SimpleNamespace(
+        withheld={},
+        corrected={0: toward, 1: away, 2: away},
+        held_out=np.zeros(4, dtype=bool),
+        sample_loss=np.zeros(4),
+        clean_prob=np.ones(4),
+        flagged=np.array([True, True, True, False]),
+        predicted=None,
+    )
+    per = per_sample(result, given, given, None, reference=reference)  # type: ignore[arg-type]
+    assert per["dice_given_reference"] == [pytest.approx(2 / 3, abs=1e-4), 1.0, None, None]
+    assert per["dice_corrected_reference"] == [1.0, 0.0, None, None]
+    note = corrections_note({"per_sample": per, "spec": {"seed": 3}})
+    assert note == (
+        "Seed 3: 3 corrections handed back; on the 2 nodules at least two other readers marked, Dice with "
+        "their majority 0.833 -> 0.500 (1 closer, 1 further)."
+    )
+    assert corrections_note({"per_sample": {**per, "proposed": [0, 0, 0, 0]}, "spec": {"seed": 3}}) is None
