@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.stats import binom
 
 from gtcorrect.annotators import annotator_report
 from gtcorrect.bias import AnnotatorCheck, check_annotators
@@ -132,10 +133,8 @@ def assess(
         else place(run.state.flagged, held_noise > 0.5, train_idx, held_idx)
     )
     has, follows = _corrections_follow_edges(run, corrections, train_idx, n)
-    reach = within_reach(
-        predicted, np.asarray(data.masks), held, has, data.label_map.num_classes, config.quality
-    )
     rate = float(noise.mean())
+    reach = within_reach(predicted, np.asarray(data.masks), held, flags, has, rate, config.quality)
     judged = Judged(
         noise,
         flags,
@@ -277,32 +276,36 @@ def _corrections_follow_edges(
 
 
 def within_reach(
-    predicted: np.ndarray, masks: np.ndarray, held: np.ndarray, asked: np.ndarray, k: int, q: QualityConfig
+    predicted: np.ndarray,
+    masks: np.ndarray,
+    held: np.ndarray,
+    flagged: np.ndarray,
+    asked: np.ndarray,
+    rate: float,
+    q: QualityConfig,
 ) -> np.ndarray:
-    """(N,) whether the network segments objects of each ``asked`` mask's predicted size (True elsewhere).
+    """(N,) False where an ``asked`` mask's correction is of a size at which the flags come from the network
+    rather than from the masks (True elsewhere).
 
-    A correction is the network's own segmentation, so it is only as good as the network is on objects of
-    that size. The held-back masks (H, never trained on) measure it: among the ``q.reach_neighbours`` whose
-    prediction's foreground area is nearest the asked mask's, the upper quartile of the prediction's Dice
-    with the given mask must reach ``q.min_val_dice``, the bar the network's Dice on all of them must pass.
-    The upper quartile, so that the wrong masks among the held-back ones (half of them at a 50 % noise
-    rate) do not pull it down; by the predicted size, not the given one, because an eroded or a dilated
-    mask's own size is what is wrong with it. Pairs empty on both sides are left out: agreeing on nothing
-    says nothing of what the network can segment. On clean MSD hippocampus slices the network could not
-    segment the smallest cross-sections (Dice 0.06-0.38 under 50 px) and flagged them all; their
-    corrections were 50 of the 133 that made expert masks worse (BENCHMARKS.md)."""
+    A correction is the network's own segmentation. Where the network cannot segment objects of some size,
+    it disagrees with every mask of that size, and the verdict flags them all: right or wrong. The held-back
+    masks (never trained on) show it: among the ``q.reach_neighbours`` nearest the asked mask in predicted
+    area, more are flagged than the job's noise ``rate`` can explain (a binomial test at
+    ``q.reach_significance``). Wrong masks are as likely at one size as at another; a network's failures are
+    not. By the predicted size, not the given one, because an eroded or a dilated mask's own size is what is
+    wrong with it; pairs empty on both sides are left out (they are never flagged and say nothing of the
+    network's reach). On clean MSD hippocampus slices the network could not segment the smallest
+    cross-sections, flagged them all and its corrections made 133 expert masks worse (BENCHMARKS.md)."""
     reach = np.ones(predicted.shape[0], dtype=bool)
-    dice = 1.0 - class_disagreement(predicted[held], masks[held], k)  # (H, K - 1), NaN: neither has it
-    seen = np.isfinite(dice).any(1)
-    if not seen.any() or not asked.any():
-        return reach
-    held_dice = np.nanmean(dice[seen], axis=1)
     area = (predicted > 0).reshape(predicted.shape[0], -1).sum(1)
-    held_area = area[held][seen]
-    nearest = min(q.reach_neighbours, held_area.size)
+    pool = held & ((area > 0) | (masks > 0).reshape(masks.shape[0], -1).any(1))
+    if not pool.any() or not asked.any():
+        return reach
+    pool_area, pool_flagged = area[pool], flagged[pool]
+    nearest = min(q.reach_neighbours, int(pool.sum()))
     for i in np.flatnonzero(asked):
-        near = np.argpartition(np.abs(held_area - area[i]), nearest - 1)[:nearest]
-        reach[i] = np.quantile(held_dice[near], 0.75) >= q.min_val_dice
+        near = np.argpartition(np.abs(pool_area - area[i]), nearest - 1)[:nearest]
+        reach[i] = binom.sf(int(pool_flagged[near].sum()) - 1, nearest, rate) >= q.reach_significance
     return reach
 
 

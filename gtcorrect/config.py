@@ -161,9 +161,7 @@ class QualityConfig:
     val_fraction: float = 0.1  # share of the samples held back from training (never trained on)
     min_val_samples: int = 8  # fewer held-back samples than this: no validation split (a warning)
     min_samples: int = 50  # fewer training samples: too few to judge noise (a warning; gate closed)
-    # Validation Dice (against the given masks) below this: a weak network. The same bar per object size
-    # for corrections (quality.reach_neighbours).
-    min_val_dice: float = 0.5
+    min_val_dice: float = 0.5  # validation Dice (against the given masks) below this: weak network
     # The self-test (gtcorrect.selftest): this many training masks (all, when fewer) are copied and each
     # copy corrupted once per family at the preset's lengths; the detector of g.detector="evidence"
     # learns from them, and they measure the verdict's recall. "boundary" distortions and "moderate"
@@ -185,9 +183,11 @@ class QualityConfig:
     # this, whose expected gain is positive, and whose corrected outline follows the image's edges at
     # least as well as the given one.
     min_noise_prob: float = 0.9
-    # ... and only where the network segments objects of the correction's size: among this many held-back
-    # masks nearest in predicted area, the upper quartile of its Dice with them is at least min_val_dice.
-    reach_neighbours: int = 8
+    # ... and only at a size where the flags come from the masks, not from the network: of this many
+    # held-back masks nearest in predicted area, no more are flagged than the job's noise rate explains
+    # (a binomial test at reach_significance).
+    reach_neighbours: int = 16
+    reach_significance: float = 0.01  # the binomial test's level: smaller vetoes fewer corrections
     bootstrap: int = 100  # resamples for the noise-rate interval
     # With the annotator of each mask known (two or more annotators): flag a biased annotator's masks and
     # propose their outlines moved back by the annotator's offset (gtcorrect.bias).
@@ -399,6 +399,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "quality.max_flagged_fraction": (0, 1, False),
     "quality.min_noise_prob": (0, 1, False),
     "quality.reach_neighbours": (1, None, False),
+    "quality.reach_significance": (0, 1, False),
     "quality.bootstrap": (1, 10000, False),
     "coteaching.forget_rate": (0, 0.99, False),
     "coteaching.num_gradual": (0, None, False),
