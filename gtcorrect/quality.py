@@ -18,9 +18,10 @@ counts add up (training + held back). What the user reads (``Quality.to_dict``):
   false-flag estimate is at most ``quality.max_false_flag_rate`` and correcting repaired the copies. Per
   mask: its noisy probability q is at least ``quality.min_noise_prob``, the expected gain is positive
   (q x beta > 1 - q, beta the share of a correction's change the self-test saw come back as Dice), the
-  corrected outline follows the image's edges at least as well as the given one, and the network segments
-  objects of the correction's size on held-back masks (``gtcorrect.assessment.within_reach``); and no
-  corrections while the lower end of the estimated noise rate is under ``quality.min_noise_rate`` (10 %).
+  corrected outline follows the image's edges at least as well as the given one, and the held-back masks
+  of the correction's size are not flagged beyond the noise rate (``gtcorrect.assessment.within_reach``);
+  and no corrections while the lower end of the estimated noise rate is under ``quality.min_noise_rate``
+  (10 %).
 Shape legend: N masks of the job (training and held back), K classes.
 """
 
@@ -190,7 +191,8 @@ def network_warnings(
 class Judged:
     """What the gate reads about every mask (N): the verdict's probability that it is wrong, the flags,
     which masks were held back, and which training masks have a correction and whether that correction
-    follows the image's edges at least as well as the given mask and is of a size the network segments."""
+    follows the image's edges at least as well as the given mask and is of a size at which the held-back
+    masks are flagged no more than the noise rate explains (else the flags there come from the network)."""
 
     noise_prob: np.ndarray
     flagged: np.ndarray
@@ -276,7 +278,7 @@ def summarise(
             reason = (
                 f"no flagged mask is wrong with probability >= {q.min_noise_prob:.2f} and has a correction "
                 "with a positive expected gain that follows the image's edges at least as well, of a size "
-                f"the network segments (Dice >= {q.min_val_dice:.2f} on held-back masks of that size)"
+                "at which the held-back masks are flagged no more than the noise rate explains"
             )
     elif status != CORRECTIONS_APPLIED:
         proposed = np.zeros_like(flagged)

@@ -271,7 +271,7 @@ def test_gate_closes_and_says_why(case: str, code: str | None) -> None:
     elif case == "few_flags":  # 5 of 100 flagged, surely: on clean data these are hard images, to review
         noise = np.r_[np.full(5, 0.99), np.full(95, 0.0)]
     reach = np.ones(noise.size, bool)
-    if case == "beyond_reach":  # every correction of a size the network fails on held-back masks
+    if case == "beyond_reach":  # every correction at a size where held-back masks are flagged too often
         reach[:30] = False
     quality, proposed = summarise(config, _judged(noise, reach=reach), validation, selftest)
     codes = {w.code for w in quality.warnings}
@@ -281,7 +281,7 @@ def test_gate_closes_and_says_why(case: str, code: str | None) -> None:
     if case == "few_flags":
         assert "review them" in quality.corrections_reason and quality.noise_evidence
     if case == "beyond_reach":
-        assert "of a size the network segments" in quality.corrections_reason
+        assert "flagged no more than the noise rate explains" in quality.corrections_reason
     if case == "weak":  # the figures are told apart, not rounded into each other
         [message] = [w.message for w in quality.warnings if w.code == "weak_network"]
         assert "0.500 is below the 0.500" in message
