@@ -58,6 +58,7 @@ class Assessment:
     quality: Quality
     predicted: np.ndarray  # (N, S, S) uint8
     annotator_report: list[dict[str, object]]
+    withheld_because: list[str | None]  # (N,) why a flagged mask's correction was not proposed
 
 
 def validation_of(
@@ -147,7 +148,7 @@ def assess(
         None if final_round is None else final_round.separation,
     )
     splits = config.method not in NO_VERDICT
-    quality, proposed = summarise(
+    quality, proposed, withheld_because = summarise(
         config, judged, validation, selftest, None if bias is None else bias.summary, len(moved)
     )
     every = {int(train_idx[j]): m for j, m in corrections.items()}
@@ -171,6 +172,7 @@ def assess(
         quality=quality,
         predicted=predicted,
         annotator_report=_report(data, predicted, flags if splits else np.zeros(n, dtype=bool)),
+        withheld_because=withheld_because,
     )
 
 

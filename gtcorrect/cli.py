@@ -26,6 +26,7 @@ REPORT_FIELDS = (
     "held_out",
     "decided_by",
     "correction_proposed",
+    "withheld_because",
 )
 
 

@@ -215,9 +215,10 @@ def summarise(
     selftest: SelfTest | None,
     annotator_bias: list[dict[str, Any]] | None = None,
     n_moved: int = 0,
-) -> tuple[Quality, np.ndarray]:
-    """The job's ``Quality`` and which masks (N,) get their correction proposed; ``n_moved``: outlines the
-    annotator check moved back (always proposed). Plain training (``NO_VERDICT``) judges no mask."""
+) -> tuple[Quality, np.ndarray, list[str | None]]:
+    """The job's ``Quality``, which masks (N,) get their correction proposed, and why each flagged mask's
+    correction was withheld (None where it was not); ``n_moved``: outlines the annotator check moved back
+    (always proposed). Plain training (``NO_VERDICT``) judges no mask."""
     q = config.quality
     n_total = judged.noise_prob.size
     n_held = int(judged.held_out.sum())
@@ -225,7 +226,7 @@ def summarise(
     if config.method in NO_VERDICT:
         reason = f"method {config.method!r} makes no corrections"
         quality = Quality(n_total, n_held, validation, corrections_reason=reason, warnings=warnings)
-        return quality, np.zeros(n_total, dtype=bool)
+        return quality, np.zeros(n_total, dtype=bool), [None] * n_total
     flagged, noise = judged.flagged, judged.noise_prob
     n_flag = int(flagged.sum())
     false_rate = float(1.0 - noise[flagged].mean()) if n_flag else None
@@ -269,10 +270,9 @@ def summarise(
     corrects = config.method == "gt" and config.t.correction != "none"
     status, reason = _gate(config, corrects, n_flag, false_rate, selftest, warnings, judged.interval[0])
     proposed = flagged & judged.has_correction & ~judged.held_out
-    if status == CORRECTIONS_APPLIED and q.gate:
-        beta = max(selftest.correction.gain_ratio, 0.0) if selftest and selftest.correction else 0.0
-        proposed &= (noise >= q.min_noise_prob) & (noise * beta > 1.0 - noise) & judged.follows_edges
-        proposed &= judged.in_reach
+    checks = _mask_checks(config, judged, selftest) if status == CORRECTIONS_APPLIED and q.gate else []
+    if checks:
+        proposed &= np.logical_and.reduce([ok for ok, _ in checks])
         if not proposed.any():
             status = CORRECTIONS_WITHHELD
             reason = (
@@ -308,7 +308,36 @@ def summarise(
         warnings=warnings,
         annotator_bias=annotator_bias,
     )
-    return quality, proposed if corrects else np.zeros_like(flagged)
+    proposed = proposed if corrects else np.zeros_like(flagged)
+    return quality, proposed, _withheld_because(judged, proposed, checks, corrects)
+
+
+def _mask_checks(
+    config: TrainConfig, judged: Judged, selftest: SelfTest | None
+) -> list[tuple[np.ndarray, str]]:
+    """The gate's per-mask checks: (N,) which masks pass each, and what failing it means."""
+    q, noise = config.quality, judged.noise_prob
+    beta = max(selftest.correction.gain_ratio, 0.0) if selftest and selftest.correction else 0.0
+    return [
+        (noise >= q.min_noise_prob, f"probability of being wrong under {q.min_noise_prob:.2f}"),
+        (noise * beta > 1.0 - noise, f"expected gain not positive (self-test gain ratio {beta:.2f})"),
+        (judged.follows_edges, "the correction follows the image's edges less than the given mask"),
+        (judged.in_reach, "masks of this size are flagged beyond the noise rate: the network may fail here"),
+    ]
+
+
+def _withheld_because(
+    judged: Judged, proposed: np.ndarray, checks: list[tuple[np.ndarray, str]], corrects: bool
+) -> list[str | None]:
+    """(N,) why a flagged training mask's correction was not proposed, None where nothing was withheld:
+    the first per-mask check of the gate it failed, or, where the job-level gate closed before them, that
+    the job withheld every correction (``Quality.corrections_reason`` says why)."""
+    asked = judged.flagged & judged.has_correction & ~judged.held_out & ~proposed
+    out: list[str | None] = [None] * asked.size
+    for i in np.flatnonzero(asked if corrects else np.zeros_like(asked)):
+        failed = [why for ok, why in checks if not ok[i]]
+        out[i] = failed[0] if failed else "the job withheld every correction"
+    return out
 
 
 def _gate(

@@ -92,6 +92,7 @@ def fit(
         if out.predicted is None
         else class_dice(out.predicted, data.masks, data.label_map.num_classes),
         annotator_report=out.annotator_report,
+        withheld_because=out.withheld_because,
     )
 
 

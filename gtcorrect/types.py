@@ -142,6 +142,8 @@ class FitResult:
     # The annotator report (``gtcorrect.annotators.AnnotatorStats`` as dicts, offsets in original pixels);
     # empty when the annotators are not known.
     annotator_report: list[dict[str, Any]] = field(default_factory=list)
+    # (N,) why a flagged mask's correction was not proposed (the gate's first failed check), else None.
+    withheld_because: list[str | None] | None = None
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -84,6 +84,7 @@ def verdicts(inputs: JobInputs, result: FitResult) -> list[SampleVerdict]:
             round_decided=int(result.round_decided[i]),
             held_out=bool(result.held_out[i]) if result.held_out is not None else False,
             decided_by=None if result.decided_by is None else result.decided_by[i][:64],
+            withheld_because=None if result.withheld_because is None else result.withheld_because[i],
             class_dice=None if result.class_dice is None else json_safe(result.class_dice[i].tolist()),
         )
         for i, ref in enumerate(inputs.refs)

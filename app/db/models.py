@@ -265,6 +265,9 @@ class NoiseFlag(Base):
     held_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     # The evidence that raised the mask's doubt most (gtcorrect.verdict); None in jobs before 2026-12-06.
     decided_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Why the flagged mask's correction was not proposed (the gate's first failed check); None where it
+    # was, where nothing was flagged, and in jobs before 2026-12-07.
+    withheld_because: Mapped[str | None] = mapped_column(String(160), default=None)
     # Per foreground class (index k - 1 for class k): Dice of the given mask to the network's prediction,
     # None where neither has the class; None in jobs before 2026-12-06.
     class_dice: Mapped[list[float | None] | None] = mapped_column(JSON, default=None)

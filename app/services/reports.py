@@ -84,6 +84,7 @@ class ReportRow:
     worst_class: str | None = None
     worst_class_dice: float | None = None
     classes: tuple[ClassFit, ...] = ()  # every foreground class either map has, in label order
+    withheld_because: str | None = None  # why a flagged mask's correction was not proposed
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ def _row(
         None if worst is None else worst.name,
         None if worst is None else worst.dice_to_prediction,
         fits,
+        f.withheld_because,
     )
 
 

@@ -53,6 +53,7 @@ class SampleVerdict:
     held_out: bool = False
     decided_by: str | None = None  # the evidence that raised the mask's doubt most
     class_dice: list[float | None] | None = None  # per foreground class, the given mask to the prediction
+    withheld_because: str | None = None  # why the flagged mask's correction was not proposed
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def record_results(session: Session, job_id: uuid.UUID, attempt: int, results: J
             held_out=bool(v.held_out),
             decided_by=v.decided_by,
             class_dice=v.class_dice,
+            withheld_because=v.withheld_because,
         )
         for v in results.verdicts
     )

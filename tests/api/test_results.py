@@ -378,8 +378,19 @@ def test_noise_report_names_the_structure_that_looks_wrong(
         "b.jpg.png": [None, 0.95],  # no lung in either
         "c.png": None,
     }
+    # ... and why a flagged mask's correction was held back (the gate's first failed check).
+    why = "masks of this size are flagged beyond the noise rate: the network may fail here"
     verdicts = [
-        SampleVerdict(uuid.UUID(samples[n]), annotation[samples[n]], 0.5, False, 0.1, 1, class_dice=d)
+        SampleVerdict(
+            uuid.UUID(samples[n]),
+            annotation[samples[n]],
+            0.5,
+            n == "a.png",
+            0.1,
+            1,
+            class_dice=d,
+            withheld_because=why if n == "a.png" else None,
+        )
         for n, d in per_class.items()
     ]
     with session_scope(db_session_factory) as session:
@@ -401,6 +412,7 @@ def test_noise_report_names_the_structure_that_looks_wrong(
     ]
     assert b["worst_class"] == "heart" and [x["name"] for x in b["classes"]] == ["heart"]
     assert (c["worst_class"], c["worst_class_dice"], c["classes"]) == (None, None, [])
+    assert (a["withheld_because"], b["withheld_because"]) == (why, None)
     table = list(csv.DictReader(io.StringIO(client.get(url, params={"format": "csv"}, headers=auth).text)))
     assert {r["file_name"]: r["worst_class"] for r in table} == {
         "a.png": "heart",
@@ -408,3 +420,8 @@ def test_noise_report_names_the_structure_that_looks_wrong(
         "c.png": "",
     }
     assert "classes" not in table[0]
+    assert {r["file_name"]: r["withheld_because"] for r in table} == {
+        "a.png": why,
+        "b.jpg.png": "",
+        "c.png": "",
+    }

@@ -87,7 +87,7 @@ def test_a_wide_annotator_is_flagged_and_moved_back() -> None:
     )
     validation = Validation(0.9, {"foreground": 0.9}, 8, "held_out")
     config = replace(TrainConfig(), quality=replace(TrainConfig().quality, min_samples=10))
-    quality, _ = summarise(config, judged, validation, None, check.summary, len(check.moved))
+    quality, _, _ = summarise(config, judged, validation, None, check.summary, len(check.moved))
     assert quality.corrections == CORRECTIONS_APPLIED and quality.n_proposed == len(idx)
     assert "a biased annotator's outlines moved back" in quality.corrections_reason
     assert [w.code for w in quality.warnings] == ["annotator_bias"]

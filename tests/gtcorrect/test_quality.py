@@ -232,9 +232,10 @@ GOOD = Validation(0.9, {"foreground": 0.9}, 10, "held_out")
 
 def test_gate_opens_when_the_evidence_holds() -> None:
     noise = np.r_[np.full(30, 0.99), np.full(70, 0.01)]
-    quality, proposed = summarise(_config(), _judged(noise), GOOD, _selftest())
+    quality, proposed, why = summarise(_config(), _judged(noise), GOOD, _selftest())
     assert quality.noise_evidence and quality.corrections == "applied", quality.warnings
     assert proposed[:30].all() and not proposed[30:].any() and quality.n_proposed == 30
+    assert why == [None] * 100  # nothing flagged was held back
 
 
 @pytest.mark.parametrize(
@@ -273,15 +274,22 @@ def test_gate_closes_and_says_why(case: str, code: str | None) -> None:
     reach = np.ones(noise.size, bool)
     if case == "beyond_reach":  # every correction at a size where held-back masks are flagged too often
         reach[:30] = False
-    quality, proposed = summarise(config, _judged(noise, reach=reach), validation, selftest)
+    quality, proposed, why = summarise(config, _judged(noise, reach=reach), validation, selftest)
     codes = {w.code for w in quality.warnings}
     assert quality.corrections == "withheld" and not proposed.any() and "corrections_withheld" in codes
     if code is not None:
         assert code in codes, codes
     if case == "few_flags":
         assert "review them" in quality.corrections_reason and quality.noise_evidence
-    if case == "beyond_reach":
+    flagged = [i for i, f in enumerate(flag(noise, GStageConfig())) if f]
+    assert all(w is None for i, w in enumerate(why) if i not in flagged)
+    if case == "beyond_reach":  # each mask says which check held its correction back
         assert "flagged no more than the noise rate explains" in quality.corrections_reason
+        assert {why[i] for i in flagged} == {
+            "masks of this size are flagged beyond the noise rate: the network may fail here"
+        }
+    else:  # the job-level gate closed before the per-mask checks
+        assert {why[i] for i in flagged} <= {"the job withheld every correction"}
     if case == "weak":  # the figures are told apart, not rounded into each other
         [message] = [w.message for w in quality.warnings if w.code == "weak_network"]
         assert "0.500 is below the 0.500" in message
@@ -336,7 +344,7 @@ def test_the_summary_never_contradicts_itself(
     probs = np.asarray(noise)
     judged = _judged(probs, min(held, probs.size))
     validation = None if val is None else Validation(val, {"foreground": val}, 10, "held_out")
-    quality, proposed = summarise(_config(), judged, validation, _selftest(recall))
+    quality, proposed, _ = summarise(_config(), judged, validation, _selftest(recall))
     data = quality.to_dict()
     flagged = data["flagged"]
     assert contradictions(data) == []
@@ -346,7 +354,7 @@ def test_the_summary_never_contradicts_itself(
 
 
 def test_contradictions_are_named() -> None:
-    quality, _ = summarise(_config(), _judged(np.array([0.99, 0.01, 0.02]), 0), None, _selftest(0.9))
+    quality, _, _ = summarise(_config(), _judged(np.array([0.99, 0.01, 0.02]), 0), None, _selftest(0.9))
     data = quality.to_dict()
     data["flagged"]["held_out"] = 1
     data["noise_evidence"] = False

@@ -98,7 +98,7 @@
       <div class="meta">
         <div class="name"></div>
         <div>clean p <strong>${row.clean_probability.toFixed(3)}</strong> · score ${row.loss.toFixed(3)} · ${row.held_out ? "held back (never trained on)" : `split ${row.round_decided}`}${row.decided_by && !row.held_out ? ` · ${row.decided_by}` : ""}</div>
-        <div>${row.correction_proposed ? "proposed change " + changed : (row.flagged ? "flagged, no correction proposed" : "not flagged")}</div>
+        <div class="proposal"></div>
         <div class="structure"></div>
         <div class="annotator"></div>
         <div class="decision"></div>
@@ -112,6 +112,12 @@
     item.querySelector("img").alt = `${row.file_name}: image with the given mask` + (row.correction_proposed ? " and the proposed correction" : "");
     item.querySelector(".name").textContent = row.file_name;
     item.querySelector(".annotator").textContent = `annotator ${row.annotator}`;
+    // A flagged mask without a proposal says why the gate held its correction back.
+    item.querySelector(".proposal").textContent = row.correction_proposed
+      ? `proposed change ${changed}`
+      : row.flagged
+        ? `flagged, no correction proposed${row.withheld_because ? `: ${row.withheld_because}` : ""}`
+        : "not flagged";
     // Several structures: the one whose outline agrees least with the network's, and all of them on hover.
     const structure = item.querySelector(".structure");
     if (row.worst_class) {
