@@ -383,15 +383,25 @@ def test_a_volume_is_reviewed_slice_by_slice_with_a_slider(
     label_map = {"0": "background", "1": "anterior", "2": "posterior"}
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
         dataset_id = _annotated(client, "volumes", label_map, _zip(images), _zip(labels), "reader-1")
-        job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "config": e2e_config(0)})
+        config = e2e_config(0)
+        config["quality"]["gate"] = True  # what a user gets: 48 slices are too few to correct any
+        job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "config": config})
         assert job.status_code == 202, job.text
         done = wait_for_job(client, job.json()["id"])
         assert done["status"] == "succeeded", done
         verdicts = {v["volume"]: v for v in client.get(f"/v1/jobs/{done['id']}/volumes").json()["items"]}
+        report = client.get(f"/v1/jobs/{done['id']}/noise-report", params={"limit": 100}).json()["items"]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     _sign_in(page, base_url, key)
     page.goto(f"{base_url}/review/jobs/{done['id']}")
     expect(page.locator("figure.volume")).to_have_count(6)
+    # A flagged slice's card says why no correction was proposed: the job withheld every one.
+    assert done["quality"]["corrections"]["status"] == "withheld"
+    row = next(r for r in report if r["flagged"] and not r["held_out"])
+    assert row["withheld_because"] == "the job withheld every correction"
+    expect(page.locator(f".card[data-sample='{row['sample_id']}'] .proposal")).to_have_text(
+        "flagged, no correction proposed: the job withheld every correction"
+    )
     case = page.locator("figure.volume[data-volume='case_000']")
     ids = verdicts["case_000"]["slice_sample_ids"]
     # It opens on its most doubtful slice; a flagged slice's button and the slider move it.
