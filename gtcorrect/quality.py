@@ -334,7 +334,9 @@ def _withheld_because(
     the job withheld every correction (``Quality.corrections_reason`` says why)."""
     asked = judged.flagged & judged.has_correction & ~judged.held_out & ~proposed
     out: list[str | None] = [None] * asked.size
-    for i in np.flatnonzero(asked if corrects else np.zeros_like(asked)):
+    if not corrects:  # the method makes no corrections: nothing was withheld
+        return out
+    for i in np.flatnonzero(asked):
         failed = [why for ok, why in checks if not ok[i]]
         out[i] = failed[0] if failed else "the job withheld every correction"
     return out
