@@ -76,12 +76,6 @@ class NoiseFlagOut(BaseModel):
     correction_proposed: bool = Field(
         default=False, description="The correction gate proposes a corrected mask for this sample."
     )
-    withheld_because: str | None = Field(
-        default=None,
-        description="A flagged mask whose correction the gate did not propose: why (the first per-mask "
-        "check it failed, e.g. 'masks of this size are flagged beyond the noise rate: the network may "
-        "fail here', or 'the job withheld every correction': the job's quality says why). None otherwise.",
-    )
     changed_fraction: float | None = Field(
         default=None, description="Share of the mask's pixels the proposed correction changes."
     )
@@ -106,6 +100,12 @@ class NoiseFlagOut(BaseModel):
         default_factory=list,
         description="Label maps of several structures: each structure's Dice of the given mask to the "
         "prediction (structures neither has are left out).",
+    )
+    withheld_because: str | None = Field(
+        default=None,
+        description="A flagged mask whose correction the gate did not propose: why (the first per-mask "
+        "check it failed, e.g. 'masks of this size are flagged beyond the noise rate: the network may "
+        "fail here', or 'the job withheld every correction': the job's quality says why). None otherwise.",
     )
 
 
