@@ -86,12 +86,15 @@ class ReaderAgreement:
     singly_marked: np.ndarray  # (N,) bool: readers 1-3 all empty
 
 
+def others_majority(readers: np.ndarray, reader: int = 0) -> np.ndarray:
+    """(N, S, S) the pixels two or more of the readers other than ``reader`` marked, from (N, R, S, S)."""
+    return ((np.delete(readers, reader, axis=1) > 0).sum(1) >= 2).astype(np.int64)
+
+
 def reader_agreement(readers: np.ndarray) -> ReaderAgreement:
     """From the readers' masks (N, R, S, S) of the crops trained on ``mask-0``."""
-    others = readers[:, 1:] > 0
-    marked = others.any((2, 3)).sum(1)
-    majority = (others.sum(1) >= 2).astype(np.int64)
-    dis = 1.0 - foreground_dice(readers[:, 0], majority)
+    marked = (readers[:, 1:] > 0).any((2, 3)).sum(1)
+    dis = 1.0 - foreground_dice(readers[:, 0], others_majority(readers))
     return ReaderAgreement(np.where(marked >= 2, dis, np.nan), marked == 0)
 
 
@@ -122,8 +125,7 @@ def lidc_split(size: int, reader: int | None = 0, root: Path = LIDC) -> tuple[Sp
         ref,
     )
     if reader is not None:  # the other readers' majority, where at least two of them marked the nodule
-        others = np.delete(readers[train], reader, axis=1) > 0
-        split = replace(split, train_reference=(others.sum(1) >= 2).astype(np.int64))
+        split = replace(split, train_reference=others_majority(readers[train], reader))
     return split, readers[train]
 
 

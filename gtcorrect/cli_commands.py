@@ -84,7 +84,7 @@ def _write_report(out: Path, result: FitResult, names: dict[str, str]) -> None:
             "held_out": bool(result.held_out[i]) if result.held_out is not None else False,
             "decided_by": "" if result.decided_by is None else result.decided_by[i],
             "correction_proposed": i in result.corrected,
-            "withheld_because": (result.withheld_because or [None] * len(result.ids))[i] or "",
+            "withheld_because": "" if result.withheld_because is None else result.withheld_because[i] or "",
         }
         for i, sid in enumerate(result.ids)
     ]
