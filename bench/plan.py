@@ -101,6 +101,8 @@ VARIANTS: dict[str, Callable[[TrainConfig], TrainConfig]] = {
     # Nothing held back: every sample trains and is judged in-sample; the job validates on the benchmark's
     # clean validation split instead. Separates what holding back 10 % costs recognition and correction.
     "no_holdout": lambda c: dataclasses.replace(c, quality=dataclasses.replace(c.quality, val_fraction=0.0)),
+    # The T stage trains exactly t.epochs, however early the G stage ends (the default before 2026-12-07).
+    "fixed_t": _t(fill_schedule=False),
     "warmup_x1.5": _scaled_g(1.5, 1.0),
     "rounds_x1.5": _scaled_g(1.0, 1.5),
 }

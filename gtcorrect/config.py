@@ -122,6 +122,9 @@ class TStageConfig:
     """T stage: mean teacher, early-learning switch, confident correcting (docs/METHOD.md)."""
 
     epochs: int = 20  # epochs of the T stage (mean teacher and correction)
+    # The T stage also trains the feedback epochs the G stage left unused (its rounds stop once few masks
+    # change side), so a job trains every epoch of its schedule; false: exactly ``epochs``.
+    fill_schedule: bool = True
     ema_decay: float = 0.99  # the teacher's exponential moving average of the student's weights
     flagged_fraction: float = 0.5  # share of each batch drawn from the flagged set
     consistency_noise_std: float = 0.1  # Gaussian noise on the teacher's input (consistency loss)
@@ -545,9 +548,9 @@ PRESETS: dict[str, Preset] = {
             "quick",
             "A first look in minutes on a CPU: 64 px, 6 warm-up epochs, up to 2 feedback rounds of 2 "
             "epochs, 4 T-stage epochs. Too short to trust its verdicts on a real dataset: on 80 Kvasir-SEG "
-            "images with 30 % of the masks wrong it found 62-88 % of them (the boxes over empty tissue "
-            "92-100 %) but 28-38 % of its flags were correct masks, and its network reached validation "
-            "Dice 0.44-0.52 (BENCHMARKS.md, newcomer; 18 s a run on 2 CPU cores).",
+            "images with 30 % of the masks wrong it found 67-92 % of them (every box over empty tissue) "
+            "but 27-29 % of its flags were correct masks, and its network reached validation Dice "
+            "0.45-0.53 (BENCHMARKS.md, newcomer; 17 s a run on 2 CPU cores).",
             {
                 "image_size": 64,
                 "g": {"warmup_epochs": 6, "rounds_max": 2, "epochs_per_round": 2},
@@ -557,16 +560,17 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "standard",
             "The defaults: 128 px, 10 warm-up epochs, up to 5 feedback rounds of 5 epochs, 20 T-stage "
-            "epochs (at most 55 epochs). On the same 80 images, 7-8x quick's time (131-154 s): 83-88 % "
-            "of the wrong masks found, 17-28 % of the flags on correct masks, validation Dice 0.44-0.65; "
-            "on 300 images 88-96 % found, 18-23 % false flags, 87-90 % of the 30 most doubtful masks "
-            "wrong, validation Dice 0.59-0.68 (BENCHMARKS.md, newcomer).",
+            "epochs, more when the rounds stop early (55 epochs in all). On the same 80 images, 8x "
+            "quick's time (129-134 s): 88-92 % of the wrong masks found, 24-34 % of the flags on "
+            "correct masks, validation Dice 0.42-0.64; on 300 images (measured before the T stage took "
+            "the rounds' unused epochs) 88-96 % found, 18-23 % false flags, 87-90 % of the 30 most "
+            "doubtful masks wrong, validation Dice 0.59-0.68 (BENCHMARKS.md, newcomer).",
             {},
         ),
         Preset(
             "benchmark",
             "The protocol of BENCHMARKS.md's Kvasir-SEG figures: 128 px, 40 epochs (22 warm-up, up to 3 "
-            "feedback rounds of 3, 9 T-stage epochs).",
+            "feedback rounds of 3, 9 T-stage epochs and those of the rounds left unused).",
             {"g": {"warmup_epochs": 22, "rounds_max": 3, "epochs_per_round": 3}, "t": {"epochs": 9}},
         ),
         Preset(

@@ -22,6 +22,7 @@ import torch
 from gtcorrect.augment import augment_batch
 from gtcorrect.bias import bias_targets
 from gtcorrect.checkpoint import Checkpoint
+from gtcorrect.config import schedule_epochs
 from gtcorrect.gstage import feedback_converged
 from gtcorrect.loop import Run
 from gtcorrect.losses import elr_penalty, elr_update, seg_loss
@@ -41,12 +42,11 @@ from gtcorrect.tstage import (
 
 
 def planned_epochs(run: Run) -> int:
-    """Total epochs: exact once the G stage has ended, else the upper bound of the schedule."""
-    g, t = run.config.g, run.config.t
-    if run.state.g_end:
-        return run.state.g_end + t.epochs
-    rounds = g.rounds_max * g.epochs_per_round if g.feedback else 0
-    return g.warmup_epochs + rounds + t.epochs
+    """Total epochs: the schedule's (``t.fill_schedule``: the T stage trains the feedback epochs the G
+    stage left unused); without it, exact once the G stage has ended, else the schedule's upper bound."""
+    if run.state.g_end and not run.config.t.fill_schedule:
+        return run.state.g_end + run.config.t.epochs
+    return schedule_epochs(run.config)
 
 
 def _g_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
@@ -212,7 +212,7 @@ def _t_epoch(run: Run, epoch: int, detector: EarlyLearningDetector) -> None:
         for key, value in _t_step(run, cb, fb, targets, lam, gen).items():
             sums.setdefault(key, []).append(value)
     losses = {k: float(np.mean(v)) for k, v in sums.items()}
-    last = epoch == state.g_end + t.epochs
+    last = epoch == planned_epochs(run)
     if flagged.size:
         probs = run.predict_probs("teacher", flagged)
         given = run.masks[torch.as_tensor(flagged, device=run.device)].cpu().numpy()
@@ -253,7 +253,7 @@ def run_gt(run: Run, resume: Checkpoint | None) -> str:
     while not run.state.g_end:
         epoch += 1
         _g_epoch(run, epoch, detector)
-    while epoch < run.state.g_end + t.epochs:
+    while epoch < planned_epochs(run):
         epoch += 1
         _t_epoch(run, epoch, detector)
     return "teacher" if t.keep == "teacher" else "student"

@@ -108,8 +108,9 @@ class JobOut(BaseModel):
     epoch: int | None = Field(default=None, description="Epochs trained so far (null before the first).")
     total_epochs: int | None = Field(
         default=None,
-        description="Epochs the job trains. For G-T an upper bound until the G stage ends (the feedback "
-        "rounds stop early once few masks change side), then exact.",
+        description="Epochs the job trains, exact from the start. For G-T, when the G stage's feedback "
+        "rounds stop early (once few masks change side), the T stage trains the epochs they left "
+        "(config t.fill_schedule; with it false, an upper bound until the G stage ends).",
     )
     round: int | None = Field(
         default=None, description="The GMM round (0: after warm-up) split in the latest epoch, else null."

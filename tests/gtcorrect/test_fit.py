@@ -15,7 +15,7 @@ from gtcorrect import (
     TrainingStopped,
     fit,
 )
-from gtcorrect.config import METHODS, AugmentConfig, GStageConfig, NetConfig, TStageConfig
+from gtcorrect.config import METHODS, AugmentConfig, GStageConfig, NetConfig, TStageConfig, schedule_epochs
 from gtcorrect.gstage import score_samples
 from gtcorrect.metrics import dice as metrics_dice
 from gtcorrect.model import ModelBundle
@@ -229,7 +229,7 @@ def test_ablation_switches(g: GStageConfig | None, t: dict | None, check: str) -
     result = fit(config, data)
     phases = [e.phase for e in result.history]
     t_events = [e for e in result.history if e.phase.startswith("t_")]
-    assert len(t_events) == 3 and result.flagged.any()
+    assert len(result.history) == schedule_epochs(config) and len(t_events) >= 3 and result.flagged.any()
     if check == "one_round":
         # one G-stage round, then the final verdict after the last T epoch
         assert [r.round for r in result.rounds] == [0, 1] and "g_round" not in phases
@@ -253,6 +253,24 @@ def test_corrections_follow_the_final_verdict(detector: str) -> None:
     assert len(result.rounds) == 2 and last.n_flagged == int(result.flagged.sum()) > 0
     assert np.array_equal(result.flagged, result.clean_prob <= g.tau)
     assert sorted(result.corrected) == np.flatnonzero(result.flagged).tolist()  # the gate is off here
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_the_t_stage_trains_the_epochs_an_early_g_stage_left_unused(fill: bool) -> None:
+    data = make_noisy_set(16, 32, alpha=0.5, seed=6).training_data()
+    # stop_change_frac 1: the feedback stops after its first round, 2 of its 3 rounds unused.
+    g = GStageConfig(warmup_epochs=3, rounds_max=3, epochs_per_round=2, stop_change_frac=1.0)
+    events: list[Progress] = []
+    result = fit(tiny(g=g, t=replace(tiny().t, fill_schedule=fill)), data, callbacks=[events.append])
+    phases = [p.phase for p in result.history]
+    assert phases.count("g_round") == 2 and len(result.rounds) == 3  # round 0, round 1, the final verdict
+    t_epochs = sum(p.startswith("t_") for p in phases)
+    assert t_epochs == (3 + 2 * 2 if fill else 3)
+    total = len(result.history)
+    assert total == (3 + 3 * 2 + 3 if fill else 3 + 2 + 3)
+    # Exact from the first epoch when the schedule is filled; an upper bound until the G stage ends if not.
+    announced = {e.total_epochs for e in events}
+    assert announced == ({total} if fill else {total, 3 + 3 * 2 + 3})
 
 
 @pytest.mark.parametrize("score_net", ["ema", "student"])

@@ -143,8 +143,8 @@ def test_progress_shows_every_phase_in_order_with_an_eta(
     training = seen[2:-2]
     assert training[0].phase == "warmup" and training[-1].phase.startswith("t_")
     assert [j.epoch for j in training] == list(range(1, len(training) + 1)) and total == len(training)
-    # An upper bound while the G stage runs, exact once it ended.
-    assert all(j.total_epochs >= total for j in seen) and seen[0].epoch is None
+    # Exact from the start: the T stage trains the epochs the G stage leaves unused (t.fill_schedule).
+    assert {j.total_epochs for j in seen} == {total} and seen[0].epoch is None
     etas = [j.eta_seconds for j in training]
     assert all(e is not None and e >= 0 for e in etas) and etas[-1] == 0 and etas[0] > 0
     assert seen[0].eta_seconds is None and seen[-1].eta_seconds is None
