@@ -417,7 +417,9 @@ def _get(config: TrainConfig, path: str) -> Any:
 
 
 def schedule_epochs(config: TrainConfig) -> int:
-    """The longest the method trains: G-T's warm-up + every feedback round + T stage, else ``epochs``."""
+    """The epochs the method trains: G-T's warm-up + every feedback round + T stage (with
+    ``t.fill_schedule`` the T stage trains the epochs of rounds the G stage stops before; without it, this
+    is the longest G-T trains), else ``epochs``."""
     g = config.g
     if config.method == "gt":
         return g.warmup_epochs + (g.rounds_max * g.epochs_per_round if g.feedback else 0) + config.t.epochs
