@@ -564,9 +564,9 @@ PRESETS: dict[str, Preset] = {
             "The defaults: 128 px, 10 warm-up epochs, up to 5 feedback rounds of 5 epochs, 20 T-stage "
             "epochs, more when the rounds stop early (55 epochs in all). On the same 80 images, 8x "
             "quick's time (129-134 s): 88-92 % of the wrong masks found, 24-34 % of the flags on "
-            "correct masks, validation Dice 0.42-0.64; on 300 images (measured before the T stage took "
-            "the rounds' unused epochs) 88-96 % found, 18-23 % false flags, 87-90 % of the 30 most "
-            "doubtful masks wrong, validation Dice 0.59-0.68 (BENCHMARKS.md, newcomer).",
+            "correct masks, validation Dice 0.42-0.64; on 300 images 89-92 % found, 20-25 % false "
+            "flags, 87-90 % of the 30 most doubtful masks wrong, validation Dice 0.59-0.65 "
+            "(BENCHMARKS.md, newcomer).",
             {},
         ),
         Preset(
