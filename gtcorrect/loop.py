@@ -51,6 +51,9 @@ def _chunked_static(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarr
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+_READER_STREAM = 7919  # the epoch seed's stream of the readers' draw (``Run._draw_readers``)
+
+
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A 63-bit seed that depends only on (seed, epoch, stream)."""
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(2, dtype=np.uint64)[0] >> 1)
@@ -154,7 +157,11 @@ class Run:
         self.config, self.data, self.device = config, data, device
         self.images = torch.as_tensor(data.images, dtype=torch.float32).to(device)
         self.masks = torch.as_tensor(data.masks, dtype=torch.int64).to(device)
-        self.targets = self.masks  # what the masks' samples are learnt from (``retarget``)
+        # What the samples are learnt from (``retarget``; with readers' masks, redrawn every epoch).
+        self.targets = self.masks if data.readers is None else self.masks.clone()
+        self._readers = None
+        if data.readers is not None:
+            self._readers = torch.as_tensor(data.readers.masks, dtype=torch.uint8).to(device)
         self.n, self.c = data.images.shape[0], data.images.shape[1]
         self.k = data.label_map.num_classes
         self.callbacks, self.should_stop, self.checkpoint_fn = callbacks, should_stop, checkpoint
@@ -168,7 +175,7 @@ class Run:
         masks (``self.masks``) stay what scores and reports compare against."""
         self.state.targets = dict(targets)
         self.targets = self.masks
-        if targets:
+        if targets or self._readers is not None:
             self.targets = self.masks.clone()
             for i, mask in targets.items():
                 self.targets[i] = torch.as_tensor(mask, device=self.device)
@@ -186,9 +193,29 @@ class Run:
         return net
 
     def start_epoch(self, epoch: int, stream: int = 0) -> torch.Generator:
-        """Seed the global torch RNG (dropout) and return this epoch's CPU generator."""
+        """Seed the global torch RNG (dropout), draw this epoch's readers' masks and return this epoch's CPU
+        generator."""
+        self._draw_readers(epoch)
         torch.manual_seed(epoch_seed(self.config.seed, epoch, stream + 1000))
         return torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch, stream))
+
+    def _draw_readers(self, epoch: int) -> None:
+        """Learn every image with readers' masks from one of them this epoch, drawn with probability
+        proportional to its weight (the Gumbel-max trick: the largest log weight + Gumbel noise of each
+        image's masks wins); the same draw for every net and stream of the epoch, so resuming repeats it.
+        Images given a target by ``retarget`` keep it."""
+        readers = self.data.readers
+        if readers is None or self._readers is None or readers.owner.size == 0:
+            return
+        rng = np.random.default_rng(epoch_seed(self.config.seed, epoch, _READER_STREAM))
+        keys = np.log(readers.weights) + rng.gumbel(size=readers.weights.size)
+        order = np.lexsort((-keys, readers.owner))  # by image, the winning key first
+        owners = readers.owner[order]
+        winners = order[np.r_[True, owners[1:] != owners[:-1]]]
+        winners = winners[~np.isin(readers.owner[winners], list(self.state.targets))]
+        rows = torch.as_tensor(readers.owner[winners], dtype=torch.int64, device=self.device)
+        picked = torch.as_tensor(winners, dtype=torch.int64, device=self.device)
+        self.targets[rows] = self._readers[picked].long()
 
     def check_stop(self, epoch: int) -> None:
         if self.should_stop is not None and self.should_stop():

@@ -39,6 +39,37 @@ class LabelMap:
         return cls(tuple(mapping[k] if k in mapping else mapping[str(k)] for k in keys))
 
 
+@dataclass(frozen=True)
+class ReaderMasks:
+    """Several readers' masks of some training images, learnt from in place of the given mask (which
+    stays what the job judges, e.g. the readers' consensus): every epoch, each of those images is learnt
+    from one of its readers' masks, drawn with probability proportional to the mask's weight (the
+    reader's reliability), so training follows every reader's outline in proportion to their weight.
+
+    masks: (M, S, S) uint8 class indices; owner: (M,) the training index each mask belongs to;
+    weights: (M,) positive.
+    """
+
+    masks: np.ndarray
+    owner: np.ndarray
+    weights: np.ndarray
+
+    def check(self, n: int, size: tuple[int, ...], num_classes: int) -> None:
+        """``ValueError`` naming the problem unless these masks fit N training images of ``size``."""
+        m = self.masks.shape[0]
+        if self.masks.shape[1:] != size or self.owner.shape != (m,) or self.weights.shape != (m,):
+            raise ValueError(
+                f"reader masks must be (M, {', '.join(map(str, size))}) with M owners and M weights, got "
+                f"{self.masks.shape}, {self.owner.shape} and {self.weights.shape}."
+            )
+        if m and (self.owner.min() < 0 or self.owner.max() >= n):
+            raise ValueError(f"reader mask owners must be training indices 0..{n - 1}.")
+        if not np.all(np.isfinite(self.weights) & (self.weights > 0)):
+            raise ValueError("reader weights must be finite and above 0.")
+        if m and int(self.masks.max()) >= num_classes:
+            raise ValueError(f"reader mask values lie outside the label map 0..{num_classes - 1}.")
+
+
 @dataclass
 class TrainingData:
     """Training (and optional validation) arrays at the training size.
@@ -56,6 +87,8 @@ class TrainingData:
     original_sizes: list[tuple[int, int]] | None = None  # (height, width) per training image
     # Who drew each mask (N,): with two or more annotators, a biased one is looked for (gtcorrect.bias).
     annotators: list[str] | None = None
+    # Several readers' masks to learn from instead of ``masks`` (which stay what is judged); see ReaderMasks.
+    readers: ReaderMasks | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -71,6 +104,8 @@ class TrainingData:
             raise ValueError(f"got {len(self.ids)} ids for {n} images.")
         if self.annotators is not None and len(self.annotators) != n:
             raise ValueError(f"got {len(self.annotators)} annotators for {n} images.")
+        if self.readers is not None:
+            self.readers.check(n, self.masks.shape[1:], self.label_map.num_classes)
         bad = np.unique(self.masks[(self.masks < 0) | (self.masks >= self.label_map.num_classes)])
         if bad.size:
             raise ValueError(
