@@ -36,7 +36,7 @@ from gtcorrect.metrics import (
     segmentation_metrics,
 )
 from gtcorrect.trainer import fit
-from gtcorrect.types import FitResult, LabelMap, TrainingData
+from gtcorrect.types import FitResult, LabelMap, ReaderMasks, TrainingData
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 # The shared data sits beside the checkout (../shared/data), in development and in CI alike;
@@ -65,6 +65,9 @@ class Split:
     # (N train, S, S) a second reference for the training masks, where it has foreground (LIDC: the other
     # readers' majority): what the given masks and their corrections are also measured against.
     train_reference: np.ndarray | None = None
+    # Every reader's masks of the training images, learnt from in place of the training masks (which stay
+    # what is judged): gtcorrect.types.ReaderMasks.
+    train_readers: ReaderMasks | None = None
 
     @property
     def size(self) -> int:
@@ -400,6 +403,7 @@ def train_and_score(
         val_images=split.val_images,
         val_masks=split.val_masks,
         annotators=drawn_by,
+        readers=split.train_readers,
     )
     start = time.perf_counter()
     result = fit(config, data, device=device)

@@ -29,7 +29,7 @@ from bench.common import BADLY_WRONG, OUT_DIR, SHARED_DATA, Split, cached_arrays
 from bench.report import BENCHMARKS, markdown_table, section, write_section
 from gtcorrect.data import prepare, read_image, read_mask, split_indices
 from gtcorrect.metrics import foreground_dice
-from gtcorrect.types import LabelMap
+from gtcorrect.types import LabelMap, ReaderMasks
 
 LIDC = SHARED_DATA / "lidc-crops"
 READERS = 4
@@ -107,14 +107,27 @@ def consensus(readers: np.ndarray) -> np.ndarray:
     return ((votes >= need) & (votes > 0)).astype(np.int64)
 
 
-def lidc_split(size: int, reader: int | None = 0, root: Path = LIDC) -> tuple[Split, np.ndarray]:
+def every_reader(readers: np.ndarray) -> ReaderMasks:
+    """The masks of the readers who marked each crop (N, R, S, S), equal weights: a slot names no
+    radiologist (the reader behind ``mask-k`` changes from scan to scan), so no reader can earn a weight."""
+    stacks = [r[(r > 0).any((1, 2))] for r in readers]
+    return ReaderMasks.of(stacks, [[1.0] * len(s) for s in stacks])
+
+
+def lidc_split(
+    size: int, reader: int | None = 0, root: Path = LIDC, *, readers_learnt: bool = False
+) -> tuple[Split, np.ndarray]:
     """The patient split with ``mask-{reader}`` (``None``: the readers' consensus) as the training masks and
-    the consensus as the validation and test masks; also the training crops' four masks (N, R, S, S)."""
+    the consensus as the validation and test masks; also the training crops' four masks (N, R, S, S).
+    ``readers_learnt`` (with the consensus): every marking reader's mask is learnt from (``every_reader``),
+    the consensus judged."""
     images, readers, ids = load_arrays(size, root)
     train, val, test = patient_split(ids)
     ref = consensus(readers)
     given = ref if reader is None else readers[:, reader]
     name = {0: f"lidc-{size}", None: f"lidc-consensus-{size}"}.get(reader, f"lidc-{size}-reader{reader}")
+    if readers_learnt:
+        name = f"lidc-every-reader-{size}"
     split = Split.of(
         name,
         images,
@@ -126,6 +139,8 @@ def lidc_split(size: int, reader: int | None = 0, root: Path = LIDC) -> tuple[Sp
     )
     if reader is not None:  # the other readers' majority, where at least two of them marked the nodule
         split = replace(split, train_reference=others_majority(readers[train], reader))
+    elif readers_learnt:
+        split = replace(split, train_readers=every_reader(readers[train]))
     return split, readers[train]
 
 

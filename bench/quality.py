@@ -144,10 +144,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--bu-bil", action="store_true", help="the BU-BIL real-annotator experiment instead")
     p.add_argument(
         "--dataset",
-        choices=["kvasir", "jsrt", "lidc", "lidc-consensus", "hippocampus"],
+        choices=["kvasir", "jsrt", "lidc", "lidc-consensus", "lidc-every-reader", "hippocampus"],
         default="kvasir",
         help="kvasir (default); jsrt (6 labels, 173 training images); lidc (reader mask-0 as clean masks); "
-        "lidc-consensus (the readers' consensus as clean masks); hippocampus (MR volumes, slice-wise)",
+        "lidc-consensus (the readers' consensus as clean masks); lidc-every-reader (the consensus judged, "
+        "every marking reader's mask learnt from, one per crop and epoch); "
+        "hippocampus (MR volumes, slice-wise)",
     )
     p.add_argument("--size", type=int, default=None, help="training size (default 128; 64 for --bu-bil)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 (0 with --quick)")
@@ -205,10 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.hippocampus import hippocampus_split
 
         split = hippocampus_split(size)
-    elif args.dataset in ("lidc", "lidc-consensus"):
+    elif args.dataset.startswith("lidc"):
         from bench.lidc import lidc_split
 
-        split = lidc_split(size, reader=0 if args.dataset == "lidc" else None)[0]
+        reader = 0 if args.dataset == "lidc" else None
+        split = lidc_split(size, reader, readers_learnt=args.dataset == "lidc-every-reader")[0]
     else:
         from bench.kvasir import kvasir_split
 
@@ -273,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "jsrt": "JSRT",
             "lidc": "LIDC (reader mask-0)",
             "lidc-consensus": "LIDC (the readers' consensus)",
+            "lidc-every-reader": "LIDC (every reader learnt, the consensus judged)",
             "hippocampus": "Hippocampus MR (slice-wise)",
         }
         title = "Smoke (synthetic data)" if args.smoke else f"{names[args.dataset]}: {args.section}"

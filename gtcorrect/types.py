@@ -54,6 +54,20 @@ class ReaderMasks:
     owner: np.ndarray
     weights: np.ndarray
 
+    @classmethod
+    def of(cls, stacks: list[np.ndarray], weights: list[list[float]]) -> ReaderMasks:
+        """From every training image's readers' masks (R_i, S, S) and their weights (R_i,); an image with
+        fewer than two masks is learnt from its given mask (which is then its one reader's, or none's)."""
+        size = next((s.shape[1:] for s in stacks if s.ndim == 3), (0, 0))
+        keep = [i for i, s in enumerate(stacks) if len(s) >= 2]
+        if not keep:
+            return cls(np.zeros((0, *size), np.uint8), np.zeros(0, np.int64), np.zeros(0))
+        return cls(
+            np.concatenate([stacks[i] for i in keep]).astype(np.uint8),
+            np.concatenate([np.full(len(stacks[i]), i, dtype=np.int64) for i in keep]),
+            np.concatenate([np.asarray(weights[i], dtype=np.float64) for i in keep]),
+        )
+
     def check(self, n: int, size: tuple[int, ...], num_classes: int) -> None:
         """``ValueError`` naming the problem unless these masks fit N training images of ``size``."""
         m = self.masks.shape[0]
