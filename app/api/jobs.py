@@ -45,7 +45,16 @@ def create_job(
     (every field optional; unknown fields and out-of-range values are refused with the field named)."""
     dataset = datasets.get_dataset(session, project, body.dataset_id)
     job = jobs.create_job(
-        session, store, project, dataset, body.batch_ids, body.config, settings, body.preset, body.consensus
+        session,
+        store,
+        project,
+        dataset,
+        body.batch_ids,
+        body.config,
+        settings,
+        body.preset,
+        body.consensus,
+        body.train_on,
     )
     jobs.submit(session, queue, job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"

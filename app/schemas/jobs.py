@@ -41,6 +41,14 @@ class JobCreate(BaseModel):
         "batch) as a new consensus batch, as POST .../annotation-batches/consensus does, and trains on "
         "it (the job's `batch_ids` name that batch).",
     )
+    train_on: Literal["consensus", "every_reader"] = Field(
+        default="consensus",
+        description="With `consensus`: what the network learns from. `consensus`: the agreed masks. "
+        "`every_reader`: every annotator's own mask of each sample, one drawn per sample and epoch with a "
+        "probability proportional to the annotator's weight (their mean Dice against the consensus), so "
+        "training sees how far the readers differ; the consensus stays what the job judges, flags and "
+        "corrects. Samples outlined by one annotator are learnt from that mask either way.",
+    )
     preset: str | None = Field(
         default=None,
         description="A named starting point (GET /v1/config/presets: quick, standard, benchmark, paper); "
@@ -136,6 +144,11 @@ class JobOut(BaseModel):
     samples_used: int | None = None
     samples_left_out: int | None = None
     preset: str | None = Field(default=None, description="The preset the job's config started from, if any.")
+    train_on: Literal["consensus", "every_reader"] | None = Field(
+        default=None,
+        description="For a job on a consensus: whether it learns from the agreed masks or from every "
+        "reader's (JobCreate.train_on). Null for other jobs.",
+    )
     notes: list[str] = Field(
         default_factory=list,
         description="What the job made of its input that you might not expect, in words: e.g. samples with "
@@ -178,6 +191,7 @@ class JobOut(BaseModel):
             samples_used=selection.get("samples_used"),
             samples_left_out=selection.get("samples_left_out"),
             preset=selection.get("preset"),
+            train_on=selection.get("train_on"),
             notes=list(selection.get("notes") or []),
             config=job.config,
             quality=job.quality,

@@ -17,7 +17,7 @@ import itertools
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import select
@@ -38,6 +38,8 @@ Method = Literal["staple", "majority"]
 WORK_SIZE = 256
 # A sample whose readers agree less than this (mean pairwise Dice) is "contested": a case to look at.
 CONTESTED_BELOW = 0.7
+MIN_READER_WEIGHT = 0.01  # an annotator who agrees with the consensus nowhere is still drawn, rarely
+TrainOn = Literal["consensus", "every_reader"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,21 @@ def create_consensus_batch(
     batch.report = {"accepted": len(files), "files": files}
     session.flush()
     return batch
+
+
+def reader_selection(batch: AnnotationBatch) -> dict[str, Any]:
+    """What a job learning from every reader of consensus ``batch`` needs (stored in its selection):
+    the source batches, and each annotator's weight, their mean Dice against the consensus (at least
+    ``MIN_READER_WEIGHT``; 1 for an annotator who shares no sample, whose masks are then never drawn
+    against another's)."""
+    provenance = batch.provenance or {}
+    weights = {
+        str(row["annotator"]): 1.0
+        if row.get("dice_vs_consensus") is None
+        else max(float(row["dice_vs_consensus"]), MIN_READER_WEIGHT)
+        for row in provenance.get("annotators", [])
+    }
+    return {"batches": list(provenance.get("source_batches", [])), "weights": weights}
 
 
 def _annotator_stats(

@@ -25,7 +25,7 @@ from app.db.models import (
 from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from app.services.annotations import check_batches
 from app.services.consensus import Method as ConsensusMethod
-from app.services.consensus import create_consensus_batch
+from app.services.consensus import TrainOn, create_consensus_batch, reader_selection
 from app.services.jobstate import cancel_queued, mark_pending
 from app.services.queue import QueueError, TaskQueue
 from app.settings import Settings
@@ -114,10 +114,17 @@ def create_job(
     settings: Settings,
     preset: str | None = None,
     consensus: ConsensusMethod | None = None,
+    train_on: TrainOn = "consensus",
 ) -> TrainingJob:
     """A queued job row (flushed, not committed). Samples without a chosen annotation are left out.
     ``config`` applies on top of the named ``preset`` (``gtcorrect.config.PRESETS``) when given. With
-    ``consensus``, the job trains on a new consensus batch of ``batch_ids``."""
+    ``consensus``, the job judges a new consensus batch of ``batch_ids`` and learns from it, or with
+    ``train_on`` "every_reader" from every annotator's mask (``reader_selection``)."""
+    if train_on != "consensus" and consensus is None:
+        raise InvalidInput(
+            f'train_on "{train_on}" needs a consensus to judge: set "consensus" to "staple" or "majority".',
+            field="train_on",
+        )
     if preset is not None:
         try:
             config = preset_config(preset, config)
@@ -125,11 +132,14 @@ def create_job(
             raise InvalidInput(f"{exc} (GET /v1/config/presets).", field="preset") from exc
     cfg = parse_config(config, settings.config_limits())
     _check_active(session, project, settings.max_active_jobs)
+    readers: dict[str, Any] | None = None
     if consensus is not None:
         agreed = create_consensus_batch(
             session, store, dataset, batch_ids, consensus, note="made for a training job"
         )
         batch_ids = [agreed.id]
+        if train_on == "every_reader":
+            readers = reader_selection(agreed)
     if batch_ids is not None:
         batch_ids = list(dict.fromkeys(batch_ids))
         check_batches(session, dataset, batch_ids)
@@ -146,6 +156,15 @@ def create_job(
     shared = several_masks_note(session, dataset, batch_ids)
     if shared:
         selection["notes"] = [shared]
+    if consensus is not None:
+        selection["train_on"] = train_on
+    if readers is not None:
+        selection["readers"] = readers
+        weights = ", ".join(f"{name} {w:.2f}" for name, w in readers["weights"].items())
+        selection.setdefault("notes", []).append(
+            "learns from every annotator's own mask, one drawn per sample and epoch in proportion to the "
+            f"annotator's weight (mean Dice against the consensus: {weights}); judges the consensus."
+        )
     job = TrainingJob(
         project_id=project.id,
         dataset_id=dataset.id,

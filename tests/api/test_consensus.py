@@ -4,14 +4,24 @@ them 4 px too wide; the consensus recovers the discs and its provenance names th
 from __future__ import annotations
 
 import io
+import uuid
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from scipy import ndimage
+from sqlalchemy.orm import Session, sessionmaker
 
-from tests.api.conftest import assert_problem, files_part, image_png, png_bytes
+from app.db.models import JobStatus, TrainingJob
+from app.db.session import session_scope
+from app.settings import Settings
+from app.storage.base import ObjectStore
+from gtcorrect.data import resize_mask
+from tests.api.conftest import assert_problem, count_rows, files_part, image_png, png_bytes
+from tests.worker.seed import tiny_config
+from worker.fetch import fetch_inputs
+from worker.runner import RunnerContext, run_job
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +131,77 @@ def test_consensus_batch_recovers_the_shapes_and_names_the_unreliable_annotator(
     )
     assert vote.status_code == 201, vote.text
     assert "sensitivity" not in vote.json()["provenance"]["annotators"][0]
+
+
+def test_a_job_learns_from_every_reader_and_judges_the_consensus(
+    client: TestClient,
+    auth: dict[str, str],
+    dataset_id: str,
+    settings: Settings,
+    db_session_factory: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    names = [f"s{i}.png" for i in range(6)]
+    upload = client.post(
+        f"/v1/datasets/{dataset_id}/images",
+        files=files_part({n: image_png(H, W, seed=i) for i, n in enumerate(names)}),
+        headers=auth,
+    ).json()
+    ids = {f["id"]: f["file"] for f in upload["files"]}
+    truth = {n: _disc(i) for i, n in enumerate(names)}
+    drawn = {
+        "ann-exact": {n: t for n, t in truth.items() if n != "s5.png"},  # s5: two readers
+        "ann-wide": {n: ndimage.binary_dilation(t, iterations=4).astype(np.uint8) for n, t in truth.items()},
+        "ann-thin": {n: ndimage.binary_erosion(t, iterations=2).astype(np.uint8) for n, t in truth.items()},
+    }
+    for annotator, masks in drawn.items():
+        _batch(client, auth, dataset_id, annotator, masks)
+    jobs_before = count_rows(db_session_factory, TrainingJob)
+    batches_before = client.get(f"/v1/datasets/{dataset_id}/annotation-batches", headers=auth).json()["total"]
+    alone = client.post("/v1/jobs", json={"dataset_id": dataset_id, "train_on": "every_reader"}, headers=auth)
+    problem = assert_problem(alone, 422)
+    assert problem["field"] == "train_on" and "needs a consensus" in problem["detail"]
+    assert count_rows(db_session_factory, TrainingJob) == jobs_before
+    after = client.get(f"/v1/datasets/{dataset_id}/annotation-batches", headers=auth).json()["total"]
+    assert after == batches_before
+
+    body = {
+        "dataset_id": dataset_id,
+        "consensus": "staple",
+        "train_on": "every_reader",
+        "config": tiny_config().to_dict(),
+    }
+    response = client.post("/v1/jobs", json=body, headers=auth)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["train_on"] == "every_reader"
+    [consensus_id] = job["batch_ids"]
+    agreed = client.get(f"/v1/datasets/{dataset_id}/annotation-batches/{consensus_id}", headers=auth).json()
+    dice_vs = {a["annotator"]: a["dice_vs_consensus"] for a in agreed["provenance"]["annotators"]}
+    assert any(f"ann-wide {dice_vs['ann-wide']:.2f}" in note for note in job["notes"])
+
+    # What the worker learns from: each sample's readers' masks as uploaded, at the training size, each
+    # weighted by the annotator's Dice against the consensus; the consensus is what the job is given.
+    job_id = uuid.UUID(job["id"])
+    with session_scope(db_session_factory) as session:
+        row = session.get(TrainingJob, job_id)
+        assert row is not None
+        inputs = fetch_inputs(session, store, uuid.UUID(dataset_id), row.batch_ids, 32)
+    readers = inputs.data.readers
+    assert readers is not None
+    for i, ref in enumerate(inputs.refs):
+        name = ids[str(ref.sample_id)]
+        who = [a for a in sorted(drawn) if name in drawn[a]]
+        mine = readers.owner == i
+        expected = np.stack([resize_mask(drawn[a][name].astype(np.int64), 32) for a in who])
+        np.testing.assert_array_equal(readers.masks[mine], expected)
+        np.testing.assert_allclose(readers.weights[mine], [dice_vs[a] for a in who])
+    assert np.bincount(readers.owner).tolist() == [3, 3, 3, 3, 3, 2]
+
+    context = RunnerContext(settings, db_session_factory, store, cancel_poll_s=0.0)
+    assert run_job(job_id, context) is JobStatus.succeeded
+    consensus_masks = {f["annotation_id"] for f in agreed["report"]["files"]}
+    flags = client.get(f"/v1/jobs/{job_id}/noise-report", headers=auth)
+    assert flags.status_code == 200, flags.text
+    items = flags.json()["items"]
+    assert len(items) == 6 and {item["annotation_id"] for item in items} == consensus_masks
