@@ -12,7 +12,9 @@ Ranking (no training; ``gtcorrect.consensus.staple`` over reduced masks, ``WORK_
 Training (plain training, the ``noisy`` method, the BU-BIL schedule, 64 px, seeds 0 and 1): a panel of
 the three least-agreeing crowd workers of each dataset; train on the worst one alone, on "latest wins"
 (every sample gets the mask of the panel's last worker by slot number, as when batches are uploaded
-in that order), on their majority and on their STAPLE consensus; test against the 7-worker majority.
+in that order), on their majority, on their STAPLE consensus, and on every worker's own mask (one drawn
+per image and epoch, the STAPLE consensus judged) weighted by their mean Dice against that consensus, as
+the service's ``train_on: every_reader`` does, or with equal weights; test against the 7-worker majority.
 Writes the section "consensus" of BENCHMARKS.md unless ``--no-markdown``.
 """
 
@@ -35,7 +37,7 @@ from bench.report import section, write_section
 from gtcorrect.consensus import majority, staple
 from gtcorrect.data import load_folder, prepare, resize_mask, split_indices
 from gtcorrect.metrics import dice
-from gtcorrect.types import LabelMap
+from gtcorrect.types import LabelMap, ReaderMasks
 
 WORK_SIZE = 256
 D1 = BU_BIL / "BU-BIL_Dataset1"
@@ -115,6 +117,8 @@ class Panel:
     split: Split
     given: dict[str, np.ndarray]
     workers: dict[str, list[int]]
+    # Variants that learn from every worker's mask and judge the STAPLE consensus: their readers' masks.
+    readers: dict[str, ReaderMasks]
 
 
 def panel(size: int, n_train: int) -> Panel:
@@ -129,6 +133,8 @@ def panel(size: int, n_train: int) -> Panel:
     }
     ids: list[str] = []
     chosen: dict[str, list[int]] = {}
+    stacks: list[np.ndarray] = []
+    weights: list[list[float]] = []
     for d in DATASETS:
         imgs, workers, names = _load_dataset(BU_BIL, d)
         stacks = [np.stack([w[i] for w in workers]) for i in range(len(names))]
@@ -142,6 +148,12 @@ def panel(size: int, n_train: int) -> Panel:
         variants["latest wins"] += [s[2].astype(np.int64) for s in sub]
         variants["majority of 3"] += majority(sub, 2)
         variants["STAPLE of 3"] += fit.labels
+        # each worker's weight as the service gives it: their mean Dice against the consensus
+        weight = [
+            float(np.mean([dice(m[r], c) for m, c in zip(sub, fit.labels, strict=True)])) for r in range(3)
+        ]
+        stacks += sub
+        weights += [weight] * len(sub)
         images += imgs
         reference += ref
         ids += names
@@ -162,7 +174,14 @@ def panel(size: int, n_train: int) -> Panel:
         name: prepare(images, masks, ids, label_map=lm, size=size, channels=1).masks[train]
         for name, masks in variants.items()
     }
-    return Panel(split, given, chosen)
+    small = [np.stack([resize_mask(m, size) for m in stacks[i]]) for i in train]
+    readers = {
+        "every worker of 3, weighted": ReaderMasks.of(small, [weights[i] for i in train]),
+        "every worker of 3, equal weights": ReaderMasks.of(small, [[1.0] * 3 for _ in train]),
+    }
+    for name in readers:
+        given[name] = given["STAPLE of 3"]
+    return Panel(split, given, chosen, readers)
 
 
 def train_rows(p: Panel, seeds: Sequence[int], log: ResultLog, device: str) -> list[list[str]]:
@@ -171,12 +190,15 @@ def train_rows(p: Panel, seeds: Sequence[int], log: ResultLog, device: str) -> l
         for seed in seeds:
             spec = RunSpec(name.replace(" ", "-"), 0.0, "noisy", "default", seed)
 
-            def go(spec: RunSpec = spec, given: np.ndarray = given) -> dict[str, Any]:
+            def go(spec: RunSpec = spec, given: np.ndarray = given, name: str = name) -> dict[str, Any]:
                 config = make_config(spec, BU_BIL_SCHEDULE, p.split.size)
-                record = train_and_score(config, p.split, given, None, device)
-                record["given_dice"] = float(
-                    np.mean([dice(g, t) for g, t in zip(given, p.split.train_masks, strict=True)])
-                )
+                split = dataclasses.replace(p.split, train_readers=p.readers.get(name))
+                record = train_and_score(config, split, given, None, device)
+                learnt = list(zip(given, p.split.train_masks, strict=True))
+                if split.train_readers is not None:  # the workers' own masks, not the consensus judged
+                    r = split.train_readers
+                    learnt = [(m, p.split.train_masks[o]) for m, o in zip(r.masks, r.owner, strict=True)]
+                record["given_dice"] = float(np.mean([dice(g, t) for g, t in learnt]))
                 return record
 
             jobs.append((spec.key, go))
