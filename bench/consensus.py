@@ -133,7 +133,7 @@ def panel(size: int, n_train: int) -> Panel:
     }
     ids: list[str] = []
     chosen: dict[str, list[int]] = {}
-    stacks: list[np.ndarray] = []
+    three_masks: list[np.ndarray] = []  # per image, the panel's three masks (3, H, W)
     weights: list[list[float]] = []
     for d in DATASETS:
         imgs, workers, names = _load_dataset(BU_BIL, d)
@@ -152,7 +152,7 @@ def panel(size: int, n_train: int) -> Panel:
         weight = [
             float(np.mean([dice(m[r], c) for m, c in zip(sub, fit.labels, strict=True)])) for r in range(3)
         ]
-        stacks += sub
+        three_masks += sub
         weights += [weight] * len(sub)
         images += imgs
         reference += ref
@@ -174,7 +174,7 @@ def panel(size: int, n_train: int) -> Panel:
         name: prepare(images, masks, ids, label_map=lm, size=size, channels=1).masks[train]
         for name, masks in variants.items()
     }
-    small = [np.stack([resize_mask(m, size) for m in stacks[i]]) for i in train]
+    small = [np.stack([resize_mask(m, size) for m in three_masks[i]]) for i in train]
     readers = {
         "every worker of 3, weighted": ReaderMasks.of(small, [weights[i] for i in train]),
         "every worker of 3, equal weights": ReaderMasks.of(small, [[1.0] * 3 for _ in train]),

@@ -446,10 +446,12 @@ class Client:
         preset: str | None = None,
         batch_ids: Sequence[str] | None = None,
         consensus: str | None = None,
+        train_on: str | None = None,
     ) -> Job:
         """Queue a training job: ``config`` a partial TrainConfig, ``preset`` a preset's name, ``batch_ids``
         None for the latest mask of each sample; ``consensus`` "staple" or "majority" trains on the
-        consensus of the batches' masks instead."""
+        consensus of the batches' masks instead, or with ``train_on`` "every_reader" judges it and learns
+        from every annotator's own mask."""
         body: Json = {
             "dataset_id": dataset_id,
             "config": dict(config or {}),
@@ -459,6 +461,8 @@ class Client:
             body["preset"] = preset
         if consensus is not None:
             body["consensus"] = consensus
+        if train_on is not None:
+            body["train_on"] = train_on
         return cast(Job, self._json("POST", "/v1/jobs", json=body))
 
     def jobs(self, dataset_id: str | None = None, status: str | None = None) -> list[Job]:

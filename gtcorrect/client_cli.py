@@ -108,7 +108,12 @@ def _import_nnunet(args: argparse.Namespace) -> int:
 def _jobs_start(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.start_job(
-            client.dataset_id(args.dataset), _config(args.config), args.preset, args.batch, args.consensus
+            client.dataset_id(args.dataset),
+            _config(args.config),
+            args.preset,
+            args.batch,
+            args.consensus,
+            "every_reader" if args.every_reader else None,
         )
         if args.wait:
             job = _wait_printing(client, job["id"])
@@ -500,6 +505,12 @@ def add_client_commands(subparsers: Any) -> None:
         "--consensus",
         choices=("staple", "majority"),
         help="train on the consensus of the batches' masks (several annotators per image)",
+    )
+    p.add_argument(
+        "--every-reader",
+        action="store_true",
+        help="with --consensus: judge the consensus, learn from every annotator's own mask, weighted by "
+        "their agreement with it",
     )
     p.add_argument("--preset", help="a preset's name (`gtcorrect client presets`); --config goes on top")
     p.add_argument("--config", help="a JSON file with a partial TrainConfig")

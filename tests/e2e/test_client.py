@@ -221,7 +221,7 @@ def test_post_is_never_retried() -> None:
     }
 
 
-def test_start_job_sends_the_preset_only_when_given() -> None:
+def test_start_job_sends_the_preset_and_the_consensus_only_when_given() -> None:
     bodies: list[object] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -231,9 +231,17 @@ def test_start_job_sends_the_preset_only_when_given() -> None:
     with _client(handler) as client:
         client.start_job("d1", preset="quick", batch_ids=["b1"])
         client.start_job("d1")
+        client.start_job("d1", consensus="staple", train_on="every_reader")
     assert bodies == [
         {"dataset_id": "d1", "config": {}, "batch_ids": ["b1"], "preset": "quick"},
         {"dataset_id": "d1", "config": {}, "batch_ids": None},
+        {
+            "dataset_id": "d1",
+            "config": {},
+            "batch_ids": None,
+            "consensus": "staple",
+            "train_on": "every_reader",
+        },
     ]
 
 
