@@ -107,6 +107,7 @@ def _subset(data: TrainingData, idx: np.ndarray) -> TrainingData:
         val_masks=data.val_masks,
         original_sizes=None if sizes is None else [sizes[i] for i in idx],
         annotators=None if data.annotators is None else [data.annotators[i] for i in idx],
+        readers=None if data.readers is None else data.readers.subset(idx),
     )
 
 

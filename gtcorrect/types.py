@@ -68,6 +68,14 @@ class ReaderMasks:
             np.concatenate([np.asarray(weights[i], dtype=np.float64) for i in keep]),
         )
 
+    def subset(self, idx: np.ndarray) -> ReaderMasks:
+        """The masks of training images ``idx``, their owners renumbered to their place in ``idx``."""
+        n = max(int(self.owner.max(initial=-1)), int(np.max(idx, initial=-1))) + 1
+        place = np.full(n, -1, dtype=np.int64)
+        place[idx] = np.arange(len(idx))
+        keep = place[self.owner] >= 0
+        return ReaderMasks(self.masks[keep], place[self.owner[keep]], self.weights[keep])
+
     def check(self, n: int, size: tuple[int, ...], num_classes: int) -> None:
         """``ValueError`` naming the problem unless these masks fit N training images of ``size``."""
         m = self.masks.shape[0]

@@ -2,6 +2,7 @@
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from gtcorrect import fit
 from gtcorrect.loop import Run
 from gtcorrect.types import ReaderMasks, TrainingData
-from tests.gtcorrect.synthetic import make_noisy_set
+from tests.gtcorrect.synthetic import PLUMBING, make_noisy_set
 from tests.gtcorrect.test_fit import tiny
 
 
@@ -76,7 +77,8 @@ def test_an_image_given_its_own_target_keeps_it_over_the_readers() -> None:
 
 def test_training_follows_the_readers_not_the_judged_masks() -> None:
     """Given masks all empty, the readers' masks the true shapes: the network learns the shapes, while
-    the result still judges (and reports on) the given masks."""
+    the result still judges (and reports on) the given masks; a quarter of the masks held back (never
+    learnt from), as a job does to check itself."""
     noisy = make_noisy_set(24, 32, alpha=0.0, seed=5)
     empty = np.zeros_like(noisy.clean)
     images = noisy.training_data().images
@@ -87,7 +89,7 @@ def test_training_follows_the_readers_not_the_judged_masks() -> None:
         weights=np.ones(2 * n),
     )
     ids = [str(i) for i in range(n)]
-    config = tiny("noisy", epochs=6)
+    config = tiny("noisy", epochs=6, quality=replace(PLUMBING, val_fraction=0.25, min_val_samples=4))
     with_readers = fit(config, TrainingData(images, empty, ids, readers=readers))
     without = fit(config, TrainingData(images, empty, ids))
     assert with_readers.predicted is not None and without.predicted is not None
@@ -98,6 +100,15 @@ def test_training_follows_the_readers_not_the_judged_masks() -> None:
 
     assert found(with_readers.predicted) > 0.8 and found(without.predicted) < 0.3
     assert np.all(with_readers.sample_loss > 0)  # scored against the empty masks it was given
+    assert with_readers.held_out.sum() == 6
+
+
+def test_a_subset_keeps_the_readers_of_its_images_renumbered() -> None:
+    _, masks = _panel()
+    readers = ReaderMasks(masks=masks, owner=np.array([0, 0, 1, 1, 3]), weights=np.arange(1.0, 6.0))
+    part = readers.subset(np.array([3, 1, 2]))
+    assert part.owner.tolist() == [1, 1, 0] and part.weights.tolist() == [3.0, 4.0, 5.0]
+    np.testing.assert_array_equal(part.masks, masks[2:])
 
 
 @pytest.mark.parametrize(
