@@ -149,10 +149,13 @@ def test_a_job_learns_from_every_reader_and_judges_the_consensus(
     ).json()
     ids = {f["id"]: f["file"] for f in upload["files"]}
     truth = {n: _disc(i) for i, n in enumerate(names)}
+    # Four readers, as LIDC's radiologists: one outlines wide, one thin, one did not mark s3 and s4 (an
+    # empty mask), and one never read s5.
     drawn = {
-        "ann-exact": {n: t for n, t in truth.items() if n != "s5.png"},  # s5: two readers
+        "ann-exact": {n: t for n, t in truth.items() if n != "s5.png"},
         "ann-wide": {n: ndimage.binary_dilation(t, iterations=4).astype(np.uint8) for n, t in truth.items()},
         "ann-thin": {n: ndimage.binary_erosion(t, iterations=2).astype(np.uint8) for n, t in truth.items()},
+        "ann-missed": {n: t * (n not in ("s3.png", "s4.png")) for n, t in truth.items()},
     }
     for annotator, masks in drawn.items():
         _batch(client, auth, dataset_id, annotator, masks)
@@ -196,7 +199,9 @@ def test_a_job_learns_from_every_reader_and_judges_the_consensus(
         expected = np.stack([resize_mask(drawn[a][name].astype(np.int64), 32) for a in who])
         np.testing.assert_array_equal(readers.masks[mine], expected)
         np.testing.assert_allclose(readers.weights[mine], [dice_vs[a] for a in who])
-    assert np.bincount(readers.owner).tolist() == [3, 3, 3, 3, 3, 2]
+    assert np.bincount(readers.owner).tolist() == [4, 4, 4, 4, 4, 3]
+    contested = {f["sample"] for f in agreed["report"]["files"] if f["contested"]}
+    assert {"s3.png", "s4.png"} <= contested
 
     context = RunnerContext(settings, db_session_factory, store, cancel_poll_s=0.0)
     assert run_job(job_id, context) is JobStatus.succeeded
@@ -205,3 +210,4 @@ def test_a_job_learns_from_every_reader_and_judges_the_consensus(
     assert flags.status_code == 200, flags.text
     items = flags.json()["items"]
     assert len(items) == 6 and {item["annotation_id"] for item in items} == consensus_masks
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["train_on"] == "every_reader"
