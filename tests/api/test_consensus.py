@@ -33,6 +33,19 @@ def _disc(i: int) -> np.ndarray:
     return ((yy - 20) ** 2 + (xx - 18 - 3 * i) ** 2 < (6 + i % 3) ** 2).astype(np.uint8)
 
 
+def _discs(
+    client: TestClient, auth: dict[str, str], dataset_id: str
+) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """Six images s0.png ... s5.png uploaded: (file name -> sample id, file name -> its true disc)."""
+    names = [f"s{i}.png" for i in range(6)]
+    upload = client.post(
+        f"/v1/datasets/{dataset_id}/images",
+        files=files_part({n: image_png(H, W, seed=i) for i, n in enumerate(names)}),
+        headers=auth,
+    ).json()
+    return {f["file"]: f["id"] for f in upload["files"]}, {n: _disc(i) for i, n in enumerate(names)}
+
+
 def _batch(client: TestClient, auth: dict[str, str], dataset_id: str, annotator: str, masks: dict) -> str:
     response = client.post(
         f"/v1/datasets/{dataset_id}/annotation-batches",
@@ -54,14 +67,7 @@ def _mask(client: TestClient, auth: dict[str, str], dataset_id: str, batch: str,
 def test_consensus_batch_recovers_the_shapes_and_names_the_unreliable_annotator(
     client: TestClient, auth: dict[str, str], other_auth: dict[str, str], dataset_id: str
 ) -> None:
-    names = [f"s{i}.png" for i in range(6)]
-    upload = client.post(
-        f"/v1/datasets/{dataset_id}/images",
-        files=files_part({n: image_png(H, W, seed=i) for i, n in enumerate(names)}),
-        headers=auth,
-    ).json()
-    ids = {f["file"]: f["id"] for f in upload["files"]}
-    truth = {n: _disc(i) for i, n in enumerate(names)}
+    ids, truth = _discs(client, auth, dataset_id)
     rng = np.random.default_rng(0)
     speckled = {}
     for n, t in truth.items():
@@ -98,7 +104,7 @@ def test_consensus_batch_recovers_the_shapes_and_names_the_unreliable_annotator(
     assert [r["masks"] for r in rows.values()] == [3, 3, 3, 3, 3, 2]
     assert prov["contested_samples"] == sum(r["contested"] for r in rows.values())
     assert all(r["contested"] == (r["agreement"] < prov["contested_below"]) for r in rows.values())
-    for name in names:
+    for name in truth:
         got = _mask(client, auth, dataset_id, batch["id"], ids[name])
         inter = (got & (truth[name] > 0)).sum()
         assert 2 * inter / (got.sum() + truth[name].sum()) > 0.95, name
@@ -141,14 +147,8 @@ def test_a_job_learns_from_every_reader_and_judges_the_consensus(
     db_session_factory: sessionmaker[Session],
     store: ObjectStore,
 ) -> None:
-    names = [f"s{i}.png" for i in range(6)]
-    upload = client.post(
-        f"/v1/datasets/{dataset_id}/images",
-        files=files_part({n: image_png(H, W, seed=i) for i, n in enumerate(names)}),
-        headers=auth,
-    ).json()
-    ids = {f["id"]: f["file"] for f in upload["files"]}
-    truth = {n: _disc(i) for i, n in enumerate(names)}
+    ids, truth = _discs(client, auth, dataset_id)
+    names_of = {sample: name for name, sample in ids.items()}
     # Four readers, as LIDC's radiologists: one outlines wide, one thin, one did not mark s3 and s4 (an
     # empty mask), and one never read s5.
     drawn = {
@@ -193,7 +193,7 @@ def test_a_job_learns_from_every_reader_and_judges_the_consensus(
     readers = inputs.data.readers
     assert readers is not None
     for i, ref in enumerate(inputs.refs):
-        name = ids[str(ref.sample_id)]
+        name = names_of[str(ref.sample_id)]
         who = [a for a in sorted(drawn) if name in drawn[a]]
         mine = readers.owner == i
         expected = np.stack([resize_mask(drawn[a][name].astype(np.int64), 32) for a in who])

@@ -1,7 +1,6 @@
 """Learning from several readers' masks per image (``TrainingData.readers``), the given masks judged."""
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -12,15 +11,7 @@ from gtcorrect import fit
 from gtcorrect.loop import Run
 from gtcorrect.types import ReaderMasks, TrainingData
 from tests.gtcorrect.synthetic import PLUMBING, make_noisy_set
-from tests.gtcorrect.test_fit import tiny
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.gtcorrect.test_fit import _one_thread, tiny  # noqa: F401 (_one_thread: autouse)
 
 
 def _panel() -> tuple[TrainingData, np.ndarray]:
@@ -44,7 +35,8 @@ def _drawn(run: Run, masks: np.ndarray, image: int) -> int:
 def test_each_epoch_learns_an_image_from_one_reader_in_proportion_to_their_weight() -> None:
     data, masks = _panel()
     run = Run(tiny("noisy"), data, torch.device("cpu"), [], None, None)
-    first, second = Counter(), Counter()
+    first: Counter[int] = Counter()
+    second: Counter[int] = Counter()
     for epoch in range(600):
         run.start_epoch(epoch)
         first[_drawn(run, masks, 0)] += 1
@@ -100,7 +92,7 @@ def test_training_follows_the_readers_not_the_judged_masks() -> None:
 
     assert found(with_readers.predicted) > 0.8 and found(without.predicted) < 0.3
     assert np.all(with_readers.sample_loss > 0)  # scored against the empty masks it was given
-    assert with_readers.held_out.sum() == 6
+    assert with_readers.held_out is not None and with_readers.held_out.sum() == 6
 
 
 def test_a_subset_keeps_the_readers_of_its_images_renumbered() -> None:
