@@ -230,6 +230,7 @@ def final_corrections(run: Run, net: str, flagged: np.ndarray) -> dict[int, np.n
     epoch: the corrections the final verdict's flagged masks are handed (``t.correction="none"``: none)."""
     if run.config.t.correction == "none" or flagged.size == 0:
         return {}
+    run.restore_given()
     _correct(run, flagged, run.predict_probs(net, flagged))
     return dict(run.state.corrections)
 

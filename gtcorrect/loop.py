@@ -217,6 +217,16 @@ class Run:
         picked = torch.as_tensor(winners, dtype=torch.int64, device=self.device)
         self.targets[rows] = self._readers[picked].long()
 
+    def restore_given(self) -> None:
+        """Learn the images with readers' masks from their given masks again (``retarget``'s targets
+        kept): what the final corrections start from, since the given masks are what the job judges."""
+        readers = self.data.readers
+        if readers is None or readers.owner.size == 0:
+            return
+        rows = np.unique(readers.owner)
+        rows = torch.as_tensor(rows[~np.isin(rows, list(self.state.targets))], device=self.device)
+        self.targets[rows] = self.masks[rows]
+
     def check_stop(self, epoch: int) -> None:
         if self.should_stop is not None and self.should_stop():
             raise TrainingStopped(epoch)

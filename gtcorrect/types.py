@@ -58,7 +58,7 @@ class ReaderMasks:
     def of(cls, stacks: list[np.ndarray], weights: list[list[float]]) -> ReaderMasks:
         """From every training image's readers' masks (R_i, S, S) and their weights (R_i,); an image with
         fewer than two masks is learnt from its given mask (which is then its one reader's, or none's)."""
-        size = next((s.shape[1:] for s in stacks if s.ndim == 3), (0, 0))
+        size = stacks[0].shape[1:] if stacks else (0, 0)
         keep = [i for i, s in enumerate(stacks) if len(s) >= 2]
         if not keep:
             return cls(np.zeros((0, *size), np.uint8), np.zeros(0, np.int64), np.zeros(0))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gtcorrect import fit
+from gtcorrect.gt import final_corrections
 from gtcorrect.loop import Run
 from gtcorrect.types import ReaderMasks, TrainingData
 from tests.gtcorrect.synthetic import PLUMBING, make_noisy_set
@@ -65,6 +66,21 @@ def test_an_image_given_its_own_target_keeps_it_over_the_readers() -> None:
         run.start_epoch(epoch)
         assert np.array_equal(run.targets[0].numpy(), own)
         assert _drawn(run, masks, 1) in (2, 3, 4)
+
+
+def test_the_final_corrections_start_from_the_judged_masks_not_a_drawn_reader() -> None:
+    """The same network corrects the same given masks alike, with or without readers' masks drawn."""
+    data, _ = _panel()
+    corrected = []
+    for readers in (data.readers, None):
+        plain = TrainingData(data.images, data.masks, data.ids, readers=readers)
+        run = Run(tiny(), plain, torch.device("cpu"), [], None, None)
+        run.add_net("teacher", optimizer=False)  # seeded: the same weights both times
+        run.start_epoch(9)
+        assert torch.equal(run.targets[:2], run.masks[:2]) == (readers is None)
+        corrected.append(final_corrections(run, "teacher", np.array([0, 1, 2])))
+    for i in (0, 1, 2):
+        np.testing.assert_array_equal(corrected[0][i], corrected[1][i])
 
 
 def test_training_follows_the_readers_not_the_judged_masks() -> None:
