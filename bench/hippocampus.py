@@ -64,13 +64,15 @@ def volume_of(ids: list[str]) -> np.ndarray:
     return np.array([order[v] for v in names])
 
 
-def hippocampus_split(size: int, root: Path = HIPPOCAMPUS) -> Split:
-    """The split by volume (70/10/20 % of the volumes, seed 0), slices as images; ``test_groups`` says
-    which test volume each test slice belongs to."""
+def hippocampus_split(size: int, root: Path = HIPPOCAMPUS, train_volumes: int = TRAIN_VOLUMES) -> Split:
+    """The split by volume (70/10/20 % of the volumes, seed 0), slices as images, the first
+    ``train_volumes`` training volumes trained on; ``test_groups`` says which test volume each test slice
+    belongs to."""
     images, masks, ids = load_arrays(size, root)
     which = volume_of(ids)
     train_v, val_v, test_v = split_indices(int(which.max()) + 1, (0.7, 0.1, 0.2), seed=0)
-    chosen = (train_v[:TRAIN_VOLUMES], val_v, test_v)
+    chosen = (train_v[:train_volumes], val_v, test_v)
     parts = tuple(np.flatnonzero(np.isin(which, v)) for v in chosen)
-    split = Split.of(f"hippocampus-{size}", images, masks, ids, parts, LABELS)  # type: ignore[arg-type]
+    name = f"hippocampus-{size}" if train_volumes == TRAIN_VOLUMES else f"hippocampus-{size}-{train_volumes}v"
+    split = Split.of(name, images, masks, ids, parts, LABELS)  # type: ignore[arg-type]
     return dataclasses.replace(split, test_groups=which[parts[2]])

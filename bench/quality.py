@@ -160,6 +160,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS), help="more G-T variants")
     p.add_argument("--schedule", choices=sorted(SCHEDULES), help="override the plan's schedule")
     p.add_argument("--n-train", type=int, help="override the schedule's training-set size")
+    p.add_argument(
+        "--volumes", type=int, help="hippocampus: training volumes of the 136 (default 40; 136: every one)"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     p.add_argument("--out", type=Path, help="JSON file (default bench/out/quality-<timestamp>.json)")
@@ -204,9 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         split = jsrt_split(size)
     elif args.dataset == "hippocampus":
-        from bench.hippocampus import hippocampus_split
+        from bench.hippocampus import TRAIN_VOLUMES, hippocampus_split
 
-        split = hippocampus_split(size)
+        split = hippocampus_split(size, train_volumes=args.volumes or TRAIN_VOLUMES)
     elif args.dataset.startswith("lidc"):
         from bench.lidc import lidc_split
 

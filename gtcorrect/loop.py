@@ -223,8 +223,8 @@ class Run:
         readers = self.data.readers
         if readers is None or readers.owner.size == 0:
             return
-        rows = np.unique(readers.owner)
-        rows = torch.as_tensor(rows[~np.isin(rows, list(self.state.targets))], device=self.device)
+        drawn = np.unique(readers.owner)
+        rows = torch.as_tensor(drawn[~np.isin(drawn, list(self.state.targets))], device=self.device)
         self.targets[rows] = self.masks[rows]
 
     def check_stop(self, epoch: int) -> None:
