@@ -178,6 +178,7 @@ def review_page(
         "job": job,
         "dataset": dataset,
         "quality": job.quality or {},
+        "notes": list((job.batch_ids or {}).get("notes") or []),
         "succeeded": job.status == JobStatus.succeeded,
         "annotators": reports.annotator_stats(session, job) if job.status == JobStatus.succeeded else [],
         "volumes": volumes.volume_verdicts(session, job) if job.status == JobStatus.succeeded else [],

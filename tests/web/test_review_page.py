@@ -422,3 +422,54 @@ def test_a_volume_is_reviewed_slice_by_slice_with_a_slider(
     )
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "review-volumes.png"))
+
+
+def test_the_page_says_what_the_job_made_of_its_input(
+    browser: Browser, served: tuple[str, str, Path]
+) -> None:
+    """Two readers outline the same discs, one 3 px wide; a job judges their consensus and learns from
+    every reader's mask: its review page says so, with the readers' weights."""
+    base_url, key, _ = served
+    yy, xx = np.mgrid[:48, :48]
+    images, exact, wide = {}, {}, {}
+    for i in range(12):
+        disc = (yy - 20 - i % 5) ** 2 + (xx - 24) ** 2 <= (6 + i % 4) ** 2
+        grey = (np.random.default_rng(i).normal(60, 10, (48, 48)) + 120 * disc).clip(0, 255)
+        name = f"d{i:02d}.png"
+        for target, array in (
+            (images, grey.astype(np.uint8)),
+            (exact, disc.astype(np.uint8) * 255),
+            (wide, ndimage.binary_dilation(disc, iterations=3).astype(np.uint8) * 255),
+        ):
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="PNG")
+            target[name] = buffer.getvalue()
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        dataset_id = _annotated(client, "two-readers", None, _zip(images), _zip(exact), "reader-exact")
+        second = client.post(
+            f"/v1/datasets/{dataset_id}/annotation-batches",
+            data={"annotator": "reader-wide"},
+            files={"files": ("m.zip", _zip(wide))},
+        )
+        assert second.status_code == 201, second.text
+        config = {
+            "method": "noisy",
+            "epochs": 3,
+            "image_size": 32,
+            "batch_size": 4,
+            "net": {"channels": [8, 16], "strides": [2], "num_res_units": 0},
+            "quality": {"val_fraction": 0.0},
+        }
+        body = {"dataset_id": dataset_id, "consensus": "staple", "train_on": "every_reader", "config": config}
+        job = client.post("/v1/jobs", json=body)
+        assert job.status_code == 202, job.text
+        done = wait_for_job(client, job.json()["id"])
+    assert done["status"] == "succeeded" and done["train_on"] == "every_reader", done
+    [note] = done["notes"]
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    _sign_in(page, base_url, key)
+    page.goto(f"{base_url}/review/jobs/{done['id']}")
+    expect(page.locator(".quality .notes li")).to_have_text(note)
+    assert "reader-exact" in note and "reader-wide" in note and "judges the consensus" in note
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-notes.png"))
