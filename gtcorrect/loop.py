@@ -212,7 +212,7 @@ class Run:
         order = np.lexsort((-keys, readers.owner))  # by image, the winning key first
         owners = readers.owner[order]
         winners = order[np.r_[True, owners[1:] != owners[:-1]]]
-        winners = winners[~np.isin(readers.owner[winners], list(self.state.targets))]
+        winners = winners[self._not_retargeted(readers.owner[winners])]
         rows = torch.as_tensor(readers.owner[winners], dtype=torch.int64, device=self.device)
         picked = torch.as_tensor(winners, dtype=torch.int64, device=self.device)
         self.targets[rows] = self._readers[picked].long()
@@ -224,8 +224,12 @@ class Run:
         if readers is None or readers.owner.size == 0:
             return
         drawn = np.unique(readers.owner)
-        rows = torch.as_tensor(drawn[~np.isin(drawn, list(self.state.targets))], device=self.device)
+        rows = torch.as_tensor(drawn[self._not_retargeted(drawn)], device=self.device)
         self.targets[rows] = self.masks[rows]
+
+    def _not_retargeted(self, images: np.ndarray) -> np.ndarray:
+        """(len,) bool: which of training ``images`` have no target of their own (``retarget``)."""
+        return ~np.isin(images, list(self.state.targets))
 
     def check_stop(self, epoch: int) -> None:
         if self.should_stop is not None and self.should_stop():

@@ -6,7 +6,6 @@ Shape legend: N samples used; H, W a sample's original height and width; S the t
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Annotation, AnnotationBatch, BatchStatus, Dataset, Sample
+from app.errors import InvalidInput
+from app.services.consensus import reader_panel
 from app.storage.base import ObjectNotFound, ObjectStore
 from gtcorrect.data import prepare_images, read_image, read_mask, resize_mask
 from gtcorrect.types import LabelMap, ReaderMasks, TrainingData
@@ -96,31 +97,20 @@ def select_annotations(
 def _reader_masks(
     session: Session,
     store: ObjectStore,
+    dataset: Dataset,
     pairs: list[tuple[Sample, Annotation]],
     readers: dict[str, Any],
     num_classes: int,
     image_size: int,
 ) -> ReaderMasks:
-    """Every annotator's own mask of the job's samples, from the consensus's source batches (an
-    annotator's later batch replaces their earlier one, as in the consensus), with their weights."""
-    ids = [uuid.UUID(str(b)) for b in readers["batches"]]
+    """Every annotator's own mask of the job's samples, from the consensus's source batches, chosen as the
+    consensus chose them (``reader_panel``), with their weights."""
+    try:
+        panel = reader_panel(session, dataset, [uuid.UUID(str(b)) for b in readers["batches"]])
+    except InvalidInput as exc:
+        raise JobInputError(f"the readers of the job's consensus: {exc}") from exc
+    by_sample = {sample.id: masks for sample, masks in zip(panel.samples, panel.masks, strict=True)}
     weights: dict[str, float] = readers["weights"]
-    order = select(AnnotationBatch.id, AnnotationBatch.annotator).where(AnnotationBatch.id.in_(ids))
-    who = dict(session.execute(order.order_by(AnnotationBatch.created_at, AnnotationBatch.id)).all())
-    rank = {batch_id: i for i, batch_id in enumerate(who)}
-    rows = session.execute(
-        select(Annotation).where(
-            Annotation.batch_id.in_(list(who)), Annotation.sample_id.in_([s.id for s, _ in pairs])
-        )
-    ).scalars()
-    latest: dict[tuple[uuid.UUID, str], Annotation] = {}
-    for ann in rows:
-        slot = (ann.sample_id, who[ann.batch_id])
-        if slot not in latest or rank[ann.batch_id] > rank[latest[slot].batch_id]:
-            latest[slot] = ann
-    by_sample: dict[uuid.UUID, list[tuple[str, Annotation]]] = defaultdict(list)
-    for (sample_id, name), ann in sorted(latest.items(), key=lambda kv: kv[0][1]):
-        by_sample[sample_id].append((name, ann))
     stacks: list[np.ndarray] = []
     drawn: list[list[float]] = []
     for sample, _ in pairs:
@@ -129,17 +119,17 @@ def _reader_masks(
             stacks.append(np.zeros((0, image_size, image_size), np.uint8))
             drawn.append([])
             continue
-        what = f"sample {sample.file_name!r} ({sample.id})"
+        names = [panel.annotators[a] for a, _ in masks]
         read = [
             read_mask(
-                _get(store, ann.object_key, f"annotation {ann.id} of {what}"),
+                _get(store, key, f"{name}'s mask of sample {sample.file_name!r} ({sample.id})"),
                 num_classes=num_classes,
                 name=f"{name}'s mask of {sample.file_name}",
             )
-            for name, ann in masks
+            for name, (_, key) in zip(names, masks, strict=True)
         ]
         stacks.append(np.stack([resize_mask(m, image_size) for m in read]))
-        drawn.append([float(weights.get(name, 1.0)) for name, _ in masks])
+        drawn.append([float(weights.get(name, 1.0)) for name in names])
     return ReaderMasks.of(stacks, drawn)
 
 
@@ -203,6 +193,8 @@ def fetch_inputs(
         annotators=[r.annotator for r in refs],  # the engine looks for a biased annotator (gtcorrect.bias)
         readers=None
         if "readers" not in selection
-        else _reader_masks(session, store, pairs, selection["readers"], label_map.num_classes, image_size),
+        else _reader_masks(
+            session, store, dataset, pairs, selection["readers"], label_map.num_classes, image_size
+        ),
     )
     return JobInputs(data=data, refs=refs, label_map=label_map)

@@ -43,7 +43,7 @@ TrainOn = Literal["consensus", "every_reader"]
 
 
 @dataclass(frozen=True)
-class _Panel:
+class ReaderPanel:
     """Who drew which mask of which sample: per sample (in file-name order), (annotator index, key)."""
 
     annotators: list[str]
@@ -52,7 +52,9 @@ class _Panel:
     batches: list[uuid.UUID]
 
 
-def _panel(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID] | None) -> _Panel:
+def reader_panel(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID] | None) -> ReaderPanel:
+    """The chosen batches' masks by sample and annotator (an annotator's later batch replaces their
+    earlier one): what a consensus agrees, and what a job learning from every reader learns from."""
     query = select(AnnotationBatch).where(
         AnnotationBatch.dataset_id == dataset.id, AnnotationBatch.status == BatchStatus.accepted
     )
@@ -88,7 +90,7 @@ def _panel(session: Session, dataset: Dataset, batch_ids: list[uuid.UUID] | None
             f"a consensus needs samples outlined by at least two annotators; the chosen batches have "
             f"{len(names)} annotator(s) ({', '.join(names) or 'none'}) and {shared} shared samples."
         )
-    return _Panel(names, order, [sorted(per_sample[s.id]) for s in order], [b.id for b in chosen])
+    return ReaderPanel(names, order, [sorted(per_sample[s.id]) for s in order], [b.id for b in chosen])
 
 
 def create_consensus_batch(
@@ -106,7 +108,7 @@ def create_consensus_batch(
     and mean Dice against the consensus."""
     annotator = check_text("annotator", annotator, 200) or f"consensus ({method})"
     note = check_text("note", note, 2000)
-    panel = _panel(session, dataset, None if batch_ids is None else list(dict.fromkeys(batch_ids)))
+    panel = reader_panel(session, dataset, None if batch_ids is None else list(dict.fromkeys(batch_ids)))
     k = label_map_of(dataset).num_classes
 
     def stack(masks: list[tuple[int, str]], size: int | None) -> np.ndarray:
@@ -165,7 +167,7 @@ def reader_selection(batch: AnnotationBatch) -> dict[str, Any]:
 
 
 def _annotator_stats(
-    panel: _Panel,
+    panel: ReaderPanel,
     small: list[np.ndarray],
     raters: list[list[int]],
     agreed: list[np.ndarray],

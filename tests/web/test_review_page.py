@@ -42,10 +42,28 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         yield server.base_url, server.key, server.log
 
 
-def _png(mask: np.ndarray) -> bytes:
+def _encoded(array: np.ndarray) -> bytes:
+    """``array`` (uint8) as PNG bytes, values as they are."""
     buffer = io.BytesIO()
-    Image.fromarray((mask > 0).astype(np.uint8) * 255).save(buffer, format="PNG")
+    Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _png(mask: np.ndarray) -> bytes:
+    """A binary mask as a 0/255 PNG."""
+    return _encoded((mask > 0).astype(np.uint8) * 255)
+
+
+def _plain_job(epochs: int, batch_size: int) -> dict[str, object]:
+    """A short plain-training config (no corrections, nothing held back) at 32 px."""
+    return {
+        "method": "noisy",
+        "epochs": epochs,
+        "image_size": 32,
+        "batch_size": batch_size,
+        "net": {"channels": [8, 16], "strides": [2], "num_res_units": 0},
+        "quality": {"val_fraction": 0.0},
+    }
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
@@ -317,21 +335,10 @@ def _two_structures(client: httpx.Client, n: int = 24, wrong: int = 6) -> tuple[
         drawn = np.roll(square, -10, axis=1) if i < wrong else square
         off |= {name} if i < wrong else set()
         label[drawn & ~disc] = 2
-        for target, array in ((images, grey), (masks, label)):
-            buffer = io.BytesIO()
-            Image.fromarray(array).save(buffer, format="PNG")
-            target[name] = buffer.getvalue()
+        images[name], masks[name] = _encoded(grey), _encoded(label)
     label_map = {"0": "background", "1": "disc", "2": "square"}
     dataset_id = _annotated(client, "two-structures", label_map, _zip(images), _zip(masks), "vendor-c")
-    config = {
-        "method": "noisy",
-        "epochs": 15,
-        "image_size": 32,
-        "batch_size": 8,
-        "net": {"channels": [8, 16], "strides": [2], "num_res_units": 0},
-        "quality": {"val_fraction": 0.0},
-    }
-    job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "config": config})
+    job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "config": _plain_job(15, 8)})
     assert job.status_code == 202, job.text
     done = wait_for_job(client, job.json()["id"])
     assert done["status"] == "succeeded", done
@@ -436,14 +443,8 @@ def test_the_page_says_what_the_job_made_of_its_input(
         disc = (yy - 20 - i % 5) ** 2 + (xx - 24) ** 2 <= (6 + i % 4) ** 2
         grey = (np.random.default_rng(i).normal(60, 10, (48, 48)) + 120 * disc).clip(0, 255)
         name = f"d{i:02d}.png"
-        for target, array in (
-            (images, grey.astype(np.uint8)),
-            (exact, disc.astype(np.uint8) * 255),
-            (wide, ndimage.binary_dilation(disc, iterations=3).astype(np.uint8) * 255),
-        ):
-            buffer = io.BytesIO()
-            Image.fromarray(array).save(buffer, format="PNG")
-            target[name] = buffer.getvalue()
+        images[name] = _encoded(grey.astype(np.uint8))
+        exact[name], wide[name] = _png(disc), _png(ndimage.binary_dilation(disc, iterations=3))
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
         dataset_id = _annotated(client, "two-readers", None, _zip(images), _zip(exact), "reader-exact")
         second = client.post(
@@ -452,14 +453,7 @@ def test_the_page_says_what_the_job_made_of_its_input(
             files={"files": ("m.zip", _zip(wide))},
         )
         assert second.status_code == 201, second.text
-        config = {
-            "method": "noisy",
-            "epochs": 3,
-            "image_size": 32,
-            "batch_size": 4,
-            "net": {"channels": [8, 16], "strides": [2], "num_res_units": 0},
-            "quality": {"val_fraction": 0.0},
-        }
+        config = _plain_job(3, 4)
         body = {"dataset_id": dataset_id, "consensus": "staple", "train_on": "every_reader", "config": config}
         job = client.post("/v1/jobs", json=body)
         assert job.status_code == 202, job.text
