@@ -34,7 +34,7 @@ LABELS = LabelMap(("background", "anterior", "posterior"))
 AXIS = 0
 
 
-def _build(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _build(root: Path, size: int, context: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     paths = sorted(p for p in (root / "images").glob("*") if volumes.is_volume(p))
     if not paths:
         raise ValueError(f"{root / 'images'}: no .nii.gz volumes found (is this the hippocampus folder?).")
@@ -43,18 +43,20 @@ def _build(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     ids: list[str] = []
     for path in paths:
         image, labels = volumes.read_volume(path), volumes.read_volume(root / "labels" / path.name)
-        images += volumes.image_slices(image)
+        images += volumes.image_slices(image, context)
         masks += volumes.label_slices(labels, LABELS.num_classes)
         ids += [volumes.slice_id(image.name, k) for k in range(image.n_slices)]
-    data = prepare(images, masks, ids, label_map=LABELS, size=size, channels=1)
+    data = prepare(images, masks, ids, label_map=LABELS, size=size, channels=1 + 2 * context)
     return data.images.astype(np.float16), data.masks.astype(np.uint8), data.ids
 
 
 def load_arrays(
-    size: int, root: Path = HIPPOCAMPUS, cache_dir: Path = OUT_DIR
+    size: int, root: Path = HIPPOCAMPUS, cache_dir: Path = OUT_DIR, context: int = 0
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every slice (N, 1, S, S) float32, its labels (N, S, S) int64 and ids ``<volume>_s<k>``; cached."""
-    return cached_arrays(cache_dir / f"hippocampus-{size}.npz", lambda: _build(root, size))
+    """Every slice (N, 1 + 2 context, S, S) float32 (``context`` neighbours on either side as channels),
+    its labels (N, S, S) int64 and ids ``<volume>_s<k>``; cached."""
+    name = f"hippocampus-{size}" + (f"-c{context}" if context else "")
+    return cached_arrays(cache_dir / f"{name}.npz", lambda: _build(root, size, context))
 
 
 def volume_of(ids: list[str]) -> np.ndarray:
@@ -64,15 +66,18 @@ def volume_of(ids: list[str]) -> np.ndarray:
     return np.array([order[v] for v in names])
 
 
-def hippocampus_split(size: int, root: Path = HIPPOCAMPUS, train_volumes: int = TRAIN_VOLUMES) -> Split:
+def hippocampus_split(
+    size: int, root: Path = HIPPOCAMPUS, train_volumes: int = TRAIN_VOLUMES, context: int = 0
+) -> Split:
     """The split by volume (70/10/20 % of the volumes, seed 0), slices as images, the first
     ``train_volumes`` training volumes trained on; ``test_groups`` says which test volume each test slice
     belongs to."""
-    images, masks, ids = load_arrays(size, root)
+    images, masks, ids = load_arrays(size, root, context=context)
     which = volume_of(ids)
     train_v, val_v, test_v = split_indices(int(which.max()) + 1, (0.7, 0.1, 0.2), seed=0)
     chosen = (train_v[:train_volumes], val_v, test_v)
     parts = tuple(np.flatnonzero(np.isin(which, v)) for v in chosen)
     name = f"hippocampus-{size}" if train_volumes == TRAIN_VOLUMES else f"hippocampus-{size}-{train_volumes}v"
+    name += f"-c{context}" if context else ""
     split = Split.of(name, images, masks, ids, parts, LABELS)  # type: ignore[arg-type]
     return dataclasses.replace(split, test_groups=which[parts[2]])

@@ -163,6 +163,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--volumes", type=int, help="hippocampus: training volumes of the 136 (default 40; 136: every one)"
     )
+    p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="hippocampus: neighbouring slices on either side given as channels (0: the slice alone)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     p.add_argument("--out", type=Path, help="JSON file (default bench/out/quality-<timestamp>.json)")
@@ -209,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.dataset == "hippocampus":
         from bench.hippocampus import TRAIN_VOLUMES, hippocampus_split
 
-        split = hippocampus_split(size, train_volumes=args.volumes or TRAIN_VOLUMES)
+        split = hippocampus_split(size, train_volumes=args.volumes or TRAIN_VOLUMES, context=args.context)
     elif args.dataset.startswith("lidc"):
         from bench.lidc import lidc_split
 

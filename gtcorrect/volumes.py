@@ -191,10 +191,14 @@ def window(data: np.ndarray) -> np.ndarray:
     return out
 
 
-def image_slices(volume: Volume) -> list[np.ndarray]:
-    """The windowed slices (Y, Z, 1) uint8 of an image volume."""
+def image_slices(volume: Volume, context: int = 0) -> list[np.ndarray]:
+    """The windowed slices (Y, Z, 1 + 2 context) uint8 of an image volume: each slice with its ``context``
+    neighbours on either side as channels, in order (k - context .. k + context; the end slices repeated
+    beyond the volume's ends), so that a 2D network sees the anatomy through the slice (2.5D)."""
     grey = window(volume.data)
-    return [np.take(grey, k, SLICE_AXIS)[:, :, None] for k in range(volume.n_slices)]
+    n = volume.n_slices
+    near = [[min(max(j, 0), n - 1) for j in range(k - context, k + context + 1)] for k in range(n)]
+    return [np.stack([np.take(grey, j, SLICE_AXIS) for j in js], -1) for js in near]
 
 
 def label_slices(volume: Volume, num_classes: int) -> list[np.ndarray]:

@@ -57,6 +57,17 @@ def test_volumes_are_cut_into_slices_and_written_back_in_the_label_files_space(t
     np.testing.assert_array_equal(np.asarray(written.dataobj), back)
 
 
+def test_a_slice_can_carry_its_neighbours_as_channels(tmp_path: Path) -> None:
+    images, _ = _folders(tmp_path, 1)
+    image = volumes.read_volume(images / "case_000.nii.gz")
+    alone, context = volumes.image_slices(image), volumes.image_slices(image, context=1)
+    assert len(context) == len(alone) == 6 and context[0].shape == (20, 16, 3)
+    assert not np.array_equal(alone[2], alone[3])  # the slices differ: the channels say which is which
+    for k in range(6):  # channels k - 1, k, k + 1, the end slices repeated beyond the volume's ends
+        for c, j in enumerate((max(k - 1, 0), k, min(k + 1, 5))):
+            np.testing.assert_array_equal(context[k][:, :, c], alone[j][:, :, 0])
+
+
 def test_bad_volumes_are_refused_naming_the_file(tmp_path: Path) -> None:
     images, labels = _folders(tmp_path, 1)
     _write(tmp_path / "series", "cine", np.zeros((4, 4, 4, 2), np.float32))
