@@ -1,4 +1,5 @@
-"""The segmentation network: MONAI's 2-D ``UNet`` (Kerfoot et al. residual units), size from ``NetConfig``."""
+"""The segmentation network: MONAI's ``UNet`` (Kerfoot et al. residual units), size from ``NetConfig``. The
+engine trains it 2-D; ``spatial_dims=3`` builds the same network for whole volumes."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from torch import nn
 from gtcorrect.config import NetConfig
 
 
-def build_network(net: NetConfig, in_channels: int, num_classes: int) -> nn.Module:
-    """Return an untrained UNet mapping (B, in_channels, S, S) to logits (B, num_classes, S, S)."""
+def build_network(net: NetConfig, in_channels: int, num_classes: int, spatial_dims: int = 2) -> nn.Module:
+    """Return an untrained UNet mapping (B, in_channels, S, S) to logits (B, num_classes, S, S); with
+    ``spatial_dims=3`` volumes (B, in_channels, X, Y, Z) to (B, num_classes, X, Y, Z)."""
     if len(net.strides) != len(net.channels) - 1:
         raise ValueError(
             f"NetConfig needs len(strides) == len(channels) - 1, got {len(net.strides)} strides "
             f"for {len(net.channels)} channels."
         )
     return UNet(
-        spatial_dims=2,
+        spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=num_classes,
         channels=net.channels,
