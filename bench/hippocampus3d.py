@@ -100,6 +100,12 @@ def mirrored(
     return x, y
 
 
+def mirrorings(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every mirroring of a batch (B, K, X, Y, Z) along a subset of the spatial ``axes`` (those trained
+    with), as the tensor dims to flip; the first flips none."""
+    return [tuple(2 + a for j, a in enumerate(axes) if k >> j & 1) for k in range(2 ** len(axes))]
+
+
 def run_3d(
     seed: int,
     train_volumes: int,
@@ -108,9 +114,12 @@ def run_3d(
     net: NetConfig | None = None,
     box: tuple[int, ...] = BOX,
     mirror: Sequence[int] = MIRROR,
+    decay: bool = False,
 ) -> dict[str, Any]:
     """Train the 3D U-Net on the first ``train_volumes`` training volumes (clean labels) for ``steps``
-    steps and return its test Dice per volume and label, and the wall time."""
+    steps (``decay``: the learning rate falls to 0 as (1 - step / steps) ** 0.9, nnU-Net's schedule) and
+    return its test Dice per volume and label, alone and averaged over the mirrorings of each test
+    volume along the axes it was mirrored along in training (8 for all three), and the wall time."""
     images, labels, _ = load_volumes(root)
     train_v, _val_v, test_v = split_indices(len(images), (0.7, 0.1, 0.2), seed=0)
     train_v = train_v[:train_volumes]
@@ -127,7 +136,10 @@ def run_3d(
     start = time.perf_counter()
     queue: list[int] = []
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
+        if decay:
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * (1.0 - step / steps) ** 0.9
         if len(queue) < BATCH:
             queue += order(len(train_v)).tolist()
         batch, queue = queue[:BATCH], queue[BATCH:]
@@ -138,34 +150,69 @@ def run_3d(
         optimizer.step()
     wall = time.perf_counter() - start
     model.eval()
-    per_volume = []
+    alone, mirrored_views = [], []
     with torch.no_grad():
         for i in test_v:
             x, at = placed[i]
-            pred = model(torch.from_numpy(x[None])).argmax(1)[0].numpy()[at]
-            per_volume.append(volume_dice(pred, labels[i], LABELS.num_classes))
-    per = np.array([[np.nan if d is None else d for d in row] for row in per_volume])
+            volume = torch.from_numpy(x[None])
+            probs = torch.softmax(model(volume), 1)
+            alone.append(volume_dice(probs.argmax(1)[0].numpy()[at], labels[i], LABELS.num_classes))
+            for flips in mirrorings(mirror)[1:]:
+                probs += torch.softmax(model(volume.flip(flips)), 1).flip(flips)
+            mirrored_views.append(volume_dice(probs.argmax(1)[0].numpy()[at], labels[i], LABELS.num_classes))
     return {
         "seed": seed,
         "train_volumes": len(train_v),
         "test_volumes": len(test_v),
         "steps": steps,
-        "test_per_volume": {LABELS.names[c + 1]: float(np.nanmean(per[:, c])) for c in range(per.shape[1])},
+        "decay": decay,
+        "test_per_volume": _mean_per_label(alone),
+        "test_per_volume_mirrored": _mean_per_label(mirrored_views),
         "wall_s": wall,
     }
 
 
+def _mean_per_label(per_volume: list[list[float | None]]) -> dict[str, float]:
+    """Mean Dice per foreground label over the volumes that have it."""
+    per = np.array([[np.nan if d is None else d for d in row] for row in per_volume])
+    return {LABELS.names[c + 1]: float(np.nanmean(per[:, c])) for c in range(per.shape[1])}
+
+
 def table(runs: dict[str, dict[str, Any]]) -> str:
-    head = ["training volumes", "seeds", "test Dice per volume: anterior", "posterior", "training wall s"]
+    head = [
+        "training volumes",
+        "steps",
+        "learning rate",
+        "seeds",
+        "test Dice per volume: anterior",
+        "posterior",
+        "mirrored at test: anterior",
+        "posterior",
+        "training wall s",
+    ]
     rows = []
-    for v in sorted({r["train_volumes"] for r in runs.values()}):
-        recs = [r for _, r in sorted(runs.items()) if r["train_volumes"] == v]
+    groups = sorted({(r["train_volumes"], r["steps"], r.get("decay", False)) for r in runs.values()})
+    for volumes_, steps, decay in groups:
+        recs = [
+            r
+            for _, r in sorted(runs.items())
+            if (r["train_volumes"], r["steps"], r.get("decay", False)) == (volumes_, steps, decay)
+        ]
+
+        def dice(key: str, label: str, recs: list[dict[str, Any]] = recs) -> str:
+            vals = [r[key][label] for r in recs if key in r]
+            return " / ".join(f"{v:.3f}" for v in vals) or "–"
+
         rows.append(
             [
-                str(v),
+                str(volumes_),
+                str(steps),
+                "poly decay" if decay else "constant",
                 " / ".join(str(r["seed"]) for r in recs),
-                " / ".join(f"{r['test_per_volume']['anterior']:.3f}" for r in recs),
-                " / ".join(f"{r['test_per_volume']['posterior']:.3f}" for r in recs),
+                dice("test_per_volume", "anterior"),
+                dice("test_per_volume", "posterior"),
+                dice("test_per_volume_mirrored", "anterior"),
+                dice("test_per_volume_mirrored", "posterior"),
                 " / ".join(f"{r['wall_s']:.0f}" for r in recs),
             ]
         )
@@ -177,15 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--volumes", type=int, default=TRAIN_VOLUMES, help="training volumes of the 136")
     p.add_argument("--steps", type=int, default=STEPS, help=f"optimizer steps of {BATCH} volumes")
+    p.add_argument("--decay", action="store_true", help="poly learning-rate decay to 0 (nnU-Net's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-markdown", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = args.out or OUT_DIR / f"hippocampus3d-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    log = ResultLog(path, {"box": list(BOX), "batch": BATCH, "steps": args.steps})
+    log = ResultLog(path, {"box": list(BOX), "batch": BATCH})
+    tag = f"v{args.volumes}|{args.steps}" + ("|decay" if args.decay else "")
     jobs = [
-        (f"v{args.volumes}|s{seed}", lambda seed=seed: run_3d(seed, args.volumes, args.steps))
+        (f"{tag}|s{seed}", lambda seed=seed: run_3d(seed, args.volumes, args.steps, decay=args.decay))
         for seed in args.seeds
     ]
     run_all(jobs, log, lambda s: print(s, flush=True))

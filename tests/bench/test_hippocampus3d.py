@@ -43,6 +43,11 @@ def test_mirroring_moves_image_and_labels_together() -> None:
     assert torch.equal(mx[:, 0].long(), my) and not torch.equal(mx, x)
 
 
+def test_test_time_mirrorings_are_every_subset_of_the_trained_axes() -> None:
+    assert hippocampus3d.mirrorings((0, 1, 2)) == [(), (2,), (3,), (2, 3), (4,), (2, 4), (3, 4), (2, 3, 4)]
+    assert hippocampus3d.mirrorings((0, 2)) == [(), (2,), (4,), (2, 4)]
+
+
 def test_a_3d_network_learns_the_structure(tmp_path: Path) -> None:
     for sub in ("images", "labels"):
         (tmp_path / sub).mkdir()
@@ -62,3 +67,4 @@ def test_a_3d_network_learns_the_structure(tmp_path: Path) -> None:
     assert record["train_volumes"] == 8 and record["test_volumes"] >= 2
     assert record["test_per_volume"]["anterior"] > 0.7
     assert record["test_per_volume"]["posterior"] > 0.7
+    assert min(record["test_per_volume_mirrored"].values()) > 0.7  # mirrored views put back in place
