@@ -167,7 +167,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--context",
         type=int,
         default=0,
-        help="hippocampus: neighbouring slices on either side given as channels (0: the slice alone)",
+        help="hippocampus: neighbouring slices on either side as channels (0: none; 1: three channels)",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
