@@ -35,6 +35,7 @@ from gtcorrect.metrics import (
     recognition_metrics,
     segmentation_metrics,
 )
+from gtcorrect.networks import VIEWS, view_probs
 from gtcorrect.trainer import fit
 from gtcorrect.types import FitResult, LabelMap, ReaderMasks, TrainingData
 
@@ -160,20 +161,25 @@ def machine() -> dict[str, Any]:
 
 
 @torch.no_grad()
-def predict_probs(model: Any, images: np.ndarray, device: str, batch_size: int = 16) -> np.ndarray:
-    """Class probabilities (N, K, S, S) float32 of a ``ModelBundle`` on prepared images (N, C, S, S)."""
+def predict_probs(
+    model: Any, images: np.ndarray, device: str, batch_size: int = 16, views: int = 1
+) -> np.ndarray:
+    """Class probabilities (N, K, S, S) float32 of a ``ModelBundle`` on prepared images (N, C, S, S)
+    (``views`` 4: averaged over the test-time flips, ``gtcorrect.networks.view_probs``)."""
     net = model.build(device)
     out = []
     with torch.inference_mode():
         for start in range(0, images.shape[0], batch_size):
             x = torch.as_tensor(images[start : start + batch_size], dtype=torch.float32, device=device)
-            out.append(torch.softmax(net(x).float(), 1).cpu().numpy())
+            out.append(view_probs(net, x, views).cpu().numpy())
     return np.concatenate(out)
 
 
-def predict_masks(model: Any, images: np.ndarray, device: str, batch_size: int = 16) -> np.ndarray:
+def predict_masks(
+    model: Any, images: np.ndarray, device: str, batch_size: int = 16, views: int = 1
+) -> np.ndarray:
     """Argmax masks (N, S, S) int64 of a ``ModelBundle`` on prepared images (N, C, S, S)."""
-    return predict_probs(model, images, device, batch_size).argmax(1).astype(np.int64)
+    return predict_probs(model, images, device, batch_size, views).argmax(1).astype(np.int64)
 
 
 def recognition(truth: np.ndarray, result: FitResult) -> dict[str, float]:
@@ -419,6 +425,7 @@ def train_and_score(
         if split.test_groups is None
         else per_volume_dice(pred, split.test_masks, split.test_groups, result.model.label_map.names),
         "val_dice": result.metrics.get("val_dice"),
+        **_with_flips(result.model, split, device),
         "rounds": [
             {"round": r.round, "separation": r.separation, "n_flagged": r.n_flagged, "n_changed": r.n_changed}
             for r in result.rounds
@@ -453,6 +460,19 @@ def train_and_score(
             # Flagged clean masks can only get worse; this isolates what correction does to real errors.
             record["correction_true_noisy"] = correction(result, given, split.train_masks, truth)
     return nan_to_none(record)
+
+
+def _with_flips(model: Any, split: Split, device: str) -> dict[str, Any]:
+    """The test figures again with the network averaged over each test image's flips (what a
+    ``segment`` request with ``flips`` answers): ``test_flips`` (Dice) and ``test_per_volume_flips``."""
+    pred = predict_masks(model, split.test_images, device, views=len(VIEWS))
+    k = model.label_map.num_classes
+    return {
+        "test_flips": segmentation_metrics(list(pred), list(split.test_masks), num_classes=k)["dice"],
+        "test_per_volume_flips": None
+        if split.test_groups is None
+        else per_volume_dice(pred, split.test_masks, split.test_groups, model.label_map.names),
+    }
 
 
 def per_class_dice(pred: np.ndarray, truth: np.ndarray, names: Sequence[str]) -> dict[str, float]:

@@ -227,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--decay", action="store_true", help="poly learning-rate decay to 0 (nnU-Net's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--merge", type=Path, nargs="*", default=[], help="take these logs' runs into --out")
+    p.add_argument("--render-only", action="store_true", help="write the table of --out's runs; train none")
     p.add_argument("--no-markdown", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -237,7 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         (f"{tag}|s{seed}", lambda seed=seed: run_3d(seed, args.volumes, args.steps, decay=args.decay))
         for seed in args.seeds
     ]
-    run_all(jobs, log, lambda s: print(s, flush=True))
+    for other in args.merge:
+        log.absorb(other)
+    if not args.render_only:
+        run_all(jobs, log, lambda s: print(s, flush=True))
     body = table(log.runs)
     print(body)
     if not args.no_markdown:

@@ -39,6 +39,7 @@ from bench.report import (
     annotator_table,
     class_table,
     damage_table,
+    flips_table,
     quality_table,
     section,
     size_table,
@@ -248,6 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = table(runs)
     extras = (
         ("Test Dice per label (each seed)", class_table(runs)),
+        (
+            "Test Dice with the network averaged over each test image's flips (a `segment` request with "
+            "`flips=true`; each seed)",
+            flips_table(runs),
+        ),
         (
             "Self-assessment against the truth (what the job reports about itself, means over seeds; "
             "'k/n': in k of n seeds)",

@@ -173,6 +173,31 @@ def damage_table(runs: dict[str, dict[str, Any]]) -> str:
     return markdown_table(head, rows)
 
 
+def flips_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Test Dice as trained and with the network averaged over each test image's flips (``test_flips``),
+    each seed's figure "a / b", per label with each volume's slices pooled where the runs are of volumes;
+    '' when no run has the flipped figures."""
+    groups = [(k, recs) for k, recs in _groups(runs) if all(r.get("test_flips") is not None for r in recs)]
+    if not groups:
+        return ""
+    names = list(dict.fromkeys(n for _, recs in groups for r in recs for n in r.get("test_per_volume") or {}))
+    fields = [(("test", "dice"), ("test_flips",), "test Dice")] + [
+        (("test_per_volume", n), ("test_per_volume_flips", n), f"{n} (volumes)") for n in names
+    ]
+    head = [*KEY_HEAD, *(f"{what}: as trained → flips" for _, _, what in fields)]
+    rows = []
+    for key, recs in groups:
+        cells = _key_cells(key, recs)
+        for plain, flipped, _ in fields:
+            cells.append(
+                " / ".join(_mean([_get(*plain)(r)], 3) for r in recs)
+                + " → "
+                + " / ".join(_mean([_get(*flipped)(r)], 3) for r in recs)
+            )
+        rows.append(cells)
+    return markdown_table(head, rows)
+
+
 def class_table(runs: dict[str, dict[str, Any]]) -> str:
     """Test Dice per foreground label, one row per group: over the test images (``test_per_class``) and,
     for volumes trained slice-wise, with each volume's slices pooled (``test_per_volume``), each seed's

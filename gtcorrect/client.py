@@ -615,12 +615,16 @@ class Client:
         return self._download(f"/v1/jobs/{job_id}/plots/annotators.png", path)
 
     def segment(
-        self, image_path: str | Path, model_ref: str = "latest", dataset_id: str | None = None
+        self,
+        image_path: str | Path,
+        model_ref: str = "latest",
+        dataset_id: str | None = None,
+        flips: bool = False,
     ) -> bytes:
         """The mask PNG of one image at its own size (class indices; 0/255 for two classes); ``model_ref`` a
-        model id, or "latest" with ``dataset_id``."""
+        model id, or "latest" with ``dataset_id``; ``flips``: averaged over the image's test-time flips."""
         path = Path(image_path)
-        params = {"format": "png"} | ({} if dataset_id is None else {"dataset_id": dataset_id})
+        params = _segment_params(dataset_id, flips)
         with path.open("rb") as f:
             response = self._send(
                 "POST", f"/v1/models/{model_ref}/segment", params=params, files={"file": (path.name, f)}
@@ -634,10 +638,12 @@ class Client:
         model_ref: str = "latest",
         dataset_id: str | None = None,
         progress: bool = True,
+        flips: bool = False,
     ) -> list[Path]:
         """Segment every image in ``folder`` in one call (``segment-batch``); each mask is written as
         ``<stem>.png`` in ``out_folder``, with the API's ``predictions.json`` beside them. NIfTI volumes
-        are segmented one call each, their label volumes written as ``<volume>.nii.gz``."""
+        are segmented one call each, their label volumes written as ``<volume>.nii.gz``. ``flips``: every
+        image and slice averaged over its test-time flips (four forward passes each)."""
         files = folder_files(folder)
         volumes = [p for p in files if is_volume_name(p.name)]
         images = [p for p in files if not is_volume_name(p.name)]
@@ -646,9 +652,9 @@ class Client:
         written = []
         for path in volumes:
             written.append(out / f"{volume_stem(path.name)}.nii.gz")
-            written[-1].write_bytes(self.segment(path, model_ref, dataset_id))
+            written[-1].write_bytes(self.segment(path, model_ref, dataset_id, flips))
         if images:
-            params = {"format": "png"} | ({} if dataset_id is None else {"dataset_id": dataset_id})
+            params = _segment_params(dataset_id, flips)
             url = f"/v1/models/{model_ref}/segment-batch"
             response = self._post_zip(url, images, {}, "images", progress, params)
             with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
@@ -657,6 +663,14 @@ class Client:
                     (out / name).write_bytes(archive.read(name))
             written += [out / n for n in names if n.endswith(".png")]
         return sorted(written)
+
+
+def _segment_params(dataset_id: str | None, flips: bool) -> dict[str, str]:
+    return (
+        {"format": "png"}
+        | ({} if dataset_id is None else {"dataset_id": dataset_id})
+        | ({"flips": "true"} if flips else {})
+    )
 
 
 def config_dir() -> Path:

@@ -317,7 +317,7 @@ def _segment(args: argparse.Namespace) -> int:
         raise ValueError("give --dataset (its latest model) or --model ID.")
     with _client(args) as client:
         dataset = client.dataset_id(args.dataset) if args.dataset else None
-        paths = client.segment_folder(args.dir, args.out, args.model, dataset)
+        paths = client.segment_folder(args.dir, args.out, args.model, dataset, flips=args.flips)
     _say(f"wrote {len(paths)} masks to {args.out}")
     return 0
 
@@ -586,6 +586,11 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--dataset", help="use the latest model of this dataset (name or id)")
     p.add_argument("--model", default="latest", help="a model id (default: latest of --dataset)")
+    p.add_argument(
+        "--flips",
+        action="store_true",
+        help="average the network over each image and its flips (test-time augmentation; 4x the time)",
+    )
 
     p = verb(verbs, "annotators", _annotators, "the annotator report: who outlines wider or narrower")
     p.add_argument("job_ref", nargs="?", metavar="JOB", help="a succeeded job (or --job)")

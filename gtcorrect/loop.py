@@ -24,7 +24,7 @@ from gtcorrect.errors import CheckpointError, TrainingStopped
 from gtcorrect.evidence import EvidenceTable, edge_maps, network_columns, static_columns
 from gtcorrect.losses import seg_loss
 from gtcorrect.model import ModelBundle
-from gtcorrect.networks import build_network, mixed_precision, use_amp
+from gtcorrect.networks import build_network, mixed_precision, use_amp, view_probs
 from gtcorrect.selftest import Copies, make_copies, pool_indices
 from gtcorrect.tstage import ema_update
 from gtcorrect.types import GmmRound, Progress, ProgressCallback, StopCheck, TrainingData
@@ -291,15 +291,8 @@ class Run:
         net.eval()
         out = []
         bs = self.config.batch_size
-        flips: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)][: max(views, 1)]
         for start in range(0, images.shape[0], bs):
-            x = images[start : start + bs].to(self.device)
-            mean = torch.zeros(0)
-            for f in flips:
-                p = torch.softmax(net(x.flip(f) if f else x), 1).float()
-                p = p.flip(f) if f else p
-                mean = p if mean.numel() == 0 else mean + p
-            out.append((mean / len(flips)).cpu())
+            out.append(view_probs(net, images[start : start + bs].to(self.device), views).cpu())
         net.train(was_training)
         if not out:
             return np.zeros((0, self.k, *self.images.shape[2:]), dtype=np.float32)

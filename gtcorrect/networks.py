@@ -32,6 +32,23 @@ def build_network(net: NetConfig, in_channels: int, num_classes: int, spatial_di
     )
 
 
+# The views of an image at test time, as the tensor dims flipped: itself, its horizontal, vertical and double
+# flips (the flips training augments with).
+VIEWS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def view_probs(net: nn.Module, x: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """Softmax probabilities (B, K, S, S) of ``net`` on images (B, C, S, S): the mean over the first
+    ``views`` of ``VIEWS`` (1 to 4), each view's probabilities flipped back."""
+    chosen = VIEWS[: max(1, min(views, len(VIEWS)))]
+    total = torch.zeros(0)
+    for dims in chosen:
+        p = torch.softmax(net(x.flip(dims) if dims else x).float(), 1)
+        p = p.flip(dims) if dims else p
+        total = p if total.numel() == 0 else total + p
+    return total / len(chosen)
+
+
 def use_amp(setting: str, device: torch.device) -> bool:
     """Whether a network on ``device`` runs in bfloat16 mixed precision: ``TrainConfig.amp`` "on", or
     "auto" on a CUDA device that supports bfloat16 (no loss scaling is needed with it)."""

@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -29,6 +29,16 @@ from app.schemas.results import ModelOut, SegmentationOut
 from app.services import cleanup, inference, models, volumes
 from app.services.uploads import Blob, UploadLimits, expand, image_header
 from gtcorrect.inference import Predictor
+
+FlipsQuery = Annotated[
+    bool,
+    Query(
+        description="Test-time flips: average the network over each image (each slice of a volume) and its "
+        "horizontal, vertical and double flips. Four forward passes for a closer outline on the benchmarks "
+        "(BENCHMARKS.md); a single image is then segmented on its own, not in the batch shared with other "
+        "requests."
+    ),
+]
 
 router = APIRouter(tags=["models"])
 
@@ -103,6 +113,7 @@ def segment_batch(
     ],
     dataset_id: uuid.UUID | None = None,
     format: Literal["png", "probabilities"] = "png",  # the public query parameter name
+    flips: FlipsQuery = False,
 ) -> StreamingResponse:
     """Segment every uploaded image with a model (an id, or `latest` with `dataset_id`) in one request:
     a zip with one mask PNG per image, `<image stem>.png` at the image's own size (`format=png`: class
@@ -113,7 +124,7 @@ def segment_batch(
     model = models.resolve_model(session, project, model_ref, dataset_id, recent)
     blobs = expand(read_uploads(files), limits)
     predictor = cache.get(store, model).predictor
-    archive = inference.segment_zip(predictor, blobs, limits, model.id, format, cache.max_batch)
+    archive = inference.segment_zip(predictor, blobs, limits, model.id, format, cache.max_batch, flips)
     return StreamingResponse(
         iter(lambda: archive.read(1 << 16), b""),
         media_type="application/zip",
@@ -148,6 +159,7 @@ def segment(
         File(description="The image to segment, or a NIfTI volume (answered as a NIfTI label volume)."),
     ] = None,
     sample_id: Annotated[uuid.UUID | None, Form(description="Or: a stored sample of this project.")] = None,
+    flips: FlipsQuery = False,
 ) -> Response:
     """Segment images with a model (an id, or `latest` with `dataset_id`): masks as PNG, COCO RLE JSON or a
     zip, at each image's own size.
@@ -156,7 +168,7 @@ def segment(
     upload: Blob | None = read_uploads([file])[0] if file is not None else None
     served = cache.get(store, model)
     if upload is not None and volumes.is_volume(upload):
-        return _segment_volume(served.predictor, upload, format, limits)
+        return _segment_volume(served.predictor, upload, format, limits, flips)
     header = image_header(upload) if upload is not None and format == "npy" else None
     if header is not None:  # refused before anything is decoded
         inference.check_npy(header.width, header.height, served.predictor.label_map)
@@ -165,7 +177,7 @@ def segment(
         image = inference.input_image(
             session, store, project, upload=upload, sample_id=sample_id, max_pixels=limits.max_image_pixels
         )
-        prediction = served.segment(image)  # with concurrent requests' images, in one forward pass
+        prediction = served.segment(image, flips)  # with concurrent requests' images, in one forward pass
         del image  # the decoded input is not needed to encode the answer
         encoded = inference.encode(prediction, served.predictor, model.id, format)
     if encoded.payload is not None:
@@ -173,7 +185,9 @@ def segment(
     return Response(encoded.body, media_type=encoded.media_type)
 
 
-def _segment_volume(predictor: Predictor, upload: Blob, fmt: str, limits: UploadLimits) -> Response:
+def _segment_volume(
+    predictor: Predictor, upload: Blob, fmt: str, limits: UploadLimits, flips: bool
+) -> Response:
     """A NIfTI volume's answer: its label volume (``format`` png, the default: class indices)."""
     if fmt != "png":
         raise InvalidInput(
@@ -182,7 +196,7 @@ def _segment_volume(predictor: Predictor, upload: Blob, fmt: str, limits: Upload
         )
     name = f"{volumes.name(upload)}.nii.gz"
     return Response(
-        inference.segment_volume(predictor, upload, limits),
+        inference.segment_volume(predictor, upload, limits, flips=flips),
         media_type=volumes.GZIP,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

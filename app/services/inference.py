@@ -75,8 +75,12 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._loop, name="gtc-micro-batcher", daemon=True)
         self._thread.start()
 
-    def segment(self, image: np.ndarray) -> Prediction:
-        """(H, W, C) uint8 -> prediction at the same H, W."""
+    def segment(self, image: np.ndarray, flips: bool = False) -> Prediction:
+        """(H, W, C) uint8 -> prediction at the same H, W. With ``flips`` (four forward passes, the image's
+        test-time flips) the request runs alone in its own thread, not in the shared batch."""
+        if flips:
+            low = self.predictor.forward(self.predictor.prepare(image)[None], flips=True)[0]
+            return Prediction.from_low(low, (int(image.shape[0]), int(image.shape[1])))
         with self._count:
             self._in_flight += 1
         try:
@@ -262,13 +266,14 @@ def segment_zip(
     model_id: uuid.UUID,
     fmt: str,
     batch_size: int = 8,
+    flips: bool = False,
 ) -> IO[bytes]:
     """Every image of ``blobs`` segmented: a zip (in a spooled temporary file, rewound) of one mask PNG
     per image (``fmt`` png or probabilities), named ``<stem>.png``, at the image's size, plus
     ``predictions.json`` (per image: width, height, mean confidence and pixel area per class). One image
     is decoded at a time under the process's pixel budget and kept only as the network's input, so up to
-    ``batch_size`` of them go through the network together. Bad files are collected and refused together
-    (422 naming each)."""
+    ``batch_size`` of them go through the network together (``flips``: each averaged over its test-time
+    flips). Bad files are collected and refused together (422 naming each)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     stems: dict[str, list[str]] = {}
@@ -288,7 +293,7 @@ def segment_zip(
     out = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (the caller streams it)
     try:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-            _write_masks(_MaskArchive(archive, predictor, model_id, fmt), blobs, limits, batch_size)
+            _write_masks(_MaskArchive(archive, predictor, model_id, fmt, flips), blobs, limits, batch_size)
     except BaseException:
         out.close()
         raise
@@ -306,14 +311,17 @@ class _Waiting:
 class _MaskArchive:
     """The zip being written: one mask per image, and the per-image summary for ``predictions.json``."""
 
-    def __init__(self, archive: zipfile.ZipFile, predictor: Predictor, model_id: uuid.UUID, fmt: str) -> None:
+    def __init__(
+        self, archive: zipfile.ZipFile, predictor: Predictor, model_id: uuid.UUID, fmt: str, flips: bool
+    ) -> None:
         self.archive, self.predictor, self.model_id, self.fmt = archive, predictor, model_id, fmt
+        self.flips = flips
         self.summary: list[dict[str, Any]] = []
 
     def add(self, waiting: list[_Waiting]) -> None:
         """Segment ``waiting`` in one forward pass and write their masks."""
         labels = self.predictor.label_map
-        probs = self.predictor.forward(np.stack([w.x for w in waiting]))
+        probs = self.predictor.forward(np.stack([w.x for w in waiting]), flips=self.flips)
         for w, low in zip(waiting, probs, strict=True):
             prediction = Prediction.from_low(low, w.size)
             name = f"{PurePosixPath(w.name).stem}.png"
@@ -337,13 +345,15 @@ class _MaskArchive:
         self.archive.writestr("predictions.json", json.dumps(body, indent=1))
 
 
-def segment_volume(predictor: Predictor, blob: Blob, limits: UploadLimits, batch_size: int = 8) -> bytes:
+def segment_volume(
+    predictor: Predictor, blob: Blob, limits: UploadLimits, batch_size: int = 8, flips: bool = False
+) -> bytes:
     """A NIfTI image volume segmented slice-wise (as it was trained): a gzipped label volume in its
     space (its affine and header; voxels uint8 class indices). 422 naming the file when it is not a
     volume the service takes."""
     try:
         with volumes.reading(blob, limits) as volume:
-            preds = predictor.predict(nifti.image_slices(volume), batch_size=batch_size)
+            preds = predictor.predict(nifti.image_slices(volume), batch_size=batch_size, flips=flips)
             return nifti.label_volume_bytes(nifti.stack([p.mask for p in preds]), volume)
     except ValueError as exc:
         raise InvalidInput(

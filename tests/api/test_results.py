@@ -273,6 +273,62 @@ def test_segment_upload_in_every_format(client: TestClient, auth: dict[str, str]
     assert npy.shape == (2, 37, 61) and np.allclose(npy.sum(axis=0), 1.0, atol=1e-4)
 
 
+def test_segment_with_flips_averages_the_flipped_answers(
+    client: TestClient, auth: dict[str, str], finished: Finished
+) -> None:
+    url = f"/v1/models/{finished.model_id}/segment"
+    pixels = np.asarray(Image.open(io.BytesIO(image_png(37, 61, 9))))
+
+    def probabilities(image: np.ndarray, **params: object) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+        upload = files_part({"new.png": buffer.getvalue()}, "file")
+        answer = client.post(url, params={"format": "npy", **params}, files=upload, headers=auth)
+        assert answer.status_code == 200, answer.text
+        return np.load(io.BytesIO(answer.content))
+
+    # The service's own answers for the image and its flips, each flipped back, averaged: what flips=true
+    # answers in one request (resizing and restoring commute with flips; the mean is taken before restoring).
+    views = [
+        probabilities(pixels),
+        probabilities(pixels[:, ::-1])[:, :, ::-1],
+        probabilities(pixels[::-1])[:, ::-1],
+        probabilities(pixels[::-1, ::-1])[:, ::-1, ::-1],
+    ]
+    flipped = probabilities(pixels, flips="true")
+    np.testing.assert_allclose(flipped, np.mean(views, axis=0), atol=2e-3)
+    assert not np.allclose(flipped, views[0], atol=1e-3)  # the network is not flip-symmetric
+
+    mask = np.asarray(
+        Image.open(
+            io.BytesIO(
+                client.post(
+                    url,
+                    params={"flips": "true"},
+                    files=files_part({"new.png": image_png(37, 61, 9)}, "file"),
+                    headers=auth,
+                ).content
+            )
+        )
+    )
+    np.testing.assert_array_equal(mask, np.where(flipped[1] > 0.5, 255, 0))
+    batch = client.post(
+        f"/v1/models/{finished.model_id}/segment-batch",
+        params={"flips": "true"},
+        files=files_part({"new.png": image_png(37, 61, 9)}),
+        headers=auth,
+    )
+    assert batch.status_code == 200, batch.text
+    in_zip = np.asarray(Image.open(io.BytesIO(zipfile.ZipFile(io.BytesIO(batch.content)).read("new.png"))))
+    np.testing.assert_array_equal(in_zip, mask)
+    assert_problem(
+        client.post(
+            url, params={"flips": "maybe"}, files=files_part({"n.png": image_png(8, 8)}, "file"), headers=auth
+        ),
+        422,
+    )
+
+
 def test_segment_batch_answers_a_zip_of_masks(
     client: TestClient, auth: dict[str, str], finished: Finished, dataset_id: str
 ) -> None:

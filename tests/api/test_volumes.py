@@ -269,6 +269,27 @@ def test_a_volume_is_segmented_into_a_label_volume_in_its_space(
     assert labels.shape == SHAPE and labels.get_data_dtype() == np.uint8
     np.testing.assert_allclose(labels.affine, AFFINE)
     assert set(np.unique(np.asarray(labels.dataobj)).tolist()) <= {0, 1}
+    # With flips, each slice is answered as a 2D request with flips answers that slice.
+    flipped = client.post(
+        f"{url}/segment",
+        params={"flips": "true"},
+        files=files_part({"case_x.nii.gz": sent}, "file"),
+        headers=auth,
+    )
+    assert flipped.status_code == 200, flipped.text
+    answered = np.asarray(volumes.read_volume_bytes(flipped.content).dataobj)
+    image = volumes.read_volume_bytes(sent)
+    cut = volumes.image_slices(volumes.Volume("case_x", np.asarray(image.dataobj), image))
+    for k, grey in enumerate(cut):
+        buffer = io.BytesIO()
+        Image.fromarray(grey[:, :, 0]).save(buffer, format="PNG")
+        png = client.post(
+            f"{url}/segment",
+            params={"flips": "true"},
+            files=files_part({"s.png": buffer.getvalue()}, "file"),
+            headers=auth,
+        )
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png.content))) > 0, answered[k] > 0)
     as_json = client.post(
         f"{url}/segment?format=json", files=files_part({"case_x.nii.gz": sent}, "file"), headers=auth
     )

@@ -29,9 +29,9 @@ class CountingPredictor(Predictor):
         super().__init__(tiny_bundle())
         self.batches: list[int] = []
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
+    def forward(self, batch: np.ndarray, flips: bool = False) -> np.ndarray:
         self.batches.append(len(batch))
-        return super().forward(batch)
+        return super().forward(batch, flips)
 
 
 @pytest.mark.parametrize("fmt", ["png", "probabilities"])

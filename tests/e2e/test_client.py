@@ -132,6 +132,17 @@ def test_client_run_from_two_folders_against_the_embedded_server(tmp_path: Path)
         sizes = {p.name: Image.open(p).size for p in (tmp_path / "seg").glob("*.png")}
         assert sizes == {"a.png": (60, 52), "b.png": (44, 30)}  # one call: segment-batch
         assert len(json.loads((tmp_path / "seg" / "predictions.json").read_text())["images"]) == 2
+        flipped = cli(
+            "segment",
+            tmp_path / "new",
+            "--out",
+            tmp_path / "seg-flips",
+            "--dataset",
+            "discs-round-2",
+            "--flips",
+        )
+        assert flipped.returncode == 0, flipped.stderr
+        assert {p.name: Image.open(p).size for p in (tmp_path / "seg-flips").glob("*.png")} == sizes
     assert served.exit_code == 0, f"gtcorrect serve exited with {served.exit_code}"
 
 
@@ -243,6 +254,21 @@ def test_start_job_sends_the_preset_and_the_consensus_only_when_given() -> None:
             "train_on": "every_reader",
         },
     ]
+
+
+def test_segment_asks_for_flips_only_when_told(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(b"png")
+    queries: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        queries.append(dict(request.url.params))
+        return httpx.Response(200, content=b"mask")
+
+    with _client(handler) as client:
+        client.segment(image, "m1")
+        client.segment(image, "latest", dataset_id="d1", flips=True)
+    assert queries == [{"format": "png"}, {"format": "png", "dataset_id": "d1", "flips": "true"}]
 
 
 def test_api_error_names_the_problem_and_the_upload_is_one_streamed_zip(tmp_path: Path) -> None:

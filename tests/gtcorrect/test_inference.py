@@ -75,6 +75,27 @@ def test_predict_matches_network_and_is_batch_independent() -> None:
     np.testing.assert_allclose(one[0].probabilities, ref[0], atol=1e-5)
 
 
+def test_flips_average_the_network_over_the_image_and_its_flips_put_back() -> None:
+    bundle = _bundle(3, LabelMap(("bg", "a", "b")), seed=2)
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    flipped = predict(bundle, images, flips=True)
+    x = torch.from_numpy(prepare_images(images, size=32, channels=3))
+    net = bundle.build()
+    with torch.no_grad():
+        views = [
+            torch.softmax(net(x), 1),
+            torch.softmax(net(x.flip(-1)), 1).flip(-1),
+            torch.softmax(net(x.flip(-2)), 1).flip(-2),
+            torch.softmax(net(x.flip(-2, -1)), 1).flip(-2, -1),
+        ]
+    ref = torch.stack(views).mean(0).numpy()
+    for i, p in enumerate(flipped):
+        np.testing.assert_allclose(p.probabilities, ref[i], atol=1e-5)
+    # An untrained network is not flip-symmetric: the average differs from the plain answer.
+    assert not np.allclose(predict(bundle, images)[0].probabilities, flipped[0].probabilities, atol=1e-4)
+
+
 def test_predict_after_bundle_round_trip_and_bad_input() -> None:
     bundle = ModelBundle.from_bytes(_bundle(1).to_bytes())
     img = np.zeros((10, 12, 3), np.uint8)
