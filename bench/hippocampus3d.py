@@ -37,6 +37,7 @@ from bench.report import BENCHMARKS, markdown_table, section, write_section
 from gtcorrect import volumes
 from gtcorrect.config import NetConfig, TrainConfig
 from gtcorrect.data import split_indices
+from gtcorrect.evidence import class_disagreement
 from gtcorrect.networks import build_network
 
 BOX = (48, 64, 48)  # every MSD hippocampus volume (at most 43 x 58 x 47) fits
@@ -79,14 +80,10 @@ def padded_labels(label: np.ndarray, at: tuple[slice, ...], box: tuple[int, ...]
     return out
 
 
-def volume_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> list[float | None]:
-    """Dice per foreground class of one volume (None where neither has the class)."""
-    out: list[float | None] = []
-    for c in range(1, num_classes):
-        p, t = pred == c, truth == c
-        denom = int(p.sum() + t.sum())
-        out.append(2.0 * float((p & t).sum()) / denom if denom else None)
-    return out
+def volume_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K - 1,) Dice per foreground class of one volume (X, Y, Z), NaN where neither has the class."""
+    flat = (pred.reshape(1, pred.shape[0], -1), truth.reshape(1, truth.shape[0], -1))
+    return np.asarray(1.0 - class_disagreement(*flat, num_classes)[0])
 
 
 def mirrored(
@@ -172,9 +169,9 @@ def run_3d(
     }
 
 
-def _mean_per_label(per_volume: list[list[float | None]]) -> dict[str, float]:
+def _mean_per_label(per_volume: list[np.ndarray]) -> dict[str, float]:
     """Mean Dice per foreground label over the volumes that have it."""
-    per = np.array([[np.nan if d is None else d for d in row] for row in per_volume])
+    per = np.array(per_volume)
     return {LABELS.names[c + 1]: float(np.nanmean(per[:, c])) for c in range(per.shape[1])}
 
 
