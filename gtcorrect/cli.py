@@ -86,6 +86,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--flips", action="store_true", help="average over each image and its flips (4 forward passes)"
+    )
     p.set_defaults(func=_run("predict"))
 
 

@@ -299,13 +299,14 @@ def predict(args: argparse.Namespace) -> int:
     folder = Path(args.images)
     out = Path(args.out)
     if _holds_volumes(folder):
-        return _predict_volumes(predictor, folder, out, args.batch_size)
+        return _predict_volumes(predictor, folder, out, args.batch_size, args.flips)
     files = _mask_files(folder, "")
     out.mkdir(parents=True, exist_ok=True)
     summary = []
     for start in range(0, len(files), args.batch_size):
         chunk = files[start : start + args.batch_size]
-        preds = predictor.predict([read_image(p) for p in chunk], batch_size=args.batch_size)
+        images = [read_image(p) for p in chunk]
+        preds = predictor.predict(images, batch_size=args.batch_size, flips=args.flips)
         for p, pred in zip(chunk, preds, strict=True):
             (out / f"{p.stem}.png").write_bytes(mask_to_png(pred.mask, bundle.label_map))
             fractions = (
@@ -323,16 +324,17 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_volumes(predictor: Predictor, folder: Path, out: Path, batch_size: int) -> int:
-    """Every NIfTI volume of ``folder`` segmented slice-wise: ``<volume>.nii.gz`` label volumes in the
-    image's affine and header, and ``predictions.json`` (voxel share of each class per volume)."""
+def _predict_volumes(predictor: Predictor, folder: Path, out: Path, batch_size: int, flips: bool) -> int:
+    """Every NIfTI volume of ``folder`` segmented slice-wise (``flips``: each slice averaged over its
+    flips): ``<volume>.nii.gz`` label volumes in the image's affine and header, and ``predictions.json``
+    (voxel share of each class per volume)."""
     out.mkdir(parents=True, exist_ok=True)
     lm = predictor.bundle.label_map
     summary = []
     paths = sorted(p for p in folder.iterdir() if volumes.is_volume(p))
     for path in paths:
         volume = volumes.read_volume(path)
-        preds = predictor.predict(volumes.image_slices(volume), batch_size=batch_size)
+        preds = predictor.predict(volumes.image_slices(volume), batch_size=batch_size, flips=flips)
         labels = volumes.stack([pred.mask for pred in preds])
         (out / f"{volume.name}.nii.gz").write_bytes(volumes.label_volume_bytes(labels, volume))
         fractions = np.bincount(labels.ravel(), minlength=lm.num_classes) / labels.size

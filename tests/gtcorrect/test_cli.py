@@ -16,6 +16,8 @@ from PIL import Image
 
 from gtcorrect.cli import REPORT_FIELDS, main
 from gtcorrect.config import NetConfig, TrainConfig
+from gtcorrect.data import read_image
+from gtcorrect.inference import Predictor
 from gtcorrect.model import ModelBundle
 from gtcorrect.networks import build_network
 from gtcorrect.types import LabelMap
@@ -103,6 +105,16 @@ def test_predict_writes_masks_at_original_size(tmp_path: Path) -> None:
     summary = json.loads((out / "predictions.json").read_text())
     assert [s["id"] for s in summary] == ["img0", "img1", "img2"]
     assert all(sum(s["class_fractions"]) == pytest.approx(1.0) for s in summary)
+    # --flips: the masks of the flip-averaged prediction, as the engine's Predictor makes them.
+    flipped = tmp_path / "pred-flips"
+    args = ["predict", "--model", str(tmp_path / "model.pt"), "--images", str(images), "--out", str(flipped)]
+    assert main([*args, "--flips"]) == 0
+    image = read_image(images / "img0.png")
+    expected = Predictor(bundle).predict([image], flips=True)[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(flipped / "img0.png")) > 0, expected.mask > 0)
+    confidence = json.loads((flipped / "predictions.json").read_text())[0]["mean_confidence"]
+    assert confidence == pytest.approx(expected.mean_confidence)
+    assert confidence != pytest.approx(summary[0]["mean_confidence"])  # not the plain prediction
 
 
 def test_train_writes_model_report_corrections_and_plots(tmp_path: Path) -> None:
