@@ -108,12 +108,12 @@ def _ok(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def _in_process(served: inference.MicroBatcher, image: bytes) -> Callable[[], None]:
+def _in_process(served: inference.MicroBatcher, image: bytes, flips: bool = False) -> Callable[[], None]:
     """One call of the in-process path: what the route does after the upload (decode, the model's
-    ``MicroBatcher``, PNG encoding)."""
+    ``MicroBatcher``, PNG encoding); ``flips``: a request with ``flips=true``."""
 
     def call() -> None:
-        prediction = served.segment(read_image(image))
+        prediction = served.segment(read_image(image), flips)
         inference.encode(prediction, served.predictor, uuid.UUID(int=0), "png")
 
     return call
@@ -131,9 +131,29 @@ def engine_latency(model: ModelBundle, image: bytes, n: int, device: str) -> dic
             torch.cuda.synchronize()
 
     try:
-        return {"in_process": timed(_in_process(served, image), n), "forward": timed(forward, n)}
+        paired = alternated(
+            {"plain": _in_process(served, image), "flips": _in_process(served, image, True)}, n
+        )
+        return {
+            "in_process": timed(_in_process(served, image), n),
+            "forward": timed(forward, n),
+            "flips": paired,
+        }
     finally:
         served.close()
+
+
+def alternated(calls: dict[str, Callable[[], object]], n: int) -> dict[str, dict[str, float]]:
+    """``n`` timed calls of each of ``calls``, alternated (the order reversed every round, the first 3
+    rounds warming up) so that all see the machine as it is: their percentiles by name."""
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(n + 3):
+        for name in calls if i % 2 == 0 else reversed(calls):
+            start = time.perf_counter()
+            calls[name]()
+            if i >= 3:
+                seconds[name].append(time.perf_counter() - start)
+    return {name: percentiles(values) for name, values in seconds.items()}
 
 
 def service_latency(
@@ -154,14 +174,7 @@ def service_latency(
             url = f"/v1/models/{world.model_id}/segment"
             calls[name] = partial(_post_image, client, url, image)
         calls["in_process"] = _in_process(served, image)
-        seconds: dict[str, list[float]] = {name: [] for name in calls}
-        for i in range(n + 3):  # the first 3 rounds warm up
-            for name in calls if i % 2 == 0 else reversed(calls):
-                start = time.perf_counter()
-                calls[name]()
-                if i >= 3:
-                    seconds[name].append(time.perf_counter() - start)
-    return {name: percentiles(values) for name, values in seconds.items()}
+        return alternated(calls, n)
 
 
 def _post_image(client: httpx.Client, url: str, image: bytes) -> httpx.Response:
@@ -368,6 +381,24 @@ def render(log: dict[str, Any]) -> str:
             latency_rows,
         ),
         *_service_tables(log),
+        markdown_table(
+            [
+                "size",
+                "in-process p50 / p95 ms",
+                "with flips=true (4 forward passes), alternated",
+                "flips ÷ plain (p50)",
+            ],
+            [
+                [
+                    f"{size} px",
+                    _ms(r["flips"]["plain"]),
+                    _ms(r["flips"]["flips"]),
+                    _ratio(r["flips"]["flips"], r["flips"]["plain"]),
+                ]
+                for size, r in log["latency"].items()
+                if "flips" in r
+            ],
+        ),
         markdown_table(
             [
                 f"training: {t['images']} images, {t['size']} px, {t['epochs']} epochs",

@@ -32,6 +32,7 @@ def test_smoke_run_measures_every_path(tmp_path: Path) -> None:
     assert training["plain_epochs"] == training["gt_epochs"] == training["epochs"]
     text = markdown.read_text()
     assert "<!-- speed:start -->" in text and "| 32 px |" in text and "| s3 | 20 |" in text
+    assert "with flips=true" in text
 
 
 def test_engine_only_needs_no_services(tmp_path: Path) -> None:
@@ -39,4 +40,6 @@ def test_engine_only_needs_no_services(tmp_path: Path) -> None:
     assert main(["--smoke", "--engine-only", "--no-markdown", "--out", str(out)]) == 0
     log = json.loads(out.read_text())
     assert "service" not in log["latency"]["32"] and "ingest" not in log
+    flips = log["latency"]["32"]["flips"]  # the same requests with and without flips=true, alternated
+    assert flips["plain"]["n"] == flips["flips"]["n"] == 5 and flips["flips"]["p50_ms"] > 0
     assert log["training"]["gt_epochs"] == log["training"]["epochs"]
