@@ -38,7 +38,7 @@ from gtcorrect import volumes
 from gtcorrect.config import NetConfig, TrainConfig
 from gtcorrect.data import split_indices
 from gtcorrect.evidence import class_disagreement
-from gtcorrect.networks import build_network
+from gtcorrect.networks import build_network, view_probs
 
 BOX = (48, 64, 48)  # every MSD hippocampus volume (at most 43 x 58 x 47) fits
 STEPS = 3000  # optimizer steps of BATCH volumes
@@ -147,16 +147,15 @@ def run_3d(
         optimizer.step()
     wall = time.perf_counter() - start
     model.eval()
-    alone, mirrored_views = [], []
+    alone: list[np.ndarray] = []
+    mirrored_views: list[np.ndarray] = []
     with torch.no_grad():
         for i in test_v:
             x, at = placed[i]
-            volume = torch.from_numpy(x[None])
-            probs = torch.softmax(model(volume), 1)
-            alone.append(volume_dice(probs.argmax(1)[0].numpy()[at], labels[i], LABELS.num_classes))
-            for flips in mirrorings(mirror)[1:]:
-                probs += torch.softmax(model(volume.flip(flips)), 1).flip(flips)
-            mirrored_views.append(volume_dice(probs.argmax(1)[0].numpy()[at], labels[i], LABELS.num_classes))
+            volume, views = torch.from_numpy(x[None]), mirrorings(mirror)
+            for n, out in ((1, alone), (len(views), mirrored_views)):
+                probs = view_probs(model, volume, n, views)
+                out.append(volume_dice(probs.argmax(1)[0].numpy()[at], labels[i], LABELS.num_classes))
     return {
         "seed": seed,
         "train_volumes": len(train_v),

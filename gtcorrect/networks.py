@@ -3,7 +3,7 @@ engine trains it 2-D; ``spatial_dims=3`` builds the same network for whole volum
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -37,10 +37,13 @@ def build_network(net: NetConfig, in_channels: int, num_classes: int, spatial_di
 VIEWS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
-def view_probs(net: nn.Module, x: torch.Tensor, views: int = 1) -> torch.Tensor:
-    """Softmax probabilities (B, K, S, S) of ``net`` on images (B, C, S, S): the mean over the first
-    ``views`` of ``VIEWS`` (1 to 4), each view's probabilities flipped back."""
-    chosen = VIEWS[: max(1, min(views, len(VIEWS)))]
+def view_probs(
+    net: nn.Module, x: torch.Tensor, views: int = 1, flips: Sequence[tuple[int, ...]] = VIEWS
+) -> torch.Tensor:
+    """Softmax probabilities (B, K, ...) of ``net`` on inputs (B, C, ...): the mean over the first
+    ``views`` of ``flips`` (default ``VIEWS``, images (B, C, S, S); a volume's mirrorings for a 3D network),
+    each view's probabilities flipped back."""
+    chosen = flips[: max(1, min(views, len(flips)))]
     total = torch.zeros(0)
     for dims in chosen:
         p = torch.softmax(net(x.flip(dims) if dims else x).float(), 1)

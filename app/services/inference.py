@@ -80,7 +80,13 @@ class MicroBatcher:
         test-time flips) the request runs alone in its own thread, not in the shared batch."""
         if flips:
             low = self.predictor.forward(self.predictor.prepare(image)[None], flips=True)[0]
-            return Prediction.from_low(low, (int(image.shape[0]), int(image.shape[1])))
+        else:
+            low = self._batched(image)
+        return Prediction.from_low(low, (int(image.shape[0]), int(image.shape[1])))
+
+    def _batched(self, image: np.ndarray) -> np.ndarray:
+        """The network's probabilities (K, S, S) of one image, from the shared batch (in this thread
+        once the batcher is closed)."""
         with self._count:
             self._in_flight += 1
         try:
@@ -89,11 +95,10 @@ class MicroBatcher:
                 closed = self._closed
                 if not closed:
                     self._queue.put(pending)
-            low = self.predictor.forward(pending.x[None])[0] if closed else pending.result.result()
+            return self.predictor.forward(pending.x[None])[0] if closed else pending.result.result()
         finally:
             with self._count:
                 self._in_flight -= 1
-        return Prediction.from_low(low, (int(image.shape[0]), int(image.shape[1])))
 
     def close(self, wait: bool = True) -> None:
         """Stop the batcher's thread once what is queued has run (``wait``: until it has)."""
